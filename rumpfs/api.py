@@ -1,0 +1,163 @@
+"""The Python API build systems call; the command line is a thin layer over it.
+
+>>> from rumpfs.api import pack
+>>> pack(["rootfs/"], "root.cpio.gz")          # doctest: +SKIP
+
+``pack`` builds the tree from layers (stubetc, host directories, removals),
+makes it reproducible, generates what /etc needs, and writes one image --
+bare, compressed, or wrapped in a linkable object -- atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from . import formats
+from .errors import RumpfsError
+from .output import AtomicOutput, ImageSink, Progress
+from .sources import HostDirectory, Layer, Policy, Remove, build_tree, stubetc_layer
+from .tree import Tree
+
+#: Output suffixes that ask for a container around the image.
+CONTAINER_SUFFIXES = {".o": "elf", ".S": "asm", ".s": "asm", ".c": "c"}
+
+#: Image format inside a container when none is named.
+DEFAULT_CONTAINER_FORMAT = "ffs"
+
+
+@dataclass
+class PackOptions:
+    """Everything ``rumpfs pack`` can be told, with the command line's defaults."""
+
+    format: str | None = None
+    stubetc: bool = True
+    remove: list = field(default_factory=list)
+    keep_owner: bool = False
+    timestamp: int | None = None
+    compress: str | None = None
+    compress_level: int | None = None
+    #: 'little' or 'big'; None: the container target's, else the host's.
+    byteorder: str | None = None
+    #: Options of the image format (FFS sizes and so on), by name.
+    format_options: dict = field(default_factory=dict)
+    #: Options of the container (target, template, name, ...), by name.
+    container_options: dict = field(default_factory=dict)
+    #: Generate pwd.db/spwd.db/passwd from master.passwd.
+    pwdb: bool = True
+    #: A rumprun JSON launch configuration to bake in.
+    config: str | None = None
+    progress: bool | None = None
+    #: Extra layers applied after the host directories (API users).
+    layers: list = field(default_factory=list)
+
+
+@dataclass
+class PackResult:
+    output: str
+    format: str
+    container: str | None
+    image_size: int
+    entries: int
+
+
+def make_layers(sources, opts: PackOptions) -> list[Layer]:
+    layers: list[Layer] = [stubetc_layer()] if opts.stubetc else []
+    for src in sources:
+        layers.append(src if isinstance(src, Layer) else HostDirectory.parse(os.fspath(src)))
+    layers.extend(opts.layers)
+    layers.extend(Remove(p) for p in opts.remove)
+    return layers
+
+
+def container_of(output: str) -> str | None:
+    return CONTAINER_SUFFIXES.get(os.path.splitext(output)[1])
+
+
+def choose_format(output: str, opts: PackOptions) -> tuple[str, str | None]:
+    """(image format, compression) from the options or the output's name."""
+    suffix_format, suffix_comp = formats.from_suffix(output)
+    name = opts.format
+    if name is None:
+        if container_of(output):
+            name = opts.container_options.get("image_format") or DEFAULT_CONTAINER_FORMAT
+        elif suffix_format:
+            name = suffix_format
+        else:
+            raise RumpfsError(f"{output}: cannot tell the image format from the name; "
+                              f"give --format ({', '.join(formats.names())})")
+    fmt = formats.get(name)
+    comp = opts.compress if opts.compress is not None else suffix_comp
+    if comp == "none":
+        comp = None
+    if comp and fmt.name != "cpio":
+        raise RumpfsError(f"--compress {comp}: only cpio images are compressed "
+                          f"(the format is {fmt.name})")
+    return fmt.name, comp
+
+
+def prepare_tree(sources, opts: PackOptions, byteorder: str) -> Tree:
+    """Layers applied, policy applied, /etc completed: the tree to write."""
+    policy = Policy.from_environment(opts.keep_owner, opts.timestamp)
+    tree = build_tree(make_layers(sources, opts), policy)
+    finish_etc(tree, opts, byteorder, policy)
+    return tree
+
+
+def finish_etc(tree: Tree, opts: PackOptions, byteorder: str, policy: Policy) -> None:
+    """Generated /etc content (password databases, launch config)."""
+    try:
+        from . import etc
+    except ImportError:  # pragma: no cover - the module ships with the package
+        return
+    etc.finish(tree, opts, byteorder, policy)
+
+
+def host_byteorder() -> str:
+    import sys
+    return sys.byteorder
+
+
+def pack(sources, output: str, opts: PackOptions | None = None, **kw) -> PackResult:
+    """Bake ``sources`` into ``output``; keyword arguments fill :class:`PackOptions`."""
+    opts = opts or PackOptions(**kw)
+    output = os.fspath(output)
+    fmt_name, comp = choose_format(output, opts)
+    fmt = formats.get(fmt_name)
+    container = container_of(output)
+
+    target = None
+    if container:
+        from .elf import container as elf_container
+        target = elf_container.resolve_target(opts.container_options)
+    byteorder = opts.byteorder or (target.byteorder if target else host_byteorder())
+    tree = prepare_tree(sources, opts, byteorder)
+    total = sum(n.size for n in tree.nodes() if n.data is not None)
+    progress = Progress(total, f"rumpfs: {os.path.basename(output)}", enabled=opts.progress)
+    wopts = formats.WriteOptions(byteorder=byteorder, extra=dict(opts.format_options),
+                                   progress=progress)
+
+    def write_image(sink: ImageSink) -> int:
+        if comp:
+            from .compress import CompressingSink
+            csink = CompressingSink(sink, comp, opts.compress_level)
+            fmt.write(tree, csink, wopts)
+            return csink.finish()
+        size = fmt.write(tree, sink, wopts)
+        sink.finish(size)
+        return size
+
+    with AtomicOutput(output) as out:
+        if container:
+            size = elf_container.write(container, out, write_image, fmt_name, target,
+                                       opts, tree)
+        else:
+            size = write_image(ImageSink(out.fd, 0, progress))
+    progress.close()
+    return PackResult(output, fmt_name, container, size, tree.count())
+
+
+def open_image(path: str, offset: int | None = None):
+    """A reader for an image file, a compressed cpio, or an object holding one."""
+    from .inspect import open_image as _open
+    return _open(path, offset)

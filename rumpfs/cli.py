@@ -1,0 +1,249 @@
+"""``rumpfs`` command line: a thin layer over :mod:`rumpfs.api`.
+
+Other parts of rumpfs add their options and commands through the modules in
+``EXTENSIONS``: each may define ``add_pack_arguments(parser)``,
+``pack_options(args, opts)`` and ``add_commands(subparsers)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import signal
+import sys
+
+from . import __version__, formats
+from .errors import RumpfsError
+
+EXTENSIONS = ("rumpfs.elf.cli", "rumpfs.etc.cli")
+
+DESCRIPTION = """\
+Bake a directory tree into a filesystem image (NetBSD FFS, cpio initrd) and,
+for an output named *.o, wrap it in an ELF object a kernel links, so the
+kernel mounts it as its root with no disk at all.
+"""
+
+PACK_EPILOG = """\
+Sources are layers applied in order, later wins: the default /etc (stubetc,
+unless --no-stubetc), then each SRC directory (DIR:/dest grafts it at /dest
+inside the image), then --remove patterns.  The output is reproducible:
+owners are 0:0 unless --keep-owner, times are clamped to SOURCE_DATE_EPOCH
+when it is set, and nothing depends on directory order or umask.
+
+The format comes from --format or the output name: .cpio, .cpio.gz,
+.cpio.xz, .cpio.zst, .cpio.lz4 (cpio newc), .img/.ffs (FFS), .o/.S/.c (an
+object holding the image).  The output is written to a temporary file and
+renamed at the end: after an error there is no partial output.
+
+examples:
+  rumpfs pack rootfs/ -o root.cpio.gz
+  rumpfs pack rootfs/ www/:/var/www --remove /etc/motd -o root.img
+  SOURCE_DATE_EPOCH=1700000000 rumpfs pack rootfs/ -o root.o --target aarch64
+"""
+
+
+def _extensions():
+    for name in EXTENSIONS:
+        try:
+            yield importlib.import_module(name)
+        except ImportError:
+            continue
+
+
+def parse_timestamp(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give seconds since the epoch or an ISO 8601 date") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=datetime.timezone.utc)
+    return int(dt.timestamp())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rumpfs", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"rumpfs {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("pack", help="bake directories into an image or object",
+                       description="Bake directories into an image or a linkable object.",
+                       epilog=PACK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sources", nargs="*", metavar="SRC",
+                   help="host directory, or DIR:/dest to graft it at /dest in the image")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file")
+    p.add_argument("-f", "--format", metavar="FMT",
+                   help=f"image format: {', '.join(formats.names())} (default: from the output name)")
+    p.add_argument("--no-stubetc", dest="stubetc", action="store_false",
+                   help="do not start from the default minimal /etc")
+    p.add_argument("--remove", action="append", default=[], metavar="PATTERN",
+                   help="remove image paths matching a glob (repeatable; applied last)")
+    p.add_argument("--keep-owner", action="store_true",
+                   help="keep host uid/gid instead of 0:0")
+    p.add_argument("--timestamp", type=parse_timestamp, metavar="TIME",
+                   help="set every time to TIME (seconds or ISO 8601); "
+                        "default: host times clamped to SOURCE_DATE_EPOCH when set")
+    p.add_argument("--compress", choices=["none", "gzip", "xz", "zstd", "lz4"],
+                   help="compress a cpio image (default: from the output suffix)")
+    p.add_argument("--compress-level", type=int, metavar="N", help="compression level")
+    p.add_argument("--endian", choices=["little", "big"],
+                   help="byte order of the image metadata (default: the target's, else the host's)")
+    prog = p.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
+                      help="show progress on stderr (default: when stderr is a terminal)")
+    prog.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("-v", "--verbose", action="store_true", help="print what was written")
+    for fmt in formats.available():
+        group = p.add_argument_group(f"{fmt.name} options")
+        fmt.add_arguments(group)
+    for ext in _extensions():
+        if hasattr(ext, "add_pack_arguments"):
+            ext.add_pack_arguments(p)
+    p.set_defaults(func=cmd_pack)
+
+    def image_command(name, help_text, func):
+        q = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        q.add_argument("image", metavar="IMAGE", help="image file, compressed cpio, or object (.o)")
+        q.set_defaults(func=func)
+        return q
+
+    q = image_command("ls", "list an image like ls -l", cmd_ls)
+    q.add_argument("--json", action="store_true", help="one JSON object per line")
+    q = image_command("cat", "write a file of an image to stdout", cmd_cat)
+    q.add_argument("path", metavar="PATH")
+    q = image_command("extract", "extract an image into a directory", cmd_extract)
+    q.add_argument("directory", metavar="DIR")
+    image_command("check", "check an image's consistency", cmd_check)
+    q = image_command("info", "describe an image or object", cmd_info)
+    q.add_argument("--json", action="store_true")
+
+    for ext in _extensions():
+        if hasattr(ext, "add_commands"):
+            ext.add_commands(sub)
+    return parser
+
+
+def pack_options(args):
+    from .api import PackOptions
+    opts = PackOptions(
+        format=args.format, stubetc=args.stubetc, remove=args.remove,
+        keep_owner=args.keep_owner, timestamp=args.timestamp, compress=args.compress,
+        compress_level=args.compress_level, byteorder=args.endian, progress=args.progress)
+    for fmt in formats.available():
+        opts.format_options.update(fmt.options(args))
+    for ext in _extensions():
+        if hasattr(ext, "pack_options"):
+            ext.pack_options(args, opts)
+    return opts
+
+
+def cmd_pack(args) -> int:
+    from .api import pack
+    if not args.sources and not args.stubetc:
+        raise RumpfsError("nothing to pack: give a source directory or drop --no-stubetc")
+    result = pack(args.sources, args.output, pack_options(args))
+    if args.verbose:
+        what = result.format + (f" in {result.container}" if result.container else "")
+        print(f"{result.output}: {what}, {result.entries} entries, image {result.image_size} bytes")
+    return 0
+
+
+def cmd_ls(args) -> int:
+    from .inspect import open_image
+    reader = open_image(args.image)
+    out = sys.stdout
+    for entry in reader.entries():
+        if args.json:
+            out.write(json.dumps(entry.as_json()) + "\n")
+        else:
+            out.write(entry.ls_line() + "\n")
+    return 0
+
+
+def cmd_cat(args) -> int:
+    from .inspect import open_image
+    reader = open_image(args.image)
+    entry = reader.find(args.path)
+    if entry.kind != 0o100000:
+        raise RumpfsError(f"{args.path}: not a regular file in {args.image}")
+    out = sys.stdout.buffer
+    for chunk in reader.read(entry):
+        out.write(chunk)
+    out.flush()
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from .inspect import extract, open_image
+    extract(open_image(args.image), args.directory)
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .inspect import open_image
+    reader = open_image(args.image)
+    problems = reader.check()
+    for p in problems:
+        print(f"{args.image}: {p}")
+    if problems:
+        print(f"{args.image}: {len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"{args.image}: {reader.format_name}: clean")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .inspect import describe
+    info = describe(args.image)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        _print_info(info)
+    return 0
+
+
+def _print_info(info, indent=""):
+    for key, value in info.items():
+        if isinstance(value, dict):
+            print(f"{indent}{key}:")
+            _print_info(value, indent + "  ")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            print(f"{indent}{key}:")
+            for item in value:
+                print(f"{indent}  - " + ", ".join(f"{k}={v}" for k, v in item.items()))
+        else:
+            print(f"{indent}{key}: {value}")
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except RumpfsError as e:
+        print(f"rumpfs: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("rumpfs: interrupted; no output written", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 141

@@ -1,0 +1,211 @@
+"""The image formats rumpfs writes and reads, behind one small interface.
+
+Each format lives in its own sub-package and knows nothing of the others or
+of the command line.  A format module provides a module-level object named
+``FORMAT`` (an :class:`ImageFormat`); the registry below imports it lazily,
+so ``rumpfs --help`` does not pay for every writer.
+
+Writers get the finished :class:`~rumpfs.tree.Tree`, an
+:class:`~rumpfs.output.ImageSink` and a :class:`WriteOptions`; they return
+the image size in bytes.  Readers report :class:`Entry` records.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator
+
+from ..errors import RumpfsError
+from ..tree import KIND_LETTERS, KIND_NAMES, display
+
+
+@dataclass
+class WriteOptions:
+    """Everything a writer may be told; formats read the fields they know."""
+
+    #: Byte order of the target ('little' or 'big'): FFS metadata, pwd.db.
+    byteorder: str = "little"
+    #: Format-specific options from the command line or the API, by name.
+    extra: dict = field(default_factory=dict)
+    progress: object = None
+
+    def get(self, name, default=None):
+        return self.extra.get(name, default)
+
+
+@dataclass
+class Entry:
+    """One name inside an image, as a reader sees it."""
+
+    path: bytes
+    mode: int
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    nlink: int = 1
+    target: bytes | None = None
+    rdev: int = 0
+    ino: int = 0
+    #: Path of the earlier name this one is a hard link to, when known.
+    link_of: bytes | None = None
+
+    @property
+    def kind(self) -> int:
+        return stat.S_IFMT(self.mode)
+
+    def as_json(self) -> dict:
+        d = {
+            "path": display(self.path),
+            "type": KIND_NAMES.get(self.kind, "unknown"),
+            "mode": f"{stat.S_IMODE(self.mode):04o}",
+            "uid": self.uid,
+            "gid": self.gid,
+            "size": self.size,
+            "mtime": self.mtime_ns // 1_000_000_000,
+            "mtime_ns": self.mtime_ns,
+            "nlink": self.nlink,
+        }
+        if self.target is not None:
+            d["target"] = os.fsdecode(self.target)
+        if self.kind in (stat.S_IFCHR, stat.S_IFBLK):
+            d["rdev"] = [os.major(self.rdev), os.minor(self.rdev)]
+        if self.link_of is not None:
+            d["link_of"] = display(self.link_of)
+        return d
+
+    def ls_line(self) -> str:
+        letter = KIND_LETTERS.get(self.kind, "?")
+        perms = stat.filemode(self.mode)[1:]
+        if self.kind in (stat.S_IFCHR, stat.S_IFBLK):
+            size = f"{os.major(self.rdev)}, {os.minor(self.rdev)}"
+        else:
+            size = str(self.size)
+        import time
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(self.mtime_ns // 1_000_000_000))
+        line = f"{letter}{perms} {self.nlink:>3} {self.uid:>5} {self.gid:>5} {size:>10} {when} {display(self.path)}"
+        if self.target is not None:
+            line += " -> " + self.target.decode("utf-8", "backslashreplace")
+        elif self.link_of is not None:
+            line += " link to " + display(self.link_of)
+        return line
+
+
+class ImageReader:
+    """What every reader offers; ``open`` of a format returns one."""
+
+    format_name = "?"
+
+    def entries(self) -> Iterator[Entry]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def read(self, entry: Entry) -> Iterator[bytes]:  # pragma: no cover - interface
+        """The data of a regular file, in chunks."""
+        raise NotImplementedError
+
+    def info(self) -> dict:
+        return {"format": self.format_name}
+
+    def check(self) -> list[str]:
+        """Problems found (empty when the image is consistent)."""
+        return []
+
+    def find(self, path: bytes | str) -> Entry:
+        if isinstance(path, str):
+            path = os.fsencode(path)
+        want = path.strip(b"/")
+        for e in self.entries():
+            if e.path == want:
+                return e
+        raise RumpfsError(f"{display(want)}: not in the image")
+
+
+class ImageFormat:
+    """A format: its names, how to write it, how to recognise and read it."""
+
+    name = "?"
+    aliases: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+    description = ""
+
+    def add_arguments(self, parser) -> None:
+        """Add this format's options to the ``pack`` parser (an argument group)."""
+
+    def options(self, args) -> dict:
+        """Pick this format's options out of parsed arguments."""
+        return {}
+
+    def write(self, tree, sink, options: WriteOptions) -> int:  # pragma: no cover
+        raise NotImplementedError
+
+    def probe(self, f: BinaryIO, offset: int, size: int) -> bool:  # pragma: no cover
+        raise NotImplementedError
+
+    def open(self, f: BinaryIO, offset: int, size: int) -> ImageReader:  # pragma: no cover
+        raise NotImplementedError
+
+
+#: Format name -> module that defines FORMAT.  Aliases resolve through it.
+_MODULES = {
+    "cpio": "rumpfs.formats.cpio",
+    "ffs": "rumpfs.formats.ffs",
+    "ffs2": "rumpfs.formats.ffs",
+}
+_ALIASES = {"newc": "cpio", "ffs1": "ffs", "ufs1": "ffs", "ufs2": "ffs2"}
+
+
+def names() -> list[str]:
+    return sorted(_MODULES)
+
+
+def get(name: str) -> ImageFormat:
+    key = _ALIASES.get(name, name)
+    module = _MODULES.get(key)
+    if module is None:
+        raise RumpfsError(f"unknown image format {name!r} (known: {', '.join(names())})")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise RumpfsError(f"format {name!r} is not available: {e}") from None
+    fmt = getattr(mod, "FORMATS", {}).get(key) or getattr(mod, "FORMAT", None)
+    if fmt is None:
+        raise RumpfsError(f"format {name!r} is not available in this version")
+    return fmt
+
+
+def available() -> list[ImageFormat]:
+    out = []
+    for n in names():
+        try:
+            out.append(get(n))
+        except RumpfsError:
+            pass
+    return out
+
+
+def from_suffix(path: str) -> tuple[str | None, str | None]:
+    """(format, compression) implied by an output name, or (None, None)."""
+    lower = os.path.basename(path).lower()
+    for comp, ext in (("gzip", ".gz"), ("xz", ".xz"), ("zstd", ".zst"), ("lz4", ".lz4")):
+        if lower.endswith(".cpio" + ext):
+            return "cpio", comp
+    best = None
+    for fmt in available():
+        for suffix in fmt.suffixes:
+            if lower.endswith(suffix) and (best is None or len(suffix) > len(best[1])):
+                best = (fmt.name, suffix)
+    return (best[0], None) if best else (None, None)
+
+
+def detect(f: BinaryIO, offset: int = 0, size: int | None = None) -> ImageFormat:
+    """The format of the image at ``offset`` in ``f``."""
+    if size is None:
+        size = os.fstat(f.fileno()).st_size - offset
+    for fmt in available():
+        if fmt.probe(f, offset, size):
+            return fmt
+    raise RumpfsError(f"{getattr(f, 'name', 'image')}: not an image rumpfs can read "
+                      f"(known formats: {', '.join(names())})")

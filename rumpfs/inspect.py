@@ -1,0 +1,149 @@
+"""Opening what rumpfs wrote: bare images, compressed cpio, images inside objects."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tempfile
+
+from . import compress, formats
+from .errors import RumpfsError
+from .tree import display
+
+ELF_MAGIC = b"\x7fELF"
+
+
+def _open_file(path: str):
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise RumpfsError(f"{path}: no such file") from None
+    except OSError as e:
+        raise RumpfsError(f"{path}: cannot open: {e.strerror}") from None
+
+
+def locate(path: str):
+    """(file, offset, size, container info or None) of the image in ``path``."""
+    f = _open_file(path)
+    head = f.read(16)
+    size = os.fstat(f.fileno()).st_size
+    if head.startswith(ELF_MAGIC):
+        from .elf import reader as elf_reader
+        found = elf_reader.locate_image(f, path)
+        return f, found.offset, found.size, found
+    method = compress.sniff(head)
+    if method:
+        return _decompressed(f, path, method) + (None,)
+    return f, 0, size, None
+
+
+def _decompressed(f, path: str, method: str):
+    """Decompress into an anonymous temporary file (never into memory)."""
+    dec = compress.decompressor(method)
+    tmp = tempfile.TemporaryFile()
+    f.seek(0)
+    try:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            tmp.write(dec.decompress(chunk))
+            # A kernel initramfs may be several compressed archives back to back.
+            while getattr(dec, "eof", False) and dec.unused_data:
+                rest = dec.unused_data
+                dec = compress.decompressor(compress.sniff(rest) or method)
+                tmp.write(dec.decompress(rest))
+    except (OSError, EOFError, ValueError) as e:
+        raise RumpfsError(f"{path}: corrupt {method} data: {e}") from None
+    f.close()
+    tmp.flush()
+    tmp.seek(0)
+    return tmp, 0, os.fstat(tmp.fileno()).st_size
+
+
+def open_image(path: str, offset: int | None = None, fmt: str | None = None) -> formats.ImageReader:
+    f, off, size, _container = locate(path)
+    if offset is not None:
+        off, size = offset, size - offset
+    image_format = formats.get(fmt) if fmt else formats.detect(f, off, size)
+    reader = image_format.open(f, off, size)
+    reader.source = path
+    return reader
+
+
+def describe(path: str) -> dict:
+    f, off, size, container = locate(path)
+    info: dict = {"file": path}
+    if container is not None:
+        info["container"] = container.describe()
+    try:
+        image_format = formats.detect(f, off, size)
+    except RumpfsError as e:
+        info["image"] = {"offset": off, "size": size, "format": f"unknown ({e})"}
+        return info
+    reader = image_format.open(f, off, size)
+    image = {"offset": off, "size": size}
+    image.update(reader.info())
+    info["image"] = image
+    return info
+
+
+def extract(reader: formats.ImageReader, directory: str) -> None:
+    """Recreate the image's tree under ``directory`` (owners only as root)."""
+    os.makedirs(directory, exist_ok=True)
+    base = os.fsencode(directory)
+    as_root = os.geteuid() == 0
+    by_ino: dict[int, bytes] = {}
+    dirs = []
+    skipped = 0
+    for e in reader.entries():
+        dest = os.path.join(base, e.path) if e.path else base
+        kind = e.kind
+        if kind == stat.S_IFDIR:
+            os.makedirs(dest, exist_ok=True)
+            dirs.append((dest, e))
+            continue
+        if os.path.lexists(dest):
+            os.unlink(dest)
+        first = None
+        if e.nlink > 1:
+            first = os.path.join(base, e.link_of) if e.link_of else by_ino.get(e.ino)
+        if first is not None and os.path.lexists(first):
+            os.link(first, dest)
+            continue
+        if kind == stat.S_IFREG:
+            with open(dest, "wb") as out:
+                for chunk in reader.read(e):
+                    out.write(chunk)
+        elif kind == stat.S_IFLNK:
+            os.symlink(e.target, dest)
+        elif kind in (stat.S_IFCHR, stat.S_IFBLK):
+            if not as_root:
+                skipped += 1
+                continue
+            os.mknod(dest, e.mode, e.rdev)
+        elif kind == stat.S_IFIFO:
+            os.mkfifo(dest, stat.S_IMODE(e.mode))
+        else:
+            skipped += 1
+            continue
+        if e.nlink > 1:
+            by_ino.setdefault(e.ino, dest)
+        _set_meta(dest, e, as_root)
+    for dest, e in reversed(dirs):
+        _set_meta(dest, e, as_root)
+    if skipped:
+        print(f"rumpfs: warning: {skipped} device or socket entries not extracted "
+              f"(devices need root; sockets cannot be created)", file=sys.stderr)
+
+
+def _set_meta(dest: bytes, e: formats.Entry, as_root: bool) -> None:
+    if as_root:
+        os.lchown(dest, e.uid, e.gid)
+    if e.kind != stat.S_IFLNK:
+        os.chmod(dest, stat.S_IMODE(e.mode))
+    os.utime(dest, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+
+
+__all__ = ["open_image", "describe", "extract", "locate", "display"]

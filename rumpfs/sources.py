@@ -1,0 +1,237 @@
+"""Layered sources: what goes into the tree, applied in order, later wins.
+
+The layers are the default ``/etc`` (stubetc), the user's host directories
+(optionally grafted at a path inside the image), and removals.  Once every
+layer is applied, :func:`apply_policy` makes the tree reproducible: owners
+0:0 unless asked to keep them, times clamped to SOURCE_DATE_EPOCH or set by
+``--timestamp``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import RumpfsError
+from .tree import (DIR, LNK, NAME_MAX, REG, HostData, Node, Tree, TreeError,
+                   display, split_path)
+
+
+class Layer:
+    """Something that changes the tree when applied."""
+
+    def apply(self, tree: Tree) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass
+class HostDirectory(Layer):
+    """A directory of the build host, laid over the image at ``dest``."""
+
+    path: str
+    dest: bytes = b""
+
+    @classmethod
+    def parse(cls, spec: str) -> "HostDirectory":
+        """``DIR`` or ``DIR:/dest`` (a ``:`` followed by ``/`` grafts)."""
+        host, sep, dest = spec.rpartition(":/")
+        if sep and host:
+            return cls(host, os.fsencode("/" + dest))
+        return cls(spec)
+
+    def describe(self) -> str:
+        return f"{self.path}" + (f" -> {display(self.dest)}" if self.dest.strip(b"/") else "")
+
+    def apply(self, tree: Tree) -> None:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            raise RumpfsError(f"{self.path}: source does not exist") from None
+        except OSError as e:
+            raise RumpfsError(f"{self.path}: cannot read source: {e.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise RumpfsError(f"{self.path}: source is not a directory")
+        root = node_from_stat(os.fsencode(self.path), st)
+        walk_host_dir(os.fsencode(self.path), root)
+        try:
+            dest = split_path(self.dest)
+            if dest:
+                existing = tree.lookup(b"/".join(dest))
+                if existing is not None and not existing.is_dir:
+                    raise RumpfsError(f"{self.path}: graft target {display(self.dest)} "
+                                      f"is not a directory in the image (from {existing.origin})")
+                tree.mkdirs(b"/".join(dest[:-1]))
+            tree.put(b"/".join(dest), root)
+        except TreeError as e:
+            raise RumpfsError(f"{self.path}: {e}") from None
+
+
+@dataclass
+class Remove(Layer):
+    """Remove every path matching a glob pattern (``--remove``)."""
+
+    pattern: str
+
+    def describe(self) -> str:
+        return f"remove {self.pattern}"
+
+    def apply(self, tree: Tree) -> None:
+        try:
+            paths = tree.glob(self.pattern)
+        except TreeError as e:
+            raise RumpfsError(str(e)) from None
+        if not paths:
+            warn(f"--remove {self.pattern}: matches nothing in the image")
+        for path in paths:
+            if not split_path(path):
+                raise RumpfsError(f"--remove {self.pattern}: the root cannot be removed")
+            tree.remove(path)
+
+
+def stubetc_path() -> Path:
+    """The default /etc tree shipped with the package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "stubetc", here.parent / "stubetc"):
+        if candidate.is_dir():
+            return candidate
+    raise RumpfsError("the default /etc (stubetc) is missing from this installation")
+
+
+def stubetc_layer() -> HostDirectory:
+    return StubEtc(str(stubetc_path()), b"/etc")
+
+
+class StubEtc(HostDirectory):
+    """The default minimal /etc; owners are always 0:0 whoever installed it."""
+
+    def describe(self) -> str:
+        return "default /etc (stubetc)"
+
+    def apply(self, tree: Tree) -> None:
+        before = tree.lookup(self.dest)
+        super().apply(tree)
+        etc = tree.lookup(self.dest)
+        for node in Tree(etc).nodes():
+            node.uid = node.gid = 0
+            if node.is_dir:
+                node.mode = DIR | 0o755
+            elif stat.S_IFMT(node.mode) == REG:
+                node.mode = REG | 0o644
+        if before is None:
+            etc.origin = "stubetc"
+
+
+def warn(message: str) -> None:
+    print(f"rumpfs: warning: {message}", file=sys.stderr)
+
+
+def node_from_stat(path: bytes, st: os.stat_result, target: bytes | None = None) -> Node:
+    kind = stat.S_IFMT(st.st_mode)
+    data = None
+    if kind == REG:
+        data = HostData(path, st.st_size, sparse_hint=st.st_blocks * 512 < st.st_size)
+    return Node(st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
+                atime_ns=st.st_atime_ns, ctime_ns=st.st_ctime_ns,
+                rdev=st.st_rdev, target=target, data=data,
+                origin=os.fsdecode(path))
+
+
+def walk_host_dir(top: bytes, root: Node) -> int:
+    """Fill ``root`` from the host directory ``top``; returns the entry count.
+
+    Symlinks are never followed; hard links (same st_dev and st_ino) become
+    one node under several names; devices, fifos and sockets stay what they are.
+    """
+    links: dict[tuple[int, int], Node] = {}
+    count = 0
+    stack = [(top, root)]
+    while stack:
+        dirpath, dirnode = stack.pop()
+        try:
+            it = os.scandir(dirpath)
+        except OSError as e:
+            raise RumpfsError(f"{os.fsdecode(dirpath)}: cannot read directory: {e.strerror}") from None
+        with it:
+            for entry in it:
+                name = entry.name
+                path = entry.path
+                if len(name) > NAME_MAX:
+                    raise RumpfsError(f"{os.fsdecode(path)}: name is {len(name)} bytes, "
+                                      f"longer than {NAME_MAX}")
+                st = entry.stat(follow_symlinks=False)
+                kind = stat.S_IFMT(st.st_mode)
+                if kind != DIR and st.st_nlink > 1:
+                    key = (st.st_dev, st.st_ino)
+                    node = links.get(key)
+                    if node is not None:
+                        dirnode.children[name] = node
+                        count += 1
+                        continue
+                target = os.readlink(path) if kind == LNK else None
+                node = node_from_stat(path, st, target)
+                if kind != DIR and st.st_nlink > 1:
+                    links[key] = node
+                dirnode.children[name] = node
+                count += 1
+                if kind == DIR:
+                    stack.append((path, node))
+    return count
+
+
+@dataclass
+class Policy:
+    """What makes the output reproducible."""
+
+    keep_owner: bool = False
+    #: Set every time to this (seconds since the epoch), ``--timestamp``.
+    timestamp: int | None = None
+    #: Clamp times to this (SOURCE_DATE_EPOCH).
+    clamp: int | None = None
+
+    @classmethod
+    def from_environment(cls, keep_owner: bool = False, timestamp: int | None = None,
+                         environ=os.environ) -> "Policy":
+        clamp = None
+        sde = environ.get("SOURCE_DATE_EPOCH")
+        if sde is not None and sde.strip() != "":
+            try:
+                clamp = int(sde)
+            except ValueError:
+                raise RumpfsError(f"SOURCE_DATE_EPOCH={sde!r}: not a whole number of seconds") from None
+            if clamp < 0:
+                raise RumpfsError(f"SOURCE_DATE_EPOCH={sde!r}: negative")
+        return cls(keep_owner, timestamp, clamp)
+
+
+def apply_policy(tree: Tree, policy: Policy) -> None:
+    fixed = None if policy.timestamp is None else policy.timestamp * 1_000_000_000
+    clamp = None if policy.clamp is None else policy.clamp * 1_000_000_000
+    for node in tree.nodes():
+        if not policy.keep_owner:
+            node.uid = node.gid = 0
+        if fixed is not None:
+            node.atime_ns = node.mtime_ns = node.ctime_ns = fixed
+        elif clamp is not None:
+            node.atime_ns = min(node.atime_ns, clamp)
+            node.mtime_ns = min(node.mtime_ns, clamp)
+            node.ctime_ns = min(node.ctime_ns, clamp)
+        else:
+            # ctime and atime reflect who touched the tree when: not content.
+            node.atime_ns = node.ctime_ns = node.mtime_ns
+
+
+def build_tree(layers: list[Layer], policy: Policy | None = None) -> Tree:
+    """Apply the layers in order and then the reproducibility policy."""
+    tree = Tree()
+    with warnings.catch_warnings():
+        for layer in layers:
+            layer.apply(tree)
+    apply_policy(tree, policy or Policy())
+    return tree

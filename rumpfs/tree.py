@@ -1,0 +1,347 @@
+"""The one metadata model of the tree that rumpfs bakes.
+
+A :class:`Tree` holds :class:`Node` objects.  A node is what a path names
+(an inode, in Unix terms): its type and permission bits (``mode``, exactly as
+``st_mode``), owner, times in nanoseconds, device number, symlink target and
+the source of its data.  A directory node keeps its entries in ``children``,
+a ``dict`` from name (``bytes``) to node.
+
+Hard links are the same :class:`Node` object standing under more than one
+name; the link count of a node is the number of names it has.  The first name
+in sorted walk order is the one that "owns" the data, the others are hard
+links to it (``Tree.walk`` reports which).
+
+Every writer (cpio, FFS, ISO, FAT) and every reader speaks this model, so
+formats stay independent of each other and of where the tree came from.
+Paths are ``bytes`` relative to the root, without a leading slash (the root
+is ``b""``): a name that is not UTF-8 survives unchanged.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import stat
+from dataclasses import dataclass
+from typing import Iterator
+
+S_IFMT = stat.S_IFMT
+REG = stat.S_IFREG
+DIR = stat.S_IFDIR
+LNK = stat.S_IFLNK
+CHR = stat.S_IFCHR
+BLK = stat.S_IFBLK
+FIFO = stat.S_IFIFO
+SOCK = stat.S_IFSOCK
+
+KIND_NAMES = {
+    REG: "file",
+    DIR: "dir",
+    LNK: "symlink",
+    CHR: "chardev",
+    BLK: "blockdev",
+    FIFO: "fifo",
+    SOCK: "socket",
+}
+KIND_LETTERS = {REG: "-", DIR: "d", LNK: "l", CHR: "c", BLK: "b", FIFO: "p", SOCK: "s"}
+
+#: Longest name one directory entry may carry (FFS_MAXNAMLEN, NAME_MAX).
+NAME_MAX = 255
+
+
+class HostData:
+    """File data read from a host file when the image is written."""
+
+    __slots__ = ("path", "size", "_extents")
+
+    def __init__(self, path: bytes, size: int, sparse_hint: bool = False):
+        self.path = path
+        self.size = size
+        # None: not looked at yet; False: known dense.
+        self._extents = None if sparse_hint else False
+
+    def extents(self) -> list[tuple[int, int]]:
+        """The ``(offset, length)`` runs that hold data; the rest are holes.
+
+        Found with SEEK_DATA/SEEK_HOLE, and only for files whose allocated
+        size hinted at holes when they were walked.
+        """
+        if self._extents is False:
+            return [(0, self.size)] if self.size else []
+        if self._extents is None:
+            self._extents = _data_extents(self.path, self.size)
+        return self._extents
+
+    def open(self):
+        return open(self.path, "rb", buffering=0)
+
+    def __repr__(self):
+        return f"HostData({self.path!r}, {self.size})"
+
+
+class BytesData:
+    """File data given as bytes (generated files, spec-file entries)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes):
+        self.data = bytes(data)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def extents(self) -> list[tuple[int, int]]:
+        return [(0, len(self.data))] if self.data else []
+
+    def __repr__(self):
+        return f"BytesData({len(self.data)} bytes)"
+
+
+def _data_extents(path: bytes, size: int) -> list[tuple[int, int]]:
+    runs = []
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        # Reported with its path when the data is copied.
+        return [(0, size)] if size else []
+    try:
+        pos = 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # only a hole is left
+                    break
+                return [(0, size)] if size else []
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            if end > start:
+                runs.append((start, end - start))
+            pos = end
+    finally:
+        os.close(fd)
+    return runs
+
+
+class Node:
+    """One inode of the tree: type, mode, owner, times, rdev, target, data."""
+
+    __slots__ = (
+        "mode", "uid", "gid", "atime_ns", "mtime_ns", "ctime_ns",
+        "rdev", "target", "data", "children", "origin",
+    )
+
+    def __init__(self, mode: int, uid: int = 0, gid: int = 0, mtime_ns: int = 0,
+                 atime_ns: int | None = None, ctime_ns: int | None = None,
+                 rdev: int = 0, target: bytes | None = None, data=None,
+                 origin: str | None = None):
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.mtime_ns = mtime_ns
+        self.atime_ns = mtime_ns if atime_ns is None else atime_ns
+        self.ctime_ns = mtime_ns if ctime_ns is None else ctime_ns
+        self.rdev = rdev
+        self.target = target
+        self.data = data
+        self.children = {} if S_IFMT(mode) == DIR else None
+        #: Where the node came from (a host path or a layer name), for errors.
+        self.origin = origin
+
+    kind = property(lambda self: S_IFMT(self.mode))
+    perm = property(lambda self: stat.S_IMODE(self.mode))
+
+    @property
+    def is_dir(self) -> bool:
+        return S_IFMT(self.mode) == DIR
+
+    @property
+    def size(self) -> int:
+        kind = S_IFMT(self.mode)
+        if kind == REG:
+            return self.data.size if self.data is not None else 0
+        if kind == LNK:
+            return len(self.target)
+        return 0
+
+    def copy_meta_from(self, other: "Node") -> None:
+        """Take another node's metadata (a later layer's directory)."""
+        self.mode = other.mode
+        self.uid, self.gid = other.uid, other.gid
+        self.atime_ns, self.mtime_ns, self.ctime_ns = other.atime_ns, other.mtime_ns, other.ctime_ns
+        self.origin = other.origin
+
+    def __repr__(self):
+        return f"<Node {KIND_NAMES.get(self.kind, '?')} {oct(self.perm)} {self.origin or ''}>"
+
+
+@dataclass(frozen=True)
+class WalkEntry:
+    """One name met by :meth:`Tree.walk`."""
+
+    path: bytes
+    node: Node
+    #: Path of the first name of this node when this one is a further hard link.
+    link_of: bytes | None
+    depth: int
+
+
+class TreeError(ValueError):
+    """A tree operation that cannot be done (the message names the path)."""
+
+
+def split_path(path: bytes | str) -> list[bytes]:
+    if isinstance(path, str):
+        path = os.fsencode(path)
+    parts = [p for p in path.split(b"/") if p and p != b"."]
+    if b".." in parts:
+        raise TreeError(f"{display(path)}: '..' is not allowed in an image path")
+    return parts
+
+
+def join(parent: bytes, name: bytes) -> bytes:
+    return parent + b"/" + name if parent else name
+
+
+def display(path: bytes) -> str:
+    """A path as shown to people: absolute, undecodable bytes escaped."""
+    if isinstance(path, str):
+        path = os.fsencode(path)
+    return "/" + path.lstrip(b"/").decode("utf-8", "backslashreplace")
+
+
+class Tree:
+    """The directory tree to bake, rooted at a directory node."""
+
+    def __init__(self, root: Node | None = None):
+        self.root = root or Node(DIR | 0o755, origin="(root)")
+
+    # -- lookup and edits -------------------------------------------------
+    def lookup(self, path: bytes | str) -> Node | None:
+        node = self.root
+        for part in split_path(path):
+            if node.children is None:
+                return None
+            node = node.children.get(part)
+            if node is None:
+                return None
+        return node
+
+    def mkdirs(self, path: bytes | str, template: Node | None = None) -> Node:
+        """The directory at ``path``, creating missing parents.
+
+        New directories take their metadata from ``template`` (mode 0755,
+        owner 0:0 when none is given).  A non-directory in the way is an error.
+        """
+        node = self.root
+        done = b""
+        for part in split_path(path):
+            done = join(done, part)
+            child = node.children.get(part)
+            if child is None:
+                child = Node(DIR | 0o755, origin="(parent directory)")
+                if template is not None:
+                    child.copy_meta_from(template)
+                    child.mode = DIR | (template.perm if template.is_dir else 0o755)
+                node.children[part] = child
+            elif not child.is_dir:
+                raise TreeError(f"{display(done)}: not a directory (from {child.origin})")
+            node = child
+        return node
+
+    def put(self, path: bytes | str, node: Node) -> None:
+        """Place ``node`` at ``path``; later wins, directories merge."""
+        parts = split_path(path)
+        if not parts:
+            if not node.is_dir:
+                raise TreeError("/: the root must be a directory")
+            merge_dir(self.root, node)
+            return
+        for part in parts:
+            if len(part) > NAME_MAX:
+                raise TreeError(f"{display(path)}: name is {len(part)} bytes, longer than {NAME_MAX}")
+        parent = self.mkdirs(b"/".join(parts[:-1]))
+        place(parent, parts[-1], node)
+
+    def remove(self, path: bytes | str) -> bool:
+        parts = split_path(path)
+        if not parts:
+            raise TreeError("/: the root cannot be removed")
+        parent = self.lookup(b"/".join(parts[:-1]))
+        if parent is None or parent.children is None:
+            return False
+        return parent.children.pop(parts[-1], None) is not None
+
+    def glob(self, pattern: bytes | str) -> list[bytes]:
+        """Paths matching a shell pattern, ``*`` not crossing ``/``."""
+        parts = split_path(pattern)
+        found = [(b"", self.root)]
+        for part in parts:
+            nxt = []
+            magic = any(c in part for c in b"*?[")
+            for path, node in found:
+                if node.children is None:
+                    continue
+                if not magic:
+                    child = node.children.get(part)
+                    if child is not None:
+                        nxt.append((join(path, part), child))
+                    continue
+                for name in sorted(node.children):
+                    if fnmatch.fnmatchcase(name, part):
+                        nxt.append((join(path, name), node.children[name]))
+            found = nxt
+        return [p for p, _ in found]
+
+    # -- traversal ----------------------------------------------------------
+    def walk(self) -> Iterator[WalkEntry]:
+        """Every name, root first, each directory before its contents,
+        names in byte order; the result does not depend on insertion order."""
+        first_name: dict[int, bytes] = {}
+        stack = [(b"", self.root, 0)]
+        while stack:
+            path, node, depth = stack.pop()
+            link_of = None
+            if not node.is_dir:
+                key = id(node)
+                link_of = first_name.get(key)
+                if link_of is None:
+                    first_name[key] = path
+            yield WalkEntry(path, node, link_of, depth)
+            if node.children:
+                for name in sorted(node.children, reverse=True):
+                    stack.append((join(path, name), node.children[name], depth + 1))
+
+    def nlinks(self) -> dict[int, int]:
+        """Names per non-directory node (keyed by ``id(node)``)."""
+        counts: dict[int, int] = {}
+        for e in self.walk():
+            if not e.node.is_dir:
+                counts[id(e.node)] = counts.get(id(e.node), 0) + 1
+        return counts
+
+    def nodes(self) -> Iterator[Node]:
+        seen = set()
+        for e in self.walk():
+            if id(e.node) not in seen:
+                seen.add(id(e.node))
+                yield e.node
+
+    def count(self) -> int:
+        return sum(1 for _ in self.walk())
+
+
+def place(parent: Node, name: bytes, node: Node) -> None:
+    old = parent.children.get(name)
+    if old is not None and old.is_dir and node.is_dir and old is not node:
+        merge_dir(old, node)
+    else:
+        parent.children[name] = node
+
+
+def merge_dir(into: Node, other: Node) -> None:
+    """Lay directory ``other`` over ``into``: its metadata and entries win."""
+    into.copy_meta_from(other)
+    for name, child in other.children.items():
+        place(into, name, child)
