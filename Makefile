@@ -1,0 +1,27 @@
+PYTHON ?= python3
+PYTEST ?= $(PYTHON) -m pytest
+JOBS ?= 2
+
+.PHONY: install test-deps test test-slow test-all lint example
+
+install:
+	$(PYTHON) -m pip install -q .
+
+test-deps:
+	scripts/install-test-deps.sh
+
+# The default suite (everything not marked slow).
+test:
+	$(PYTEST) -n $(JOBS) -q
+
+# Kernel boots, cross toolchains, large images.
+test-slow:
+	$(PYTEST) -n $(JOBS) -q -m slow || [ $$? -eq 5 ]
+
+test-all: test test-slow
+
+lint:
+	$(PYTHON) -m ruff check rumpfs tests fixtures bench scripts
+
+example:
+	rumpfs pack examples/hello -o hello.cpio && rumpfs ls hello.cpio
