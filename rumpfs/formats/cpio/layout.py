@@ -1,0 +1,91 @@
+"""cpio "new ASCII" (newc) and "new CRC" archive layout.
+
+As described in cpio(5) (libarchive) and the Linux kernel's
+Documentation/driver-api/early-userspace/buffer-format.rst: every member is a
+110-byte ASCII header -- a 6-byte magic and thirteen fields of 8 hexadecimal
+digits -- followed by the NUL-terminated name, padded so that the data starts
+on a 4-byte boundary, then the data, padded to 4 bytes again.  The archive
+ends with a member named ``TRAILER!!!``.  ``070702`` archives carry in
+``c_check`` the sum of all data bytes of a regular file, modulo 2**32.
+
+The header is declared once, below, with construct.  The writer and reader
+use a printf-style format and slice offsets derived from that declaration
+(:data:`HEADER_FORMAT`, :data:`FIELD_SLICES`) because they handle one header
+per file and construct's per-field machinery would dominate the cost.
+"""
+
+from __future__ import annotations
+
+from construct import Bytes, Const, ExprAdapter, OneOf, Struct
+
+NEWC_MAGIC = b"070701"
+CRC_MAGIC = b"070702"
+MAGICS = {"newc": NEWC_MAGIC, "crc": CRC_MAGIC}
+
+TRAILER_NAME = b"TRAILER!!!"
+#: Header plus name, and data, are each padded to this boundary.
+ALIGNMENT = 4
+#: GNU cpio and the kernel's gen_init_cpio end archives on a 512-byte block.
+BLOCK_SIZE = 512
+#: Largest value of an 8-hex-digit field: files, times and ids are limited by it.
+FIELD_MAX = 0xFFFFFFFF
+
+HEX_DIGITS = 8
+
+#: An 8-digit upper-case hexadecimal number (readers accept either case).
+HexField = ExprAdapter(
+    Bytes(HEX_DIGITS),
+    decoder=lambda obj, ctx: int(obj, 16),
+    encoder=lambda obj, ctx: b"%08X" % obj,
+)
+
+Header = Struct(
+    "c_magic" / OneOf(Bytes(6), [NEWC_MAGIC, CRC_MAGIC]),
+    "c_ino" / HexField,
+    "c_mode" / HexField,
+    "c_uid" / HexField,
+    "c_gid" / HexField,
+    "c_nlink" / HexField,
+    "c_mtime" / HexField,
+    "c_filesize" / HexField,
+    "c_devmajor" / HexField,
+    "c_devminor" / HexField,
+    "c_rdevmajor" / HexField,
+    "c_rdevminor" / HexField,
+    "c_namesize" / HexField,
+    "c_check" / HexField,
+)
+
+HEADER_SIZE = Header.sizeof()
+assert HEADER_SIZE == 110
+
+#: The numeric fields in on-disk order, as declared above.
+FIELDS = tuple(sc.name for sc in Header.subcons[1:])
+assert all(sc.subcon.sizeof() == HEX_DIGITS for sc in Header.subcons[1:])
+MAGIC_SIZE = Header.subcons[0].sizeof()
+
+#: ``HEADER_FORMAT % (magic, *values)`` builds a header (values in FIELDS order).
+HEADER_FORMAT = b"%s" + b"%08X" * len(FIELDS)
+#: Byte ranges of each numeric field inside a header.
+FIELD_SLICES = {name: slice(MAGIC_SIZE + i * HEX_DIGITS, MAGIC_SIZE + (i + 1) * HEX_DIGITS)
+                for i, name in enumerate(FIELDS)}
+
+Trailer = Struct("name" / Const(TRAILER_NAME + b"\0"))
+
+
+def pad(n: int, boundary: int = ALIGNMENT) -> int:
+    """Bytes of padding after ``n`` bytes."""
+    return -n % boundary
+
+
+def build_header(magic: bytes, values: tuple) -> bytes:
+    """A header from the numeric field values in :data:`FIELDS` order."""
+    return HEADER_FORMAT % ((magic,) + values)
+
+
+def parse_header(buf: bytes) -> dict:
+    """A header as a dict of its fields (``c_magic`` as bytes)."""
+    out = {"c_magic": bytes(buf[:MAGIC_SIZE])}
+    for name, sl in FIELD_SLICES.items():
+        out[name] = int(buf[sl], 16)
+    return out
