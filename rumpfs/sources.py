@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RumpfsError
-from .tree import (DIR, LNK, NAME_MAX, REG, HostData, Node, Tree, TreeError,
-                   display, split_path)
+from .tree import DIR, LNK, NAME_MAX, REG, HostData, Node, Tree, TreeError, display, split_path
 
 
 class Layer:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import stat
+import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
@@ -84,9 +85,9 @@ class Entry:
             size = f"{os.major(self.rdev)}, {os.minor(self.rdev)}"
         else:
             size = str(self.size)
-        import time
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(self.mtime_ns // 1_000_000_000))
-        line = f"{letter}{perms} {self.nlink:>3} {self.uid:>5} {self.gid:>5} {size:>10} {when} {display(self.path)}"
+        line = (f"{letter}{perms} {self.nlink:>3} {self.uid:>5} {self.gid:>5} {size:>10} {when} "
+                f"{display(self.path)}")
         if self.target is not None:
             line += " -> " + self.target.decode("utf-8", "backslashreplace")
         elif self.link_of is not None:

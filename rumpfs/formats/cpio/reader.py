@@ -7,8 +7,7 @@ import stat
 
 from ...errors import RumpfsError
 from .. import Entry, ImageReader
-from .layout import (CRC_MAGIC, FIELD_SLICES, HEADER_SIZE, MAGIC_SIZE, MAGICS,
-                     TRAILER_NAME, pad, parse_header)
+from .layout import CRC_MAGIC, FIELD_SLICES, HEADER_SIZE, MAGIC_SIZE, MAGICS, TRAILER_NAME, pad, parse_header
 from .writer import byte_sum
 
 _CHUNK = 1 << 20

@@ -27,7 +27,7 @@ import zlib
 from ...errors import RumpfsError
 from ...output import open_source
 from ...tree import DIR, LNK, REG, display
-from .layout import (BLOCK_SIZE, FIELD_MAX, MAGICS, TRAILER_NAME, build_header, pad)
+from .layout import BLOCK_SIZE, FIELD_MAX, MAGICS, TRAILER_NAME, build_header, pad
 
 #: Bytes summed per adler32 call: 256 * 255 stays below its modulus 65521,
 #: so the low half of adler32 minus one is the exact byte sum of the piece.

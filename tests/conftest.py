@@ -1,0 +1,72 @@
+"""Shared fixtures: the generated fixture tree and a way to run the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "fixtures"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import make_tree as _make_tree  # noqa: E402
+
+IS_ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(scope="session")
+def fixture_tree(tmp_path_factory) -> Path:
+    """The standard fixture tree (devices only when running as root). Read-only!"""
+    dest = tmp_path_factory.mktemp("fixture") / "tree"
+    _make_tree.make_tree(dest)
+    return dest
+
+
+@pytest.fixture
+def make_fixture_tree():
+    """Create a fresh fixture tree at a path (``reverse=True`` for another order)."""
+    return _make_tree.make_tree
+
+
+class Result:
+    def __init__(self, proc):
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.err = proc.stderr.decode("utf-8", "replace")
+        self.out = proc.stdout.decode("utf-8", "replace")
+
+    def __repr__(self):
+        return f"<rc={self.returncode} stderr={self.err!r}>"
+
+
+def run_rumpfs(*args, env=None, check=True, cwd=None, input=None, no_dac=False) -> Result:
+    """Run ``python -m rumpfs ARGS`` and return its result (check: rc 0 expected)."""
+    full_env = dict(os.environ)
+    full_env.pop("SOURCE_DATE_EPOCH", None)
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    if env:
+        full_env.update(env)
+    cmd = [sys.executable, "-m", "rumpfs", *map(os.fsdecode, args)]
+    if no_dac:
+        # Root without the capabilities that let it ignore file permissions.
+        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
+    proc = subprocess.run(cmd, env=full_env, capture_output=True, cwd=cwd, input=input)
+    res = Result(proc)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"rumpfs {' '.join(map(os.fsdecode, args))} failed: {res.err}")
+    return res
+
+
+@pytest.fixture
+def rumpfs():
+    return run_rumpfs
+
+
+def leftovers(directory) -> list[str]:
+    """Temporary files an interrupted write could leave beside the output."""
+    return [n for n in os.listdir(directory) if n.endswith(".part")]

@@ -1,0 +1,207 @@
+"""cpio newc/crc archives, judged by GNU cpio, bsdtar and libarchive."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+
+import pytest
+from conftest import IS_ROOT, run_rumpfs
+from treecompare import assert_same, normalized, record, scan_host
+
+libarchive = pytest.importorskip("libarchive")
+
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="extracting owners and devices needs root")
+
+
+@pytest.fixture(scope="module")
+def archives(fixture_tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cpio")
+    made = {}
+    for variant in ("newc", "crc"):
+        path = out / f"{variant}.cpio"
+        run_rumpfs("pack", "--no-stubetc", "--cpio-variant", variant, fixture_tree, "-o", path)
+        made[variant] = path
+    path = out / "owners.cpio"
+    run_rumpfs("pack", "--no-stubetc", "--keep-owner", fixture_tree, "-o", path)
+    made["owners"] = path
+    return made
+
+
+def extract_with(tool: str, archive, dest) -> None:
+    os.makedirs(dest)
+    if tool == "cpio":
+        with open(archive, "rb") as f:
+            subprocess.run(["cpio", "-idm", "--quiet"], stdin=f, cwd=dest, check=True)
+    else:
+        subprocess.run(["bsdtar", "-xpf", str(archive)], cwd=dest, check=True)
+
+
+def without_dir_mtimes(records):
+    # GNU cpio sets a directory's time before it fills it, so the kernel bumps it,
+    # and it never sets a symlink's time; libarchive's test below checks those times.
+    return {p: dict(r, mtime=None) if r["type"] in ("dir", "symlink") else r for p, r in records.items()}
+
+
+@needs_root
+@pytest.mark.parametrize("variant", ["newc", "crc"])
+def test_gnu_cpio_extracts_the_tree(archives, fixture_tree, tmp_path, variant):
+    extract_with("cpio", archives[variant], tmp_path / "x")
+    expected = without_dir_mtimes(normalized(scan_host(fixture_tree)))
+    assert_same(expected, without_dir_mtimes(scan_host(tmp_path / "x")))
+
+
+@needs_root
+def test_bsdtar_extracts_the_tree(archives, fixture_tree, tmp_path):
+    extract_with("bsdtar", archives["newc"], tmp_path / "x")
+    expected = normalized(scan_host(fixture_tree))
+    # libarchive cannot create sockets: it makes an empty file; the listing test checks the type.
+    # It leaves the time of the extraction directory itself alone.
+    expected[b""]["mtime"] = None
+    actual = scan_host(tmp_path / "x")
+    actual[b""]["mtime"] = None
+    assert_same(expected, actual, ignore=(b"dev/sock",))
+
+
+@needs_root
+def test_owners_kept_with_keep_owner(archives, fixture_tree, tmp_path):
+    extract_with("bsdtar", archives["owners"], tmp_path / "x")
+    expected, actual = scan_host(fixture_tree), scan_host(tmp_path / "x")
+    expected[b""]["mtime"] = actual[b""]["mtime"] = None
+    assert_same(expected, actual, ignore=(b"dev/sock",))
+    assert os.lstat(tmp_path / "x" / "bin" / "private").st_uid == 1000
+
+
+def libarchive_records(archive) -> dict:
+    """The archive as libarchive (python libarchive-c) reports it."""
+    out, hardlinks = {}, []
+    kinds = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
+             stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev", stat.S_IFIFO: "fifo",
+             stat.S_IFSOCK: "socket"}
+    with libarchive.file_reader(str(archive)) as reader:
+        for e in reader:
+            path = os.fsencode(e.pathname).rstrip(b"/")
+            path = b"" if path in (b".", b"") else path.removeprefix(b"./")
+            if e.linkpath and not e.issym:
+                hardlinks.append((path, os.fsencode(e.linkpath).removeprefix(b"./")))
+                continue
+            digest = hashlib.sha256(b"".join(e.get_blocks())).hexdigest() if e.isreg else None
+            kind = kinds[stat.S_IFMT(e.mode)]
+            rdev = (e.rdevmajor, e.rdevminor) if kind in ("chardev", "blockdev") else None
+            target = os.fsencode(e.linkpath) if e.issym else None
+            out[path] = record(kind, e.mode, e.uid, e.gid, e.size, 1, int(e.mtime), target, rdev, digest)
+    for path, first in hardlinks:
+        out[path] = dict(out[first])
+    return out
+
+
+def test_libarchive_reads_every_entry(archives, fixture_tree):
+    expected = normalized(scan_host(fixture_tree))
+    actual = libarchive_records(archives["newc"])
+    keys = ("type", "mode", "uid", "gid", "size", "mtime", "target", "rdev", "sha256")
+    assert_same(expected, actual, keys=keys)
+
+
+def test_gnu_cpio_lists_every_entry(archives, fixture_tree):
+    with open(archives["newc"], "rb") as f:
+        proc = subprocess.run(["cpio", "-itv"], stdin=f, capture_output=True, check=True)
+    lines = proc.stdout.decode("utf-8", "replace").splitlines()
+    assert len(lines) == len(scan_host(fixture_tree))
+    sock = [ln for ln in lines if ln.endswith("dev/sock")]
+    assert sock and sock[0].startswith("s"), sock
+
+
+def test_bsdtar_lists_hard_links_and_devices(archives):
+    out = subprocess.run(["bsdtar", "-tvf", str(archives["newc"])], capture_output=True,
+                         check=True).stdout.decode("utf-8", "replace")
+    assert "hard/b link to hard/a" in out
+    assert "hard/c link to hard/a" in out
+    if IS_ROOT:
+        assert any(ln.startswith("c") and ln.endswith("dev/null") for ln in out.splitlines())
+        assert any(ln.startswith("b") and ln.endswith("dev/sda1") for ln in out.splitlines())
+
+
+def test_hard_link_data_is_on_the_first_name(archives):
+    """Unikraft keeps only the first occurrence: the data must be there."""
+    reader = run_rumpfs("ls", "--json", archives["newc"]).out
+    import json
+    entries = {e["path"]: e for e in map(json.loads, reader.splitlines())}
+    assert entries["/hard/a"]["nlink"] == 3
+    data = archives["newc"].read_bytes()
+    first = data.index(b"hard/a\0")
+    assert b"three names, one inode" in data[first:first + 200]
+    for later in (b"hard/b\0", b"hard/c\0"):
+        at = data.index(later)
+        header = data[at - 110:at]
+        assert header[54:62] == b"00000000"  # c_filesize
+
+
+def test_crc_checksums_match_gnu_cpio(archives):
+    # GNU cpio verifies 070702 checksums while reading and complains otherwise.
+    with open(archives["crc"], "rb") as f:
+        proc = subprocess.run(["cpio", "-it", "--only-verify-crc"], stdin=f, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert b"checksum error" not in proc.stderr.lower()
+    assert run_rumpfs("check", archives["crc"]).returncode == 0
+
+
+def test_crc_check_catches_a_flipped_byte(archives, tmp_path):
+    bad = tmp_path / "bad.cpio"
+    data = bytearray(archives["crc"].read_bytes())
+    data[data.index(b"hello, rumpfs")] ^= 0x20
+    bad.write_bytes(data)
+    res = run_rumpfs("check", bad, check=False)
+    assert res.returncode == 1
+    assert "/hello.txt: checksum" in res.out
+    with open(bad, "rb") as f:
+        proc = subprocess.run(["cpio", "-it", "--only-verify-crc"], stdin=f, capture_output=True)
+    assert b"checksum error" in proc.stderr.lower()
+
+
+def test_alignment_and_trailer(archives):
+    data = archives["newc"].read_bytes()
+    assert len(data) % 512 == 0
+    assert b"TRAILER!!!\0" in data[-1024:]
+    pos = 0
+    while True:
+        assert pos % 4 == 0
+        assert data[pos:pos + 6] == b"070701"
+        namesize = int(data[pos + 94:pos + 102], 16)
+        size = int(data[pos + 54:pos + 62], 16)
+        name = data[pos + 110:pos + 110 + namesize - 1]
+        start = pos + 110 + namesize
+        start += -start % 4
+        assert start % 4 == 0
+        if name == b"TRAILER!!!":
+            break
+        pos = start + size + (-size % 4)
+
+
+@pytest.mark.parametrize("method,tool", [("gzip", "gzip"), ("xz", "xz"), ("zstd", "zstd"), ("lz4", "lz4")])
+def test_compressed_archives_decompress_with_the_standard_tools(fixture_tree, tmp_path, method, tool,
+                                                                archives):
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} not installed")
+    suffix = {"gzip": "gz", "xz": "xz", "zstd": "zst", "lz4": "lz4"}[method]
+    out = tmp_path / f"root.cpio.{suffix}"
+    run_rumpfs("pack", "--no-stubetc", fixture_tree, "-o", out)
+    plain = subprocess.run([tool, "-dc", str(out)], capture_output=True, check=True).stdout
+    assert plain == archives["newc"].read_bytes()
+    if method == "gzip":
+        raw = out.read_bytes()
+        assert raw[4:8] == b"\0\0\0\0", "gzip header carries a time"
+        assert not raw[3] & 0x08, "gzip header carries a file name"
+    if method == "lz4":
+        assert out.read_bytes()[:4] == bytes.fromhex("02214c18"), "not the legacy lz4 frame"
+    # And our own reader opens it too.
+    listing = run_rumpfs("ls", out).out
+    assert "/hard/c link to /hard/a" in listing
+
+
+def test_compress_option_overrides_suffix(fixture_tree, tmp_path):
+    out = tmp_path / "root.img"
+    run_rumpfs("pack", "--no-stubetc", "--format", "cpio", "--compress", "xz", fixture_tree, "-o", out)
+    assert out.read_bytes()[:6] == b"\xfd7zXZ\x00"

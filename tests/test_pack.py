@@ -1,0 +1,264 @@
+"""rumpfs pack: layers, reproducibility, atomic output and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import IS_ROOT, ROOT, leftovers, run_rumpfs
+
+
+def listing(image) -> dict:
+    return {e["path"]: e for e in map(json.loads, run_rumpfs("ls", "--json", image).out.splitlines())}
+
+
+def cat(image, path) -> bytes:
+    return run_rumpfs("cat", image, path).stdout
+
+
+# -- layers -------------------------------------------------------------------
+
+def test_stubetc_is_the_first_layer(tmp_path):
+    out = tmp_path / "a.cpio"
+    run_rumpfs("pack", "-o", out)
+    names = listing(out)
+    assert "/etc" in names
+    stub = ROOT / "stubetc"
+    for name in os.listdir(stub):
+        assert f"/etc/{name}" in names
+
+
+def test_no_stubetc(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    out = tmp_path / "a.cpio"
+    run_rumpfs("pack", "--no-stubetc", src, "-o", out)
+    assert sorted(listing(out)) == ["/", "/f"]
+
+
+def test_later_layers_win_and_directories_merge(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    for d in (one / "etc", two / "etc"):
+        d.mkdir(parents=True)
+    (one / "etc" / "motd").write_text("first\n")
+    (one / "etc" / "keep").write_text("kept\n")
+    (two / "etc" / "motd").write_text("second\n")
+    os.chmod(two / "etc", 0o700)
+    out = tmp_path / "a.cpio"
+    run_rumpfs("pack", "--no-stubetc", one, two, "-o", out)
+    names = listing(out)
+    assert cat(out, "/etc/motd") == b"second\n"
+    assert cat(out, "/etc/keep") == b"kept\n"
+    assert names["/etc"]["mode"] == "0700"
+
+
+def test_user_layer_overrides_a_default_file(tmp_path):
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "hosts").write_text("10.0.0.1 mine\n")
+    out = tmp_path / "a.cpio"
+    run_rumpfs("pack", src, "-o", out)
+    assert cat(out, "/etc/hosts") == b"10.0.0.1 mine\n"
+
+
+def test_graft_directory_at_a_path(tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("hi\n")
+    out = tmp_path / "a.cpio"
+    run_rumpfs("pack", "--no-stubetc", f"{www}:/var/www", "-o", out)
+    names = listing(out)
+    assert {"/var", "/var/www", "/var/www/index.html"} <= set(names)
+    assert cat(out, "/var/www/index.html") == b"hi\n"
+
+
+def test_remove_a_default_file_and_globs(tmp_path):
+    src = tmp_path / "src"
+    (src / "logs").mkdir(parents=True)
+    for n in ("a.log", "b.log", "c.txt"):
+        (src / "logs" / n).write_text(n)
+    out = tmp_path / "a.cpio"
+    res = run_rumpfs("pack", src, "--remove", "/etc/hosts", "--remove", "logs/*.log", "-o", out)
+    names = listing(out)
+    assert "/etc/hosts" not in names
+    assert "/etc" in names
+    assert "/logs/c.txt" in names and "/logs/a.log" not in names and "/logs/b.log" not in names
+    assert res.err == ""
+
+
+def test_remove_matching_nothing_warns(tmp_path):
+    out = tmp_path / "a.cpio"
+    res = run_rumpfs("pack", "--remove", "/no/such/*", "-o", out)
+    assert res.err == "rumpfs: warning: --remove /no/such/*: matches nothing in the image\n"
+    assert out.exists()
+
+
+def test_symlinks_are_not_followed_and_specials_kept(fixture_tree, tmp_path):
+    out = tmp_path / "a.cpio"
+    run_rumpfs("pack", "--no-stubetc", fixture_tree, "-o", out)
+    names = listing(out)
+    assert names["/links/dir"]["type"] == "symlink"
+    assert names["/links/dir"]["target"] == "../deep"
+    assert names["/dev/fifo"]["type"] == "fifo"
+    assert names["/dev/sock"]["type"] == "socket"
+    assert names["/tmp"]["mode"] == "1777"
+    assert names["/bin/setuid"]["mode"] == "4755"
+    assert "/caf\\xe9-latin1" in names
+
+
+def test_python_api(fixture_tree, tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from rumpfs.api import pack
+    result = pack([fixture_tree], tmp_path / "api.cpio", stubetc=False, timestamp=86400)
+    assert result.format == "cpio"
+    assert result.entries == len(listing(tmp_path / "api.cpio"))
+    assert {e["mtime"] for e in listing(tmp_path / "api.cpio").values()} == {86400}
+
+
+# -- reproducibility ---------------------------------------------------------------------
+
+def _copy_tree(make_fixture_tree, dest, reverse, umask, mtime_ns):
+    sys.path.insert(0, str(ROOT / "fixtures"))
+    import make_tree
+    old = os.umask(umask)
+    try:
+        make_fixture_tree(dest, reverse=reverse)
+    finally:
+        os.umask(old)
+    make_tree.set_times(os.fsencode(dest), mtime_ns)
+
+
+@pytest.mark.parametrize("suffix", ["cpio", "cpio.gz", "cpio.xz", "cpio.zst", "cpio.lz4"])
+def test_reproducible_across_order_umask_and_host_times(make_fixture_tree, tmp_path, suffix):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _copy_tree(make_fixture_tree, a, False, 0o022, 1_800_000_000_000_000_000)
+    _copy_tree(make_fixture_tree, b, True, 0o077, 1_900_000_000_123_456_789)
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    run_rumpfs("pack", a, "-o", tmp_path / f"a.{suffix}", env=env)
+    run_rumpfs("pack", b, "-o", tmp_path / f"b.{suffix}", env=env)
+    assert (tmp_path / f"a.{suffix}").read_bytes() == (tmp_path / f"b.{suffix}").read_bytes()
+    assert {e["mtime"] for e in listing(tmp_path / f"a.{suffix}").values()} == {1700000000}
+
+
+def test_source_date_epoch_clamps_but_keeps_older_times(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "old").write_text("o")
+    (src / "new").write_text("n")
+    os.utime(src / "old", (1000, 1000))
+    os.utime(src / "new", (2_000_000_000, 2_000_000_000))
+    out = tmp_path / "a.cpio"
+    run_rumpfs("pack", "--no-stubetc", src, "-o", out, env={"SOURCE_DATE_EPOCH": "1600000000"})
+    names = listing(out)
+    assert names["/old"]["mtime"] == 1000
+    assert names["/new"]["mtime"] == 1600000000
+
+
+def test_timestamp_option_accepts_iso_dates(tmp_path):
+    out = tmp_path / "a.cpio"
+    run_rumpfs("pack", "--timestamp", "2020-01-01T00:00:00Z", "-o", out)
+    assert {e["mtime"] for e in listing(out).values()} == {1577836800}
+
+
+# -- bad input: one line naming the path and the reason, exit 1, no output ----------------
+
+def _fails(tmp_path, *args, out_name="out.cpio", no_dac=False):
+    out = tmp_path / out_name
+    res = run_rumpfs("pack", *args, "-o", out, check=False, no_dac=no_dac)
+    assert res.returncode == 1, res
+    assert len(res.err.splitlines()) == 1, res.err
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+    return res.err.strip()
+
+
+def test_error_source_missing(tmp_path):
+    err = _fails(tmp_path, tmp_path / "nope")
+    assert err == f"rumpfs: error: {tmp_path / 'nope'}: source does not exist"
+
+
+def test_error_output_directory_missing(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    res = run_rumpfs("pack", src, "-o", tmp_path / "no" / "dir" / "x.cpio", check=False)
+    assert res.returncode == 1
+    assert res.err.strip() == (f"rumpfs: error: {tmp_path / 'no' / 'dir' / 'x.cpio'}: "
+                               f"output directory {tmp_path / 'no' / 'dir'} does not exist")
+
+
+def test_error_unreadable_file(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "secret").write_text("x")
+    os.chmod(src / "secret", 0)
+    # Root reads everything: run it without the capabilities that allow that.
+    err = _fails(tmp_path, "--no-stubetc", src, no_dac=IS_ROOT)
+    assert err == f"rumpfs: error: {src / 'secret'}: cannot read: Permission denied"
+
+
+def test_error_file_too_large_for_newc(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "huge", "wb") as f:
+        f.truncate(5 << 30)  # sparse: costs nothing
+    err = _fails(tmp_path, "--no-stubetc", src)
+    assert err == ("rumpfs: error: /huge: file is 5368709120 bytes; a cpio newc archive stores at "
+                   "most 4294967295 bytes per file (32-bit size field): use an FFS image")
+
+
+def test_error_graft_target_not_a_directory(tmp_path):
+    base, src = tmp_path / "base", tmp_path / "src"
+    (base / "etc").mkdir(parents=True)
+    (base / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+    src.mkdir()
+    err = _fails(tmp_path, base, f"{src}:/etc/hosts")
+    assert err == (f"rumpfs: error: {src}: graft target /etc/hosts is not a directory "
+                   f"in the image (from {base / 'etc' / 'hosts'})")
+
+
+def test_error_source_is_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert _fails(tmp_path, f) == f"rumpfs: error: {f}: source is not a directory"
+
+
+def test_error_unknown_format(tmp_path):
+    err = _fails(tmp_path, "--format", "zip", out_name="x.zip")
+    assert err.startswith("rumpfs: error: unknown image format 'zip' (known: ")
+
+
+def test_failed_pack_leaves_existing_output_untouched(tmp_path):
+    out = tmp_path / "out.cpio"
+    out.write_bytes(b"precious")
+    res = run_rumpfs("pack", tmp_path / "nope", "-o", out, check=False)
+    assert res.returncode == 1
+    assert out.read_bytes() == b"precious"
+    assert leftovers(tmp_path) == []
+
+
+def test_interrupt_leaves_no_partial_output(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "big", "wb") as f:
+        f.truncate(4_000_000_000)  # sparse, but cpio must write every byte
+    out = tmp_path / "out.cpio"
+    out.write_bytes(b"precious")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "rumpfs", "pack", "--no-stubetc", str(src),
+                             "-o", str(out)], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not leftovers(tmp_path) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert b"interrupted; no output written" in err
+    assert out.read_bytes() == b"precious"
+    assert leftovers(tmp_path) == []
