@@ -132,8 +132,9 @@ def pack(sources, output: str, opts: PackOptions | None = None, **kw) -> PackRes
         target = elf_container.resolve_target(opts.container_options)
     byteorder = opts.byteorder or (target.byteorder if target else host_byteorder())
     tree = prepare_tree(sources, opts, byteorder)
-    total = sum(n.size for n in tree.nodes() if n.data is not None)
-    progress = Progress(total, f"rumpfs: {os.path.basename(output)}", enabled=opts.progress)
+    progress = Progress(0, f"rumpfs: {os.path.basename(output)}", enabled=opts.progress)
+    if progress.enabled:
+        progress.total = max(1, sum(n.size for n in tree.iter_nodes() if n.data is not None))
     wopts = formats.WriteOptions(byteorder=byteorder, extra=dict(opts.format_options),
                                    progress=progress)
 

@@ -65,7 +65,7 @@ class HostDirectory(Layer):
                 existing = tree.lookup(b"/".join(dest))
                 if existing is not None and not existing.is_dir:
                     raise RumpfsError(f"{self.path}: graft target {display(self.dest)} "
-                                      f"is not a directory in the image (from {existing.origin})")
+                                      f"is not a directory in the image (from {existing.describe_origin()})")
                 tree.mkdirs(b"/".join(dest[:-1]))
             tree.put(b"/".join(dest), root)
         except TreeError as e:
@@ -136,10 +136,8 @@ def node_from_stat(path: bytes, st: os.stat_result, target: bytes | None = None)
     data = None
     if kind == REG:
         data = HostData(path, st.st_size, sparse_hint=st.st_blocks * 512 < st.st_size)
-    return Node(st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
-                atime_ns=st.st_atime_ns, ctime_ns=st.st_ctime_ns,
-                rdev=st.st_rdev, target=target, data=data,
-                origin=os.fsdecode(path))
+    return Node(st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_atime_ns,
+                st.st_ctime_ns, st.st_rdev, target, data, os.fsdecode(path))
 
 
 def walk_host_dir(top: bytes, root: Node) -> int:
@@ -151,8 +149,10 @@ def walk_host_dir(top: bytes, root: Node) -> int:
     links: dict[tuple[int, int], Node] = {}
     count = 0
     stack = [(top, root)]
+    new = Node.__new__
     while stack:
         dirpath, dirnode = stack.pop()
+        children = dirnode.children
         try:
             it = os.scandir(dirpath)
         except OSError as e:
@@ -160,27 +160,44 @@ def walk_host_dir(top: bytes, root: Node) -> int:
         with it:
             for entry in it:
                 name = entry.name
-                path = entry.path
                 if len(name) > NAME_MAX:
-                    raise RumpfsError(f"{os.fsdecode(path)}: name is {len(name)} bytes, "
+                    raise RumpfsError(f"{os.fsdecode(entry.path)}: name is {len(name)} bytes, "
                                       f"longer than {NAME_MAX}")
                 st = entry.stat(follow_symlinks=False)
-                kind = stat.S_IFMT(st.st_mode)
-                if kind != DIR and st.st_nlink > 1:
+                mode = st.st_mode
+                kind = mode & 0o170000
+                count += 1
+                if st.st_nlink > 1 and kind != DIR:
                     key = (st.st_dev, st.st_ino)
                     node = links.get(key)
                     if node is not None:
-                        dirnode.children[name] = node
-                        count += 1
+                        children[name] = node
                         continue
-                target = os.readlink(path) if kind == LNK else None
-                node = node_from_stat(path, st, target)
-                if kind != DIR and st.st_nlink > 1:
+                else:
+                    key = None
+                # Filled field by field: this runs once per host entry.
+                node = new(Node)
+                node.mode = mode
+                node.uid = st.st_uid
+                node.gid = st.st_gid
+                node.mtime_ns = st.st_mtime_ns
+                node.atime_ns = st.st_atime_ns
+                node.ctime_ns = st.st_ctime_ns
+                node.rdev = st.st_rdev
+                node.origin = None
+                node.children = None
+                node.target = None
+                node.data = None
+                if kind == REG:
+                    node.data = HostData(entry.path, st.st_size, st.st_blocks * 512 < st.st_size)
+                elif kind == DIR:
+                    node.children = {}
+                    stack.append((entry.path, node))
+                elif kind == LNK:
+                    node.target = os.readlink(entry.path)
+                if key is not None:
                     links[key] = node
-                dirnode.children[name] = node
-                count += 1
-                if kind == DIR:
-                    stack.append((path, node))
+                children[name] = node
     return count
 
 
@@ -212,18 +229,16 @@ class Policy:
 def apply_policy(tree: Tree, policy: Policy) -> None:
     fixed = None if policy.timestamp is None else policy.timestamp * 1_000_000_000
     clamp = None if policy.clamp is None else policy.clamp * 1_000_000_000
-    for node in tree.nodes():
-        if not policy.keep_owner:
+    keep_owner = policy.keep_owner
+    for node in tree.iter_nodes(unique=False):
+        if not keep_owner:
             node.uid = node.gid = 0
         if fixed is not None:
-            node.atime_ns = node.mtime_ns = node.ctime_ns = fixed
-        elif clamp is not None:
-            node.atime_ns = min(node.atime_ns, clamp)
-            node.mtime_ns = min(node.mtime_ns, clamp)
-            node.ctime_ns = min(node.ctime_ns, clamp)
-        else:
-            # ctime and atime reflect who touched the tree when: not content.
-            node.atime_ns = node.ctime_ns = node.mtime_ns
+            node.mtime_ns = fixed
+        elif clamp is not None and node.mtime_ns > clamp:
+            node.mtime_ns = clamp
+        # atime and ctime say who touched the host tree when, not what it holds.
+        node.atime_ns = node.ctime_ns = node.mtime_ns
 
 
 def build_tree(layers: list[Layer], policy: Policy | None = None) -> Tree:

@@ -23,8 +23,8 @@ import errno
 import fnmatch
 import os
 import stat
-from dataclasses import dataclass
-from typing import Iterator
+from collections import Counter
+from typing import Iterator, NamedTuple
 
 S_IFMT = stat.S_IFMT
 REG = stat.S_IFREG
@@ -172,12 +172,19 @@ class Node:
         self.atime_ns, self.mtime_ns, self.ctime_ns = other.atime_ns, other.mtime_ns, other.ctime_ns
         self.origin = other.origin
 
+    def describe_origin(self) -> str:
+        """Where the node came from, for error messages."""
+        if self.origin:
+            return self.origin
+        if self.data is not None and hasattr(self.data, "path"):
+            return os.fsdecode(self.data.path)
+        return "a source directory"
+
     def __repr__(self):
-        return f"<Node {KIND_NAMES.get(self.kind, '?')} {oct(self.perm)} {self.origin or ''}>"
+        return f"<Node {KIND_NAMES.get(self.kind, '?')} {oct(self.perm)} {self.describe_origin()}>"
 
 
-@dataclass(frozen=True)
-class WalkEntry:
+class WalkEntry(NamedTuple):
     """One name met by :meth:`Tree.walk`."""
 
     path: bytes
@@ -185,6 +192,9 @@ class WalkEntry:
     #: Path of the first name of this node when this one is a further hard link.
     link_of: bytes | None
     depth: int
+
+
+_new_entry = tuple.__new__  # builds WalkEntry without a Python-level __init__ (hot path)
 
 
 class TreeError(ValueError):
@@ -246,7 +256,7 @@ class Tree:
                     child.mode = DIR | (template.perm if template.is_dir else 0o755)
                 node.children[part] = child
             elif not child.is_dir:
-                raise TreeError(f"{display(done)}: not a directory (from {child.origin})")
+                raise TreeError(f"{display(done)}: not a directory (from {child.describe_origin()})")
             node = child
         return node
 
@@ -300,36 +310,65 @@ class Tree:
         names in byte order; the result does not depend on insertion order."""
         first_name: dict[int, bytes] = {}
         stack = [(b"", self.root, 0)]
+        pop, push = stack.pop, stack.append
         while stack:
-            path, node, depth = stack.pop()
-            link_of = None
-            if not node.is_dir:
+            path, node, depth = pop()
+            children = node.children
+            if children is None:
                 key = id(node)
                 link_of = first_name.get(key)
                 if link_of is None:
                     first_name[key] = path
-            yield WalkEntry(path, node, link_of, depth)
-            if node.children:
-                for name in sorted(node.children, reverse=True):
-                    stack.append((join(path, name), node.children[name], depth + 1))
+                yield _new_entry(WalkEntry, (path, node, link_of, depth))
+                continue
+            yield _new_entry(WalkEntry, (path, node, None, depth))
+            if children:
+                prefix = path + b"/" if path else b""
+                depth += 1
+                for name in sorted(children, reverse=True):
+                    push((prefix + name, children[name], depth))
 
-    def nlinks(self) -> dict[int, int]:
-        """Names per non-directory node (keyed by ``id(node)``)."""
-        counts: dict[int, int] = {}
-        for e in self.walk():
-            if not e.node.is_dir:
-                counts[id(e.node)] = counts.get(id(e.node), 0) + 1
+    def iter_nodes(self, unique: bool = True) -> Iterator[Node]:
+        """Every node (no paths, no order): the cheap traversal.
+
+        With ``unique=False`` a hard-linked node comes once per name, which
+        is cheaper and harmless for idempotent work."""
+        seen: set[int] = set()
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            yield node
+            for child in node.children.values():
+                if child.children is not None:
+                    stack.append(child)
+                elif not unique:
+                    yield child
+                elif id(child) not in seen:
+                    seen.add(id(child))
+                    yield child
+
+    nodes = iter_nodes
+
+    def name_counts(self) -> Counter:
+        """Names per non-directory node, keyed by ``id(node)``: its link count."""
+        counts: Counter = Counter()
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            children = node.children.values()
+            counts.update(map(id, children))
+            stack.extend(c for c in children if c.children is not None)
         return counts
 
-    def nodes(self) -> Iterator[Node]:
-        seen = set()
-        for e in self.walk():
-            if id(e.node) not in seen:
-                seen.add(id(e.node))
-                yield e.node
-
     def count(self) -> int:
-        return sum(1 for _ in self.walk())
+        """Number of names, the root included."""
+        total = 1
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            total += len(node.children)
+            stack.extend(c for c in node.children.values() if c.children is not None)
+        return total
 
 
 def place(parent: Node, name: bytes, node: Node) -> None:

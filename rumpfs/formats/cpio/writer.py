@@ -26,7 +26,7 @@ import zlib
 
 from ...errors import RumpfsError
 from ...output import open_source
-from ...tree import DIR, LNK, REG, display
+from ...tree import LNK, REG, display
 from .layout import BLOCK_SIZE, FIELD_MAX, MAGICS, TRAILER_NAME, build_header, pad
 
 #: Bytes summed per adler32 call: 256 * 255 stays below its modulus 65521,
@@ -61,71 +61,112 @@ def data_checksum(data) -> int:
     return total & FIELD_MAX
 
 
+#: Files up to this size are read into the write buffer; larger ones are
+#: copied with copy_file_range.
+SMALL_FILE = 1 << 16
+
+
 def write_archive(tree, out, variant: str = "newc") -> int:
     """Write the archive to ``out`` (``write``/``copy``/``tell``); returns its size."""
     magic = MAGICS[variant]
     crc = variant == "crc"
-    entries = list(tree.walk())
-    names_of: dict[int, int] = {}
-    subdirs: dict[int, int] = {}
-    for e in entries:
-        node = e.node
-        if node.is_dir:
-            subdirs[id(node)] = sum(1 for c in node.children.values() if c.is_dir)
-        else:
-            names_of[id(node)] = names_of.get(id(node), 0) + 1
-            if node.data is not None and node.data.size > FIELD_MAX and e.link_of is None:
-                # Refuse before writing gigabytes.
-                raise RumpfsError(
-                    f"{display(e.path)}: file is {node.data.size} bytes; a cpio newc archive stores "
-                    f"at most {FIELD_MAX} bytes per file (32-bit size field): use an FFS image")
-
+    names = tree.name_counts()
     ino_of: dict[int, int] = {}
     clamped = []
-    for e in entries:
-        node = e.node
+    # Refuse a file that cannot be stored before writing gigabytes.
+    if any(n.data is not None and n.data.size > FIELD_MAX for n in tree.iter_nodes(unique=False)):
+        for path, node, link_of, _depth in tree.walk():
+            if node.data is not None and node.data.size > FIELD_MAX:
+                raise RumpfsError(
+                    f"{display(path)}: file is {node.data.size} bytes; a cpio newc archive stores "
+                    f"at most {FIELD_MAX} bytes per file (32-bit size field): use an FFS image")
+
+    progress = getattr(out, "progress", None)
+    buf = bytearray()
+    for path, node, link_of, _depth in tree.walk():
         key = id(node)
-        ino = ino_of.get(key)
-        if ino is None:
-            ino = ino_of[key] = len(ino_of) + 1
-        kind = node.mode & 0o170000
-        if kind == DIR:
-            nlink = 2 + subdirs[key]
+        mode = node.mode
+        kind = mode & 0o170000
+        children = node.children
+        if children is not None:
+            ino = len(ino_of) + 1
+            ino_of[key] = ino
+            nlink = 2 + sum(1 for c in children.values() if c.children is not None)
         else:
-            nlink = names_of[key]
+            nlink = names[key]
+            if nlink > 1:
+                ino = ino_of.get(key)
+                if ino is None:
+                    ino = ino_of[key] = len(ino_of) + 1
+            else:
+                ino = len(ino_of) + 1
+                ino_of[key] = ino
         size = 0
+        payload = None
         data = None
         if kind == REG:
-            if e.link_of is None and node.data is not None and node.data.size:
-                data = node.data
+            data = node.data
+            if link_of is not None or data is None or not data.size:
+                data = None
+            else:
                 size = data.size
+                if size <= SMALL_FILE:
+                    payload = _read_small(data, size)
+                    data = None
+                    if progress is not None:
+                        progress.advance(size)
         elif kind == LNK:
-            size = len(node.target)
+            payload = node.target
+            size = len(payload)
         mtime = node.mtime_ns // 1_000_000_000
         if not 0 <= mtime <= FIELD_MAX:
-            clamped.append(e.path)
+            clamped.append(path)
             mtime = min(max(mtime, 0), FIELD_MAX)
-        name = e.path or b"."
-        check = data_checksum(data) if (crc and data is not None) else 0
+        name = path or b"."
+        check = 0
+        if crc and kind == REG and size:
+            check = (byte_sum(payload) & FIELD_MAX) if payload is not None else data_checksum(data)
         rdev = node.rdev
         header = build_header(magic, (
-            ino, node.mode, node.uid, node.gid, nlink, mtime, size,
-            0, 0, os.major(rdev), os.minor(rdev), len(name) + 1, check))
-        head_len = len(header) + len(name) + 1
-        out.write(header + name + b"\0" + _ZEROS[:pad(head_len)])
-        if data is not None:
+            ino, mode, node.uid, node.gid, nlink, mtime, size,
+            0, 0, os.major(rdev) if rdev else 0, os.minor(rdev) if rdev else 0,
+            len(name) + 1, check))
+        buf += header
+        buf += name
+        buf += _ZEROS[:1 + pad(len(header) + len(name) + 1)]
+        if payload is not None:
+            buf += payload
+            buf += _ZEROS[:pad(size)]
+        elif data is not None:
+            out.write(buf)
+            buf.clear()
             out.copy(data)
-        elif kind == LNK:
-            out.write(node.target)
-        if size:
-            out.write(_ZEROS[:pad(size)])
+            buf += _ZEROS[:pad(size)]
+        if len(buf) >= _READ_CHUNK:
+            out.write(buf)
+            buf.clear()
 
     trailer = build_header(magic, (0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, len(TRAILER_NAME) + 1, 0))
     tail = trailer + TRAILER_NAME + b"\0"
-    out.write(tail + _ZEROS[:pad(len(tail))])
+    buf += tail + _ZEROS[:pad(len(tail))]
+    out.write(buf)
     end = out.tell()
     out.write(_ZEROS[:pad(end, BLOCK_SIZE)])
     if clamped:
         print(f"rumpfs: warning: {len(clamped)} time(s) outside the 32-bit cpio range were clamped "
               f"(first: {display(clamped[0])})", file=sys.stderr)
     return out.tell()
+
+
+def _read_small(data, size: int) -> bytes:
+    if not hasattr(data, "path"):
+        return data.data
+    fd = open_source(data)
+    try:
+        chunk = os.read(fd, size)
+    finally:
+        os.close(fd)
+    if len(chunk) != size:
+        raise RumpfsError(f"{os.fsdecode(data.path)}: file changed while it was read "
+                          f"(expected {size} bytes)")
+    return chunk
