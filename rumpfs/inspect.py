@@ -34,8 +34,18 @@ def locate(path: str):
         return f, found.offset, found.size, found
     method = compress.sniff(head)
     if method:
-        return _decompressed(f, path, method) + (None,)
+        return _decompressed(f, path, method) + (Compressed(method, size),)
     return f, 0, size, None
+
+
+class Compressed:
+    """What ``info`` says of a compressed image."""
+
+    def __init__(self, method: str, size: int):
+        self.method, self.size = method, size
+
+    def describe(self) -> dict:
+        return {"compression": self.method, "compressed_size": self.size}
 
 
 def _decompressed(f, path: str, method: str):
