@@ -17,6 +17,7 @@ from . import formats
 from .errors import RumpfsError
 from .output import AtomicOutput, ImageSink, Progress
 from .sources import HostDirectory, Layer, Policy, Remove, build_tree, stubetc_layer
+from .spec import SpecFile
 from .tree import Tree
 
 #: Output suffixes that ask for a container around the image.
@@ -33,6 +34,8 @@ class PackOptions:
     format: str | None = None
     stubetc: bool = True
     remove: list = field(default_factory=list)
+    #: Spec files (gen_init_cpio list format + meta lines), after the directories.
+    spec: list = field(default_factory=list)
     keep_owner: bool = False
     timestamp: int | None = None
     compress: str | None = None
@@ -65,6 +68,7 @@ def make_layers(sources, opts: PackOptions) -> list[Layer]:
     layers: list[Layer] = [stubetc_layer()] if opts.stubetc else []
     for src in sources:
         layers.append(src if isinstance(src, Layer) else HostDirectory.parse(os.fspath(src)))
+    layers.extend(SpecFile(s) for s in opts.spec)
     layers.extend(opts.layers)
     layers.extend(Remove(p) for p in opts.remove)
     return layers

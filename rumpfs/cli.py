@@ -29,7 +29,7 @@ kernel mounts it as its root with no disk at all.
 PACK_EPILOG = """\
 Sources are layers applied in order, later wins: the default /etc (stubetc,
 unless --no-stubetc), then each SRC directory (DIR:/dest grafts it at /dest
-inside the image), then --remove patterns.  The output is reproducible:
+inside the image), then --spec files, then --remove patterns.  The output is reproducible:
 owners are 0:0 unless --keep-owner, times are clamped to SOURCE_DATE_EPOCH
 when it is set, and nothing depends on directory order or umask.
 
@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"image format: {', '.join(formats.names())} (default: from the output name)")
     p.add_argument("--no-stubetc", dest="stubetc", action="store_false",
                    help="do not start from the default minimal /etc")
+    p.add_argument("--spec", action="append", default=[], metavar="FILE",
+                   help="spec file creating entries (devices, links...) or setting modes and "
+                        "owners without root: the Linux gen_init_cpio list format plus "
+                        "'meta PATTERN mode=.. uid=.. gid=..' lines; applied after the directories")
     p.add_argument("--remove", action="append", default=[], metavar="PATTERN",
                    help="remove image paths matching a glob (repeatable; applied last)")
     p.add_argument("--keep-owner", action="store_true",
@@ -136,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 def pack_options(args):
     from .api import PackOptions
     opts = PackOptions(
-        format=args.format, stubetc=args.stubetc, remove=args.remove,
+        format=args.format, stubetc=args.stubetc, remove=args.remove, spec=args.spec,
         keep_owner=args.keep_owner, timestamp=args.timestamp, compress=args.compress,
         compress_level=args.compress_level, byteorder=args.endian, progress=args.progress)
     for fmt in formats.available():
@@ -149,7 +153,7 @@ def pack_options(args):
 
 def cmd_pack(args) -> int:
     from .api import pack
-    if not args.sources and not args.stubetc:
+    if not args.sources and not args.stubetc and not args.spec:
         raise RumpfsError("nothing to pack: give a source directory or drop --no-stubetc")
     result = pack(args.sources, args.output, pack_options(args))
     if args.verbose:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from .tree import DIR, LNK, NAME_MAX, REG, HostData, Node, Tree, TreeError, disp
 class Layer:
     """Something that changes the tree when applied."""
 
-    def apply(self, tree: Tree) -> None:  # pragma: no cover - interface
+    def apply(self, tree: Tree, policy: "Policy | None" = None) -> None:  # pragma: no cover
         raise NotImplementedError
 
     def describe(self) -> str:  # pragma: no cover - interface
@@ -48,7 +47,8 @@ class HostDirectory(Layer):
     def describe(self) -> str:
         return f"{self.path}" + (f" -> {display(self.dest)}" if self.dest.strip(b"/") else "")
 
-    def apply(self, tree: Tree) -> None:
+    def apply(self, tree: Tree, policy: "Policy | None" = None) -> None:
+        keep_owner = policy.keep_owner if policy is not None else True
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
@@ -58,7 +58,9 @@ class HostDirectory(Layer):
         if not stat.S_ISDIR(st.st_mode):
             raise RumpfsError(f"{self.path}: source is not a directory")
         root = node_from_stat(os.fsencode(self.path), st)
-        walk_host_dir(os.fsencode(self.path), root)
+        if not keep_owner:
+            root.uid = root.gid = 0
+        walk_host_dir(os.fsencode(self.path), root, keep_owner)
         try:
             dest = split_path(self.dest)
             if dest:
@@ -81,7 +83,7 @@ class Remove(Layer):
     def describe(self) -> str:
         return f"remove {self.pattern}"
 
-    def apply(self, tree: Tree) -> None:
+    def apply(self, tree: Tree, policy: "Policy | None" = None) -> None:
         try:
             paths = tree.glob(self.pattern)
         except TreeError as e:
@@ -113,9 +115,9 @@ class StubEtc(HostDirectory):
     def describe(self) -> str:
         return "default /etc (stubetc)"
 
-    def apply(self, tree: Tree) -> None:
+    def apply(self, tree: Tree, policy: "Policy | None" = None) -> None:
         before = tree.lookup(self.dest)
-        super().apply(tree)
+        super().apply(tree, policy)
         etc = tree.lookup(self.dest)
         for node in Tree(etc).nodes():
             node.uid = node.gid = 0
@@ -140,11 +142,12 @@ def node_from_stat(path: bytes, st: os.stat_result, target: bytes | None = None)
                 st.st_ctime_ns, st.st_rdev, target, data, os.fsdecode(path))
 
 
-def walk_host_dir(top: bytes, root: Node) -> int:
+def walk_host_dir(top: bytes, root: Node, keep_owner: bool = True) -> int:
     """Fill ``root`` from the host directory ``top``; returns the entry count.
 
     Symlinks are never followed; hard links (same st_dev and st_ino) become
     one node under several names; devices, fifos and sockets stay what they are.
+    Owners become 0:0 unless ``keep_owner`` (later spec layers may set others).
     """
     links: dict[tuple[int, int], Node] = {}
     count = 0
@@ -178,8 +181,11 @@ def walk_host_dir(top: bytes, root: Node) -> int:
                 # Filled field by field: this runs once per host entry.
                 node = new(Node)
                 node.mode = mode
-                node.uid = st.st_uid
-                node.gid = st.st_gid
+                if keep_owner:
+                    node.uid = st.st_uid
+                    node.gid = st.st_gid
+                else:
+                    node.uid = node.gid = 0
                 node.mtime_ns = st.st_mtime_ns
                 node.atime_ns = st.st_atime_ns
                 node.ctime_ns = st.st_ctime_ns
@@ -227,12 +233,11 @@ class Policy:
 
 
 def apply_policy(tree: Tree, policy: Policy) -> None:
+    """Times: set (--timestamp) or clamped (SOURCE_DATE_EPOCH); owners were
+    settled by the layers (host owners only with --keep-owner)."""
     fixed = None if policy.timestamp is None else policy.timestamp * 1_000_000_000
     clamp = None if policy.clamp is None else policy.clamp * 1_000_000_000
-    keep_owner = policy.keep_owner
     for node in tree.iter_nodes(unique=False):
-        if not keep_owner:
-            node.uid = node.gid = 0
         if fixed is not None:
             node.mtime_ns = fixed
         elif clamp is not None and node.mtime_ns > clamp:
@@ -243,9 +248,9 @@ def apply_policy(tree: Tree, policy: Policy) -> None:
 
 def build_tree(layers: list[Layer], policy: Policy | None = None) -> Tree:
     """Apply the layers in order and then the reproducibility policy."""
+    policy = policy or Policy()
     tree = Tree()
-    with warnings.catch_warnings():
-        for layer in layers:
-            layer.apply(tree)
-    apply_policy(tree, policy or Policy())
+    for layer in layers:
+        layer.apply(tree, policy)
+    apply_policy(tree, policy)
     return tree
