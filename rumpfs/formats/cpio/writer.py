@@ -25,7 +25,7 @@ import sys
 import zlib
 
 from ...errors import RumpfsError
-from ...output import open_source
+from ...output import Prefetcher, open_source
 from ...tree import LNK, REG, display
 from .layout import BLOCK_SIZE, FIELD_MAX, MAGICS, TRAILER_NAME, build_header, pad
 
@@ -71,19 +71,30 @@ def write_archive(tree, out, variant: str = "newc") -> int:
     magic = MAGICS[variant]
     crc = variant == "crc"
     names = tree.name_counts()
-    ino_of: dict[int, int] = {}
-    clamped = []
     # Refuse a file that cannot be stored before writing gigabytes.
     if any(n.data is not None and n.data.size > FIELD_MAX for n in tree.iter_nodes(unique=False)):
-        for path, node, link_of, _depth in tree.walk():
+        for path, node, _link_of, _depth in tree.walk():
             if node.data is not None and node.data.size > FIELD_MAX:
                 raise RumpfsError(
                     f"{display(path)}: file is {node.data.size} bytes; a cpio newc archive stores "
                     f"at most {FIELD_MAX} bytes per file (32-bit size field): use an FFS image")
 
     progress = getattr(out, "progress", None)
+    entries = list(tree.walk())
+    small = Prefetcher(e.node.data for e in entries
+                       if e.link_of is None and e.node.data is not None
+                       and 0 < e.node.data.size <= SMALL_FILE and e.node.mode & 0o170000 == REG)
+    try:
+        return _write_members(entries, small, names, magic, crc, progress, out)
+    finally:
+        small.close()
+
+
+def _write_members(entries, small, names, magic, crc, progress, out) -> int:
+    ino_of: dict[int, int] = {}
+    clamped = []
     buf = bytearray()
-    for path, node, link_of, _depth in tree.walk():
+    for path, node, link_of, _depth in entries:
         key = id(node)
         mode = node.mode
         kind = mode & 0o170000
@@ -111,7 +122,7 @@ def write_archive(tree, out, variant: str = "newc") -> int:
             else:
                 size = data.size
                 if size <= SMALL_FILE:
-                    payload = _read_small(data, size)
+                    payload = small.get()
                     data = None
                     if progress is not None:
                         progress.advance(size)
@@ -156,17 +167,3 @@ def write_archive(tree, out, variant: str = "newc") -> int:
         print(f"rumpfs: warning: {len(clamped)} time(s) outside the 32-bit cpio range were clamped "
               f"(first: {display(clamped[0])})", file=sys.stderr)
     return out.tell()
-
-
-def _read_small(data, size: int) -> bytes:
-    if not hasattr(data, "path"):
-        return data.data
-    fd = open_source(data)
-    try:
-        chunk = os.read(fd, size)
-    finally:
-        os.close(fd)
-    if len(chunk) != size:
-        raise RumpfsError(f"{os.fsdecode(data.path)}: file changed while it was read "
-                          f"(expected {size} bytes)")
-    return chunk

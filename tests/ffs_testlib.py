@@ -1,0 +1,236 @@
+"""Helpers shared by the FFS reader and checker tests.
+
+Images come from NetBSD's makefs (Debian package ``makefs``), which nobody on
+this project wrote; dissect.ffs (PyPI) is the independent reader of the
+little-endian ones.  Patching helpers find their offsets through
+``rumpfs.formats.ffs.layout`` so corruption tests hit exactly one field.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import struct
+import subprocess
+
+import pytest
+import treecompare as tc
+
+from rumpfs.formats.ffs import layout as L
+from rumpfs.formats.ffs.reader import FfsReader
+
+HAVE_MAKEFS = shutil.which("makefs") is not None
+#: Session fixtures are imported by two test modules; build them once.
+_CACHE: dict = {}
+
+needs_makefs = pytest.mark.skipif(not HAVE_MAKEFS, reason="makefs (Debian package) not installed")
+
+
+def makefs(image, tree, *opts, version=1, endian=None, size=None, minsize="1m"):
+    """Run Debian's makefs: ``opts`` go to ``-o`` (bsize=..., fsize=...)."""
+    cmd = ["makefs", "-t", "ffs"]
+    if endian:
+        cmd += ["-B", endian]
+    if size:
+        cmd += ["-s", size]
+    elif minsize:
+        cmd += ["-M", minsize]
+    o = [f"version={version}", *opts]
+    cmd += ["-o", ",".join(o), os.fspath(image), os.fspath(tree)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed: {proc.stdout}{proc.stderr}"
+    return image
+
+
+def open_reader(path) -> FfsReader:
+    f = open(path, "rb")
+    return FfsReader(f, 0, os.fstat(f.fileno()).st_size)
+
+
+def reader_records(path) -> dict:
+    r = open_reader(path)
+    try:
+        return tc.from_entries(r.entries(), r.read)
+    finally:
+        r.f.close()
+
+
+def dissect_records(path) -> dict:
+    """The image as dissect.ffs sees it, in treecompare records."""
+    import hashlib
+
+    from dissect.ffs import FFS
+
+    out = {}
+    with open(path, "rb") as f:
+        fs = FFS(f)
+        stack = [(b"", fs.root)]
+        while stack:
+            rel, node = stack.pop()
+            din = node.inode
+            mode = din.di_mode
+            kind = stat.S_IFMT(mode)
+            t = tc.TYPES.get(kind, "unknown")
+            target = digest = rdev = None
+            if t == "symlink":
+                target = os.fsencode(node.link)
+            elif t == "file":
+                h = hashlib.sha256()
+                fh = node.open()
+                while True:
+                    chunk = fh.read(1 << 20)
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                digest = h.hexdigest()
+            elif t in ("chardev", "blockdev"):
+                raw = din.di_db[0] & 0xFFFFFFFF
+                rdev = ((raw >> 8) & 0xFFF, (raw & 0xFF) | ((raw >> 12) & 0xFFF00))
+            out[rel] = tc.record(t, mode, din.di_uid, din.di_gid, din.di_size, din.di_nlink,
+                                 din.di_mtime, target, rdev, digest)
+            if t == "dir":
+                for name, child in node.listdir().items():
+                    if name in (".", ".."):
+                        continue
+                    if child.inum == 0:
+                        continue
+                    b = os.fsencode(name)
+                    stack.append((rel + b"/" + b if rel else b, child))
+    return out
+
+
+def host_records(tree, sockets=False) -> dict:
+    """The source tree as makefs stores it (makefs leaves sockets out)."""
+    recs = tc.scan_host(tree)
+    if not sockets:
+        recs = {p: r for p, r in recs.items() if r["type"] != "socket"}
+    return recs
+
+
+@pytest.fixture(scope="session")
+def extra_tree(tmp_path_factory):
+    """300 entries in one directory, a 20 MB file, symlinks around the limits."""
+    if "extra_tree" in _CACHE:
+        return _CACHE["extra_tree"]
+    top = tmp_path_factory.mktemp("ffs-extra") / "tree"
+    many = top / "many"
+    many.mkdir(parents=True)
+    for i in range(300):
+        (many / f"entry-{i:03d}").write_bytes(b"%d\n" % i * (i % 7))
+    with open(top / "big20", "wb") as f:
+        block = bytes(range(256)) * 4096
+        for i in range(20):
+            f.write(bytes([i]) + block[1:])
+    for n in (59, 60, 119, 120, 200):
+        os.symlink("t" * n, top / f"link{n}")
+    (top / "sub").mkdir()
+    os.link(top / "big20", top / "sub" / "big20-again")
+    _CACHE["extra_tree"] = top
+    return top
+
+
+def _variants():
+    yield "ufs1-le", dict(version=1)
+    yield "ufs2-le", dict(version=2)
+    yield "ufs1-be", dict(version=1, endian="be")
+    yield "ufs2-be", dict(version=2, endian="be")
+
+
+@pytest.fixture(scope="session")
+def makefs_images(tmp_path_factory, fixture_tree, extra_tree):
+    """{name: (image, source tree)} for every makefs variant tested."""
+    if not HAVE_MAKEFS:
+        pytest.skip("makefs (Debian package) not installed")
+    if "makefs_images" in _CACHE:
+        return _CACHE["makefs_images"]
+    d = tmp_path_factory.mktemp("ffs-makefs")
+    out = {}
+    for name, kw in _variants():
+        out[f"fixture-{name}"] = (makefs(d / f"fixture-{name}.img", fixture_tree, **kw),
+                                  fixture_tree)
+    for bsize in (4096, 16384, 65536):
+        for version in (1, 2):
+            name = f"extra-ufs{version}-b{bsize}"
+            out[name] = (makefs(d / f"{name}.img", extra_tree, f"bsize={bsize}",
+                                f"fsize={bsize // 8}", version=version), extra_tree)
+    out["extra-ufs1-be-b4096"] = (makefs(d / "extra-ufs1-be-b4096.img", extra_tree,
+                                         "bsize=4096", "fsize=512", endian="be"), extra_tree)
+    # Several cylinder groups.
+    out["multicg-ufs1"] = (makefs(d / "multicg-ufs1.img", extra_tree, size="200m"), extra_tree)
+    out["multicg-ufs2-be"] = (makefs(d / "multicg-ufs2-be.img", extra_tree, version=2,
+                                     endian="be", size="64m"), extra_tree)
+    _CACHE["makefs_images"] = out
+    return out
+
+
+IMAGE_NAMES = ([f"fixture-{n}" for n, _ in _variants()]
+               + [f"extra-ufs{v}-b{b}" for b in (4096, 16384, 65536) for v in (1, 2)]
+               + ["extra-ufs1-be-b4096", "multicg-ufs1", "multicg-ufs2-be"])
+
+
+# --- patching -----------------------------------------------------------------
+
+
+class Patcher:
+    """Byte-exact edits of an FFS image, at offsets found through the layout."""
+
+    def __init__(self, path):
+        self.path = path
+        self.r = open_reader(path)
+        self.L = self.r.layout
+        self.order = "<" if self.r.byteorder == "little" else ">"
+
+    def close(self):
+        self.r.f.close()
+
+    def put(self, offset: int, fmt: str, value) -> None:
+        with open(self.path, "r+b") as f:
+            f.seek(offset)
+            f.write(struct.pack(self.order + fmt, value))
+
+    def get(self, offset: int, fmt: str):
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return struct.unpack(self.order + fmt, f.read(struct.calcsize(self.order + fmt)))[0]
+
+    def add(self, offset: int, fmt: str, delta: int) -> int:
+        v = self.get(offset, fmt) + delta
+        self.put(offset, fmt, v)
+        return v
+
+    # offsets
+    def ino(self, path: bytes) -> int:
+        return self.r.find(path).ino
+
+    def inode_field(self, ino: int, field: str) -> int:
+        return self.r.inode_offset(ino) + L.offsetof(self.L.dinode(self.r.ufs2), field)
+
+    def sb_field(self, field: str) -> int:
+        return self.r.sb.loc + L.offsetof(self.L.fs, field)
+
+    def cg_offset(self, c: int) -> int:
+        return (self.r.cgstart(c) + self.r.fs["fs_cblkno"]) * self.r.fsize
+
+    def cg_field(self, c: int, field: str) -> int:
+        return self.cg_offset(c) + L.offsetof(self.L.cg, field)
+
+    def sb_copy_field(self, c: int, field: str) -> int:
+        return (self.r.cgstart(c) + self.r.fs["fs_sblkno"]) * self.r.fsize + \
+            L.offsetof(self.L.fs, field)
+
+    def dirent(self, dir_path: bytes, name: bytes) -> int:
+        """Image offset of the entry ``name`` in directory ``dir_path``."""
+        d = self.r.inode(self.r.find(dir_path).ino if dir_path else L.UFS_ROOTINO)
+        for _ino, _t, n, pos in self.r.dir_entries(d):
+            if n == name:
+                lbn, within = divmod(pos, self.r.bsize)
+                return d["di_db"][lbn] * self.r.fsize + within
+        raise KeyError(name)
+
+    def flip_bit(self, offset: int, bit: int) -> None:
+        with open(self.path, "r+b") as f:
+            f.seek(offset)
+            b = f.read(1)[0]
+            f.seek(offset)
+            f.write(bytes([b ^ (1 << bit)]))
