@@ -1,0 +1,280 @@
+"""The db 1.85 hash writer, judged by glibc's copy of the db 1.85 library.
+
+``libdb1-compat`` (Debian) is the 4.4BSD hash code NetBSD's libc also
+descends from; loaded with ctypes it reads our files (``get``, ``seq``),
+writes reference files from the same pairs, and updates ours in place.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import struct
+
+import pytest
+
+from rumpfs.errors import RumpfsError
+from rumpfs.etc import db185
+
+# -- the oracle -------------------------------------------------------------------
+
+R_FIRST, R_NEXT, R_NOOVERWRITE = 3, 7, 8
+DB_HASH = 1
+LORDER = {"little": 1234, "big": 4321}
+
+
+class DBT(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("size", ctypes.c_size_t)]
+
+
+class HASHINFO(ctypes.Structure):
+    _fields_ = [("bsize", ctypes.c_uint), ("ffactor", ctypes.c_uint), ("nelem", ctypes.c_uint),
+                ("cachesize", ctypes.c_uint), ("hash", ctypes.c_void_p), ("lorder", ctypes.c_int)]
+
+
+class DB(ctypes.Structure):
+    pass
+
+
+_PDB = ctypes.POINTER(DB)
+_PDBT = ctypes.POINTER(DBT)
+_fn = ctypes.CFUNCTYPE
+DB._fields_ = [
+    ("type", ctypes.c_int),
+    ("close", _fn(ctypes.c_int, _PDB)),
+    ("delete", _fn(ctypes.c_int, _PDB, _PDBT, ctypes.c_uint)),
+    ("get", _fn(ctypes.c_int, _PDB, _PDBT, _PDBT, ctypes.c_uint)),
+    ("put", _fn(ctypes.c_int, _PDB, _PDBT, _PDBT, ctypes.c_uint)),
+    ("seq", _fn(ctypes.c_int, _PDB, _PDBT, _PDBT, ctypes.c_uint)),
+    ("sync", _fn(ctypes.c_int, _PDB, ctypes.c_uint)),
+    ("internal", ctypes.c_void_p),
+    ("fd", _fn(ctypes.c_int, _PDB)),
+]
+
+
+def _load():
+    for name in ("libdb1.so.2", "/lib/libdb1.so.2", "/usr/lib/x86_64-linux-gnu/libdb1.so.2"):
+        try:
+            lib = ctypes.CDLL(name, use_errno=True)
+        except OSError:
+            continue
+        lib.dbopen.restype = _PDB
+        lib.dbopen.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                               ctypes.c_void_p]
+        return lib
+    return None
+
+
+LIBDB1 = _load()
+needs_libdb1 = pytest.mark.skipif(LIBDB1 is None, reason="libdb1-compat is not installed")
+
+
+def _dbt(data: bytes):
+    buf = ctypes.create_string_buffer(data, len(data))
+    return DBT(ctypes.cast(buf, ctypes.c_void_p), len(data)), buf
+
+
+class Libdb1:
+    """A db opened through glibc's db 1.85."""
+
+    def __init__(self, path, flags=os.O_RDONLY, lorder=None):
+        info = None
+        if lorder:
+            info = HASHINFO(4096, 32, 256, 2 << 20, None, LORDER[lorder])
+        self.db = LIBDB1.dbopen(os.fsencode(path), flags, 0o644, DB_HASH,
+                                ctypes.byref(info) if info else None)
+        if not self.db:
+            raise OSError(ctypes.get_errno(), f"dbopen {path}")
+
+    def get(self, key: bytes) -> bytes | None:
+        k, _keep = _dbt(key)
+        d = DBT()
+        rc = self.db.contents.get(self.db, ctypes.byref(k), ctypes.byref(d), 0)
+        assert rc in (0, 1), rc
+        return ctypes.string_at(d.data, d.size) if rc == 0 else None
+
+    def put(self, key: bytes, data: bytes) -> None:
+        k, _kk = _dbt(key)
+        d, _dk = _dbt(data)
+        assert self.db.contents.put(self.db, ctypes.byref(k), ctypes.byref(d), R_NOOVERWRITE) == 0
+
+    def delete(self, key: bytes) -> None:
+        k, _keep = _dbt(key)
+        assert self.db.contents.delete(self.db, ctypes.byref(k), 0) == 0
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        out = []
+        k, d = DBT(), DBT()
+        flag = R_FIRST
+        while True:
+            rc = self.db.contents.seq(self.db, ctypes.byref(k), ctypes.byref(d), flag)
+            assert rc in (0, 1), rc
+            if rc == 1:
+                return out
+            out.append((ctypes.string_at(k.data, k.size), ctypes.string_at(d.data, d.size)))
+            flag = R_NEXT
+
+    def close(self) -> None:
+        assert self.db.contents.close(self.db) == 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def libdb1_write(path, pairs, byteorder) -> bytes:
+    """The file libdb1 writes for these pairs, as pwd_mkdb configures it."""
+    with Libdb1(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, lorder=byteorder) as db:
+        for key, data in pairs:
+            db.put(key, data)
+    return open(path, "rb").read()
+
+
+def read_all(path) -> dict:
+    with Libdb1(path) as db:
+        items = db.items()
+    found = dict(items)
+    assert len(found) == len(items), "seq returned a key twice"
+    return found
+
+
+def header(data: bytes) -> dict:
+    """A few HASHHDR fields, read with struct (big-endian, hash.h offsets)."""
+    names = ("magic", "version", "lorder", "bsize", "bshift", "dsize", "ssize", "sshift",
+             "ovfl_point", "last_freed", "max_bucket", "high_mask", "low_mask", "ffactor",
+             "nkeys", "hdrpages", "h_charkey")
+    fields = dict(zip(names, struct.unpack_from(">17i", data)))
+    fields["spares"] = struct.unpack_from(">32i", data, 68)
+    return fields
+
+
+def page_contents(data: bytes, byteorder: str, bsize=4096) -> dict:
+    """page number -> (word table, packed pairs): what a page means, without
+    the bytes of its free area (libdb1 leaves malloc garbage there)."""
+    e = "<" if byteorder == "little" else ">"
+    pages = {0: data[:260]}
+    for number in range(1, len(data) // bsize):
+        page = data[number * bsize:(number + 1) * bsize]
+        if page == bytes(bsize):
+            continue
+        (n,) = struct.unpack_from(e + "H", page)
+        if 2 * (n + 3) > bsize:          # the overflow bitmap
+            pages[number] = page
+            continue
+        words = struct.unpack_from(e + f"{n + 3}H", page)
+        pages[number] = (words, page[words[-1]:])
+    return pages
+
+
+def pairs_for(count: int, data_len: int = 60):
+    for i in range(count):
+        yield b"1user%05d" % i, (b"record of user %d;" % i).ljust(data_len, b".")
+
+
+# -- tests ------------------------------------------------------------------------
+
+def test_hash4_known_values():
+    # h = h * 33 + c over the bytes, modulo 2**32.
+    assert db185.hash4(b"") == 0
+    assert db185.hash4(b"a") == 97
+    assert db185.hash4(b"ab") == 97 * 33 + 98
+    assert db185.hash4(b"\xff" * 10) == sum(255 * 33 ** i for i in range(10)) % 2 ** 32
+
+
+@needs_libdb1
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+@pytest.mark.parametrize("count", [1, 20, 80])
+def test_same_pages_as_libdb1_without_splits(tmp_path, byteorder, count):
+    pairs = list(pairs_for(count))
+    ours = db185.build(pairs, byteorder)
+    ref = libdb1_write(tmp_path / "ref.db", pairs, byteorder)
+    assert len(ours) == len(ref) == 10 * 4096   # header, 8 buckets, bitmap
+    assert ours[:4096] == ref[:4096]
+    assert page_contents(ours, byteorder) == page_contents(ref, byteorder)
+
+
+@needs_libdb1
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+def test_same_buckets_as_libdb1_after_splits(tmp_path, byteorder):
+    # Small pairs: no bucket of the incremental build ever overflows.
+    pairs = list(pairs_for(1500, data_len=20))
+    ours = db185.build(pairs, byteorder)
+    ref = libdb1_write(tmp_path / "ref.db", pairs, byteorder)
+    ho, hr = header(ours), header(ref)
+    assert ho["max_bucket"] > 7 and ho["max_bucket"] == hr["max_bucket"]
+    for key in ("high_mask", "low_mask", "ovfl_point", "spares", "nkeys", "h_charkey", "lorder"):
+        assert ho[key] == hr[key], key
+    # Same pages (bucket contents in the same order), same file length.
+    po, pr = page_contents(ours, byteorder), page_contents(ref, byteorder)
+    del po[0], pr[0]    # last_freed, a search hint, differs
+    assert po == pr
+    (tmp_path / "ours.db").write_bytes(ours)
+    assert read_all(tmp_path / "ours.db") == dict(pairs)
+
+
+@needs_libdb1
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+def test_overflow_pages_read_by_libdb1(tmp_path, byteorder):
+    # 32 pairs of ~700 bytes per bucket: every bucket chains several pages.
+    pairs = list(pairs_for(2000, data_len=700))
+    ours = db185.build(pairs, byteorder)
+    h = header(ours)
+    assert h["spares"][h["ovfl_point"]] > 4 + 100, "expected many overflow pages"
+    path = tmp_path / "ours.db"
+    path.write_bytes(ours)
+    assert read_all(path) == dict(pairs)
+    with Libdb1(path) as db:
+        for key, data in pairs[::37]:
+            assert db.get(key) == data
+        assert db.get(b"1nobody") is None
+
+
+@needs_libdb1
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+def test_libdb1_can_keep_updating_our_file(tmp_path, byteorder):
+    """Header, spares and bitmap are consistent enough for a writer to go on."""
+    pairs = list(pairs_for(600, data_len=300))
+    path = tmp_path / "ours.db"
+    path.write_bytes(db185.build(pairs, byteorder))
+    more = [(b"2extra%05d" % i, b"x" * (i % 500)) for i in range(3000)]
+    with Libdb1(path, os.O_RDWR) as db:
+        for key, data in more:
+            db.put(key, data)
+        for key, _ in pairs[::3]:
+            db.delete(key)
+    expected = dict(pairs + more)
+    for key, _ in pairs[::3]:
+        del expected[key]
+    assert read_all(path) == expected
+
+
+def test_reproducible_and_byte_order():
+    pairs = list(pairs_for(300))
+    little = db185.build(pairs, "little")
+    assert little == db185.build(pairs, "little")
+    big = db185.build(pairs, "big")
+    assert header(little)["lorder"] == 1234 and header(big)["lorder"] == 4321
+    assert little[:4] == big[:4] == b"\x00\x06\x15\x61"   # the header is big-endian in both
+
+
+def test_record_larger_than_a_page_is_refused():
+    db = db185.HashFile("little")
+    with pytest.raises(RumpfsError, match=r"^db record of 4083 bytes is larger than the 4082 "
+                                          r"bytes one 4096-byte page holds$"):
+        db.put(b"k", b"x" * 4082)
+    db.put(b"k", b"x" * 4081)   # the largest that fits
+
+
+def test_many_fat_records_spread_over_more_buckets(tmp_path):
+    """More overflow pages than one split point addresses: more buckets instead."""
+    pairs = list(pairs_for(6000, data_len=2000))
+    data = db185.build(pairs, "little")
+    h = header(data)
+    assert h["max_bucket"] + 1 > 6000 // 32
+    if LIBDB1 is not None:
+        path = tmp_path / "fat.db"
+        path.write_bytes(data)
+        assert read_all(path) == dict(pairs)
