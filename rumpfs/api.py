@@ -143,6 +143,8 @@ def pack(sources, output: str, opts: PackOptions | None = None, **kw) -> PackRes
                                    progress=progress)
 
     def write_image(sink: ImageSink) -> int:
+        if sink.progress is None:
+            sink.progress = progress
         if comp:
             from .compress import CompressingSink
             csink = CompressingSink(sink, comp, opts.compress_level)

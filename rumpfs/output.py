@@ -228,7 +228,7 @@ class Progress:
 
     def close(self) -> None:
         if self.enabled and self._last:
-            self.stream.write("\n")
+            self.stream.write(f"\r{self.label}: {self.done / 1048576:.0f} MiB, done\n")
             self.stream.flush()
 
 
