@@ -21,7 +21,9 @@ fi
 mkdir -p "$cache"
 work=$(mktemp -d "$cache/.download.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && apt-get download -q "$pkg=$DEB") || {
+download() { (cd "$work" && apt-get download -q "$pkg=$DEB"); }
+# Stale package lists are the usual reason for a failure: refresh once (root only).
+download || { [ "$(id -u)" -eq 0 ] && apt-get update -qq && download; } || {
     echo "test kernel: 'apt-get download $pkg=$DEB' failed." >&2
     echo "  Run 'apt-get update', or pin a version 'apt-cache policy linux-image-amd64' offers" >&2
     echo "  in $pin." >&2
