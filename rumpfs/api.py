@@ -10,6 +10,7 @@ bare, compressed, or wrapped in a linkable object -- atomically.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass, field
 
@@ -125,6 +126,18 @@ def host_byteorder() -> str:
 def pack(sources, output: str, opts: PackOptions | None = None, **kw) -> PackResult:
     """Bake ``sources`` into ``output``; keyword arguments fill :class:`PackOptions`."""
     opts = opts or PackOptions(**kw)
+    # One object per entry and nothing cyclic: the collector's passes over a
+    # large tree cost more than building it.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _pack(sources, output, opts)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _pack(sources, output: str, opts: PackOptions) -> PackResult:
     output = os.fspath(output)
     fmt_name, comp = choose_format(output, opts)
     fmt = formats.get(fmt_name)
@@ -145,14 +158,19 @@ def pack(sources, output: str, opts: PackOptions | None = None, **kw) -> PackRes
     def write_image(sink: ImageSink) -> int:
         if sink.progress is None:
             sink.progress = progress
-        if comp:
-            from .compress import CompressingSink
-            csink = CompressingSink(sink, comp, opts.compress_level)
-            fmt.write(tree, csink, wopts)
-            return csink.finish()
-        size = fmt.write(tree, sink, wopts)
-        sink.finish(size)
-        return size
+            sink.copier.progress = progress
+        try:
+            if comp:
+                from .compress import CompressingSink
+                csink = CompressingSink(sink, comp, opts.compress_level)
+                fmt.write(tree, csink, wopts)
+                return csink.finish()
+            size = fmt.write(tree, sink, wopts)
+            sink.finish(size)
+            return size
+        except BaseException:
+            sink.abort()  # no copy worker outlives a failed write
+            raise
 
     with AtomicOutput(output) as out:
         if container:

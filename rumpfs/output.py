@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import sys
 import tempfile
 import time
@@ -84,15 +85,27 @@ class ImageSink:
     """The image being written: ``fd`` and the byte offset ``base`` where it starts.
 
     Offsets given to the methods are relative to the start of the image.
+
+    Copies of host file data are recorded, not done at once: a
+    :class:`Copier` runs them in worker processes while the writer goes on
+    laying out metadata, and :meth:`finish` waits for the last of them.
+    Every offset is known before the data is needed, and processes put the
+    second core to work on the open/copy/close calls that dominate a tree of
+    small files (threads would queue on the GIL between those calls).
+
+    The contract with writers: a region given to :meth:`copy_at` is never
+    written again with :meth:`pwrite`.
     """
 
-    def __init__(self, fd: int, base: int = 0, progress=None):
+    def __init__(self, fd: int, base: int = 0, progress=None, workers: int | None = None):
         self.fd = fd
         self.base = base
         self.pos = 0  # sequential write position
         self._buf = bytearray()
-        self._copy_range = hasattr(os, "copy_file_range")
         self.progress = progress
+        self.copier = Copier(fd, base, workers, progress)
+        #: Jobs whose placeholders are still in the buffer (not yet on disk).
+        self._held: list = []
 
     # -- sequential interface ------------------------------------------------
     def write(self, data) -> None:
@@ -108,6 +121,18 @@ class ImageSink:
             self._pwrite_all(self._buf, self.base + self.pos)
             self.pos += len(self._buf)
             self._buf.clear()
+        if self._held:
+            # Their placeholders are written: the copies may overwrite them now.
+            self.copier.add(self._held)
+            self._held = []
+
+    def write_reserved(self, chunk, jobs: list) -> None:
+        """Append ``chunk``, in which ``jobs`` -- ``(data, src_offset,
+        image_offset, length)`` -- hold places (zeros) for host data to copy."""
+        self.flush()
+        self._pwrite_all(chunk, self.base + self.pos)
+        self.pos += len(chunk)
+        self.copier.add(jobs)
 
     def copy(self, data, length: int | None = None) -> None:
         """Append a node's data (``HostData`` or ``BytesData``) at the position."""
@@ -115,18 +140,11 @@ class ImageSink:
         if not hasattr(data, "path"):
             self.write(data.data[:size])
             return
-        if size < 65536:
-            # Cheaper to read small files through the buffer than a syscall dance.
-            fd = open_source(data)
-            try:
-                chunk = os.read(fd, size)
-            finally:
-                os.close(fd)
-            if len(chunk) != size:
-                raise _changed(data, size)
-            self.write(chunk)
-            if self.progress:
-                self.progress.advance(size)
+        if size <= PLACEHOLDER_MAX:
+            # Hold the place with zeros rather than cut the buffer into
+            # one write per file; the copy overwrites them once they are out.
+            self._held.append((data, 0, self.tell(), size))
+            self.write(PLACEHOLDER[:size])
             return
         self.flush()
         self.copy_at(data, self.pos, 0, size)
@@ -137,16 +155,14 @@ class ImageSink:
         self._pwrite_all(data, self.base + offset)
 
     def copy_at(self, data, dst_offset: int, src_offset: int = 0, length: int | None = None) -> None:
-        """Copy ``length`` bytes of a node's data to ``dst_offset`` in the image."""
+        """Copy ``length`` bytes of a node's data to ``dst_offset`` in the image
+        (soon, by a worker; :meth:`finish` waits for it)."""
         size = data.size - src_offset if length is None else length
         if not hasattr(data, "path"):
             self.pwrite(data.data[src_offset:src_offset + size], dst_offset)
             return
-        fd = open_source(data)
-        try:
-            self._copy_fd(fd, data, src_offset, self.base + dst_offset, size)
-        finally:
-            os.close(fd)
+        if size:
+            self.copier.add(((data, src_offset, dst_offset, size),))
 
     def zero_fill(self, offset: int, length: int) -> None:
         """Zeros from ``offset``, written as real bytes (for formats without holes)."""
@@ -158,11 +174,17 @@ class ImageSink:
             length -= n
 
     def finish(self, size: int) -> None:
-        """The image is ``size`` bytes long; the unwritten tail stays a hole."""
+        """The image is ``size`` bytes long: wait for every copy; the
+        unwritten tail stays a hole."""
         self.flush()
+        self.copier.finish()
         end = self.base + size
         if os.fstat(self.fd).st_size < end:
             os.ftruncate(self.fd, end)
+
+    def abort(self) -> None:
+        """Stop the workers (after an error)."""
+        self.copier.abort()
 
     # -- internals ----------------------------------------------------------------
     def _pwrite_all(self, data, offset: int) -> None:
@@ -172,30 +194,251 @@ class ImageSink:
             view = view[n:]
             offset += n
 
-    def _copy_fd(self, src: int, data, src_off: int, dst_off: int, size: int) -> None:
-        remaining = size
-        while remaining > 0:
-            n = 0
-            if self._copy_range:
+
+#: Files up to this size keep their place in the write buffer (see ImageSink.copy).
+PLACEHOLDER_MAX = 64 << 10
+PLACEHOLDER = memoryview(bytes(PLACEHOLDER_MAX))
+#: Jobs go to the workers in batches of this many files or bytes ...
+BATCH_JOBS = 1024
+BATCH_BYTES = 64 << 20
+#: ... and below this much work in all, this process copies them at the end.
+PARALLEL_MIN_JOBS = 1024
+PARALLEL_MIN_BYTES = 64 << 20
+
+#: Pipe capacity asked for (Linux allows up to /proc/sys/fs/pipe-max-size, 1 MiB).
+PIPE_SIZE = 1 << 20
+#: One copy job on a worker's pipe: source offset, destination offset, length,
+#: then the length of the source path and the path itself.
+_JOB = struct.Struct("<QQQI")
+
+
+class _Path:
+    """Just enough of a HostData for a worker: a path and, for errors, a size."""
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, path: bytes, size: int):
+        self.path, self.size = path, size
+
+
+class Copier:
+    """Runs recorded copies ``(data, src_offset, dst_offset, length)`` into
+    ``fd``; destination offsets are relative to ``base``.
+
+    Once there is enough work, ``workers`` processes are forked and fed
+    batches of jobs through pipes (a job is a few numbers and a path), while
+    this process goes on with the metadata; small images are copied here at
+    :meth:`finish`.  The workers are forked once, so the parent's memory is
+    not made copy-on-write again and again; a worker that fails writes its
+    one-line error to its result pipe and stops.
+    """
+
+    def __init__(self, fd: int, base: int = 0, workers: int | None = None, progress=None):
+        self.fd = fd
+        self.base = base
+        self.workers = min(os.cpu_count() or 1, 4) if workers is None else workers
+        if not hasattr(os, "fork"):
+            self.workers = 0
+        self.progress = progress
+        self.ready: list = []
+        self.ready_bytes = 0
+        self.sent_bytes = 0
+        self.procs: list = []  # (pid, job pipe, result pipe)
+        self.turn = 0
+
+    def add(self, jobs) -> None:
+        ready = self.ready
+        for job in jobs:
+            ready.append(job)
+            self.ready_bytes += job[3]
+        if self.workers >= 1 and (len(ready) >= BATCH_JOBS or self.ready_bytes >= BATCH_BYTES):
+            self._send()
+
+    def _start(self) -> None:
+        for _ in range(self.workers):
+            jr, jw = os.pipe()
+            rr, rw = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the worker
+                os.close(jw)
+                os.close(rr)
+                for _, other_jw, other_rr in self.procs:
+                    os.close(other_jw)
+                    os.close(other_rr)
+                code = 0
                 try:
-                    n = os.copy_file_range(src, self.fd, min(remaining, COPY_CHUNK), src_off, dst_off)
-                except OSError as e:
-                    if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                        raise RumpfsError(f"{os.fsdecode(data.path)}: cannot read: {e.strerror}") from None
-                    self._copy_range = False
-                    continue
+                    _worker(self.fd, jr)
+                except RumpfsError as e:
+                    os.write(rw, str(e).encode("utf-8", "surrogateescape"))
+                    code = 1
+                except BaseException as e:  # noqa: B036 - report anything, never unwind
+                    os.write(rw, f"copy worker failed: {e!r}".encode())
+                    code = 1
+                os._exit(code)
+            os.close(jr)
+            os.close(rw)
+            _grow_pipe(jw)
+            self.procs.append((pid, jw, rr))
+
+    def _send(self) -> None:
+        if not self.procs:
+            self._start()
+        jobs, self.ready = self.ready, []
+        self.sent_bytes += self.ready_bytes
+        self.ready_bytes = 0
+        pack = _JOB.pack
+        base = self.base
+        frame = b"".join([pack(so, base + do, n, len(d.path)) + d.path for d, so, do, n in jobs])
+        _, jw, _ = self.procs[self.turn % len(self.procs)]
+        self.turn += 1
+        try:
+            _write_all(jw, frame)
+        except BrokenPipeError:
+            self.finish()  # the worker stopped: report its error
+            raise RumpfsError("copy worker stopped unexpectedly") from None
+
+    def finish(self) -> None:
+        try:
+            if not self.procs and not (len(self.ready) >= PARALLEL_MIN_JOBS
+                                       or self.ready_bytes >= PARALLEL_MIN_BYTES):
+                jobs, self.ready = self.ready, []
+                _copy_jobs(self.fd, self.base, jobs, self.progress)
+                return
+            if self.workers >= 1:
+                # Share what is left between the workers.
+                rest, self.ready = self.ready, []
+                if rest and not self.procs:
+                    self._start()
+                for k in range(len(self.procs)):
+                    share = rest[k::len(self.procs)]
+                    if share:
+                        self.ready = share
+                        self.ready_bytes = sum(j[3] for j in share)
+                        self.turn = k
+                        self._send()
             else:
-                chunk = os.pread(src, min(remaining, BUFFER_SIZE), src_off)
-                n = len(chunk)
-                if n:
-                    self._pwrite_all(chunk, dst_off)
-            if n == 0:
-                raise _changed(data, size)
-            src_off += n
-            dst_off += n
-            remaining -= n
+                jobs, self.ready = self.ready, []
+                _copy_jobs(self.fd, self.base, jobs, self.progress)
+            errors = []
+            for _pid, jw, _rr in self.procs:
+                os.close(jw)
+            for pid, _jw, rr in self.procs:
+                with os.fdopen(rr, "rb") as r:
+                    message = r.read()
+                _, status = os.waitpid(pid, 0)
+                if message or status:
+                    errors.append(message.decode("utf-8", "surrogateescape")
+                                  or f"copy worker ended with status {status}")
+            self.procs = []
+            if errors:
+                raise RumpfsError(errors[0])
             if self.progress:
-                self.progress.advance(n)
+                self.progress.advance(self.sent_bytes)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        for pid, jw, rr in self.procs:
+            for fd in (jw, rr):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        self.procs = []
+        self.ready = []
+
+
+def _grow_pipe(fd: int) -> None:
+    """Room for whole batches, so handing one over never waits on a busy worker."""
+    try:
+        import fcntl
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _worker(out_fd: int, job_fd: int) -> None:  # pragma: no cover - runs in a worker
+    """Read job frames from ``job_fd`` until it closes; copy each one."""
+    pending = b""
+    size = _JOB.size
+    use_range = hasattr(os, "copy_file_range")
+    while True:
+        chunk = os.read(job_fd, 1 << 20)
+        if not chunk:
+            break
+        pending += chunk
+        pos = 0
+        while len(pending) - pos >= size:
+            so, do, n, plen = _JOB.unpack_from(pending, pos)
+            if len(pending) - pos < size + plen:
+                break
+            path = pending[pos + size:pos + size + plen]
+            pos += size + plen
+            data = _Path(path, so + n)
+            src = open_source(data)
+            try:
+                use_range = _copy_fd(src, out_fd, data, so, do, n, use_range, None)
+            finally:
+                os.close(src)
+        pending = pending[pos:]
+
+
+def _copy_jobs(fd: int, base: int, jobs: list, progress) -> None:
+    use_range = hasattr(os, "copy_file_range")
+    for data, src_off, dst_off, size in jobs:
+        src = open_source(data)
+        try:
+            use_range = _copy_fd(src, fd, data, src_off, base + dst_off, size, use_range, progress)
+        finally:
+            os.close(src)
+
+
+def _copy_fd(src: int, dst: int, data, src_off: int, dst_off: int, size: int,
+             use_range: bool, progress) -> bool:
+    """Copy one range; returns whether copy_file_range still works here."""
+    remaining = size
+    while remaining > 0:
+        n = 0
+        if use_range:
+            try:
+                n = os.copy_file_range(src, dst, min(remaining, COPY_CHUNK), src_off, dst_off)
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise RumpfsError(f"{os.fsdecode(data.path)}: cannot read: {e.strerror}") from None
+                use_range = False
+                continue
+        else:
+            try:
+                chunk = os.pread(src, min(remaining, BUFFER_SIZE), src_off)
+            except OSError as e:
+                raise RumpfsError(f"{os.fsdecode(data.path)}: cannot read: {e.strerror}") from None
+            n = len(chunk)
+            view = memoryview(chunk)
+            off = dst_off
+            while view:
+                w = os.pwrite(dst, view, off)
+                view = view[w:]
+                off += w
+        if n == 0:
+            raise _changed(data, size)
+        src_off += n
+        dst_off += n
+        remaining -= n
+        if progress:
+            progress.advance(n)
+    return use_range
 
 
 def _changed(data, size: int) -> RumpfsError:
@@ -230,73 +473,3 @@ class Progress:
         if self.enabled and self._last:
             self.stream.write(f"\r{self.label}: {self.done / 1048576:.0f} MiB, done\n")
             self.stream.flush()
-
-
-class Prefetcher:
-    """Read small files on a second thread, ahead of the writer that needs them.
-
-    open/read/close release the GIL, so on a machine with two cores the
-    system calls of the next files overlap the writer's own work.  Files come
-    back in the order they were given, in batches to keep the hand-over cheap.
-    ``get()`` returns the bytes of the next file, or raises what reading it raised.
-    """
-
-    BATCH = 64
-    #: Batches read ahead at most: bounds memory whatever the tree.
-    DEPTH = 32
-
-    def __init__(self, sources):
-        import queue
-        import threading
-        self._queue = queue.Queue(self.DEPTH)
-        self._batch: list = []
-        self._pos = 0
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, args=(list(sources),), daemon=True,
-                                        name="rumpfs-prefetch")
-        self._thread.start()
-
-    def _run(self, sources) -> None:
-        put = self._queue.put
-        batch = []
-        for data in sources:
-            if self._stop:
-                return
-            try:
-                if hasattr(data, "path"):
-                    fd = os.open(data.path, os.O_RDONLY)
-                    try:
-                        chunk = os.read(fd, data.size) if data.size else b""
-                    finally:
-                        os.close(fd)
-                    if len(chunk) != data.size:
-                        chunk = _changed(data, data.size)
-                else:
-                    chunk = data.data
-            except OSError as e:
-                chunk = RumpfsError(f"{os.fsdecode(data.path)}: cannot read: {e.strerror}")
-            batch.append(chunk)
-            if len(batch) >= self.BATCH:
-                put(batch)
-                batch = []
-        put(batch)
-
-    def get(self) -> bytes:
-        if self._pos >= len(self._batch):
-            self._batch = self._queue.get()
-            self._pos = 0
-        chunk = self._batch[self._pos]
-        self._pos += 1
-        if isinstance(chunk, Exception):
-            self.close()
-            raise chunk
-        return chunk
-
-    def close(self) -> None:
-        """Stop reading ahead (after an error or when done)."""
-        self._stop = True
-        while self._thread.is_alive():
-            try:
-                self._queue.get_nowait()
-            except Exception:
-                self._thread.join(0.01)

@@ -25,9 +25,18 @@ import sys
 import zlib
 
 from ...errors import RumpfsError
-from ...output import Prefetcher, open_source
+from ...output import PLACEHOLDER, PLACEHOLDER_MAX, open_source
 from ...tree import LNK, REG, display
-from .layout import BLOCK_SIZE, FIELD_MAX, MAGICS, TRAILER_NAME, build_header, pad
+from .layout import (
+    BLOCK_SIZE,
+    FIELD_MAX,
+    HEADER_SIZE,
+    MAGICS,
+    TRAILER_NAME,
+    build_header,
+    header_builder,
+    pad,
+)
 
 #: Bytes summed per adler32 call: 256 * 255 stays below its modulus 65521,
 #: so the low half of adler32 minus one is the exact byte sum of the piece.
@@ -67,51 +76,41 @@ SMALL_FILE = 1 << 16
 
 
 def write_archive(tree, out, variant: str = "newc") -> int:
-    """Write the archive to ``out`` (``write``/``copy``/``tell``); returns its size."""
+    """Write the archive to ``out`` (an ImageSink or a compressing sink);
+    returns its size."""
     magic = MAGICS[variant]
+    header = header_builder(magic)
     crc = variant == "crc"
     names = tree.name_counts()
-    # Refuse a file that cannot be stored before writing gigabytes.
-    if any(n.data is not None and n.data.size > FIELD_MAX for n in tree.iter_nodes(unique=False)):
-        for path, node, _link_of, _depth in tree.walk():
-            if node.data is not None and node.data.size > FIELD_MAX:
-                raise RumpfsError(
-                    f"{display(path)}: file is {node.data.size} bytes; a cpio newc archive stores "
-                    f"at most {FIELD_MAX} bytes per file (32-bit size field): use an FFS image")
-
     progress = getattr(out, "progress", None)
-    entries = list(tree.walk())
-    small = Prefetcher(e.node.data for e in entries
-                       if e.link_of is None and e.node.data is not None
-                       and 0 < e.node.data.size <= SMALL_FILE and e.node.mode & 0o170000 == REG)
-    try:
-        return _write_members(entries, small, names, magic, crc, progress, out)
-    finally:
-        small.close()
-
-
-def _write_members(entries, small, names, magic, crc, progress, out) -> int:
-    ino_of: dict[int, int] = {}
+    # A file sink copies file data itself (worker processes, see ImageSink):
+    # here its place is held with zeros.  A compressing sink needs the bytes.
+    reserve = hasattr(out, "write_reserved")
+    ino_of: dict[int, int] = {}  # nodes with several names, and directories
+    next_ino = 1
     clamped = []
     buf = bytearray()
-    for path, node, link_of, _depth in entries:
-        key = id(node)
+    held: list = []  # copies whose places are in buf
+    start = out.tell()  # image offset of buf[0]
+    for path, node, link_of, _depth in tree.walk():
         mode = node.mode
         kind = mode & 0o170000
         children = node.children
         if children is not None:
-            ino = len(ino_of) + 1
-            ino_of[key] = ino
-            nlink = 2 + sum(1 for c in children.values() if c.children is not None)
+            ino, next_ino = next_ino, next_ino + 1
+            nlink = 2
+            for c in children.values():
+                if c.children is not None:
+                    nlink += 1
         else:
-            nlink = names[key]
-            if nlink > 1:
-                ino = ino_of.get(key)
-                if ino is None:
-                    ino = ino_of[key] = len(ino_of) + 1
+            nlink = names[id(node)]
+            if nlink == 1:
+                ino, next_ino = next_ino, next_ino + 1
             else:
-                ino = len(ino_of) + 1
-                ino_of[key] = ino
+                ino = ino_of.get(id(node))
+                if ino is None:
+                    ino = ino_of[id(node)] = next_ino
+                    next_ino += 1
         size = 0
         payload = None
         data = None
@@ -121,9 +120,14 @@ def _write_members(entries, small, names, magic, crc, progress, out) -> int:
                 data = None
             else:
                 size = data.size
-                if size <= SMALL_FILE:
-                    payload = small.get()
-                    data = None
+                if size > FIELD_MAX:
+                    raise RumpfsError(
+                        f"{display(path)}: file is {size} bytes; a cpio newc archive stores "
+                        f"at most {FIELD_MAX} bytes per file (32-bit size field): use an FFS image")
+                if not hasattr(data, "path"):
+                    payload, data = data.data, None
+                elif not reserve and size <= SMALL_FILE:
+                    payload, data = _read_small(data, size), None
                     if progress is not None:
                         progress.advance(size)
         elif kind == LNK:
@@ -138,25 +142,31 @@ def _write_members(entries, small, names, magic, crc, progress, out) -> int:
         if crc and kind == REG and size:
             check = (byte_sum(payload) & FIELD_MAX) if payload is not None else data_checksum(data)
         rdev = node.rdev
-        header = build_header(magic, (
-            ino, mode, node.uid, node.gid, nlink, mtime, size,
-            0, 0, os.major(rdev) if rdev else 0, os.minor(rdev) if rdev else 0,
-            len(name) + 1, check))
-        buf += header
+        buf += header(ino, mode, node.uid, node.gid, nlink, mtime, size, 0, 0,
+                      os.major(rdev) if rdev else 0, os.minor(rdev) if rdev else 0,
+                      len(name) + 1, check)
         buf += name
-        buf += _ZEROS[:1 + pad(len(header) + len(name) + 1)]
+        buf += _ZEROS[:1 + (-(HEADER_SIZE + 1 + len(name)) & 3)]
         if payload is not None:
             buf += payload
-            buf += _ZEROS[:pad(size)]
         elif data is not None:
-            out.write(buf)
-            buf.clear()
-            out.copy(data)
-            buf += _ZEROS[:pad(size)]
+            if reserve and size <= PLACEHOLDER_MAX:
+                held.append((data, 0, start + len(buf), size))
+                buf += PLACEHOLDER[:size]
+            else:
+                _hand_over(out, buf, held, reserve)
+                buf, held = bytearray(), []
+                out.copy(data)
+                start = out.tell()
+        if size & 3:
+            buf += _ZEROS[:-size & 3]
         if len(buf) >= _READ_CHUNK:
-            out.write(buf)
-            buf.clear()
+            _hand_over(out, buf, held, reserve)
+            start += len(buf)
+            buf, held = bytearray(), []
 
+    _hand_over(out, buf, held, reserve)
+    buf = bytearray()
     trailer = build_header(magic, (0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, len(TRAILER_NAME) + 1, 0))
     tail = trailer + TRAILER_NAME + b"\0"
     buf += tail + _ZEROS[:pad(len(tail))]
@@ -167,3 +177,24 @@ def _write_members(entries, small, names, magic, crc, progress, out) -> int:
         print(f"rumpfs: warning: {len(clamped)} time(s) outside the 32-bit cpio range were clamped "
               f"(first: {display(clamped[0])})", file=sys.stderr)
     return out.tell()
+
+
+def _hand_over(out, buf, held, reserve) -> None:
+    if reserve:
+        out.write_reserved(buf, held)
+    else:
+        out.write(buf)
+
+
+def _read_small(data, size: int) -> bytes:
+    if not hasattr(data, "path"):
+        return data.data
+    fd = open_source(data)
+    try:
+        chunk = os.read(fd, size)
+    finally:
+        os.close(fd)
+    if len(chunk) != size:
+        raise RumpfsError(f"{os.fsdecode(data.path)}: file changed while it was read "
+                          f"(expected {size} bytes)")
+    return chunk

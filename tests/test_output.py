@@ -1,0 +1,95 @@
+"""The output path: copies by worker processes, and what happens when they fail."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+
+import pytest
+from conftest import leftovers, run_rumpfs
+from ffs_testlib import dissect_records
+from treecompare import assert_same, normalized, scan_host
+
+from rumpfs.output import PARALLEL_MIN_JOBS
+
+
+@pytest.fixture(scope="module")
+def many_files(tmp_path_factory):
+    """More files than the in-process copy threshold, of every small size, and
+    some above a block (FFS full blocks) and above the placeholder limit."""
+    top = tmp_path_factory.mktemp("many") / "tree"
+    rnd = random.Random(7)
+    for i in range(PARALLEL_MIN_JOBS * 3):
+        d = top / f"d{i % 17}"
+        d.mkdir(parents=True, exist_ok=True)
+        size = rnd.choice((0, 1, 3, 511, 4096, 9000, 20000, 70000)) if i % 50 else 300_000
+        (d / f"f{i}").write_bytes(rnd.randbytes(size))
+    return top
+
+
+def test_cpio_with_worker_copies_reads_back_with_bsdtar(many_files, tmp_path):
+    out = tmp_path / "many.cpio"
+    run_rumpfs("pack", "--no-stubetc", many_files, "-o", out)
+    dest = tmp_path / "x"
+    dest.mkdir()
+    subprocess.run(["bsdtar", "-xpf", str(out)], cwd=dest, check=True)
+    expected, actual = normalized(scan_host(many_files)), scan_host(dest)
+    expected[b""]["mtime"] = actual[b""]["mtime"] = None
+    assert_same(expected, actual)
+
+
+def test_ffs_with_worker_copies_reads_back_with_dissect(many_files, tmp_path):
+    out = tmp_path / "many.img"
+    run_rumpfs("pack", "--no-stubetc", "--format", "ffs", many_files, "-o", out)
+    keys = ("type", "mode", "uid", "gid", "size", "nlink", "mtime", "sha256")
+    assert_same(normalized(scan_host(many_files)), dissect_records(out), keys=keys)
+
+
+def test_worker_error_is_reported_and_nothing_is_left(many_files, tmp_path):
+    """A file that vanishes after the walk: the worker's error reaches the
+    user, no output is written and no worker process survives."""
+    victim = many_files / f"d{3000 % 17}" / "f3000"
+    assert victim.exists()
+    # The file is renamed away once the copies start, so a worker's open fails.
+    env = {"RUMPFS_TEST_SWAP": str(victim)}
+    code = (
+        "import os, sys, runpy\n"
+        "import rumpfs.output as o\n"
+        "real = o.Copier.add\n"
+        "def add(self, jobs):\n"
+        "    victim = os.environ['RUMPFS_TEST_SWAP'].encode()\n"
+        "    if os.path.isfile(victim):\n"
+        "        os.rename(victim, victim + b'.gone')\n"
+        "    return real(self, jobs)\n"
+        "o.Copier.add = add\n"
+        "sys.argv = ['rumpfs'] + sys.argv[1:]\n"
+        "runpy.run_module('rumpfs', run_name='__main__')\n")
+    out = tmp_path / "fail.cpio"
+    proc = subprocess.run(
+        ["python3", "-c", code, "pack", "--no-stubetc", str(many_files), "-o", str(out)],
+        capture_output=True, env=dict(os.environ, **env,
+                                      PYTHONPATH=str(os.path.dirname(os.path.dirname(__file__)))))
+    os.rename(str(victim) + ".gone", victim)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert err == f"rumpfs: error: {victim}: cannot read: No such file or directory\n"
+    assert not out.exists() and leftovers(tmp_path) == []
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(out) not in ps, "a copy worker outlived the failed pack"
+
+
+def test_small_trees_copy_without_workers(tmp_path):
+    """Below the threshold no process is forked (checked through the API)."""
+    from rumpfs.output import ImageSink
+    from rumpfs.tree import HostData
+    src = tmp_path / "f"
+    src.write_bytes(b"x" * 10000)
+    fd = os.open(tmp_path / "o", os.O_RDWR | os.O_CREAT)
+    sink = ImageSink(fd)
+    sink.copy_at(HostData(os.fsencode(src), 10000), 100)
+    sink.finish(20000)
+    assert sink.copier.procs == [] and sink.copier.turn == 0
+    os.close(fd)
+    data = (tmp_path / "o").read_bytes()
+    assert data[100:10100] == b"x" * 10000 and len(data) == 20000
