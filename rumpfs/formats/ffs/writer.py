@@ -38,7 +38,6 @@ from array import array
 from bisect import bisect_right
 
 from ...errors import RumpfsError
-from ...output import open_source
 from ...tree import display, join
 from . import geometry as G
 from . import layout as L
@@ -623,22 +622,32 @@ class Writer:
         for first in range(0, nbins, batch):
             count = min(batch, nbins - first)
             buf = bytearray(count * bsize)
+            copies = []
             for b in range(first, first + count):
                 for off, owner in self.bins[b]:
                     pos = (b - first) * bsize + off * fsize
                     if owner is None:
                         piece = self._csum_bytes(geo)
                     else:
-                        piece = self._tail_bytes(owner)
+                        piece = self._tail_source(owner)
+                        if isinstance(piece, tuple):
+                            copies.append((b, off, piece))
+                            continue
                     buf[pos:pos + len(piece)] = piece
             pos = 0
             for addr, m in geo.data_runs(self.tail_base + first, count):
                 self.sink.pwrite(memoryview(buf)[pos:pos + m * bsize], addr * fsize)
                 pos += m * bsize
+            # Host file tails are copied into the bins once the bins are out
+            # (the sink's copies never precede a write they would lie under).
+            for b, off, (data, lo, length) in copies:
+                self.sink.copy_at(data, (geo.data_addr(self.tail_base + b) + off) * fsize, lo, length)
         if self.cs_full:
             self.sink.pwrite(self._csum_bytes(geo), self.csaddr * fsize)
 
-    def _tail_bytes(self, rec: Inode) -> bytes:
+    def _tail_source(self, rec: Inode):
+        """The bytes of the inode's last, partial block, or ``(host data,
+        offset, length)`` for the sink to copy."""
         lo = (rec.size - 1) // self.p.bsize * self.p.bsize
         length = rec.size - lo
         if rec.kind == stat.S_IFREG:
@@ -648,17 +657,7 @@ class Writer:
             if rec.extents is not None and not any(
                     off < rec.size and off + n > lo for off, n in rec.extents):
                 return b""  # the last block is a hole
-            fd = open_source(data)
-            try:
-                piece = os.pread(fd, length, lo)
-            finally:
-                os.close(fd)
-            if len(piece) != length:
-                raise RumpfsError(f"{os.fsdecode(data.path)}: file changed while it was read "
-                                  f"(expected {rec.size} bytes)")
-            if self.progress:
-                self.progress.advance(length)
-            return piece
+            return (data, lo, length)
         if rec.kind == stat.S_IFDIR:
             return self._dir_bytes(rec)[lo:]
         return rec.node.target[lo:]
