@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from dataclasses import dataclass, field
 
 from . import formats
@@ -111,16 +112,8 @@ def prepare_tree(sources, opts: PackOptions, byteorder: str) -> Tree:
 
 def finish_etc(tree: Tree, opts: PackOptions, byteorder: str, policy: Policy) -> None:
     """Generated /etc content (password databases, launch config)."""
-    try:
-        from . import etc
-    except ImportError:  # pragma: no cover - the module ships with the package
-        return
+    from . import etc
     etc.finish(tree, opts, byteorder, policy)
-
-
-def host_byteorder() -> str:
-    import sys
-    return sys.byteorder
 
 
 def pack(sources, output: str, opts: PackOptions | None = None, **kw) -> PackResult:
@@ -147,13 +140,13 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
     if container:
         from .elf import container as elf_container
         target = elf_container.resolve_target(opts.container_options)
-    byteorder = opts.byteorder or (target.byteorder if target else host_byteorder())
+    byteorder = opts.byteorder or (target.byteorder if target else sys.byteorder)
     tree = prepare_tree(sources, opts, byteorder)
     progress = Progress(0, f"rumpfs: {os.path.basename(output)}", enabled=opts.progress)
     if progress.enabled:
         progress.total = max(1, sum(n.size for n in tree.iter_nodes() if n.data is not None))
     wopts = formats.WriteOptions(byteorder=byteorder, extra=dict(opts.format_options),
-                                   progress=progress)
+                                 progress=progress)
 
     def write_image(sink: ImageSink) -> int:
         if sink.progress is None:
