@@ -24,4 +24,14 @@ lint:
 	$(PYTHON) -m ruff check rumpfs tests fixtures bench scripts
 
 example:
-	rumpfs pack examples/hello -o hello.cpio && rumpfs ls hello.cpio
+	rumpfs pack examples/hello -o hello.o && rumpfs ls hello.o
+
+# Benchmark against makefs, GNU cpio, bsdtar and objcopy (issue 7; see docs/benchmark.md).
+# make bench: the full run (corpora in $RUMPFS_CORPORA, about 10 min);
+# make bench-quick or make bench ARGS=--quick: the smoke run.
+.PHONY: bench bench-quick
+bench:
+	$(PYTHON) -m bench $(ARGS)
+
+bench-quick:
+	$(PYTHON) -m bench --quick $(ARGS)

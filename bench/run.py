@@ -1,0 +1,895 @@
+"""Run rumpfs and the reference tools side by side and check the targets of issue 7.
+
+For every corpus, every tool runs as a subprocess, interleaved (A B C A B C
+...) on a warm page cache.  Each run is measured from the outside:
+
+* wall time with ``time.perf_counter`` around spawn and ``wait4``;
+* CPU time, user + system, of the whole process tree: ``wait4`` reports
+  the child's own usage plus that of every descendant it waited for;
+* peak RSS: ``wait4``'s ``ru_maxrss``, the largest single process of the tree;
+* output size, apparent (``st_size``) and allocated (``st_blocks * 512``).
+
+A tool that fails is a ``FAIL`` cell with the last line of its stderr; the
+run goes on.  makefs sizes images with a heuristic that fails on some
+trees: the runner reports that and reruns it with an explicit ``-s`` and
+``-o density`` to get a time anyway (cells marked ``*``).
+
+    python -m bench [--quick] [--corpus NAME,...] [--tool GLOB] [--reps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import fnmatch
+import io
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import corpora
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MiB = 1 << 20
+KiB = 1 << 10
+
+# -- targets (issue 7) ------------------------------------------------------------------
+
+#: rumpfs FFS wall time over makefs's, and cpio over bsdtar's, on the file-heavy corpora.
+MAX_WALL_RATIO = 1.0
+#: Throughput on ``large`` relative to copying all file data into one file.
+MIN_LARGE_THROUGHPUT = 0.8
+#: ``rumpfs wrap`` wall time over objcopy's on the large image.
+MAX_WRAP_RATIO = 0.5
+#: Peak RSS of ``rumpfs wrap`` whatever the image size, in KiB.
+MAX_WRAP_RSS_KIB = 64 * 1024
+#: Peak RSS while packing: this base plus ``PACK_RSS_PER_ENTRY_KIB`` per entry, in KiB.
+PACK_RSS_BASE_KIB = 60 * 1024
+PACK_RSS_PER_ENTRY_KIB = 1
+#: "Independent of the bytes": packing ``large`` may take at most this much more than ``etc``.
+MAX_RSS_GROWTH_WITH_BYTES_KIB = 16 * 1024
+#: Time per file may grow at most this much from the 10k to the 100k corpus.
+MAX_SCALING = 1.2
+
+
+#: GNU time, for the peak RSS of the tool alone (``%M``); without it, wait4's figure.
+TIME = shutil.which("time", path="/usr/bin:/bin")
+
+
+def default_work() -> str:
+    return os.environ.get("RUMPFS_BENCH_WORK") or "/tmp/rumpfs-bench-work"
+
+
+# -- measuring one command -----------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    ok: bool
+    wall: float
+    cpu: float
+    rss_kib: int
+    out_bytes: int | None = None
+    out_alloc: int | None = None
+    note: str = ""
+
+
+def measure(argv: list[str], output: str | None, timeout: float, env=None, cwd=None) -> Run:
+    """Run ``argv`` once; the output file (if any) is measured and removed."""
+    if output and os.path.lexists(output):
+        os.unlink(output)
+    # A child forked from this (large) Python process would report this
+    # process's RSS as its own peak; /usr/bin/time is small and forks the tool.
+    rss_file = None
+    if TIME and os.access(TIME, os.X_OK):
+        fd, rss_file = tempfile.mkstemp(prefix="bench-rss.")
+        os.close(fd)
+        argv = [TIME, "-q", "-f", "%M", "-o", rss_file, *argv]
+    with tempfile.TemporaryFile() as errf:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=errf, env=env, cwd=cwd, start_new_session=True)
+        timed_out = []
+
+        def kill():
+            timed_out.append(True)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            _, status, ru = os.wait4(proc.pid, 0)
+        except BaseException:
+            kill()
+            raise
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        errf.seek(0)
+        err = errf.read()
+    rss = ru.ru_maxrss
+    if rss_file:
+        try:
+            with open(rss_file) as f:
+                rss = int(f.read().split()[-1])
+        except (OSError, ValueError, IndexError):
+            pass
+        os.unlink(rss_file)
+    run = Run(proc.returncode == 0 and not timed_out, wall, ru.ru_utime + ru.ru_stime, rss)
+    if timed_out:
+        run.note = f"TIMEOUT after {timeout:.0f} s"
+    elif not run.ok:
+        lines = [ln.strip() for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
+        run.note = f"rc {proc.returncode}: " + (lines[-1] if lines else "(no stderr)")
+    if output and os.path.exists(output):
+        st = os.stat(output)
+        run.out_bytes, run.out_alloc = st.st_size, st.st_blocks * 512
+    elif run.ok and output:
+        run.ok, run.note = False, "no output file"
+    return run
+
+
+# -- the tools -------------------------------------------------------------------------------
+
+
+@dataclass
+class Ctx:
+    corpus: str
+    path: str
+    meta: dict
+    work: str
+    wrap_input: str | None = None
+    rumpfs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Tool:
+    name: str
+    #: What the tool produces: ffs1, ffs2, cpio, elf, floor.
+    group: str
+    argv: Callable[[Ctx, str], list[str]]
+    suffix: str = ".out"
+    is_rumpfs: bool = False
+    #: Names of the tools this one's ratios are against (rumpfs rows only).
+    refs: tuple = ()
+    #: Other argument lists to try when the first fails (makefs's own sizing).
+    fallbacks: Callable[[Ctx, str], list[list[str]]] | None = None
+    #: Only on corpora where this holds.
+    when: Callable[[Ctx], bool] = lambda ctx: True
+
+
+def sh(script: str) -> list[str]:
+    return ["bash", "-c", "set -o pipefail; " + script]
+
+
+def q(s: str) -> str:
+    return shlex.quote(s)
+
+
+def makefs_fallbacks(version: int):
+    """``-s SIZE -o density=N`` attempts for when makefs's own estimate fails.
+
+    The size allows every file its fragments, every entry an inode and
+    1 KiB (makefs needs about that with 8K/1K blocks), and 25% slack; then
+    twice and four times that.  makefs here cannot write images of 2 GiB
+    or more, so no attempt is that large.
+    """
+    def attempts(ctx: Ctx, out: str) -> list[list[str]]:
+        m = ctx.meta
+        base = (m["payload_bytes"] + m["files"] * KiB + m["dirs"] * 2 * KiB
+                + m["symlinks"] * 256 + m["entries"] * KiB)
+        result = []
+        for factor in (1, 2, 4):
+            size = max(4 * MiB, int(base * 1.25 * factor) + 2 * MiB)
+            size = (size + MiB - 1) // MiB * MiB
+            if size >= 2 << 30:
+                break
+            density = max(1024, size // (m["entries"] * 2 + 64))
+            result.append(makefs_argv(version, ctx, out, ["-s", str(size), "-o", f"density={density}"]))
+        return result
+    return attempts
+
+
+def makefs_argv(version: int, ctx: Ctx, out: str, extra=()) -> list[str]:
+    opts = ["-o", "version=2"] if version == 2 else []
+    return ["makefs", "-t", "ffs", *opts, *extra, out, ctx.path]
+
+
+def tools() -> list[Tool]:
+    def rumpfs_pack(fmt):
+        return lambda ctx, out: [*ctx.rumpfs, "pack", "--no-stubetc", "--no-progress",
+                                 "--format", fmt, ctx.path, "-o", out]
+
+    py = sys.executable
+    return [
+        Tool("floor:cat>1file", "floor",
+             lambda ctx, out: sh(f"find {q(ctx.path)} -type f -print0 | xargs -0 -r cat > {q(out)}")),
+        Tool("floor:py-lstat", "floor",
+             lambda ctx, out: [py, "-m", "bench.walkfloor", ctx.path], suffix=""),
+        Tool("rumpfs-ffs", "ffs1", rumpfs_pack("ffs"), ".img", True, ("makefs-ffs1",)),
+        Tool("makefs-ffs1", "ffs1", lambda ctx, out: makefs_argv(1, ctx, out), ".img",
+             fallbacks=makefs_fallbacks(1)),
+        Tool("rumpfs-ffs2", "ffs2", rumpfs_pack("ffs2"), ".img", True, ("makefs-ffs2",)),
+        Tool("makefs-ffs2", "ffs2", lambda ctx, out: makefs_argv(2, ctx, out), ".img",
+             fallbacks=makefs_fallbacks(2)),
+        Tool("rumpfs-cpio", "cpio", rumpfs_pack("cpio"), ".cpio", True,
+             ("bsdtar-newc", "cpio-gnu-newc")),
+        Tool("bsdtar-newc", "cpio",
+             lambda ctx, out: ["bsdtar", "--format", "newc", "-cf", out, "-C", ctx.path, "."], ".cpio"),
+        Tool("cpio-gnu-newc", "cpio",
+             lambda ctx, out: sh(f"cd {q(ctx.path)} && find . -print0 | LC_ALL=C sort -z | "
+                                 f"cpio -o -H newc --reproducible --null --quiet > {q(out)}"), ".cpio"),
+        Tool("rumpfs-wrap", "elf",
+             lambda ctx, out: [*ctx.rumpfs, "wrap", ctx.wrap_input, "-o", out], ".o", True,
+             ("objcopy",), when=lambda ctx: ctx.wrap_input is not None),
+        Tool("objcopy", "elf",
+             lambda ctx, out: ["objcopy", "-I", "binary", "-O", "elf64-x86-64", "-B", "i386:x86-64",
+                               ctx.wrap_input, out], ".o",
+             when=lambda ctx: ctx.wrap_input is not None),
+    ]
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    corpus: str
+    tool: Tool
+    runs: list = field(default_factory=list)
+    failed: Run | None = None
+    #: makefs ran with our size (its own estimate failed): the figures are marked ``*``.
+    starred: bool = False
+    own_estimate_failure: str = ""
+    argv: list | None = None
+    verify: dict | None = None
+    verify_note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.runs) and self.failed is None
+
+    def median(self, attr: str) -> float | None:
+        vals = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+        return statistics.median(vals) if vals else None
+
+    @property
+    def wall(self):
+        return self.median("wall")
+
+    @property
+    def cpu(self):
+        return self.median("cpu")
+
+    @property
+    def rss_kib(self):
+        return max((r.rss_kib for r in self.runs), default=None)
+
+    @property
+    def out_bytes(self):
+        return self.runs[-1].out_bytes if self.runs else None
+
+    @property
+    def out_alloc(self):
+        return self.runs[-1].out_alloc if self.runs else None
+
+    @property
+    def note(self) -> str:
+        notes = []
+        if self.failed is not None:
+            notes.append(self.failed.note)
+        if self.own_estimate_failure:
+            notes.append(f"own size estimate failed ({self.own_estimate_failure}); "
+                         f"rerun with {' '.join(self.argv[3:-2])}")
+        if self.verify_note:
+            notes.append(self.verify_note)
+        return "; ".join(notes)
+
+
+def fmt_num(x, digits=3) -> str:
+    if x is None:
+        return ""
+    if x == 0:
+        return "0"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    return f"{x:.{digits}g}"
+
+
+def fmt_ratio(x) -> str:
+    return "" if x is None else f"{x:.2f}x"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+# -- the runner -------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.quick = args.quick
+        self.work = os.path.abspath(args.work or default_work())
+        self.timeout = args.timeout or (180 if self.quick else 600)
+        self.cells: dict[tuple[str, str], Cell] = {}
+        self.metas: dict[str, dict] = {}
+        self.corpus_names: list[str] = []
+        self.rumpfs = shlex.split(args.rumpfs) if args.rumpfs else [sys.executable, "-m", "rumpfs"]
+        os.makedirs(self.work, exist_ok=True)
+        self.code = REPO if args.live else self.snapshot()
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = self.code + (os.pathsep + self.env["PYTHONPATH"]
+                                              if self.env.get("PYTHONPATH") else "")
+        self.env.pop("SOURCE_DATE_EPOCH", None)
+        self.started = datetime.datetime.now(datetime.timezone.utc)
+        self.rev = self.revision()
+        self.load_before = os.getloadavg()
+
+    def snapshot(self) -> str:
+        """A copy of rumpfs (and bench) taken now, so that edits made to the
+        checkout while the benchmark runs do not change what it measures."""
+        dest = os.path.join(self.work, "code")
+        if os.path.exists(dest):
+            shutil.rmtree(dest)
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for name in ("rumpfs", "bench", "stubetc"):
+            if os.path.isdir(os.path.join(REPO, name)):
+                shutil.copytree(os.path.join(REPO, name), os.path.join(dest, name), ignore=ignore)
+        return dest
+
+    def revision(self) -> str:
+        try:
+            head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                                  capture_output=True, text=True, timeout=10).stdout.strip()
+            dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "rumpfs"],
+                                   capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "?"
+        return (head or "?") + (" + uncommitted changes" if dirty else "")
+
+    def log(self, msg: str) -> None:
+        if not self.args.quiet:
+            print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    def selected_tools(self) -> list[Tool]:
+        pats = self.args.tool.split(",") if self.args.tool else ["*"]
+        return [t for t in tools() if any(fnmatch.fnmatchcase(t.name, p) for p in pats)]
+
+    def reps_for(self, corpus: str) -> int:
+        if corpus == "large" and self.args.large_reps:
+            return self.args.large_reps
+        return self.args.reps or (1 if self.quick else 3)
+
+    def run(self) -> None:
+        os.makedirs(self.work, exist_ok=True)
+        names = self.args.corpus.split(",") if self.args.corpus else list(
+            corpora.QUICK if self.quick else corpora.FULL)
+        for name in names:
+            if name not in corpora.GENERATORS:
+                raise SystemExit(f"bench: {name}: unknown corpus (known: {', '.join(corpora.GENERATORS)})")
+        self.corpus_names = names
+        for name in names:
+            path, meta = corpora.ensure(name, self.args.corpora, self.quick, log=self.log)
+            self.metas[name] = meta
+            self.run_corpus(name, path, meta)
+
+    def run_corpus(self, name: str, path: str, meta: dict) -> None:
+        ctx = Ctx(name, path, meta, self.work, rumpfs=self.rumpfs)
+        selected = self.selected_tools()
+        if any(t.group == "elf" for t in selected):
+            ctx.wrap_input = self.make_wrap_input(ctx)
+        active = [t for t in selected if t.when(ctx)]
+        cells = {t.name: Cell(name, t) for t in active}
+        for t in active:
+            self.cells[(name, t.name)] = cells[t.name]
+        reps = self.reps_for(name)
+        self.warm_up(ctx)
+        try:
+            for rep in range(reps):
+                self.log(f"{name}: round {rep + 1}/{reps}")
+                for t in active:
+                    cell = cells[t.name]
+                    if cell.failed is not None:
+                        continue
+                    self.run_cell(cell, ctx, last=(rep == reps - 1))
+                # One slow first round is enough of a measurement.
+                if rep == 0 and self.args.reps is None and not self.quick and all(
+                        c.wall is None or c.wall > 150 for c in cells.values()):
+                    break
+        finally:
+            if ctx.wrap_input and os.path.exists(ctx.wrap_input):
+                os.unlink(ctx.wrap_input)
+
+    def warm_up(self, ctx: Ctx) -> None:
+        """Read every file once, untimed: the page cache is warm for every tool, and
+        the atime updates of a first read (relatime, fixed old atimes) are paid here."""
+        r = measure(sh(f"find {q(ctx.path)} -type f -print0 | xargs -0 -r cat > /dev/null"), None,
+                    self.timeout)
+        if not r.ok:
+            self.log(f"{ctx.corpus}: warm-up failed: {r.note}")
+
+    def make_wrap_input(self, ctx: Ctx) -> str | None:
+        """The image both ELF wrappers wrap: a newc archive of the corpus made by bsdtar,
+        so the wrap comparison does not depend on rumpfs's own writers."""
+        out = os.path.join(self.work, f"{ctx.corpus}.wrap-input.cpio")
+        r = measure(["bsdtar", "--format", "newc", "-cf", out, "-C", ctx.path, "."], None,
+                    self.timeout)
+        if not r.ok:
+            self.log(f"{ctx.corpus}: cannot make the wrap input: {r.note}")
+            return None
+        return out
+
+    def run_cell(self, cell: Cell, ctx: Ctx, last: bool) -> None:
+        t = cell.tool
+        out = os.path.join(self.work, f"{ctx.corpus}.{t.name.replace(':', '-').replace('>', '')}{t.suffix}")
+        output = out if t.suffix else None
+        if cell.argv is None:
+            cell.argv = t.argv(ctx, out)
+        run = measure(cell.argv, output, self.timeout, env=self.env, cwd=self.code)
+        if not run.ok and not cell.runs and t.fallbacks and not cell.starred:
+            first_failure = run.note
+            for argv in t.fallbacks(ctx, out):
+                run = measure(argv, output, self.timeout, env=self.env, cwd=self.code)
+                if run.ok:
+                    cell.argv, cell.starred = argv, True
+                    cell.own_estimate_failure = first_failure
+                    break
+            else:
+                run.note = first_failure + ("" if run.note == first_failure or not t.fallbacks(ctx, out)
+                                            else f"; with -s: {run.note}")
+        status = "ok" if run.ok else "FAIL"
+        self.log(f"  {t.name:16} {status:4} wall {run.wall:8.3f} s  cpu {run.cpu:8.3f} s  "
+                 f"rss {run.rss_kib / 1024:7.1f} MiB  out {fmt_num(run.out_bytes)} {run.note}")
+        if not run.ok:
+            cell.failed = run
+        else:
+            cell.runs.append(run)
+            if last and t.is_rumpfs and output:
+                self.verify(cell, ctx, out)
+        if output and os.path.exists(output):
+            os.unlink(output)
+
+    def verify(self, cell: Cell, ctx: Ctx, out: str) -> None:
+        """Read rumpfs's output back with an independent reader (count of entries)."""
+        group = cell.tool.group
+        meta = ctx.meta
+        if self.args.no_verify:
+            return
+        if group in ("ffs1", "ffs2"):
+            if meta["entries"] > 20000:
+                cell.verify_note = "not read back (too many entries for dissect.ffs in a benchmark)"
+                return
+            argv = [sys.executable, "-m", "bench.verify", "ffs", out]
+            if ctx.corpus == "large":
+                argv.append("/sparse.bin")
+        elif group == "cpio":
+            argv = [sys.executable, "-m", "bench.verify", "cpio", out]
+        elif group == "elf":
+            argv = [sys.executable, "-m", "bench.verify", "elf", out]
+        else:
+            return
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, cwd=self.code,
+                                  timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            cell.verify_note = "read-back timed out"
+            return
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines()
+            cell.verify_note = "read-back FAILED: " + (lines[-1] if lines else f"rc {proc.returncode}")
+            return
+        cell.verify = json.loads(proc.stdout)
+        seen = cell.verify.get("entries")
+        if seen is not None:
+            tag = "read back" if seen == meta["entries"] else "read back MISMATCH"
+            who = "dissect.ffs" if group.startswith("ffs") else "bsdtar"
+            cell.verify_note = f"{tag}: {who} sees {seen} of {meta['entries']} entries"
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def cell(self, corpus, tool) -> Cell | None:
+        return self.cells.get((corpus, tool))
+
+    def machine(self) -> dict:
+        cpu = "?"
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("model name"):
+                        cpu = line.split(":", 1)[1].strip()
+                        break
+        except OSError:
+            pass
+        mem = "?"
+        try:
+            with open("/proc/meminfo") as f:
+                mem = f"{int(f.readline().split()[1]) / (1 << 20):.1f} GiB"
+        except (OSError, ValueError, IndexError):
+            pass
+
+        def version(argv):
+            try:
+                p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+                return (p.stdout or p.stderr).strip().splitlines()[0]
+            except (OSError, IndexError, subprocess.SubprocessError):
+                return "?"
+
+        return {
+            "date": self.started.strftime("%Y-%m-%d %H:%M UTC"),
+            "rumpfs": self.rev + ("" if self.args.live else " (snapshot taken at the start)"),
+            "cpu": f"{os.cpu_count()} x {cpu}",
+            "memory": mem,
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "makefs": version(["dpkg-query", "-W", "-f", "${Version}", "makefs"]),
+            "cpio": version(["cpio", "--version"]),
+            "bsdtar": version(["bsdtar", "--version"]),
+            "objcopy": version(["objcopy", "--version"]),
+            "load average": f"{self.load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after",
+        }
+
+    def rows(self):
+        for corpus in self.corpus_names:
+            for t in tools():
+                c = self.cell(corpus, t.name)
+                if c is not None:
+                    yield c
+
+    def ref_ratios(self, c: Cell) -> list[tuple[str, dict]]:
+        out = []
+        for ref in c.tool.refs:
+            r = self.cell(c.corpus, ref)
+            if r is None:
+                continue
+            out.append((ref, {
+                "wall": ratio(c.wall, r.wall) if c.ok and r.ok else None,
+                "cpu": ratio(c.cpu, r.cpu) if c.ok and r.ok else None,
+                "rss": ratio(c.rss_kib, r.rss_kib) if c.ok and r.ok else None,
+                "size": ratio(c.out_bytes, r.out_bytes) if c.ok and r.ok else None,
+            }))
+        return out
+
+    def tsv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, delimiter="\t", lineterminator="\n")
+        w.writerow(["corpus", "tool", "status", "runs", "wall_s", "cpu_s", "peak_rss_kib", "out_bytes",
+                    "out_alloc_bytes", "payload_bytes", "entries", "ref", "wall_ratio", "cpu_ratio",
+                    "rss_ratio", "size_ratio", "note"])
+        for c in self.rows():
+            m = self.metas[c.corpus]
+            status = "ok*" if c.ok and c.starred else "ok" if c.ok else "FAIL"
+            base = [c.corpus, c.tool.name, status, len(c.runs),
+                    f"{c.wall:.4f}" if c.ok else "", f"{c.cpu:.4f}" if c.ok else "",
+                    c.rss_kib if c.ok else "", c.out_bytes if c.ok and c.out_bytes is not None else "",
+                    c.out_alloc if c.ok and c.out_alloc is not None else "",
+                    m["payload_bytes"], m["entries"]]
+            refs = self.ref_ratios(c) or [("", {})]
+            for ref, rr in refs:
+                w.writerow(base + [ref] + [("" if rr.get(k) is None else f"{rr[k]:.3f}")
+                                           for k in ("wall", "cpu", "rss", "size")] + [c.note])
+        return buf.getvalue()
+
+    def markdown(self, targets) -> str:
+        out = []
+        mach = self.machine()
+        out.append(f"## rumpfs benchmark{' (quick)' if self.quick else ''}, {mach['date']}\n")
+        out.append("| machine | |\n|---|---|")
+        for k, v in mach.items():
+            out.append(f"| {k} | {v} |")
+        out.append("")
+        out.append("Median of the runs (interleaved, warm cache); peak RSS is the largest process, "
+                   "max over the runs. `*`: makefs with our `-s`/`density` because its own estimate "
+                   "failed. Ratios are rumpfs / reference.\n")
+        out.extend(self.summary())
+        for corpus in self.corpus_names:
+            m = self.metas[corpus]
+            out.append(f"### {corpus}: {m['entries']:,} entries, {m['files']:,} files, "
+                       f"{m['payload_bytes'] / MiB:,.1f} MiB payload\n")
+            out.append("| tool | runs | wall s | cpu s | peak RSS MiB | out MiB | alloc MiB | "
+                       "out/payload | vs reference: wall, cpu, size |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+            for t in tools():
+                c = self.cell(corpus, t.name)
+                if c is None:
+                    continue
+                star = "*" if c.starred else ""
+                if not c.ok:
+                    out.append(f"| {t.name} | {len(c.runs)} | FAIL | | | | | | {c.note} |")
+                    continue
+                vs = "; ".join(
+                    f"{ref}: {fmt_ratio(rr['wall'])}, {fmt_ratio(rr['cpu'])}, {fmt_ratio(rr['size'])}"
+                    if rr["wall"] is not None else f"{ref}: FAIL"
+                    for ref, rr in self.ref_ratios(c))
+                extra = [x for x in (vs, c.note) if x]
+                size = lambda b: "" if b is None else f"{b / MiB:,.2f}"
+                out.append(
+                    f"| {t.name} | {len(c.runs)} | {fmt_num(c.wall)}{star} | {fmt_num(c.cpu)}{star} | "
+                    f"{c.rss_kib / 1024:.1f}{star} | {size(c.out_bytes)}{star} | {size(c.out_alloc)} | "
+                    f"{fmt_num(ratio(c.out_bytes, m['payload_bytes']))} | {'; '.join(extra)} |")
+            out.append("")
+        out.append("### Targets\n")
+        if self.quick:
+            out.append("Quick run: small corpora and one round, so the fixed start-up of a Python "
+                       "process dominates and the verdicts are indicative only.\n")
+        out.append("| target | result | figures |")
+        out.append("|---|---|---|")
+        for name, held, figures in targets:
+            verdict = {True: "HELD", False: "NOT HELD", None: "n/a"}[held]
+            out.append(f"| {name} | {verdict} | {figures} |")
+        out.append("")
+        return "\n".join(out)
+
+    def summary(self) -> list[str]:
+        """One line per rumpfs row and reference: wall ratio (cpu ratio) per corpus."""
+        out = ["### Summary: rumpfs / reference, wall time (cpu time); image size\n",
+               "| rumpfs vs | " + " | ".join(self.corpus_names) + " |",
+               "|---|" + "---:|" * len(self.corpus_names)]
+        for t in tools():
+            for ref in t.refs:
+                cells = []
+                for corpus in self.corpus_names:
+                    a, b = self.cell(corpus, t.name), self.cell(corpus, ref)
+                    if a is None or b is None:
+                        cells.append("")
+                    elif not a.ok:
+                        cells.append("FAIL")
+                    elif not b.ok:
+                        cells.append(f"{a.wall:.3g} s; ref FAIL")
+                    else:
+                        star = "*" if b.starred else ""
+                        size = f"; {a.out_bytes / b.out_bytes:.2f}{star}" if t.group != "elf" else ""
+                        cells.append(f"{a.wall / b.wall:.2f} ({a.cpu / b.cpu:.2f}){size}")
+                if any(cells):
+                    out.append(f"| {t.name} vs {ref} | " + " | ".join(cells) + " |")
+        out.append("")
+        return out
+
+    # -- targets ------------------------------------------------------------------------------
+
+    def targets(self) -> list[tuple[str, bool | None, str]]:
+        res = []
+        have = set(self.corpus_names)
+        small_big = "small100k" if "small100k" in have else "small10k"
+        small_small = "small10k" if small_big == "small100k" else "small1k"
+        heavy = [c for c in ("stdlib", small_big) if c in have]
+
+        def wall_target(title, mine, ref):
+            figures, held, held_cpu = [], True, True
+            for corpus in heavy:
+                a, b = self.cell(corpus, mine), self.cell(corpus, ref)
+                if a is None or b is None:
+                    continue
+                if not a.ok:
+                    held = held_cpu = False
+                    figures.append(f"{corpus}: {mine} FAIL")
+                    continue
+                if not b.ok:
+                    figures.append(f"{corpus}: {ref} FAIL")
+                    continue
+                r = a.wall / b.wall
+                held &= r <= MAX_WALL_RATIO
+                held_cpu &= a.cpu / b.cpu <= MAX_WALL_RATIO
+                figures.append(f"{corpus}: {a.wall:.3g} s vs {b.wall:.3g} s = {r:.2f}x "
+                               f"(cpu {fmt_ratio(ratio(a.cpu, b.cpu))})")
+            if figures:
+                # Wall time is the target; on a shared machine CPU time is the steadier witness.
+                figures.append(f"on cpu time: {'HELD' if held_cpu else 'NOT HELD'}")
+            res.append((title, held if figures else None, "; ".join(figures)))
+
+        for mine, ref in (("rumpfs-ffs", "makefs-ffs1"), ("rumpfs-ffs2", "makefs-ffs2")):
+            wall_target(f"FFS: {mine} wall <= {MAX_WALL_RATIO}x {ref} on stdlib and {small_big}", mine, ref)
+        for mine, ref in (("rumpfs-ffs", "makefs-ffs1"), ("rumpfs-ffs2", "makefs-ffs2")):
+            figures, held, fails = [], True, []
+            for corpus in self.corpus_names:
+                a, b = self.cell(corpus, mine), self.cell(corpus, ref)
+                if a is None or b is None:
+                    continue
+                if not b.ok or b.starred:
+                    fails.append(corpus)
+                    ok = a.ok
+                    held &= ok
+                    figures.append(f"{corpus}: makefs {'FAIL' if not b.ok else 'own estimate failed'}, "
+                                   f"rumpfs {'ok' if ok else 'FAIL'}")
+                    continue
+                if not a.ok:
+                    held = False
+                    figures.append(f"{corpus}: rumpfs FAIL")
+                    continue
+                r = a.out_bytes / b.out_bytes
+                held &= r <= 1.0
+                figures.append(f"{corpus}: {r:.2f}x")
+            res.append((f"FFS: {mine} image size <= {ref}'s where makefs succeeds; success where it fails",
+                        held if figures else None, "; ".join(figures)))
+        wall_target(f"cpio: rumpfs-cpio wall <= {MAX_WALL_RATIO}x bsdtar on stdlib and {small_big}",
+                    "rumpfs-cpio", "bsdtar-newc")
+
+        # large: throughput against the copy floor, and sparseness.
+        floor = self.cell("large", "floor:cat>1file")
+        payload = self.metas.get("large", {}).get("payload_bytes")
+        for mine in ("rumpfs-ffs", "rumpfs-ffs2", "rumpfs-cpio"):
+            a = self.cell("large", mine)
+            if a is None or floor is None:
+                continue
+            if not a.ok or not floor.ok:
+                res.append((f"large: {mine} throughput >= {MIN_LARGE_THROUGHPUT}x the copy floor",
+                            False if not a.ok else None, f"{mine} {'FAIL' if not a.ok else 'ok'}, "
+                                                         f"floor {'ok' if floor.ok else 'FAIL'}"))
+                continue
+            r = floor.wall / a.wall
+            res.append((f"large: {mine} throughput >= {MIN_LARGE_THROUGHPUT}x the copy floor",
+                        r >= MIN_LARGE_THROUGHPUT,
+                        f"{payload / a.wall / 1e6:.0f} MB/s vs floor {payload / floor.wall / 1e6:.0f} MB/s "
+                        f"= {r:.2f}x (cpu {a.cpu:.2f} s vs {floor.cpu:.2f} s)"))
+        for mine in ("rumpfs-ffs", "rumpfs-ffs2"):
+            a = self.cell("large", mine)
+            if a is None:
+                continue
+            if not a.ok:
+                res.append((f"large: sparse file stays sparse in {mine}", False, "rumpfs FAIL"))
+                continue
+            v = a.verify or {}
+            sparse_alloc = v.get("sparse_allocated")
+            spath = os.path.join(corpora.corpus_root(self.args.corpora, self.quick), "large", "sparse.bin")
+            host_alloc = os.stat(spath).st_blocks * 512 if os.path.exists(spath) else None
+            if sparse_alloc is None or host_alloc is None:
+                res.append((f"large: sparse file stays sparse in {mine}", None,
+                            f"not read back ({a.verify_note or 'no dissect.ffs result'})"))
+                continue
+            # Allowed: the data extents rounded to whole blocks, plus indirect blocks.
+            held = sparse_alloc <= host_alloc * 2 + 512 * KiB
+            res.append((f"large: sparse file stays sparse in {mine}", held,
+                        f"dissect.ffs: sparse.bin ({v.get('sparse_size', 0) / MiB:.0f} MiB) has "
+                        f"{sparse_alloc / KiB:.0f} KiB allocated; on the host {host_alloc / KiB:.0f} KiB; "
+                        f"image allocated {a.out_alloc / MiB:.0f} MiB of {a.out_bytes / MiB:.0f} MiB"))
+
+        # ELF wrap.
+        a, b = self.cell("large", "rumpfs-wrap"), self.cell("large", "objcopy")
+        if a is not None and b is not None:
+            if a.ok and b.ok:
+                r = a.wall / b.wall
+                res.append((f"ELF wrap: rumpfs wrap wall <= {MAX_WRAP_RATIO}x objcopy on the large image",
+                            r <= MAX_WRAP_RATIO, f"{a.wall:.3g} s vs {b.wall:.3g} s = {r:.2f}x"))
+            else:
+                res.append((f"ELF wrap: rumpfs wrap wall <= {MAX_WRAP_RATIO}x objcopy on the large image",
+                            False if not a.ok else None,
+                            f"rumpfs-wrap {'ok' if a.ok else 'FAIL'}, objcopy {'ok' if b.ok else 'FAIL'}"))
+        wraps = [self.cell(c, "rumpfs-wrap") for c in self.corpus_names]
+        wraps = [w for w in wraps if w is not None]
+        if wraps:
+            held = all(w.ok and w.rss_kib <= MAX_WRAP_RSS_KIB for w in wraps)
+            figures = ", ".join(f"{w.corpus} {w.rss_kib / 1024:.1f} MiB" if w.ok else f"{w.corpus} FAIL"
+                                for w in wraps)
+            res.append((f"ELF wrap: peak RSS <= {MAX_WRAP_RSS_KIB // 1024} MiB whatever the image size",
+                        held, figures))
+
+        # Memory while packing.
+        packs = [c for c in self.rows() if c.tool.is_rumpfs and c.tool.group in ("ffs1", "ffs2", "cpio")]
+        if packs:
+            held, figures = True, []
+            for c in packs:
+                if not c.ok:
+                    continue
+                limit = PACK_RSS_BASE_KIB + PACK_RSS_PER_ENTRY_KIB * self.metas[c.corpus]["entries"]
+                held &= c.rss_kib <= limit
+                if c.rss_kib > limit or c.corpus in ("large", small_big, "etc"):
+                    figures.append(f"{c.corpus}/{c.tool.name} {c.rss_kib / 1024:.1f} MiB "
+                                   f"(limit {limit / 1024:.0f})")
+            # Independent of the bytes: the 2 GiB corpus costs what the tiny one does.
+            for mine in ("rumpfs-ffs", "rumpfs-ffs2", "rumpfs-cpio"):
+                big, tiny = self.cell("large", mine), self.cell("etc", mine)
+                if big is not None and tiny is not None and big.ok and tiny.ok:
+                    grew = big.rss_kib - tiny.rss_kib
+                    held &= grew <= MAX_RSS_GROWTH_WITH_BYTES_KIB
+                    figures.append(f"{mine} large - etc = {grew / 1024:+.1f} MiB")
+            res.append((f"memory: pack peak RSS <= {PACK_RSS_BASE_KIB // 1024} MiB + "
+                        f"{PACK_RSS_PER_ENTRY_KIB} KiB per entry, independent of the bytes "
+                        f"(large within {MAX_RSS_GROWTH_WITH_BYTES_KIB // 1024} MiB of etc)",
+                        held if any(c.ok for c in packs) else None, ", ".join(figures)))
+
+        # Scaling from the 10k to the 100k corpus (1k to 10k in --quick).
+        for mine in ("rumpfs-ffs", "rumpfs-ffs2", "rumpfs-cpio"):
+            a, b = self.cell(small_small, mine), self.cell(small_big, mine)
+            if a is None or b is None:
+                continue
+            title = f"scaling: {mine} time per file {small_small} -> {small_big} within {MAX_SCALING}x"
+            if not (a.ok and b.ok):
+                res.append((title, False, "rumpfs FAIL"))
+                continue
+            na, nb = self.metas[small_small]["entries"], self.metas[small_big]["entries"]
+            # The fixed cost (interpreter start, imports) is what the same tool takes
+            # on the tiny etc corpus: per-file time is what comes on top of it.
+            fixed = self.cell("etc", mine)
+            fixed_wall = fixed.wall if fixed is not None and fixed.ok else 0.0
+            fixed_cpu = fixed.cpu if fixed is not None and fixed.ok else 0.0
+            pa, pb = (a.wall - fixed_wall) / na * 1e6, (b.wall - fixed_wall) / nb * 1e6
+            r = pb / pa if pa > 0 else float("inf")
+            res.append((title, r <= MAX_SCALING,
+                        f"{pa:.1f} -> {pb:.1f} us/entry = {r:.2f}x beyond the fixed "
+                        f"{fixed_wall:.2f} s of etc (cpu {(a.cpu - fixed_cpu) / na * 1e6:.1f} -> "
+                        f"{(b.cpu - fixed_cpu) / nb * 1e6:.1f} us/entry; raw wall "
+                        f"{a.wall / na * 1e6:.1f} -> {b.wall / nb * 1e6:.1f})"))
+        return res
+
+
+DOCS_MARKER = "## Latest results"
+
+
+def update_docs(path: str, md: str) -> None:
+    """Replace what follows ``## Latest results`` in ``path`` with this run's tables."""
+    with open(path) as f:
+        text = f.read()
+    head = text.split(DOCS_MARKER)[0].rstrip("\n")
+    body = "\n".join("#" + line if line.startswith("##") else line for line in md.splitlines())
+    with open(path, "w") as f:
+        f.write(f"{head}\n\n{DOCS_MARKER}\n\n{body.strip()}\n")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small corpora, one round: a smoke run")
+    p.add_argument("--corpus", metavar="NAME,...", help="corpora to run (default: all)")
+    p.add_argument("--tool", metavar="GLOB,...", help="tools to run (default: all)")
+    p.add_argument("--reps", type=int, help="rounds per corpus (default 3, --quick 1)")
+    p.add_argument("--large-reps", type=int, help="rounds for the large corpus")
+    p.add_argument("--timeout", type=float, help="seconds per command (default 600, --quick 180)")
+    p.add_argument("--corpora", metavar="DIR",
+                   help="corpus root (default $RUMPFS_CORPORA or /tmp/rumpfs-corpora)")
+    p.add_argument("--work", metavar="DIR", help="scratch images (default $RUMPFS_BENCH_WORK or "
+                                                 "/tmp/rumpfs-bench-work)")
+    p.add_argument("--out", metavar="DIR", help="where results.md and results.tsv go (default: the work dir)")
+    p.add_argument("--rumpfs", metavar="CMD", help="how to run rumpfs (default: this python -m rumpfs)")
+    p.add_argument("--no-verify", action="store_true", help="do not read rumpfs outputs back")
+    p.add_argument("--live", action="store_true",
+                   help="run rumpfs from the checkout itself (default: a copy taken at the start)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--docs", metavar="FILE", help="also put the tables under '## Latest results' "
+                                                  "in FILE (docs/benchmark.md)")
+    args = p.parse_args(argv)
+
+    bench = Bench(args)
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        print("bench: interrupted; partial results follow", file=sys.stderr)
+    targets = bench.targets()
+    md = bench.markdown(targets)
+    tsv = bench.tsv()
+    outdir = os.path.abspath(args.out or bench.work)
+    os.makedirs(outdir, exist_ok=True)
+    with open(os.path.join(outdir, "results.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(outdir, "results.tsv"), "w") as f:
+        f.write(tsv)
+    if args.docs:
+        update_docs(args.docs, md)
+    print(md)
+    print("\n```tsv\n" + tsv + "```")
+    for name, held, figures in targets:
+        verdict = {True: "HELD", False: "NOT HELD", None: "n/a"}[held]
+        print(f"{verdict:8}  {name}: {figures}")
+    print(f"\nresults: {os.path.join(outdir, 'results.md')} and results.tsv", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
