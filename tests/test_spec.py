@@ -35,7 +35,8 @@ def test_spec_creates_devices_links_and_owners(tmp_path):
     text = subprocess.run(["bsdtar", "-tvf", str(out)], capture_output=True, check=True).stdout.decode()
     lines = {ln.split()[-1] if "->" not in ln and " link to " not in ln else ln.split()[-3]: ln
              for ln in text.splitlines()}
-    assert lines["dev/console"].startswith("crw-------") and " 5,1 " in lines["dev/console"].replace(", ", ",")
+    console = lines["dev/console"]
+    assert console.startswith("crw-------") and " 5,1 " in console.replace(", ", ",")
     assert lines["dev/vda"].startswith("brw-rw----")
     assert lines["run/fifo"].startswith("prw--w----")
     assert lines["bin/sh"].startswith("lrwxrwxrwx") and text.count("bin/sh -> busybox") == 1
