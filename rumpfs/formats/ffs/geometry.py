@@ -197,6 +197,15 @@ class Geometry:
             index += n
             count -= n
 
+    def block_addrs(self, index: int, count: int) -> list[int]:
+        """Fragment addresses of data blocks ``index`` .. ``index + count - 1``
+        (one arithmetic range per cylinder group, not one call per block)."""
+        frag = self.p.frag
+        out: list[int] = []
+        for addr, n in self.data_runs(index, count):
+            out.extend(range(addr, addr + n * frag, frag))
+        return out
+
     def inode_addr(self, ino: int) -> tuple[int, int]:
         """(byte offset in the image, cylinder group) of inode ``ino``."""
         c, i = divmod(ino, self.ipg)

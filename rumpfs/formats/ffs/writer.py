@@ -5,11 +5,12 @@ The writer works in three steps:
 1. **Plan** (:class:`Plan`): walk the tree once, give every node an inode
    number (the root is ``UFS_ROOTINO``; the entries of a directory get
    consecutive numbers, in byte order of their names, before the writer
-   descends into its subdirectories, as makefs does), count link counts and
-   work out each inode's blocks: full blocks of data, the fragment tail of a
-   small file's last block (only a direct block may be a run of fragments,
-   fs.h ``blksize``), and the indirect blocks that map the rest.  Holes of
-   sparse files get no block at all (a zero block pointer).
+   descends into its subdirectories, as makefs does), count link counts,
+   build the directories' bytes and work out each inode's blocks: full blocks
+   of data, the fragment tail of a small file's last block (only a direct
+   block may be a run of fragments, fs.h ``blksize``), and the indirect
+   blocks that map the rest.  Holes of sparse files get no block at all (a
+   zero block pointer).
 2. **Size** (:mod:`.geometry`): the smallest layout that holds the plan, or
    the one the options ask for.
 3. **Write**: data blocks are allocated in order from the first data block of
@@ -20,6 +21,10 @@ The writer works in three steps:
    blocks, cylinder groups, the csum area and the superblocks are built in
    memory in bulk and written with large ``pwrite`` calls.  Everything else
    stays a hole in the output file (reads as zeros).
+
+A tree may have hundreds of thousands of inodes, most of them small files, so
+the plan keeps per-inode facts in parallel lists indexed by inode number and
+keeps objects (:class:`Blocks`) only for the inodes that have full blocks.
 
 Every structure comes from :mod:`.layout` (the declarations of fs.h,
 dinode.h and dir.h); inodes and directory entries are packed with the
@@ -35,21 +40,26 @@ import struct
 import sys
 import zlib
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
+from itertools import repeat, starmap
+from operator import attrgetter, itemgetter
 
 from ...errors import RumpfsError
-from ...tree import display, join
+from ...output import BATCH_JOBS
+from ...tree import HostData, display, join
 from . import geometry as G
 from . import layout as L
 from .layout import howmany
 
-#: Tail blocks gathered in memory before one pwrite (bounded memory).
-TAIL_BATCH_BYTES = 4 << 20
 #: Inodes packed in memory before one pwrite.
 INODE_BATCH = 8192
 #: Largest second count UFS1 keeps in its 32-bit time fields.
 INT32_MAX = 0x7FFFFFFF
 INT32_MIN = -0x80000000
+NS_PER_SEC = 1_000_000_000
+#: Block pointers of an inode: di_db then di_ib.
+NPTR = L.UFS_NDADDR + L.UFS_NIADDR
+NO_POINTERS = (0,) * NPTR
 
 _KIND_TO_DT = {
     stat.S_IFREG: L.DT_REG, stat.S_IFDIR: L.DT_DIR, stat.S_IFLNK: L.DT_LNK,
@@ -67,142 +77,264 @@ def encode_rdev(rdev: int) -> int:
     return ((major << 8) & 0x000FFF00) | ((minor << 12) & 0xFFF00000) | (minor & 0xFF)
 
 
+#: di_gen: a multiplicative hash of the inode number (Knuth's golden ratio).
+GEN_MULTIPLIER = 2654435761
+GEN_MASK = 0x7FFFFFFF
+
+
 def di_gen(ino: int) -> int:
     """A deterministic, non-zero generation number (makefs uses random())."""
-    return ((ino * 2654435761) & 0x7FFFFFFF) or 1
+    return ((ino * GEN_MULTIPLIER) & GEN_MASK) or 1
 
 
-class Inode:
-    """The plan of one inode: its node, names and blocks."""
+class Blocks:
+    """The full blocks of one inode (only inodes that have some get one)."""
 
-    __slots__ = ("ino", "node", "path", "kind", "nlink", "size", "entries", "parent",
-                 "runs", "nfull", "nind", "tail", "start", "tail_bin", "tail_off", "extents", "ib")
+    __slots__ = ("runs", "nfull", "nind", "start", "ib")
 
-    def __init__(self, ino: int, node, path: bytes):
-        self.ino = ino
-        self.node = node
-        self.path = path
-        self.kind = stat.S_IFMT(node.mode)
-        self.nlink = 1
-        self.size = 0
-        #: Directories: [(name, Inode)] in name order; parent Inode.
-        self.entries = None
-        self.parent = None
+    def __init__(self, runs, nfull: int, nind: int):
         #: Full data blocks: [(first lbn, count)] in lbn order; their number.
-        self.runs = ()
-        self.nfull = 0
-        #: Indirect blocks, fragments of the tail block (0: none).
-        self.nind = 0
-        self.tail = 0
-        #: Data block index of the first full block; tail bin and fragment.
+        self.runs = runs
+        self.nfull = nfull
+        #: Indirect blocks that map them.
+        self.nind = nind
+        #: Data block index of the first full block (set by the allocation).
         self.start = 0
-        self.tail_bin = 0
-        self.tail_off = 0
-        #: Byte runs of the source that hold data (sparse files), or None.
-        self.extents = None
+        #: di_ib: the indirect blocks' addresses (set when they are written).
+        self.ib = [0] * L.UFS_NIADDR
 
 
 class Plan:
-    """Inode numbers, directory contents and block needs of a tree."""
+    """Inode numbers, directory contents and block needs of a tree.
 
-    def __init__(self, tree, p: G.Params):
+    Per-inode facts are parallel lists indexed by inode number (0 and
+    ``UFS_WINO`` are unused placeholders)."""
+
+    def __init__(self, tree, p: G.Params, byteorder: str):
         self.p = p
-        self.inodes: list[Inode | None] = [None, None]  # 0 and UFS_WINO unused
+        self.direct = L.structs(byteorder).fast("direct").struct
+        #: The tree node, its S_IFMT type and link count.
+        self.nodes: list = [None] * L.UFS_ROOTINO
+        self.kinds: list[int] = [0] * L.UFS_ROOTINO
+        self.nlinks: list[int] = [0] * L.UFS_ROOTINO
+        #: di_size; fragments held (data, tail and indirect blocks).
+        self.sizes: list[int] = [0] * L.UFS_ROOTINO
+        self.frags: list[int] = [0] * L.UFS_ROOTINO
+        #: Directories: ino -> [(name, ino)] in name order; ino -> parent ino.
+        self.dirs: dict[int, list] = {}
+        self.parents: dict[int, int] = {}
+        #: Directories' bytes, built once.
+        self.content: dict[int, bytes] = {}
+        #: Inodes with full blocks, in inode order.
+        self.blocks: dict[int, Blocks] = {}
+        #: Sparse files: ino -> byte runs of the source that hold data.
+        self.sparse: dict[int, list] = {}
+        #: Fast symlinks, devices, fifos and sockets.
+        self.no_data: list[int] = []
         self.full_blocks = 0
         self.data_bytes = 0
         # tails[s]: inodes whose last block is a run of s fragments
-        self.tails: list[list] = [[] for _ in range(p.frag)]
+        self.tails: list[list[int]] = [[] for _ in range(p.frag)]
         self._number(tree)
-        for rec in self.inodes[L.UFS_ROOTINO:]:
-            self._blocks(rec)
+        self.count = len(self.nodes)
+        self._sizes()
 
     # -- inode numbers -------------------------------------------------------
     def _number(self, tree) -> None:
-        seen: dict[int, Inode] = {}
-        inodes = self.inodes
-        root = Inode(L.UFS_ROOTINO, tree.root, b"")
-        root.parent = root
-        inodes.append(root)
+        seen: dict[int, int] = {}  # id(node) -> ino, to find hard links
+        nodes, kinds, nlinks = self.nodes, self.kinds, self.nlinks
+        dirs = self.dirs
+        ifmt = stat.S_IFMT
+        root = L.UFS_ROOTINO
+        nodes.append(tree.root)
+        kinds.append(stat.S_IFDIR)
+        nlinks.append(0)
+        self.parents[root] = root
         stack = [root]
         while stack:
             d = stack.pop()
-            d.entries = entries = []
-            children = d.node.children
+            children = nodes[d].children
+            if children and max(map(len, children)) > L.FFS_MAXNAMLEN:
+                self._long_name(d, sorted(children))
+            dirs[d] = entries = []
             subdirs = []
-            for name in sorted(children):
-                child = children[name]
-                if len(name) > L.FFS_MAXNAMLEN:
-                    raise RumpfsError(f"{display(join(d.path, name))}: name is {len(name)} bytes, "
-                                      f"longer than {L.FFS_MAXNAMLEN}")
+            for name, child in sorted(children.items()):
                 if child.children is not None:
-                    rec = Inode(len(inodes), child, join(d.path, name))
-                    rec.parent = d
-                    inodes.append(rec)
-                    subdirs.append(rec)
+                    ino = len(nodes)
+                    nodes.append(child)
+                    kinds.append(stat.S_IFDIR)
+                    nlinks.append(0)
+                    subdirs.append(ino)
                 else:
-                    rec = seen.get(id(child))
-                    if rec is None:
-                        rec = Inode(len(inodes), child, join(d.path, name))
-                        seen[id(child)] = rec
-                        inodes.append(rec)
+                    ino = seen.get(id(child))
+                    if ino is None:
+                        ino = seen[id(child)] = len(nodes)
+                        nodes.append(child)
+                        kinds.append(ifmt(child.mode))
+                        nlinks.append(1)
                     else:
-                        rec.nlink += 1
-                entries.append((name, rec))
-            d.nlink = 2 + len(subdirs)
+                        nlinks[ino] += 1
+                entries.append((name, ino))
+            nlinks[d] = 2 + len(subdirs)
+            for ino in subdirs:
+                self.parents[ino] = d
             stack.extend(reversed(subdirs))
 
-    # -- blocks ----------------------------------------------------------------
-    def _blocks(self, rec: Inode) -> None:
+    def _long_name(self, d: int, names) -> None:
+        name = next(n for n in names if len(n) > L.FFS_MAXNAMLEN)
+        raise RumpfsError(f"{display(join(self.path_of(d), name))}: name is {len(name)} bytes, "
+                          f"longer than {L.FFS_MAXNAMLEN}")
+
+    def path_of(self, ino: int) -> bytes:
+        """The first path of an inode (for messages: a search, not a table)."""
+        if ino == L.UFS_ROOTINO:
+            return b""
+        for d, entries in self.dirs.items():
+            for name, child in entries:
+                if child == ino:
+                    return join(self.path_of(d), name)
+        raise KeyError(ino)  # pragma: no cover
+
+    # -- sizes and blocks ------------------------------------------------------
+    def _sizes(self) -> None:
+        """di_size and the blocks of every inode, in inode order."""
         p = self.p
-        node = rec.node
-        kind = rec.kind
-        if kind == stat.S_IFREG:
-            data = node.data
-            size = data.size if data is not None else 0
-            if size > p.maxfilesize:
-                raise RumpfsError(f"{display(rec.path)}: {size} bytes, more than the largest "
-                                  f"file of this file system ({p.maxfilesize} bytes, {p.describe()})")
-            rec.size = size
-            if size:
+        bsize, fsize, frag = p.bsize, p.fsize, p.frag
+        direct_bytes = L.UFS_NDADDR * bsize
+        ifreg, ifdir, iflnk = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
+        add_size, add_frags = self.sizes.append, self.frags.append
+        tails, blocks = self.tails, self.blocks
+        data_bytes = full_blocks = 0
+        root = L.UFS_ROOTINO
+        for ino, kind, node in zip(range(root, self.count), self.kinds[root:], self.nodes[root:]):
+            extents = None
+            if kind == ifreg:
+                data = node.data
+                size = data.size if data is not None else 0
+                if not size:
+                    add_size(0)
+                    add_frags(0)
+                    continue
+                if size > p.maxfilesize:
+                    raise RumpfsError(f"{display(self.path_of(ino))}: {size} bytes, more than the "
+                                      f"largest file of this file system ({p.maxfilesize} bytes, "
+                                      f"{p.describe()})")
                 extents = data.extents()
                 if len(extents) != 1 or extents[0] != (0, size):
-                    rec.extents = extents
-                    self.data_bytes += sum(n for _, n in extents)
+                    self.sparse[ino] = extents
+                    data_bytes += sum(n for _, n in extents)
                 else:
-                    self.data_bytes += size
-                self._layout(rec, size, rec.extents)
-        elif kind == stat.S_IFDIR:
-            rec.size = dir_size(rec.entries)
-            self._layout(rec, rec.size, None)
-        elif kind == stat.S_IFLNK:
-            rec.size = len(node.target)
-            if rec.size >= p.maxsymlinklen:
-                self._layout(rec, rec.size, None)
+                    extents = None
+                    data_bytes += size
+            elif kind == ifdir:
+                size = self._dir_size(ino)
+            elif kind == iflnk and len(node.target) >= p.maxsymlinklen:
+                size = len(node.target)
+            else:
+                # Fast symlinks live in the inode; other kinds have no data.
+                add_size(len(node.target) if kind == iflnk else 0)
+                add_frags(0)
+                self.no_data.append(ino)
+                continue
+            add_size(size)
+            if extents is None and size <= direct_bytes:
+                # Most inodes: dense, in direct blocks; the last one may be
+                # a run of fragments unless it is full (or nearly: a tail of
+                # ``frag`` fragments is a whole block).
+                nfull, rest = divmod(size, bsize)
+                tail = -(-rest // fsize)
+                if tail == frag:
+                    nfull, tail = nfull + 1, 0
+                if nfull:
+                    blocks[ino] = Blocks([(0, nfull)], nfull, 0)
+                    full_blocks += nfull
+                if tail:
+                    tails[tail].append(ino)
+                add_frags(nfull * frag + tail)
+            else:
+                add_frags(self._layout(ino, size, extents))
+        self.data_bytes += data_bytes
+        self.full_blocks += full_blocks
 
-    def _layout(self, rec: Inode, size: int, extents) -> None:
+    def _layout(self, ino: int, size: int, extents) -> int:
+        """Plan the blocks of a non-empty inode that needs indirect blocks or
+        has holes; returns the fragments it holds."""
         p = self.p
-        bsize = p.bsize
+        bsize, frag = p.bsize, p.frag
         nblk = howmany(size, bsize)
-        if extents is None:
-            runs = [(0, nblk)]
-        else:
-            runs = _lbn_runs(extents, bsize)
+        runs = [(0, nblk)] if extents is None else _lbn_runs(extents, bsize)
         tail = 0
         if nblk <= L.UFS_NDADDR:
             last = nblk - 1
             tail = howmany(size - last * bsize, p.fsize)
             # The last direct block is always allocated, hole or not: the
             # kernel extends it in place when the file grows.
-            runs = _without(runs, last) if tail < p.frag else _with(runs, last)
-            if tail == p.frag:
+            runs = _without(runs, last) if tail < frag else _with(runs, last)
+            if tail == frag:
                 tail = 0
-        rec.runs = runs
-        rec.nfull = sum(n for _, n in runs)
-        rec.nind = count_indirect(runs, p.nindir)
-        rec.tail = tail
-        self.full_blocks += rec.nfull + rec.nind
+        nfull = sum(n for _, n in runs)
+        nind = count_indirect(runs, p.nindir)
+        if nfull or nind:
+            self.blocks[ino] = Blocks(runs, nfull, nind)
+            self.full_blocks += nfull + nind
         if tail:
-            self.tails[tail].append(rec)
+            self.tails[tail].append(ino)
+        return (nfull + nind) * frag + tail
+
+    def _dir_size(self, ino: int) -> int:
+        """Bytes of a directory: '.', '..' and the entries packed into
+        DIRBLKSIZ chunks that no entry crosses (dir.h).  The bytes themselves
+        are made later (:meth:`dir_bytes`), while the copies run."""
+        reclens = list(map(_RECLEN.__getitem__, map(len, map(_first, self.dirs[ino]))))
+        pos = _DOTS_RECLEN + sum(reclens)
+        if pos <= L.DIRBLKSIZ:
+            return L.DIRBLKSIZ
+        chunks = 1
+        pos = _DOTS_RECLEN
+        for n in reclens:
+            if pos + n > L.DIRBLKSIZ:
+                chunks += 1
+                pos = 0
+            pos += n
+        return chunks * L.DIRBLKSIZ
+
+    def dir_bytes(self, ino: int) -> bytes:
+        """The directory's bytes (made once): '.', '..' and the entries,
+        packed into DIRBLKSIZ chunks that no entry crosses; the last entry of
+        a chunk takes up its free end (dir.h)."""
+        raw = self.content.get(ino)
+        if raw is None:
+            raw = self.content[ino] = self._dir_bytes(ino)
+            if len(raw) != self.sizes[ino]:  # pragma: no cover - _dir_size agrees
+                raise AssertionError(f"{display(self.path_of(ino))}: directory size mismatch")
+        return raw
+
+    def _dir_bytes(self, ino: int) -> bytes:
+        kinds = self.kinds
+        records = [(b".", ino), (b"..", self.parents[ino])]
+        records += self.dirs[ino]
+        pack = self.direct.pack
+        parts = []
+        pos = 0
+        last = None  # the last entry of this chunk: (ino, reclen, d_type, name)
+        for name, child in records:
+            namlen = len(name)
+            n = _RECLEN[namlen]
+            if pos + n > L.DIRBLKSIZ:
+                free = L.DIRBLKSIZ - pos
+                c, r, t, nm = last
+                parts[-3] = pack(c, r + free, t, len(nm))
+                parts.append(bytes(free))
+                pos = 0
+            dtype = _KIND_TO_DT[kinds[child]]
+            parts += (pack(child, n, dtype, namlen), name, _NAME_PAD[namlen])
+            last = (child, n, dtype, name)
+            pos += n
+        free = L.DIRBLKSIZ - pos
+        c, r, t, nm = last
+        parts[-3] = pack(c, r + free, t, len(nm))
+        parts.append(bytes(free))
+        return b"".join(parts)
 
     # -- tails ---------------------------------------------------------------
     def pack_tails(self, cs_frags: int):
@@ -219,20 +351,56 @@ class Plan:
             items = self.tails[s]
             if cs_frags == s:
                 items = [None] + items
-            for owner in items:
-                for r in range(s, frag):
-                    if open_bins[r]:
-                        b = open_bins[r].pop()
-                        break
+            i, n = 0, len(items)
+            while i < n:
+                # The fullest blocks with room (free fragments at their end).
+                r = next((r for r in range(s, frag) if open_bins[r]), frag)
+                if r < frag and r < 2 * s:
+                    # Each of these blocks takes one tail (in the order best
+                    # fit pops them); what is left is too small for another.
+                    bins = open_bins[r]
+                    k = min(len(bins), n - i)
+                    taken = bins[len(bins) - k:][::-1]
+                    del bins[len(bins) - k:]
+                    placed.extend(zip(items[i:i + k], taken, repeat(frag - r)))
+                    if r > s:
+                        open_bins[r - s].extend(taken)
+                    i += k
+                elif r < frag:
+                    # Best fit keeps choosing this block while a tail fits:
+                    # its room is then the smallest that holds one.
+                    b = open_bins[r].pop()
+                    m = min(r // s, n - i)
+                    placed.extend(zip(items[i:i + m], repeat(b, m), range(frag - r, frag - r + m * s, s)))
+                    i += m
+                    if r > m * s:
+                        open_bins[r - m * s].append(b)
                 else:
-                    b = nbins
-                    nbins += 1
-                    r = frag
-                if r > s:
-                    open_bins[r - s].append(b)
-                placed.append((owner, b, frag - r))
+                    # No room anywhere: new blocks, each filled with per tails.
+                    per = frag // s
+                    k = n - i
+                    nb = howmany(k, per)
+                    placed.extend(zip(items[i:], [b for b in range(nbins, nbins + nb) for _ in range(per)],
+                                      list(range(0, per * s, s)) * nb))
+                    full = k // per
+                    if frag > per * s:
+                        open_bins[frag - per * s].extend(range(nbins, nbins + full))
+                    if k % per:
+                        open_bins[frag - k % per * s].append(nbins + full)
+                    nbins += nb
+                    i = n
         free = sorted((b, r) for r in range(1, frag) for b in open_bins[r])
         return nbins, placed, free
+
+
+#: Bytes of a directory entry by name length (dir.h UFS_DIRECTSIZ), and the
+#: NUL and padding that follow the name.
+_RECLEN = [L.UFS_DIRECTSIZ(n) for n in range(L.FFS_MAXNAMLEN + 1)]
+_NAME_PAD = [bytes(_RECLEN[n] - L.DIRECT_HEADER_SIZE - n) for n in range(L.FFS_MAXNAMLEN + 1)]
+_DOTS_RECLEN = _RECLEN[len(b".")] + _RECLEN[len(b"..")]
+_first = itemgetter(0)
+#: Fields the writer fills that only struct ufs2_dinode has.
+_UFS2_ONLY = {"di_birthtime", "di_birthnsec"}
 
 
 def _lbn_runs(extents, bsize: int) -> list[tuple[int, int]]:
@@ -309,18 +477,16 @@ def count_indirect(runs, nindir: int) -> int:
     return total
 
 
-def dir_size(entries) -> int:
-    """Bytes of a directory: '.', '..' and the entries packed into
-    DIRBLKSIZ chunks that no entry crosses (dir.h)."""
-    chunks = 1
-    pos = L.UFS_DIRECTSIZ(len(b".")) + L.UFS_DIRECTSIZ(len(b".."))
-    for name, _ in entries:
-        n = L.UFS_DIRECTSIZ(len(name))
-        if pos + n > L.DIRBLKSIZ:
-            chunks += 1
-            pos = 0
-        pos += n
-    return chunks * L.DIRBLKSIZ
+#: Share of the tail copies handed to the sink before the directories are
+#: made (about what the workers' pipes hold), the rest while inodes are.
+FIRST_COPIES = 0.2
+#: Fragment tails written from memory: at most this many pieces a pwrite.
+PIECES_PER_WRITE = 4096
+#: The di_db and di_ib fields, in order (positional names of the declaration).
+_POINTER_NAMES = ([f"di_db[{i}]" for i in range(L.UFS_NDADDR)]
+                  + [f"di_ib[{i}]" for i in range(L.UFS_NIADDR)])
+_attr = {name: attrgetter(name)
+         for name in ("atime_ns", "mtime_ns", "ctime_ns", "uid", "gid", "mode")}
 
 
 class Writer:
@@ -356,10 +522,10 @@ class Writer:
             return memo[cs_frags][0]
         self._packing = memo
 
-        inodes = len(plan.inodes)
+        inodes = plan.count
         free_inodes = o.get("free_inodes")
         if free_inodes is not None:
-            inodes += G.parse_amount(free_inodes, "--free-inodes", len(plan.inodes) - 2)
+            inodes += G.parse_amount(free_inodes, "--free-inodes", plan.count - 2)
         need = G.Need(plan.full_blocks, tail_bins, inodes, plan.data_bytes)
         free_space = o.get("free_space")
         if free_space is not None:
@@ -418,7 +584,7 @@ class Writer:
     def write(self) -> int:
         p = self.params()
         self._superblock_options()
-        plan = Plan(self.tree, p)
+        plan = Plan(self.tree, p, self.byteorder)
         self.plan = plan
         geo = self.size(plan)
         self.geo = geo
@@ -441,25 +607,26 @@ class Writer:
         if cs_frags >= p.frag:
             self.cs_full = howmany(cs_frags, p.frag)
             cursor = self.cs_full
-        for rec in plan.inodes[L.UFS_ROOTINO:]:
-            if rec.nfull or rec.nind:
-                rec.start = cursor
-                cursor += rec.nfull + rec.nind
+        for blk in plan.blocks.values():
+            blk.start = cursor
+            cursor += blk.nfull + blk.nind
         self.tail_base = cursor
         key = cs_frags if cs_frags < p.frag else 0
         packing = self._packing.get(key) or plan.pack_tails(key)
         nbins, placed, free = packing
-        self.csaddr = geo.data_addr(0)
-        self.bins: list[list] = [[] for _ in range(nbins)]
-        for owner, b, off in placed:
-            if owner is None:
-                self.csaddr = geo.data_addr(self.tail_base + b) + off
-            else:
-                owner.tail_bin, owner.tail_off = b, off
-            self.bins[b].append((off, owner))
         self.used_blocks = self.tail_base + nbins
         if self.used_blocks > geo.data_blocks:  # pragma: no cover - sizing guarantees room
             raise AssertionError(f"planned {self.used_blocks} blocks, room for {geo.data_blocks}")
+        bin_addrs = geo.block_addrs(self.tail_base, nbins)
+        self.csaddr = geo.data_addr(0)
+        #: Fragment address of each inode's tail (0: none).
+        self.tail_addr = tail_addr = [0] * plan.count
+        for owner, b, off in placed:
+            if owner is None:
+                self.csaddr = bin_addrs[b] + off
+            else:
+                tail_addr[owner] = bin_addrs[b] + off
+        self.placed = placed
         # Free fragments inside used blocks: (data block index, first frag, count).
         self.partial = []
         if self.cs_full and cs_frags % p.frag:
@@ -471,11 +638,9 @@ class Writer:
     def _summaries(self, plan: Plan, geo: G.Geometry) -> None:
         """Free maps and counts of every cylinder group, from the allocation."""
         p = self.p
-        nino = len(plan.inodes)
-        dir_inos = [rec.ino for rec in plan.inodes[L.UFS_ROOTINO:] if rec.kind == stat.S_IFDIR]
-        ndir = [0] * geo.ncg
-        for ino in dir_inos:
-            ndir[ino // geo.ipg] += 1
+        nino = plan.count
+        ndir = [plan.kinds[c * geo.ipg:(c + 1) * geo.ipg].count(stat.S_IFDIR)
+                for c in range(geo.ncg)]
         partial_by_cg: dict[int, list] = {}
         for idx, first, count in self.partial:
             c = min(idx // geo.cap, geo.ncg - 1)
@@ -495,70 +660,49 @@ class Writer:
             self.cgs.append(_CgState(p, geo, c, _merge(free), used_inodes, ndir[c]))
 
     # -- data ------------------------------------------------------------------------
-    def _data_offset_runs(self, rec: Inode):
-        """(first lbn, fragment address, blocks) of the inode's full blocks."""
+    def _data_offset_runs(self, blk: Blocks):
+        """(first lbn, fragment address, blocks) of an inode's full blocks."""
         geo = self.geo
-        idx = rec.start
-        for lbn, n in rec.runs:
+        idx = blk.start
+        for lbn, n in blk.runs:
             for addr, m in geo.data_runs(idx, n):
                 yield lbn, addr, m
                 lbn += m
             idx += n
 
+    def _content(self, ino: int):
+        """The inode's data: a node's data object, or bytes."""
+        plan = self.plan
+        kind = plan.kinds[ino]
+        if kind == stat.S_IFREG:
+            return plan.nodes[ino].data
+        if kind == stat.S_IFDIR:
+            return plan.dir_bytes(ino)
+        return plan.nodes[ino].target
+
     def _write_full_blocks(self, plan: Plan, geo: G.Geometry) -> None:
         p = self.p
         sink = self.sink
         bsize, fsize = p.bsize, p.fsize
-        for rec in plan.inodes[L.UFS_ROOTINO:]:
-            if not rec.nfull and not rec.nind:
-                continue
-            data = self._content(rec)
-            for lbn, addr, m in self._data_offset_runs(rec):
-                lo, hi = lbn * bsize, min((lbn + m) * bsize, rec.size)
+        for ino, blk in plan.blocks.items():
+            data = self._content(ino)
+            size = plan.sizes[ino]
+            extents = plan.sparse.get(ino) or ((0, size),)
+            for lbn, addr, m in self._data_offset_runs(blk):
+                lo, hi = lbn * bsize, min((lbn + m) * bsize, size)
                 if isinstance(data, (bytes, bytearray)):
                     sink.pwrite(data[lo:hi], addr * fsize)
                     continue
-                for off, length in (rec.extents or ((0, rec.size),)):
+                for off, length in extents:
                     a, b = max(off, lo), min(off + length, hi)
                     if a < b:
                         sink.copy_at(data, addr * fsize + (a - lo), a, b - a)
-            if rec.nind:
-                self._write_indirect(rec)
+            if blk.nind:
+                self._write_indirect(ino, blk)
 
-    def _content(self, rec: Inode):
-        """The inode's data: a node's data object, or bytes we make."""
-        if rec.kind == stat.S_IFREG:
-            return rec.node.data
-        if rec.kind == stat.S_IFDIR:
-            return self._dir_bytes(rec)
-        return rec.node.target
-
-    def _dir_bytes(self, rec: Inode) -> bytes:
-        direct = self.layout.fast("direct").struct
-        buf = bytearray(rec.size)
-        entries = [(b".", rec), (b"..", rec.parent)] + rec.entries
-        chunk_start = 0
-        pos = 0
-        last = None  # offset of the last entry written in this chunk
-        for name, child in entries:
-            n = L.UFS_DIRECTSIZ(len(name))
-            if pos + n > L.DIRBLKSIZ:
-                _fix_reclen(buf, direct, chunk_start + last, L.DIRBLKSIZ - last)
-                chunk_start += L.DIRBLKSIZ
-                pos = 0
-            off = chunk_start + pos
-            direct.pack_into(buf, off, child.ino, n, _KIND_TO_DT[child.kind], len(name))
-            buf[off + L.DIRECT_HEADER_SIZE:off + L.DIRECT_HEADER_SIZE + len(name)] = name
-            last = pos
-            pos += n
-        _fix_reclen(buf, direct, chunk_start + last, L.DIRBLKSIZ - last)
-        if chunk_start + L.DIRBLKSIZ != rec.size:  # pragma: no cover - dir_size agrees
-            raise AssertionError(f"{display(rec.path)}: directory size mismatch")
-        return bytes(buf)
-
-    def _write_indirect(self, rec: Inode) -> None:
+    def _write_indirect(self, ino: int, blk: Blocks) -> None:
         """Build and write the indirect blocks of an inode (each as soon as it
-        is complete, so memory does not grow with the file); set ``rec.ib``."""
+        is complete, so memory does not grow with the file); set ``blk.ib``."""
         p = self.p
         geo = self.geo
         nindir = p.nindir
@@ -566,9 +710,9 @@ class Writer:
         ptr_type = self.ptr_type
         empty = bytes(nindir * array(ptr_type).itemsize)
         # (first lbn, fragment address, blocks) runs and where each ends.
-        runs = self._lbn_addresses(rec)
+        runs = list(self._data_offset_runs(blk))
         ends = [s + n for s, _a, n in runs]
-        next_idx = [rec.start + rec.nfull]
+        next_idx = [blk.start + blk.nfull]
 
         def runs_in(lo, hi):
             """The runs that hold some lbn of [lo, hi)."""
@@ -605,62 +749,88 @@ class Writer:
             self.sink.pwrite(ptrs.tobytes(), addr * p.fsize)
             return addr
 
-        rec.ib = [build(lo, spans[0], level)
+        blk.ib = [build(lo, spans[0], level)
                   for level, (lo, _hi, spans) in enumerate(_levels(nindir), start=1)]
-        if next_idx[0] != rec.start + rec.nfull + rec.nind:  # pragma: no cover
-            raise AssertionError(f"{display(rec.path)}: indirect block count mismatch")
-
-    def _lbn_addresses(self, rec: Inode):
-        """(first lbn, fragment address, count) runs of the full blocks."""
-        return list(self._data_offset_runs(rec))
+        if next_idx[0] != blk.start + blk.nfull + blk.nind:  # pragma: no cover
+            raise AssertionError(f"{display(self.plan.path_of(ino))}: indirect block count mismatch")
 
     def _write_tails(self, plan: Plan, geo: G.Geometry) -> None:
+        """The fragment tails: host file tails are copied by the sink, the
+        rest (directories, symlinks, generated files, a small csum area) is
+        written from memory.  Free fragments are never written (holes)."""
         p = self.p
         bsize, fsize = p.bsize, p.fsize
-        batch = max(1, TAIL_BATCH_BYTES // bsize)
-        nbins = len(self.bins)
-        for first in range(0, nbins, batch):
-            count = min(batch, nbins - first)
-            buf = bytearray(count * bsize)
-            copies = []
-            for b in range(first, first + count):
-                for off, owner in self.bins[b]:
-                    pos = (b - first) * bsize + off * fsize
-                    if owner is None:
-                        piece = self._csum_bytes(geo)
-                    else:
-                        piece = self._tail_source(owner)
-                        if isinstance(piece, tuple):
-                            copies.append((b, off, piece))
-                            continue
-                    buf[pos:pos + len(piece)] = piece
-            pos = 0
-            for addr, m in geo.data_runs(self.tail_base + first, count):
-                self.sink.pwrite(memoryview(buf)[pos:pos + m * bsize], addr * fsize)
-                pos += m * bsize
-            # Host file tails are copied into the bins once the bins are out
-            # (the sink's copies never precede a write they would lie under).
-            for b, off, (data, lo, length) in copies:
-                self.sink.copy_at(data, (geo.data_addr(self.tail_base + b) + off) * fsize, lo, length)
+        nodes, kinds, sizes, dir_bytes = plan.nodes, plan.kinds, plan.sizes, plan.dir_bytes
+        sparse = plan.sparse
+        tail_addr = self.tail_addr
+        pieces = []  # (fragment address, bytes) written from memory
+        copies = []  # (host data, source offset, image offset, length)
+        dirs = []  # (fragment address, ino, first byte) of directory tails
+        for owner, _b, _off in self.placed:
+            if owner is None:
+                pieces.append((self.csaddr, self._csum_bytes(geo)))
+                continue
+            size = sizes[owner]
+            lo = (size - 1) // bsize * bsize
+            kind = kinds[owner]
+            if kind == stat.S_IFREG:
+                data = nodes[owner].data
+                if data.__class__ is not HostData:
+                    pieces.append((tail_addr[owner], data.data[lo:size]))
+                elif owner not in sparse or any(off < size and off + n > lo
+                                                for off, n in sparse[owner]):
+                    copies.append((data, lo, tail_addr[owner] * fsize, size - lo))
+            elif kind == stat.S_IFDIR:
+                dirs.append((tail_addr[owner], owner, lo))
+            else:
+                pieces.append((tail_addr[owner], nodes[owner].target[lo:]))
+        self._copies = copies
+        self._copies_sent = 0
+        # The workers copy while this process makes the directories.
+        self._hand_over(FIRST_COPIES)
+        pieces += [(addr, dir_bytes(owner)[lo:]) for addr, owner, lo in dirs]
+        self._write_pieces(pieces)
         if self.cs_full:
             self.sink.pwrite(self._csum_bytes(geo), self.csaddr * fsize)
 
-    def _tail_source(self, rec: Inode):
-        """The bytes of the inode's last, partial block, or ``(host data,
-        offset, length)`` for the sink to copy."""
-        lo = (rec.size - 1) // self.p.bsize * self.p.bsize
-        length = rec.size - lo
-        if rec.kind == stat.S_IFREG:
-            data = rec.node.data
-            if not hasattr(data, "path"):
-                return data.data[lo:rec.size]
-            if rec.extents is not None and not any(
-                    off < rec.size and off + n > lo for off, n in rec.extents):
-                return b""  # the last block is a hole
-            return (data, lo, length)
-        if rec.kind == stat.S_IFDIR:
-            return self._dir_bytes(rec)[lo:]
-        return rec.node.target[lo:]
+    def _hand_over(self, share: float) -> None:
+        """Give the sink the first ``share`` of the tail copies.
+
+        The same jobs as one ``sink.copy_at`` per tail, but a batch at a time
+        (a hundred thousand small files make the per-call cost count), and
+        spread over the writing of the inode tables: this process then packs
+        inodes while the workers copy, instead of waiting for room in their
+        pipes first."""
+        copies = self._copies
+        end = int(len(copies) * share)
+        add = self.sink.copier.add
+        for k in range(self._copies_sent, end, BATCH_JOBS):
+            add(copies[k:min(k + BATCH_JOBS, end)])
+        self._copies_sent = max(end, self._copies_sent)
+
+    def _write_pieces(self, pieces) -> None:
+        """pwrite ``(fragment address, bytes)`` pieces, those that follow each
+        other merged into one write (each padded to whole fragments: the
+        padding is its owner's own free space)."""
+        fsize = self.p.fsize
+        pieces.sort(key=_first)
+        run: list = []
+        start = end = -1
+        for addr, piece in pieces:
+            if not piece:
+                continue
+            if addr != end or len(run) >= PIECES_PER_WRITE:
+                if run:
+                    self.sink.pwrite(b"".join(run), start * fsize)
+                run = []
+                start = addr
+            nfrag = howmany(len(piece), fsize)
+            run.append(piece)
+            if len(piece) < nfrag * fsize:
+                run.append(bytes(nfrag * fsize - len(piece)))
+            end = addr + nfrag
+        if run:
+            self.sink.pwrite(b"".join(run), start * fsize)
 
     def _csum_bytes(self, geo: G.Geometry) -> bytes:
         csum = self.layout.fast("csum").struct
@@ -670,112 +840,140 @@ class Writer:
         return bytes(out)
 
     # -- inodes ----------------------------------------------------------------------
-    def _unstorable(self, rec: Inode, error: Exception) -> RumpfsError:
+    def _unstorable(self, ino: int, error: Exception) -> RumpfsError:
         """Why an inode does not fit its on-disk fields (a UFS1 time after
         2038, an owner beyond 32 bits...), naming the path and the limit."""
-        n = rec.node
+        n = self.plan.nodes[ino]
+        path = self.plan.path_of(ino)
         if not self.ufs2:
             for label, ns in (("mtime", n.mtime_ns), ("atime", n.atime_ns), ("ctime", n.ctime_ns)):
-                sec = ns // 1_000_000_000
+                sec = ns // NS_PER_SEC
                 if not INT32_MIN <= sec <= INT32_MAX:
-                    return RumpfsError(f"{display(rec.path)}: {label} {sec} is outside the 32-bit "
+                    return RumpfsError(f"{display(path)}: {label} {sec} is outside the 32-bit "
                                        f"times of UFS1 ({INT32_MIN}..{INT32_MAX}); "
                                        f"use --format ffs2 or --timestamp")
         for label, value in (("uid", n.uid), ("gid", n.gid)):
             if not 0 <= value <= 0xFFFFFFFF:
-                return RumpfsError(f"{display(rec.path)}: {label} {value} is outside 0..{0xFFFFFFFF}")
-        return RumpfsError(f"{display(rec.path)}: cannot be stored in "
+                return RumpfsError(f"{display(path)}: {label} {value} is outside 0..{0xFFFFFFFF}")
+        return RumpfsError(f"{display(path)}: cannot be stored in "
                            f"{'UFS2' if self.ufs2 else 'UFS1'}: {error}")
 
-    def _inode_values(self):
-        """(field positions, template) for positional packing."""
-        fast = self.layout.fast("ufs2_dinode" if self.ufs2 else "ufs1_dinode")
-        pos = {name: i for i, name in enumerate(fast.names)}
-        return fast.struct, pos, [0] * len(fast.names)
+    def _pointers(self, plan: Plan) -> dict:
+        """di_db + di_ib of the inodes that hold more than (at most) a tail
+        in di_db[0]: files with full blocks, sparse files, fast symlinks (the
+        target lives there) and devices (di_rdev)."""
+        p = self.p
+        frag, bsize = p.frag, p.bsize
+        tail_addr = self.tail_addr
+        out = {}
+        for ino, blk in plan.blocks.items():
+            v = [0] * NPTR
+            for lbn, addr, m in self._data_offset_runs(blk):
+                if lbn >= L.UFS_NDADDR:
+                    break
+                for k in range(min(m, L.UFS_NDADDR - lbn)):
+                    v[lbn + k] = addr + k * frag
+            if tail_addr[ino]:
+                v[(plan.sizes[ino] - 1) // bsize] = tail_addr[ino]
+            v[L.UFS_NDADDR:] = blk.ib
+            out[ino] = v
+        for ino in plan.sparse:
+            if ino not in out and tail_addr[ino]:
+                v = [0] * NPTR
+                v[(plan.sizes[ino] - 1) // bsize] = tail_addr[ino]
+                out[ino] = v
+        inline = _inline_struct(self.byteorder, self.ufs2)
+        nodes, kinds = plan.nodes, plan.kinds
+        for ino in plan.no_data:
+            kind = kinds[ino]
+            if kind == stat.S_IFLNK:
+                out[ino] = inline.unpack(nodes[ino].target.ljust(p.maxsymlinklen, b"\0"))
+            elif kind == stat.S_IFCHR or kind == stat.S_IFBLK:
+                try:
+                    out[ino] = (encode_rdev(nodes[ino].rdev),) + NO_POINTERS[1:]
+                except ValueError as e:
+                    raise RumpfsError(f"{display(plan.path_of(ino))}: {e}") from None
+        return out
+
+    def _inode_columns(self, plan: Plan, first: int, last: int, pointers: dict, special) -> dict:
+        """Field name -> the values of inodes ``first`` .. ``last - 1``
+        (fields left out are zero); ``special``: the sorted keys of
+        ``pointers``, the inodes with more than a tail in di_db[0]."""
+        nodes = plan.nodes[first:last]
+        count = last - first
+        spf = self.p.sectors_per_frag
+        cols = {
+            "di_mode": [n.mode & 0xFFFF for n in nodes],
+            "di_nlink": plan.nlinks[first:last],
+            "di_uid": list(map(_attr["uid"], nodes)),
+            "di_gid": list(map(_attr["gid"], nodes)),
+            "di_size": plan.sizes[first:last],
+            "di_gen": list(map(di_gen, range(first, last))),
+            "di_blocks": [f * spf for f in plan.frags[first:last]],
+        }
+        for field in ("atime", "mtime", "ctime"):
+            ns = map(_attr[field + "_ns"], nodes)
+            split = map(divmod, ns, repeat(NS_PER_SEC, count))
+            cols["di_" + field], cols[f"di_{field}nsec"] = zip(*split)
+        cols["di_birthtime"], cols["di_birthnsec"] = cols["di_mtime"], cols["di_mtimensec"]
+        # Most inodes have at most a tail, in di_db[0]; patch in the others.
+        ptrs = [self.tail_addr[first:last]] + [[0] * count for _ in range(NPTR - 1)]
+        for ino in special[bisect_left(special, first):bisect_left(special, last)]:
+            for k, value in enumerate(pointers[ino]):
+                ptrs[k][ino - first] = value
+        cols.update(zip(_POINTER_NAMES, ptrs))
+        return cols
 
     def _write_inodes(self, plan: Plan, geo: G.Geometry) -> None:
-        p = self.p
-        st, pos, template = self._inode_values()
-        isize = p.isize
-        ufs2 = self.ufs2
-        i_mode, i_nlink, i_uid, i_gid = pos["di_mode"], pos["di_nlink"], pos["di_uid"], pos["di_gid"]
-        i_size, i_blocks, i_gen = pos["di_size"], pos["di_blocks"], pos["di_gen"]
-        i_atime, i_atimens = pos["di_atime"], pos["di_atimensec"]
-        i_mtime, i_mtimens = pos["di_mtime"], pos["di_mtimensec"]
-        i_ctime, i_ctimens = pos["di_ctime"], pos["di_ctimensec"]
-        i_db, i_ib = pos["di_db[0]"], pos["di_ib[0]"]
-        i_birth, i_birthns = pos.get("di_birthtime"), pos.get("di_birthnsec")
-        inline = _inline_struct(self.byteorder, ufs2)
-        nptr = L.UFS_NDADDR + L.UFS_NIADDR
-        sectors = p.sectors_per_frag
-        frag = p.frag
-        inodes = plan.inodes
-        total = len(inodes)
+        fast = self.layout.fast("ufs2_dinode" if self.ufs2 else "ufs1_dinode")
+        pack = fast.struct.pack
+        pointers = self._pointers(plan)
+        special = sorted(pointers)
+        total = plan.count
         newest = 0
+        # Batches of inodes within one group's table; the first starts at
+        # a whole inode so the buffer lines up with the table.
+        batches = []
         for c in range(geo.ncg):
             lo = max(c * geo.ipg, L.UFS_ROOTINO)
             hi = min((c + 1) * geo.ipg, total)
-            for first in range(lo, hi, INODE_BATCH):
-                last = min(first + INODE_BATCH, hi)
-                # Start at a whole inode so the buffer lines up with the table.
-                buf = bytearray((last - first) * isize)
-                for ino in range(first, last):
-                    rec = inodes[ino]
-                    n = rec.node
-                    v = template[:]
-                    v[i_mode] = n.mode & 0xFFFF
-                    v[i_nlink] = rec.nlink
-                    v[i_uid] = n.uid
-                    v[i_gid] = n.gid
-                    v[i_size] = rec.size
-                    v[i_gen] = di_gen(ino)
-                    s, ns = divmod(n.atime_ns, 1_000_000_000)
-                    v[i_atime], v[i_atimens] = s, ns
-                    s, ns = divmod(n.mtime_ns, 1_000_000_000)
-                    v[i_mtime], v[i_mtimens] = s, ns
-                    if i_birth is not None:
-                        v[i_birth], v[i_birthns] = s, ns
-                    s, ns = divmod(n.ctime_ns, 1_000_000_000)
-                    v[i_ctime], v[i_ctimens] = s, ns
-                    if n.ctime_ns > newest:
-                        newest = n.ctime_ns
-                    if n.mtime_ns > newest:
-                        newest = n.mtime_ns
-                    kind = rec.kind
-                    if kind == stat.S_IFLNK and rec.size < p.maxsymlinklen:
-                        v[i_db:i_db + nptr] = inline.unpack(
-                            n.target.ljust(p.maxsymlinklen, b"\0"))
-                    elif kind in (stat.S_IFCHR, stat.S_IFBLK):
-                        try:
-                            v[i_db] = encode_rdev(n.rdev)
-                        except ValueError as e:
-                            raise RumpfsError(f"{display(rec.path)}: {e}") from None
-                    elif rec.nfull or rec.tail:
-                        nfr = rec.nfull * frag + rec.tail + rec.nind * frag
-                        v[i_blocks] = nfr * sectors
-                        if rec.nfull:
-                            for lbn, addr, m in self._data_offset_runs(rec):
-                                if lbn >= L.UFS_NDADDR:
-                                    break
-                                for k in range(min(m, L.UFS_NDADDR - lbn)):
-                                    v[i_db + lbn + k] = addr + k * frag
-                        if rec.tail:
-                            v[i_db + (rec.size - 1) // p.bsize] = (
-                                geo.data_addr(self.tail_base + rec.tail_bin) + rec.tail_off)
-                        if rec.nind:
-                            v[i_ib:i_ib + L.UFS_NIADDR] = rec.ib
-                    try:
-                        st.pack_into(buf, (ino - first) * isize, *v)
-                    except struct.error as e:
-                        raise self._unstorable(rec, e) from None
-                off, _ = geo.inode_addr(first)
-                self.sink.pwrite(buf, off)
+            batches += [(first, min(first + INODE_BATCH, hi)) for first in range(lo, hi, INODE_BATCH)]
+        for done, (first, last) in enumerate(batches):
+            self._hand_over(done / len(batches))
+            cols = self._inode_columns(plan, first, last, pointers, special)
+            unknown = cols.keys() - set(fast.names) - _UFS2_ONLY
+            if unknown:  # pragma: no cover - a field name the layout does not have
+                raise AssertionError(f"dinode has no field {sorted(unknown)}")
+            zeros = [0] * (last - first)
+            columns = [cols.get(name, zeros) for name in fast.names]
+            try:
+                table = b"".join(starmap(pack, zip(*columns)))
+            except struct.error:
+                self._find_unstorable(fast.struct, first, columns)
+                raise
+            newest = max(newest, *self._newest(plan, first, last))
+            off, _ = geo.inode_addr(first)
+            self.sink.pwrite(table, off)
+        self._hand_over(1)
         self.newest_ns = newest
+
+    @staticmethod
+    def _newest(plan: Plan, first: int, last: int):
+        nodes = plan.nodes[first:last]
+        return max(map(_attr["ctime_ns"], nodes)), max(map(_attr["mtime_ns"], nodes))
+
+    def _find_unstorable(self, one: struct.Struct, first: int, columns) -> None:
+        """Raise the message for the first inode of a batch that does not pack."""
+        for k, row in enumerate(zip(*columns)):
+            try:
+                one.pack(*row)
+            except struct.error as e:
+                raise self._unstorable(first + k, e) from None
 
     # -- cylinder groups and superblocks ---------------------------------------------
     def _fs_time(self) -> int:
         """The newest inode change in the tree: a reproducible 'last written'."""
-        t = self.newest_ns // 1_000_000_000
+        t = self.newest_ns // NS_PER_SEC
         return min(t, INT32_MAX) if not self.ufs2 else t
 
     def _write_cgs(self, geo: G.Geometry) -> None:
@@ -852,7 +1050,7 @@ class Writer:
             tot["cs_nffree"] += cg.nffree
         dsize = geo.size - p.sblkno - geo.ncg * (geo.dblkno - p.sblkno) - geo.cs_frags
         minfree, optim, label = self._superblock_options()
-        fs_id1 = zlib.crc32(b"%d/%d/%d/%d/%d" % (t, geo.size, geo.ncg, geo.ipg, len(self.plan.inodes)))
+        fs_id1 = zlib.crc32(b"%d/%d/%d/%d/%d" % (t, geo.size, geo.ncg, geo.ipg, self.plan.count))
         f = {
             "fs_sblkno": p.sblkno,
             "fs_cblkno": p.cblkno,
@@ -930,11 +1128,6 @@ class Writer:
         self.sink.pwrite(raw, p.sblockloc)
         for c in range(geo.ncg):
             self.sink.pwrite(raw, (geo.cgbase(c) + p.sblkno) * p.fsize)
-
-
-def _fix_reclen(buf, direct, off: int, reclen: int) -> None:
-    ino, _, dtype, namlen = direct.unpack_from(buf, off)
-    direct.pack_into(buf, off, ino, reclen, dtype, namlen)
 
 
 def _inline_struct(byteorder: str, ufs2: bool):
@@ -1023,7 +1216,7 @@ def _int_opt(value, name: str):
 
 
 def _summary(plan: Plan, p: G.Params, geo: G.Geometry) -> str:
-    return (f"{len(plan.inodes) - 2} inodes, {plan.data_bytes} bytes of file data, "
+    return (f"{plan.count - 2} inodes, {plan.data_bytes} bytes of file data, "
             f"{geo.describe()}; {p.describe()}")
 
 
