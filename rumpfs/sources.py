@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RumpfsError
-from .tree import DIR, LNK, NAME_MAX, REG, HostData, Node, Tree, TreeError, display, split_path
+from .tree import DIR, IFMT, LNK, NAME_MAX, REG, HostData, Node, Tree, TreeError, display, split_path
 
 
 class Layer:
@@ -168,7 +168,7 @@ def walk_host_dir(top: bytes, root: Node, keep_owner: bool = True) -> int:
                                       f"longer than {NAME_MAX}")
                 st = entry.stat(follow_symlinks=False)
                 mode = st.st_mode
-                kind = mode & 0o170000
+                kind = mode & IFMT
                 count += 1
                 if st.st_nlink > 1 and kind != DIR:
                     key = (st.st_dev, st.st_ino)

@@ -27,6 +27,8 @@ from collections import Counter
 from typing import Iterator, NamedTuple
 
 S_IFMT = stat.S_IFMT
+#: The type bits of st_mode (``mode & IFMT`` is ``S_IFMT(mode)`` without a call).
+IFMT = 0o170000
 REG = stat.S_IFREG
 DIR = stat.S_IFDIR
 LNK = stat.S_IFLNK

@@ -26,7 +26,7 @@ import zlib
 
 from ...errors import RumpfsError
 from ...output import PLACEHOLDER, PLACEHOLDER_MAX, open_source
-from ...tree import LNK, REG, display
+from ...tree import IFMT, LNK, REG, display
 from .layout import (
     BLOCK_SIZE,
     FIELD_MAX,
@@ -94,7 +94,7 @@ def write_archive(tree, out, variant: str = "newc") -> int:
     start = out.tell()  # image offset of buf[0]
     for path, node, link_of, _depth in tree.walk():
         mode = node.mode
-        kind = mode & 0o170000
+        kind = mode & IFMT
         children = node.children
         if children is not None:
             ino, next_ino = next_ino, next_ino + 1

@@ -53,6 +53,10 @@ from .layout import howmany
 
 #: Inodes packed in memory before one pwrite.
 INODE_BATCH = 8192
+#: Rounds of growing the image until --density gives the inodes it needs.
+DENSITY_ROUNDS = 32
+#: fs_old_rps: the revolutions per second newfs writes for UFS1 (unused since 4.4BSD).
+OLD_RPS = 60
 #: Largest second count UFS1 keeps in its 32-bit time fields.
 INT32_MAX = 0x7FFFFFFF
 INT32_MIN = -0x80000000
@@ -68,13 +72,22 @@ _KIND_TO_DT = {
 }
 
 
+#: NetBSD's 32-bit dev_t (sys/types.h makedev): 12 bits of major, 20 of minor.
+DEV_MAJOR_MAX = 0xFFF
+DEV_MINOR_MAX = 0xFFFFF
+_DEV_MAJOR_BITS = 0x000FFF00
+_DEV_MINOR_HIGH_BITS = 0xFFF00000
+_DEV_MINOR_LOW_BITS = 0xFF
+
+
 def encode_rdev(rdev: int) -> int:
     """A host ``st_rdev`` as NetBSD's ``makedev`` stores it: major in bits
     8-19, minor in bits 0-7 and 20-31."""
     major, minor = os.major(rdev), os.minor(rdev)
-    if major > 0xFFF or minor > 0xFFFFF:
+    if major > DEV_MAJOR_MAX or minor > DEV_MINOR_MAX:
         raise ValueError(f"device {major},{minor} does not fit NetBSD's dev_t")
-    return ((major << 8) & 0x000FFF00) | ((minor << 12) & 0xFFF00000) | (minor & 0xFF)
+    return (((major << 8) & _DEV_MAJOR_BITS) | ((minor << 12) & _DEV_MINOR_HIGH_BITS)
+            | (minor & _DEV_MINOR_LOW_BITS))
 
 
 #: di_gen: a multiplicative hash of the inode number (Knuth's golden ratio).
@@ -537,7 +550,7 @@ class Writer:
             raise RumpfsError(f"--density {density}: must be at least the fragment size {p.fsize}")
 
         geo = G.solve_auto(p, need)
-        for _ in range(32):
+        for _ in range(DENSITY_ROUNDS):
             if density is None:
                 break
             want = howmany(geo.image_bytes, density)
@@ -1106,7 +1119,7 @@ class Writer:
                 "fs_old_time": t,
                 "fs_old_size": geo.size,
                 "fs_old_dsize": dsize,
-                "fs_old_rps": 60,
+                "fs_old_rps": OLD_RPS,
                 "fs_old_nspf": p.sectors_per_frag,
                 "fs_old_npsect": spc,
                 "fs_old_interleave": 1,
