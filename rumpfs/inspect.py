@@ -9,7 +9,6 @@ import tempfile
 
 from . import compress, formats
 from .errors import RumpfsError
-from .tree import display
 
 ELF_MAGIC = b"\x7fELF"
 
@@ -156,4 +155,4 @@ def _set_meta(dest: bytes, e: formats.Entry, as_root: bool) -> None:
     os.utime(dest, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
 
 
-__all__ = ["open_image", "describe", "extract", "locate", "display"]
+__all__ = ["open_image", "describe", "extract", "locate"]

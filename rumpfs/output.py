@@ -164,15 +164,6 @@ class ImageSink:
         if size:
             self.copier.add(((data, src_offset, dst_offset, size),))
 
-    def zero_fill(self, offset: int, length: int) -> None:
-        """Zeros from ``offset``, written as real bytes (for formats without holes)."""
-        block = bytes(min(length, BUFFER_SIZE))
-        while length > 0:
-            n = min(length, len(block))
-            self.pwrite(block[:n], offset)
-            offset += n
-            length -= n
-
     def finish(self, size: int) -> None:
         """The image is ``size`` bytes long: wait for every copy; the
         unwritten tail stays a hole."""

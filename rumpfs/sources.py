@@ -119,7 +119,7 @@ class StubEtc(HostDirectory):
         before = tree.lookup(self.dest)
         super().apply(tree, policy)
         etc = tree.lookup(self.dest)
-        for node in Tree(etc).nodes():
+        for node in Tree(etc).iter_nodes():
             node.uid = node.gid = 0
             if node.is_dir:
                 node.mode = DIR | 0o755

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from .errors import RumpfsError
 from .sources import Layer
-from .tree import BytesData, HostData, Node, Tree, TreeError  # noqa: F401  (BytesData: API users)
+from .tree import HostData, Node, Tree, TreeError
 
 _KINDS = {
     "dir": (stat.S_IFDIR, 4),

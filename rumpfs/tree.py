@@ -349,7 +349,6 @@ class Tree:
                     seen.add(id(child))
                     yield child
 
-    nodes = iter_nodes
 
     def name_counts(self) -> Counter:
         """Names per non-directory node, keyed by ``id(node)``: its link count."""

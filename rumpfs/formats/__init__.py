@@ -128,7 +128,6 @@ class ImageFormat:
     """A format: its names, how to write it, how to recognise and read it."""
 
     name = "?"
-    aliases: tuple[str, ...] = ()
     suffixes: tuple[str, ...] = ()
     description = ""
 
@@ -149,7 +148,8 @@ class ImageFormat:
         raise NotImplementedError
 
 
-#: Format name -> module that defines FORMAT.  Aliases resolve through it.
+#: Format name -> module that defines FORMAT, and the other names a format
+#: answers to: declared here so that names resolve without importing writers.
 _MODULES = {
     "cpio": "rumpfs.formats.cpio",
     "ffs": "rumpfs.formats.ffs",

@@ -7,7 +7,6 @@ from .. import ImageFormat, WriteOptions
 
 class CpioFormat(ImageFormat):
     name = "cpio"
-    aliases = ("newc",)
     suffixes = (".cpio",)
     description = "cpio newc (070701) or crc (070702) archive, optionally compressed"
 

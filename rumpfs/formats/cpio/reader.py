@@ -7,7 +7,7 @@ import stat
 
 from ...errors import RumpfsError
 from .. import Entry, ImageReader
-from .layout import CRC_MAGIC, FIELD_SLICES, HEADER_SIZE, MAGIC_SIZE, MAGICS, TRAILER_NAME, pad, parse_header
+from .layout import CRC_MAGIC, HEADER_SIZE, MAGIC_SIZE, MAGICS, TRAILER_NAME, pad, parse_header
 from .writer import byte_sum
 
 _CHUNK = 1 << 20
@@ -162,4 +162,4 @@ def probe(f, offset: int, size: int) -> bool:
     return f.read(MAGIC_SIZE) in MAGICS.values()
 
 
-__all__ = ["CpioReader", "probe", "FIELD_SLICES"]
+__all__ = ["CpioReader", "probe"]

@@ -27,9 +27,8 @@ _OPTIONS = (
 
 
 class FfsFormat(ImageFormat):
-    def __init__(self, name, aliases, suffixes, ufs2, description):
+    def __init__(self, name, suffixes, ufs2, description):
         self.name = name
-        self.aliases = aliases
         self.suffixes = suffixes
         self.ufs2 = ufs2
         self.description = description
@@ -67,9 +66,9 @@ class FfsFormat(ImageFormat):
 
 
 FORMATS = {
-    "ffs": FfsFormat("ffs", ("ffs1", "ufs1"), (".img", ".ffs"), False,
+    "ffs": FfsFormat("ffs", (".img", ".ffs"), False,
                      "NetBSD FFS, UFS1 (the rump kernel / rumprun root file system)"),
-    "ffs2": FfsFormat("ffs2", ("ufs2",), (), True,
+    "ffs2": FfsFormat("ffs2", (), True,
                       "NetBSD FFS, UFS2 (64-bit block numbers and times)"),
 }
 FORMAT = FORMATS["ffs"]
