@@ -13,11 +13,10 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from dataclasses import dataclass, field
 
 from . import formats
 from .errors import RumpfsError
-from .output import AtomicOutput, ImageSink, Progress
+from .output import AtomicOutput, Copier, ImageSink, Progress
 from .sources import HostDirectory, Layer, Policy, Remove, build_tree, stubetc_layer
 from .spec import SpecFile
 from .tree import Tree
@@ -29,41 +28,70 @@ CONTAINER_SUFFIXES = {".o": "elf", ".S": "asm", ".s": "asm", ".c": "c"}
 DEFAULT_CONTAINER_FORMAT = "ffs"
 
 
-@dataclass
 class PackOptions:
-    """Everything ``rumpfs pack`` can be told, with the command line's defaults."""
+    """Everything ``rumpfs pack`` can be told, with the command line's defaults.
 
-    format: str | None = None
-    stubetc: bool = True
-    remove: list = field(default_factory=list)
-    #: Spec files (gen_init_cpio list format + meta lines), after the directories.
-    spec: list = field(default_factory=list)
-    keep_owner: bool = False
-    timestamp: int | None = None
-    compress: str | None = None
-    compress_level: int | None = None
-    #: 'little' or 'big'; None: the container target's, else the host's.
-    byteorder: str | None = None
-    #: Options of the image format (FFS sizes and so on), by name.
-    format_options: dict = field(default_factory=dict)
-    #: Options of the container (target, template, name, ...), by name.
-    container_options: dict = field(default_factory=dict)
-    #: Generate pwd.db/spwd.db/passwd from master.passwd.
-    pwdb: bool = True
-    #: A rumprun JSON launch configuration to bake in.
-    config: str | None = None
-    progress: bool | None = None
-    #: Extra layers applied after the host directories (API users).
-    layers: list = field(default_factory=list)
+    ``PackOptions(format="ffs", remove=["/etc/motd"])``: keyword arguments
+    name the attributes below; any other name is an error.  (A plain class:
+    importing dataclasses would cost every run more than packing a small tree.)
+    """
+
+    #: Attribute -> default; a callable default makes a fresh value per instance.
+    DEFAULTS = {
+        "format": None,
+        "stubetc": True,
+        "remove": list,
+        #: Spec files (gen_init_cpio list format + meta lines), after the directories.
+        "spec": list,
+        "keep_owner": False,
+        "timestamp": None,
+        "compress": None,
+        "compress_level": None,
+        #: 'little' or 'big'; None: the container target's, else the host's.
+        "byteorder": None,
+        #: Options of the image format (FFS sizes and so on), by name.
+        "format_options": dict,
+        #: Options of the container (target, template, name, ...), by name.
+        "container_options": dict,
+        #: Generate pwd.db/spwd.db/passwd from master.passwd.
+        "pwdb": True,
+        #: A rumprun JSON launch configuration to bake in.
+        "config": None,
+        "progress": None,
+        #: Extra layers applied after the host directories (API users).
+        "layers": list,
+    }
+
+    def __init__(self, **options):
+        unknown = options.keys() - self.DEFAULTS.keys()
+        if unknown:
+            raise TypeError(f"PackOptions: unknown option(s) {', '.join(sorted(unknown))}")
+        for name, default in self.DEFAULTS.items():
+            if name in options:
+                value = options[name]
+            else:
+                value = default() if callable(default) else default
+            setattr(self, name, value)
+
+    def __repr__(self):
+        return "PackOptions(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.DEFAULTS) + ")"
 
 
-@dataclass
 class PackResult:
-    output: str
-    format: str
-    container: str | None
-    image_size: int
-    entries: int
+    """What :func:`pack` wrote."""
+
+    __slots__ = ("output", "format", "container", "image_size", "entries")
+
+    def __init__(self, output: str, format: str, container: str | None, image_size: int,
+                 entries: int):
+        self.output = output
+        self.format = format
+        self.container = container
+        self.image_size = image_size
+        self.entries = entries
+
+    def __repr__(self):
+        return "PackResult(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
 
 def make_layers(sources, opts: PackOptions) -> list[Layer]:
@@ -141,8 +169,29 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
         from .elf import container as elf_container
         target = elf_container.resolve_target(opts.container_options)
     byteorder = opts.byteorder or (target.byteorder if target else sys.byteorder)
-    tree = prepare_tree(sources, opts, byteorder)
-    progress = Progress(0, f"rumpfs: {os.path.basename(output)}", enabled=opts.progress)
+    with AtomicOutput(output) as out:
+        copier = None
+        if not comp and container in (None, "elf"):
+            # The image goes straight into OUT: its copy workers are forked
+            # now, from a process that does not hold the tree yet.
+            copier = Copier(out.fd)
+            copier.start()
+        try:
+            tree = prepare_tree(sources, opts, byteorder)
+            size, progress = _write(tree, out, fmt, fmt_name, comp, container, target, byteorder,
+                                    opts, copier)
+        except BaseException:
+            if copier is not None:
+                copier.abort()
+            raise
+    progress.close()
+    return PackResult(output, fmt_name, container, size, tree.count())
+
+
+def _write(tree: Tree, out: AtomicOutput, fmt, fmt_name: str, comp, container, target,
+           byteorder: str, opts: PackOptions, copier):
+    """Write the image (in its container) into ``out``; (image size, progress)."""
+    progress = Progress(0, f"rumpfs: {os.path.basename(out.path)}", enabled=opts.progress)
     if progress.enabled:
         progress.total = max(1, sum(n.size for n in tree.iter_nodes() if n.data is not None))
     wopts = formats.WriteOptions(byteorder=byteorder, extra=dict(opts.format_options),
@@ -152,6 +201,8 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
         if sink.progress is None:
             sink.progress = progress
             sink.copier.progress = progress
+        if copier is not None and sink.fd == copier.fd:
+            sink.use_copier(copier)
         try:
             if comp:
                 from .compress import CompressingSink
@@ -165,14 +216,11 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
             sink.abort()  # no copy worker outlives a failed write
             raise
 
-    with AtomicOutput(output) as out:
-        if container:
-            size = elf_container.write(container, out, write_image, fmt_name, target,
-                                       opts, tree)
-        else:
-            size = write_image(ImageSink(out.fd, 0, progress))
-    progress.close()
-    return PackResult(output, fmt_name, container, size, tree.count())
+    if container:
+        from .elf import container as elf_container
+        return elf_container.write(container, out, write_image, fmt_name, target, opts,
+                                   tree), progress
+    return write_image(ImageSink(out.fd, 0, progress)), progress
 
 
 def open_image(path: str, offset: int | None = None):

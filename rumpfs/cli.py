@@ -8,9 +8,7 @@ Other parts of rumpfs add their options and commands through the modules in
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib
-import json
 import os
 import signal
 import sys
@@ -58,6 +56,7 @@ def parse_timestamp(text: str) -> int:
         return int(text)
     except ValueError:
         pass
+    import datetime
     try:
         dt = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -68,8 +67,32 @@ def parse_timestamp(text: str) -> int:
     return int(dt.timestamp())
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse makes a help formatter for every add_argument (to check the
+    metavar), and each one asks the terminal for its width: asked once here,
+    which keeps building the parser cheap on every run."""
+
+    _width = None
+
+    def _get_formatter(self):
+        if _Parser._width is None:
+            _Parser._width = _terminal_columns() - 2  # the margin argparse keeps
+        return self.formatter_class(prog=self.prog, width=_Parser._width)
+
+
+def _terminal_columns() -> int:
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rumpfs", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rumpfs {__version__}")
@@ -163,6 +186,8 @@ def cmd_pack(args) -> int:
 
 
 def cmd_ls(args) -> int:
+    import json
+
     from .inspect import open_image
     reader = open_image(args.image)
     out = sys.stdout
@@ -207,6 +232,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_info(args) -> int:
+    import json
+
     from .inspect import describe
     info = describe(args.image)
     if args.json:

@@ -17,7 +17,6 @@ import errno
 import os
 import struct
 import sys
-import tempfile
 import time
 
 from .errors import RumpfsError
@@ -49,11 +48,7 @@ class AtomicOutput:
             raise RumpfsError(f"{self.path}: output directory {directory} does not exist")
         if os.path.isdir(self.path):
             raise RumpfsError(f"{self.path}: output is a directory")
-        try:
-            self.fd, self.tmp = tempfile.mkstemp(
-                prefix="." + os.path.basename(self.path) + ".", suffix=".part", dir=directory)
-        except OSError as e:
-            raise RumpfsError(f"{self.path}: cannot create output: {e.strerror}") from None
+        self.fd, self.tmp = _create_temporary(directory, self.path)
         self.file = os.fdopen(self.fd, "r+b", buffering=0, closefd=False)
         return self
 
@@ -71,6 +66,29 @@ class AtomicOutput:
                     os.unlink(self.tmp)
                 except FileNotFoundError:
                     pass
+
+
+#: Attempts at a free temporary name before giving up.
+TEMPORARY_ATTEMPTS = 100
+
+
+_TEMPORARY_FLAGS = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                    | getattr(os, "O_CLOEXEC", 0))
+
+
+def _create_temporary(directory: str, output: str) -> tuple[int, str]:
+    """A new file ``.OUTPUT.RANDOM.part`` in ``directory``, mode 0600: what
+    tempfile.mkstemp does, without the start-up cost of importing tempfile."""
+    prefix = os.path.join(directory, "." + os.path.basename(output))
+    for _ in range(TEMPORARY_ATTEMPTS):
+        path = f"{prefix}.{os.urandom(6).hex()}.part"
+        try:
+            return os.open(path, _TEMPORARY_FLAGS, 0o600), path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise RumpfsError(f"{output}: cannot create output: {e.strerror}") from None
+    raise RumpfsError(f"{output}: cannot create output: no free temporary name in {directory}")
 
 
 def open_source(data) -> int:
@@ -106,6 +124,15 @@ class ImageSink:
         self.copier = Copier(fd, base, workers, progress)
         #: Jobs whose placeholders are still in the buffer (not yet on disk).
         self._held: list = []
+
+    def use_copier(self, copier: "Copier") -> None:
+        """Copy with ``copier`` (workers started earlier on this sink's file,
+        see :meth:`Copier.start`) instead of a new one."""
+        if copier.fd != self.fd:
+            raise ValueError("the copier writes another file")
+        copier.base = self.base
+        copier.progress = self.progress
+        self.copier = copier
 
     # -- sequential interface ------------------------------------------------
     def write(self, data) -> None:
@@ -189,6 +216,8 @@ class ImageSink:
 #: Files up to this size keep their place in the write buffer (see ImageSink.copy).
 PLACEHOLDER_MAX = 64 << 10
 PLACEHOLDER = memoryview(bytes(PLACEHOLDER_MAX))
+#: Copies larger than this are cut into pieces of this size (shared between workers).
+PIECE_BYTES = 8 << 20
 #: Jobs go to the workers in batches of this many files or bytes ...
 BATCH_JOBS = 1024
 BATCH_BYTES = 64 << 20
@@ -240,10 +269,25 @@ class Copier:
     def add(self, jobs) -> None:
         ready = self.ready
         for job in jobs:
-            ready.append(job)
-            self.ready_bytes += job[3]
+            size = job[3]
+            if size > PIECE_BYTES:
+                # A large file in pieces, so that every worker takes a share.
+                data, src, dst, _ = job
+                ready += [(data, src + k, dst + k, min(PIECE_BYTES, size - k))
+                          for k in range(0, size, PIECE_BYTES)]
+            else:
+                ready.append(job)
+            self.ready_bytes += size
         if self.workers >= 1 and (len(ready) >= BATCH_JOBS or self.ready_bytes >= BATCH_BYTES):
             self._send()
+
+    def start(self) -> None:
+        """Fork the workers now (else they are forked when the first batch
+        is ready).  Forking before the tree is built is cheaper: the child
+        gets small page tables, and the parent's later work on a large tree
+        does not copy pages it shares with the children."""
+        if not self.procs:
+            self._start()
 
     def _start(self) -> None:
         for _ in range(self.workers):
@@ -279,14 +323,21 @@ class Copier:
         self.ready_bytes = 0
         pack = _JOB.pack
         base = self.base
-        frame = b"".join([pack(so, base + do, n, len(d.path)) + d.path for d, so, do, n in jobs])
-        _, jw, _ = self.procs[self.turn % len(self.procs)]
+        n = len(self.procs)
+        # Job k of the batch goes to worker k mod n: every worker gets a
+        # share of each batch, and of each large file's pieces.
+        for k in range(n):
+            _, jw, _ = self.procs[(self.turn + k) % n]
+            share = jobs[k::n]
+            if not share:
+                continue
+            frame = b"".join([pack(so, base + do, m, len(d.path)) + d.path for d, so, do, m in share])
+            try:
+                _write_all(jw, frame)
+            except BrokenPipeError:
+                self.finish()  # the worker stopped: report its error
+                raise RumpfsError("copy worker stopped unexpectedly") from None
         self.turn += 1
-        try:
-            _write_all(jw, frame)
-        except BrokenPipeError:
-            self.finish()  # the worker stopped: report its error
-            raise RumpfsError("copy worker stopped unexpectedly") from None
 
     def finish(self) -> None:
         try:
@@ -296,17 +347,8 @@ class Copier:
                 _copy_jobs(self.fd, self.base, jobs, self.progress)
                 return
             if self.workers >= 1:
-                # Share what is left between the workers.
-                rest, self.ready = self.ready, []
-                if rest and not self.procs:
-                    self._start()
-                for k in range(len(self.procs)):
-                    share = rest[k::len(self.procs)]
-                    if share:
-                        self.ready = share
-                        self.ready_bytes = sum(j[3] for j in share)
-                        self.turn = k
-                        self._send()
+                if self.ready:
+                    self._send()  # what is left, shared between the workers
             else:
                 jobs, self.ready = self.ready, []
                 _copy_jobs(self.fd, self.base, jobs, self.progress)

@@ -12,15 +12,29 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 from .errors import RumpfsError
-from .tree import DIR, IFMT, LNK, NAME_MAX, REG, HostData, Node, Tree, TreeError, display, split_path
+from .hostwalk import walk_host_dir
+from .tree import DIR, REG, HostData, Node, Tree, TreeError, display, split_path
 
 
 class Layer:
-    """Something that changes the tree when applied."""
+    """Something that changes the tree when applied.
+
+    Layers are plain classes (not dataclasses: that module alone would cost
+    every run more start-up than packing a small tree); ``FIELDS`` names
+    the attributes that make two layers equal.
+    """
+
+    FIELDS: tuple = ()
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self.FIELDS)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(" + ", ".join(f"{getattr(self, f)!r}" for f in self.FIELDS) + ")"
 
     def apply(self, tree: Tree, policy: "Policy | None" = None) -> None:  # pragma: no cover
         raise NotImplementedError
@@ -29,12 +43,14 @@ class Layer:
         raise NotImplementedError
 
 
-@dataclass
 class HostDirectory(Layer):
     """A directory of the build host, laid over the image at ``dest``."""
 
-    path: str
-    dest: bytes = b""
+    FIELDS = ("path", "dest")
+
+    def __init__(self, path: str, dest: bytes = b""):
+        self.path = path
+        self.dest = dest
 
     @classmethod
     def parse(cls, spec: str) -> "HostDirectory":
@@ -74,11 +90,13 @@ class HostDirectory(Layer):
             raise RumpfsError(f"{self.path}: {e}") from None
 
 
-@dataclass
 class Remove(Layer):
     """Remove every path matching a glob pattern (``--remove``)."""
 
-    pattern: str
+    FIELDS = ("pattern",)
+
+    def __init__(self, pattern: str):
+        self.pattern = pattern
 
     def describe(self) -> str:
         return f"remove {self.pattern}"
@@ -96,17 +114,17 @@ class Remove(Layer):
             tree.remove(path)
 
 
-def stubetc_path() -> Path:
+def stubetc_path() -> str:
     """The default /etc tree shipped with the package."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "stubetc", here.parent / "stubetc"):
-        if candidate.is_dir():
+    here = os.path.dirname(os.path.realpath(__file__))
+    for candidate in (os.path.join(here, "stubetc"), os.path.join(os.path.dirname(here), "stubetc")):
+        if os.path.isdir(candidate):
             return candidate
     raise RumpfsError("the default /etc (stubetc) is missing from this installation")
 
 
 def stubetc_layer() -> HostDirectory:
-    return StubEtc(str(stubetc_path()), b"/etc")
+    return StubEtc(stubetc_path(), b"/etc")
 
 
 class StubEtc(HostDirectory):
@@ -142,80 +160,18 @@ def node_from_stat(path: bytes, st: os.stat_result, target: bytes | None = None)
                 st.st_ctime_ns, st.st_rdev, target, data, os.fsdecode(path))
 
 
-def walk_host_dir(top: bytes, root: Node, keep_owner: bool = True) -> int:
-    """Fill ``root`` from the host directory ``top``; returns the entry count.
-
-    Symlinks are never followed; hard links (same st_dev and st_ino) become
-    one node under several names; devices, fifos and sockets stay what they are.
-    Owners become 0:0 unless ``keep_owner`` (later spec layers may set others).
-    """
-    links: dict[tuple[int, int], Node] = {}
-    count = 0
-    stack = [(top, root)]
-    new = Node.__new__
-    while stack:
-        dirpath, dirnode = stack.pop()
-        children = dirnode.children
-        try:
-            it = os.scandir(dirpath)
-        except OSError as e:
-            raise RumpfsError(f"{os.fsdecode(dirpath)}: cannot read directory: {e.strerror}") from None
-        with it:
-            for entry in it:
-                name = entry.name
-                if len(name) > NAME_MAX:
-                    raise RumpfsError(f"{os.fsdecode(entry.path)}: name is {len(name)} bytes, "
-                                      f"longer than {NAME_MAX}")
-                st = entry.stat(follow_symlinks=False)
-                mode = st.st_mode
-                kind = mode & IFMT
-                count += 1
-                if st.st_nlink > 1 and kind != DIR:
-                    key = (st.st_dev, st.st_ino)
-                    node = links.get(key)
-                    if node is not None:
-                        children[name] = node
-                        continue
-                else:
-                    key = None
-                # Filled field by field: this runs once per host entry.
-                node = new(Node)
-                node.mode = mode
-                if keep_owner:
-                    node.uid = st.st_uid
-                    node.gid = st.st_gid
-                else:
-                    node.uid = node.gid = 0
-                node.mtime_ns = st.st_mtime_ns
-                node.atime_ns = st.st_atime_ns
-                node.ctime_ns = st.st_ctime_ns
-                node.rdev = st.st_rdev
-                node.origin = None
-                node.children = None
-                node.target = None
-                node.data = None
-                if kind == REG:
-                    node.data = HostData(entry.path, st.st_size, st.st_blocks * 512 < st.st_size)
-                elif kind == DIR:
-                    node.children = {}
-                    stack.append((entry.path, node))
-                elif kind == LNK:
-                    node.target = os.readlink(entry.path)
-                if key is not None:
-                    links[key] = node
-                children[name] = node
-    return count
-
-
-@dataclass
 class Policy:
     """What makes the output reproducible."""
 
-    keep_owner: bool = False
-    #: Set every time to this (seconds since the epoch), ``--timestamp``.
-    timestamp: int | None = None
-    #: Clamp times to this (SOURCE_DATE_EPOCH).
-    clamp: int | None = None
+    __slots__ = ("keep_owner", "timestamp", "clamp")
+
+    def __init__(self, keep_owner: bool = False, timestamp: int | None = None,
+                 clamp: int | None = None):
+        self.keep_owner = keep_owner
+        #: Set every time to this (seconds since the epoch), ``--timestamp``.
+        self.timestamp = timestamp
+        #: Clamp times to this (SOURCE_DATE_EPOCH).
+        self.clamp = clamp
 
     @classmethod
     def from_environment(cls, keep_owner: bool = False, timestamp: int | None = None,

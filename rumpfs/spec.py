@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 
 from .errors import RumpfsError
 from .sources import Layer
@@ -55,11 +54,13 @@ def _mode(text: str, where: str) -> int:
     return value
 
 
-@dataclass
 class SpecFile(Layer):
     """A spec file applied as a layer."""
 
-    path: str
+    FIELDS = ("path",)
+
+    def __init__(self, path: str):
+        self.path = path
 
     def describe(self) -> str:
         return f"spec {self.path}"

@@ -20,11 +20,10 @@ is ``b""``): a name that is not UTF-8 survives unchanged.
 from __future__ import annotations
 
 import errno
-import fnmatch
 import os
 import stat
-from collections import Counter
-from typing import Iterator, NamedTuple
+from collections import Counter, namedtuple
+from collections.abc import Iterator
 
 S_IFMT = stat.S_IFMT
 #: The type bits of st_mode (``mode & IFMT`` is ``S_IFMT(mode)`` without a call).
@@ -186,14 +185,11 @@ class Node:
         return f"<Node {KIND_NAMES.get(self.kind, '?')} {oct(self.perm)} {self.describe_origin()}>"
 
 
-class WalkEntry(NamedTuple):
-    """One name met by :meth:`Tree.walk`."""
-
-    path: bytes
-    node: Node
-    #: Path of the first name of this node when this one is a further hard link.
-    link_of: bytes | None
-    depth: int
+#: One name met by :meth:`Tree.walk`: its path, its node, the path of the
+#: first name of the node when this one is a further hard link (else None),
+#: and its depth below the root.  (collections.namedtuple: typing.NamedTuple
+#: would cost every run the import of typing.)
+WalkEntry = namedtuple("WalkEntry", "path node link_of depth")
 
 
 _new_entry = tuple.__new__  # builds WalkEntry without a Python-level __init__ (hot path)
@@ -287,6 +283,8 @@ class Tree:
 
     def glob(self, pattern: bytes | str) -> list[bytes]:
         """Paths matching a shell pattern, ``*`` not crossing ``/``."""
+        from fnmatch import fnmatchcase  # imported here: only --remove needs it
+
         parts = split_path(pattern)
         found = [(b"", self.root)]
         for part in parts:
@@ -301,7 +299,7 @@ class Tree:
                         nxt.append((join(path, part), child))
                     continue
                 for name in sorted(node.children):
-                    if fnmatch.fnmatchcase(name, part):
+                    if fnmatchcase(name, part):
                         nxt.append((join(path, name), node.children[name]))
             found = nxt
         return [p for p, _ in found]

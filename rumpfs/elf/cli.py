@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 
-from . import targets, templates
-
 OBJECT_EPILOG = """\
 An output named .o is an ELF relocatable object holding the image; .S/.s is
 assembler source that .incbins OUT.img; .c is a C array.  The object defines
@@ -26,20 +24,49 @@ def _align(text: str) -> int:
     return value
 
 
+class _WhenShown:
+    """Help text made only when help is printed (argparse expands
+    ``%(name)s`` from the action's attributes at that moment): the target
+    and template tables import the ELF layouts, which a run that prints no
+    help should not pay for."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __str__(self) -> str:
+        return self.make()
+
+
+def _target_names() -> str:
+    from . import targets
+    return ", ".join(targets.names())
+
+
+def _template_names() -> str:
+    from . import templates
+    return ", ".join(templates.BUILTIN)
+
+
+def _default_name() -> str:
+    from . import templates
+    return templates.DEFAULT_NAME
+
+
 def add_object_arguments(group, image_format: bool = True) -> None:
-    group.add_argument("--target", metavar="NAME",
-                       help=f"target: {', '.join(targets.names())} (default: the host)")
+    action = group.add_argument("--target", metavar="NAME",
+                                help="target: %(known)s (default: the host)")
+    action.known = _WhenShown(_target_names)
     group.add_argument("--like", metavar="OBJECT",
                        help="copy class, byte order, machine, flags and OS ABI from this ELF file")
     group.add_argument("--float-abi", metavar="ABI",
                        help="float ABI: arm hard|soft, riscv double|single|soft|quad, "
                             "loongarch64 double|single|soft")
-    group.add_argument("--template", metavar="NAME|FILE.toml",
-                       help=f"section template: {', '.join(templates.BUILTIN)} "
-                            f"(default rumpfs), or a TOML file")
-    group.add_argument("--name", metavar="NAME",
-                       help=f"component name in section and symbol names "
-                            f"(C identifier; default {templates.DEFAULT_NAME})")
+    action = group.add_argument("--template", metavar="NAME|FILE.toml",
+                                help="section template: %(known)s (default rumpfs), or a TOML file")
+    action.known = _WhenShown(_template_names)
+    action = group.add_argument("--name", metavar="NAME", help="component name in section and "
+                                "symbol names (C identifier; default %(default_name)s)")
+    action.default_name = _WhenShown(_default_name)
     group.add_argument("--mount-point", metavar="PATH",
                        help="mount point recorded in the registry (default /)")
     group.add_argument("--writable", action="store_true", default=None,

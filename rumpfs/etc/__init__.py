@@ -16,8 +16,10 @@ import stat
 
 from ..errors import RumpfsError
 from ..tree import REG, BytesData, Node, Tree, TreeError, display
-from . import config as _config
-from . import db185, passwd
+
+# The generators (config, db185, passwd) are imported by the functions that
+# use them: the command line imports this package on every run to add its
+# options, and they pull in construct.
 
 #: Generated files: image path -> permission bits.
 PWD_DB = ("etc/pwd.db", 0o644)
@@ -57,6 +59,8 @@ def _generated(data: bytes, perm: int, like: Node, origin: str) -> Node:
 
 def generate_pwdb(tree: Tree, byteorder: str) -> bool:
     """pwd.db, spwd.db and passwd from /etc/master.passwd; False if there is none."""
+    from . import db185, passwd
+
     master = _regular(tree, passwd.MASTER_PASSWD)
     if master is None:
         return False
@@ -80,6 +84,7 @@ def generate_pwdb(tree: Tree, byteorder: str) -> bool:
 def place_config(tree: Tree, path: str, policy) -> None:
     """The validated configuration file at CONFIG_PATH, timed like any host file."""
     from ..sources import apply_policy
+    from . import config as _config
 
     data = _config.load(path)
     st = os.stat(path)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 
 from ..errors import RumpfsError
-from .passwd import MASTER_PASSWD
 
 STUBETC_EPILOG = """\
 The files are the default /etc that every pack starts from (unless
@@ -50,10 +48,14 @@ def add_commands(subparsers) -> None:
 
 def write_stubetc(directory: str, force: bool = False) -> list[str]:
     """Copy the default /etc into ``directory``; returns the names written."""
+    # Imported here: the parser imports this module on every run.
+    import shutil
+
     from ..sources import stubetc_path
+    from .passwd import MASTER_PASSWD
 
     src = stubetc_path()
-    names = sorted(p.name for p in src.iterdir() if p.is_file())
+    names = sorted(e.name for e in os.scandir(src) if e.is_file())
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise RumpfsError(f"{directory}: exists and is not a directory")
     if not force:
@@ -65,7 +67,7 @@ def write_stubetc(directory: str, force: bool = False) -> list[str]:
     secret = os.path.basename(MASTER_PASSWD)
     for name in names:
         dest = os.path.join(directory, name)
-        shutil.copyfile(src / name, dest)
+        shutil.copyfile(os.path.join(src, name), dest)
         os.chmod(dest, 0o600 if name == secret else 0o644)
     return names
 

@@ -16,43 +16,63 @@ import importlib
 import os
 import stat
 import time
-from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from io import IOBase as BinaryIO
 
 from ..errors import RumpfsError
 from ..tree import KIND_LETTERS, KIND_NAMES, display
 
+# Plain classes rather than dataclasses: every ``rumpfs`` run imports this
+# module, and the dataclasses module alone costs more start-up time than
+# packing a small tree.
 
-@dataclass
+
 class WriteOptions:
     """Everything a writer may be told; formats read the fields they know."""
 
-    #: Byte order of the target ('little' or 'big'): FFS metadata, pwd.db.
-    byteorder: str = "little"
-    #: Format-specific options from the command line or the API, by name.
-    extra: dict = field(default_factory=dict)
-    progress: object = None
+    __slots__ = ("byteorder", "extra", "progress")
+
+    def __init__(self, byteorder: str = "little", extra: dict | None = None, progress=None):
+        #: Byte order of the target ('little' or 'big'): FFS metadata, pwd.db.
+        self.byteorder = byteorder
+        #: Format-specific options from the command line or the API, by name.
+        self.extra = {} if extra is None else extra
+        self.progress = progress
 
     def get(self, name, default=None):
         return self.extra.get(name, default)
 
 
-@dataclass
 class Entry:
     """One name inside an image, as a reader sees it."""
 
-    path: bytes
-    mode: int
-    uid: int = 0
-    gid: int = 0
-    size: int = 0
-    mtime_ns: int = 0
-    nlink: int = 1
-    target: bytes | None = None
-    rdev: int = 0
-    ino: int = 0
-    #: Path of the earlier name this one is a hard link to, when known.
-    link_of: bytes | None = None
+    __slots__ = ("path", "mode", "uid", "gid", "size", "mtime_ns", "nlink", "target",
+                 "rdev", "ino", "link_of")
+
+    def __init__(self, path: bytes, mode: int, uid: int = 0, gid: int = 0, size: int = 0,
+                 mtime_ns: int = 0, nlink: int = 1, target: bytes | None = None,
+                 rdev: int = 0, ino: int = 0, link_of: bytes | None = None):
+        self.path = path
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.nlink = nlink
+        self.target = target
+        self.rdev = rdev
+        self.ino = ino
+        #: Path of the earlier name this one is a hard link to, when known.
+        self.link_of = link_of
+
+    def _key(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other):
+        return self._key() == other._key() if isinstance(other, Entry) else NotImplemented
+
+    def __repr__(self):
+        return "Entry(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
     @property
     def kind(self) -> int:

@@ -12,13 +12,19 @@ The header is declared once, below, with construct.  The writer and reader
 use a ``struct`` format and slice offsets derived from that declaration
 (:func:`header_builder`, :data:`FIELD_SLICES`) because they handle one header
 per file and construct's per-field machinery would dominate the cost.
+
+Importing this module does not import construct (35-55 ms, more than
+writing a small archive): ``HexField``, ``Header`` and ``Trailer`` are built
+when first used, and :data:`FIELDS`, :data:`MAGIC_SIZE` and
+:data:`HEADER_SIZE` come from ``_compiled.py``, generated from this module by
+``python -m rumpfs.formats.precompile`` (:mod:`rumpfs.formats.precompile`),
+as long as it was generated from this very source; otherwise they are
+derived from the declaration.
 """
 
 from __future__ import annotations
 
 import struct
-
-from construct import Bytes, Const, ExprAdapter, OneOf, Struct
 
 NEWC_MAGIC = b"070701"
 CRC_MAGIC = b"070702"
@@ -34,37 +40,84 @@ FIELD_MAX = 0xFFFFFFFF
 
 HEX_DIGITS = 8
 
-#: An 8-digit upper-case hexadecimal number (readers accept either case).
-HexField = ExprAdapter(
-    Bytes(HEX_DIGITS),
-    decoder=lambda obj, ctx: int(obj, 16),
-    encoder=lambda obj, ctx: b"%08X" % obj,
-)
 
-Header = Struct(
-    "c_magic" / OneOf(Bytes(6), [NEWC_MAGIC, CRC_MAGIC]),
-    "c_ino" / HexField,
-    "c_mode" / HexField,
-    "c_uid" / HexField,
-    "c_gid" / HexField,
-    "c_nlink" / HexField,
-    "c_mtime" / HexField,
-    "c_filesize" / HexField,
-    "c_devmajor" / HexField,
-    "c_devminor" / HexField,
-    "c_rdevmajor" / HexField,
-    "c_rdevminor" / HexField,
-    "c_namesize" / HexField,
-    "c_check" / HexField,
-)
+def _declare() -> dict:
+    """The construct declarations, by name (imports construct)."""
+    from construct import Bytes, Const, ExprAdapter, OneOf, Struct
 
-HEADER_SIZE = Header.sizeof()
-assert HEADER_SIZE == 110
+    #: An 8-digit upper-case hexadecimal number (readers accept either case).
+    HexField = ExprAdapter(
+        Bytes(HEX_DIGITS),
+        decoder=lambda obj, ctx: int(obj, 16),
+        encoder=lambda obj, ctx: b"%08X" % obj,
+    )
 
+    Header = Struct(
+        "c_magic" / OneOf(Bytes(6), [NEWC_MAGIC, CRC_MAGIC]),
+        "c_ino" / HexField,
+        "c_mode" / HexField,
+        "c_uid" / HexField,
+        "c_gid" / HexField,
+        "c_nlink" / HexField,
+        "c_mtime" / HexField,
+        "c_filesize" / HexField,
+        "c_devmajor" / HexField,
+        "c_devminor" / HexField,
+        "c_rdevmajor" / HexField,
+        "c_rdevminor" / HexField,
+        "c_namesize" / HexField,
+        "c_check" / HexField,
+    )
+
+    Trailer = Struct("name" / Const(TRAILER_NAME + b"\0"))
+    return {"HexField": HexField, "Header": Header, "Trailer": Trailer}
+
+
+def __getattr__(name: str):
+    # HexField, Header, Trailer: declared on first use.
+    if name not in ("HexField", "Header", "Trailer"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals().update(_declare())
+    return globals()[name]
+
+
+def precompile() -> dict:
+    """What ``python -m rumpfs.formats.precompile`` writes into
+    ``_compiled.py``, derived from ``Header`` (imports construct): the
+    numeric fields in on-disk order, the width they all share, the sizes of
+    the magic and of the whole header."""
+    header = _declare()["Header"]
+    numeric = header.subcons[1:]
+    widths = {sc.subcon.sizeof() for sc in numeric}
+    if len(widths) != 1:
+        raise AssertionError(f"cpio header fields of several widths: {sorted(widths)}")
+    return {
+        "FIELDS": tuple(sc.name for sc in numeric),
+        "FIELD_WIDTH": widths.pop(),
+        "MAGIC_SIZE": header.subcons[0].sizeof(),
+        "HEADER_SIZE": header.sizeof(),
+    }
+
+
+def _generated():
+    """``_compiled``, the numbers generated from this module, if it was
+    generated from this very source; else None (construct derives them)."""
+    from ..precompile import load
+
+    return load(__name__, globals().get("__file__"))
+
+
+_GENERATED = _generated()
+_facts = precompile() if _GENERATED is None else vars(_GENERATED)
 #: The numeric fields in on-disk order, as declared above.
-FIELDS = tuple(sc.name for sc in Header.subcons[1:])
-assert all(sc.subcon.sizeof() == HEX_DIGITS for sc in Header.subcons[1:])
-MAGIC_SIZE = Header.subcons[0].sizeof()
+FIELDS = _facts["FIELDS"]
+#: Hex digits of each numeric field; bytes of the magic; of a whole header.
+FIELD_WIDTH = _facts["FIELD_WIDTH"]
+MAGIC_SIZE = _facts["MAGIC_SIZE"]
+HEADER_SIZE = _facts["HEADER_SIZE"]
+del _facts
+assert HEADER_SIZE == 110
+assert FIELD_WIDTH == HEX_DIGITS  # one 32-bit word per field, below
 
 #: The numeric fields as big-endian 32-bit words: their hex digits, upper
 #: case, are exactly the header's text (one word per 8-digit field).
@@ -72,8 +125,6 @@ _WORDS = struct.Struct(">%dI" % len(FIELDS))
 #: Byte ranges of each numeric field inside a header.
 FIELD_SLICES = {name: slice(MAGIC_SIZE + i * HEX_DIGITS, MAGIC_SIZE + (i + 1) * HEX_DIGITS)
                 for i, name in enumerate(FIELDS)}
-
-Trailer = Struct("name" / Const(TRAILER_NAME + b"\0"))
 
 
 def pad(n: int, boundary: int = ALIGNMENT) -> int:

@@ -26,8 +26,6 @@ space is a prefix of it and the rest stays free (a hole in the output file).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ...errors import RumpfsError
 from . import layout as L
 from .layout import howmany, roundup
@@ -114,19 +112,26 @@ class Params:
                 f"{self.fsize}-byte fragments")
 
 
-@dataclass
 class Need:
-    """What the tree needs, from the writer's plan."""
+    """What the tree needs, from the writer's plan.  (A plain class: the
+    writer's imports stay free of dataclasses, a start-up cost of its own.)"""
 
-    #: Full data blocks (file data, indirect blocks, directories, symlinks).
-    blocks: int
-    #: tail_bins(cs_frags) -> blocks that hold all fragment tails plus a
-    #: csum area tail of ``cs_frags`` fragments.
-    tail_bins: object
-    #: Inodes in use, counting the reserved inodes 0 and 1.
-    inodes: int
-    #: Bytes of file data (for messages).
-    data_bytes: int = 0
+    __slots__ = ("blocks", "tail_bins", "inodes", "data_bytes")
+
+    def __init__(self, blocks: int, tail_bins, inodes: int, data_bytes: int = 0):
+        #: Full data blocks (file data, indirect blocks, directories, symlinks).
+        self.blocks = blocks
+        #: tail_bins(cs_frags) -> blocks that hold all fragment tails plus a
+        #: csum area tail of ``cs_frags`` fragments.
+        self.tail_bins = tail_bins
+        #: Inodes in use, counting the reserved inodes 0 and 1.
+        self.inodes = inodes
+        #: Bytes of file data (for messages).
+        self.data_bytes = data_bytes
+
+    def __repr__(self):
+        return (f"Need(blocks={self.blocks}, inodes={self.inodes}, "
+                f"data_bytes={self.data_bytes})")
 
     def data_blocks(self, p: Params, ncg: int) -> int:
         """Blocks of the data area for ``ncg`` cylinder groups (the csum area
@@ -138,7 +143,7 @@ class Need:
         return self.blocks + howmany(cs_frags, p.frag) + self.tail_bins(0)
 
     #: sizeof(struct csum): one per cylinder group in the csum area.
-    csum_size = L.LITTLE.csum.sizeof()
+    csum_size = L.SIZEOF_CSUM
 
 
 def csum_frags(p: Params, ncg: int) -> int:

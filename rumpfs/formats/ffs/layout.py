@@ -33,6 +33,14 @@ the writer's and reader's hot paths: thousands of inodes and directory
 entries) so the layout is never written down twice.  :func:`offsetof` gives a
 field's byte offset inside a declaration.
 
+Importing this module does not import construct (35-55 ms, more than
+packing a small tree): the construct objects are built the first time an
+attribute such as ``L.fs`` is used, and :meth:`Layout.fast`, ``SIZEOF_FS``,
+``SIZEOF_CSUM`` and ``FS_MAGIC_OFFSET`` come from ``_compiled.py``, generated
+from these declarations by ``python -m rumpfs.formats.precompile``
+(:mod:`rumpfs.formats.precompile`), as long as it was generated from this
+very source; otherwise they are derived from construct, as before.
+
 The geometry helpers at the end (:func:`cg_map_offsets`, :func:`cgsize`,
 :func:`maxfilesize`, ...) are the formulas of ``fs.h`` and newfs/fsck that a
 writer and a checker must compute identically.
@@ -41,20 +49,7 @@ writer and a checker must compute identically.
 from __future__ import annotations
 
 import struct as _struct
-from dataclasses import dataclass
 from functools import lru_cache
-
-from construct import (
-    Array,
-    Bytes,
-    Default,
-    FormatField,
-    Padded,
-    Padding,
-    Pass,
-    Renamed,
-    Struct,
-)
 
 # --- Locations and sizes (fs.h) --------------------------------------------
 
@@ -205,11 +200,32 @@ def UFS_DIRECTSIZ(namlen: int) -> int:
 # --- Declarations -----------------------------------------------------------
 
 
+#: sizeof() of each declaration, as the C headers give it.
+_SIZES = {
+    "csum": 16,
+    "csum_total": 64,
+    "fs": 1376,
+    "cg": 168,
+    "ufs1_dinode": DINODE1_SIZE,
+    "ufs2_dinode": DINODE2_SIZE,
+    "direct": DIRECT_HEADER_SIZE,
+}
+
+#: struct's and construct's byte-order prefixes.
+_PREFIX = {"little": "<", "big": ">"}
+
+
+# construct is imported by the functions that build declarations, not by the
+# module: the writer gets by without it (see the module docstring).
+
+
 class _Types:
     """The C integer types of one byte order, as construct fields."""
 
     def __init__(self, byteorder: str):
-        e = {"little": "<", "big": ">"}[byteorder]
+        from construct import FormatField
+
+        e = _PREFIX[byteorder]
         self.int8 = FormatField(e, "b")
         self.uint8 = FormatField(e, "B")
         self.int16 = FormatField(e, "h")
@@ -221,10 +237,14 @@ class _Types:
 
 
 def _zero(field):
+    from construct import Default
+
     return Default(field, 0)
 
 
 def _zeros(field, count):
+    from construct import Array, Default
+
     return Default(Array(count, field), [0] * count)
 
 
@@ -232,13 +252,28 @@ class Layout:
     """The FFS structures in one byte order (``"little"`` or ``"big"``).
 
     Attributes ``fs``, ``csum``, ``csum_total``, ``cg``, ``ufs1_dinode``,
-    ``ufs2_dinode`` and ``direct`` are construct Structs; :meth:`fast` gives
-    their precompiled :class:`FastStruct`.
+    ``ufs2_dinode`` and ``direct`` are construct Structs, declared when one
+    of them is first used; :meth:`fast` gives their precompiled
+    :class:`FastStruct`, without construct while ``_compiled.py`` is current.
     """
 
     def __init__(self, byteorder: str):
+        if byteorder not in _PREFIX:
+            raise ValueError(f"byte order must be 'little' or 'big', not {byteorder!r}")
         self.byteorder = byteorder
-        t = _Types(byteorder)
+
+    def __getattr__(self, name: str):
+        # Only reached when the attribute is missing: declare on first use.
+        if name not in _SIZES:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self._declare()
+        return self.__dict__[name]
+
+    def _declare(self) -> None:
+        """The declarations, field by field as in the C headers."""
+        from construct import Bytes, Default, Padding, Struct
+
+        t = _Types(self.byteorder)
         i8, u8, i16, u16 = map(_zero, (t.int8, t.uint8, t.int16, t.uint16))
         i32, u32, i64, u64 = map(_zero, (t.int32, t.uint32, t.int64, t.uint64))
 
@@ -454,10 +489,11 @@ class Layout:
             got = getattr(self, name).sizeof()
             assert got == size, f"sizeof(struct {name}) = {got}, expected {size}"
 
-    def dinode(self, ufs2: bool) -> Struct:
+    def dinode(self, ufs2: bool):
+        """The construct declaration of the inode of UFS1 or UFS2."""
         return self.ufs2_dinode if ufs2 else self.ufs1_dinode
 
-    def fast(self, name: str) -> "FastStruct":
+    def fast(self, name: str) -> FastStruct:
         """The precompiled form of the declaration called ``name``."""
         return _fast_cached(self.byteorder, name)
 
@@ -465,49 +501,33 @@ class Layout:
         return f"<FFS layout, {self.byteorder} endian>"
 
 
-#: sizeof() of each declaration, as the C headers give it.
-_SIZES = {
-    "csum": 16,
-    "csum_total": 64,
-    "fs": 1376,
-    "cg": 168,
-    "ufs1_dinode": DINODE1_SIZE,
-    "ufs2_dinode": DINODE2_SIZE,
-    "direct": DIRECT_HEADER_SIZE,
-}
-
-
 # --- Precompiled structs ----------------------------------------------------
 
-
-@dataclass(frozen=True)
-class _Field:
-    name: str
-    count: int | None          # None: a scalar; n: an array of n
-    sub: tuple | None = None   # fields of a nested struct
-    default: object = 0        # packed when a dict leaves the field out
+# For struct, a declaration is its format characters without the byte-order
+# prefix (the same in both orders) and its field tree: per field, in order,
+# (name, count, sub, default) -- count None for a scalar or the length of an
+# array; sub the field tree of a nested struct, else None; default what
+# pack_dict writes for a field a dict leaves out.  Padding is in the format
+# but has no field.  _compiled.py stores exactly these.
 
 
 class FastStruct:
-    """A :class:`struct.Struct` derived from a construct declaration.
+    """A :class:`struct.Struct` for one declaration, from its description.
 
     ``struct`` packs and unpacks positionally, in :attr:`names` order (arrays
     and nested structs flattened); :meth:`unpack_dict` and :meth:`pack_dict`
     give C-shaped dicts (arrays as lists, nested structs as dicts).
     """
 
-    def __init__(self, con: Struct, byteorder: str | None = None):
-        fmt = []
-        fields = _flatten(con, fmt)
-        prefix = {"little": "<", "big": ">", None: None}[byteorder]
-        if prefix is None:
-            prefix = _byteorder_of(con)
-        self.struct = _struct.Struct(prefix + "".join(fmt))
-        self.size = self.struct.size
+    __slots__ = ("format", "fields", "struct", "size", "names")
+
+    def __init__(self, fmt: str, fields: tuple, byteorder: str):
+        #: The description: format characters without byte order, field tree.
+        self.format = fmt
         self.fields = fields
+        self.struct = _struct.Struct(_PREFIX[byteorder] + fmt)
+        self.size = self.struct.size
         self.names = tuple(_names(fields))
-        if self.size != con.sizeof():
-            raise AssertionError(f"fast_struct size {self.size} != {con.sizeof()}")
 
     def unpack_dict(self, buf, offset: int = 0) -> dict:
         values = iter(self.struct.unpack_from(buf, offset))
@@ -520,92 +540,112 @@ class FastStruct:
         self.struct.pack_into(buf, offset, *_spread(self.fields, d))
 
 
+def describe(con) -> tuple:
+    """The description ``(format, field tree)`` of a construct declaration
+    of fixed-size fields (imports construct)."""
+    fmt = []
+    fields = _flatten(con, fmt)
+    # One item per field, spaced (struct ignores the spaces): readable, and
+    # the generated file can wrap it.
+    return " ".join(fmt), fields
+
+
 def _byteorder_of(con) -> str:
+    from construct import Array, FormatField
+
     for sc in con.subcons:
         inner = _unwrap(sc)
         if isinstance(inner, Array):
             inner = _unwrap(inner.subcon)
         if isinstance(inner, FormatField):
-            return inner.fmtstr[0]
-    return "<"
+            return "big" if inner.fmtstr[0] in ">!" else "little"
+    return "little"
 
 
 def _unwrap(con):
+    from construct import Default, Renamed
+
     # Default / Renamed are transparent for layout purposes.
     while isinstance(con, (Renamed, Default)):
         con = con.subcon
     return con
 
 
-def _flatten(con: Struct, fmt: list) -> tuple:
+def _flatten(con, fmt: list) -> tuple:
+    from construct import Array, Bytes, FormatField, Padded, Pass, Struct
+
     fields = []
     for sc in con.subcons:
         name = sc.name
         inner = _unwrap(sc)
         if isinstance(inner, FormatField):
             fmt.append(inner.fmtstr[1:])
-            fields.append(_Field(name, None))
+            fields.append((name, None, None, 0))
         elif isinstance(inner, Array) and isinstance(_unwrap(inner.subcon), FormatField):
             fmt.append(f"{inner.count}{_unwrap(inner.subcon).fmtstr[1:]}")
-            fields.append(_Field(name, inner.count))
+            fields.append((name, inner.count, None, 0))
         elif isinstance(inner, Bytes):
             fmt.append(f"{inner.length}s")
-            fields.append(_Field(name, None, None, b""))
+            fields.append((name, None, None, b""))
         elif isinstance(inner, Padded) and inner.subcon is Pass:
             fmt.append(f"{inner.length}x")
         elif isinstance(inner, Struct):
-            fields.append(_Field(name, None, _flatten(inner, fmt)))
+            fields.append((name, None, _flatten(inner, fmt), 0))
         else:  # pragma: no cover - only for declarations this module does not make
             raise TypeError(f"fast_struct: cannot compile field {name!r} ({type(inner).__name__})")
     return tuple(fields)
 
 
 def _names(fields, prefix=""):
-    for f in fields:
-        if f.sub is not None:
-            yield from _names(f.sub, prefix + f.name + ".")
-        elif f.count is None:
-            yield prefix + f.name
+    for name, count, sub, _default in fields:
+        if sub is not None:
+            yield from _names(sub, prefix + name + ".")
+        elif count is None:
+            yield prefix + name
         else:
-            for i in range(f.count):
-                yield f"{prefix}{f.name}[{i}]"
+            for i in range(count):
+                yield f"{prefix}{name}[{i}]"
 
 
 def _regroup(fields, values) -> dict:
     out = {}
-    for f in fields:
-        if f.sub is not None:
-            out[f.name] = _regroup(f.sub, values)
-        elif f.count is None:
-            out[f.name] = next(values)
+    for name, count, sub, _default in fields:
+        if sub is not None:
+            out[name] = _regroup(sub, values)
+        elif count is None:
+            out[name] = next(values)
         else:
-            out[f.name] = [next(values) for _ in range(f.count)]
+            out[name] = [next(values) for _ in range(count)]
     return out
 
 
 def _spread(fields, d: dict) -> list:
     out = []
-    for f in fields:
-        v = d.get(f.name)
-        if f.sub is not None:
-            out.extend(_spread(f.sub, v or {}))
-        elif f.count is None:
-            out.append(v if v is not None else f.default)
+    for name, count, sub, default in fields:
+        v = d.get(name)
+        if sub is not None:
+            out.extend(_spread(sub, v or {}))
+        elif count is None:
+            out.append(v if v is not None else default)
         else:
             v = list(v or ())
-            if len(v) > f.count:
-                raise ValueError(f"{f.name}: {len(v)} values, at most {f.count}")
-            out.extend(v + [0] * (f.count - len(v)))
+            if len(v) > count:
+                raise ValueError(f"{name}: {len(v)} values, at most {count}")
+            out.extend(v + [0] * (count - len(v)))
     return out
 
 
-def fast_struct(con: Struct, byteorder: str | None = None) -> FastStruct:
+def fast_struct(con, byteorder: str | None = None) -> FastStruct:
     """Compile a construct declaration of fixed-size fields into a
     :class:`FastStruct`.  The byte order is the declaration's unless given."""
-    return FastStruct(con, byteorder)
+    fmt, fields = describe(con)
+    fast = FastStruct(fmt, fields, byteorder or _byteorder_of(con))
+    if fast.size != con.sizeof():
+        raise AssertionError(f"fast_struct size {fast.size} != {con.sizeof()}")
+    return fast
 
 
-def offsetof(con: Struct, path: str) -> int:
+def offsetof(con, path: str) -> int:
     """Byte offset of field ``path`` (``"fs_cstotal.cs_nbfree"``, ``"di_db[3]"``)
     inside a declaration."""
     head, _, rest = path.partition(".")
@@ -632,11 +672,6 @@ LITTLE = Layout("little")
 BIG = Layout("big")
 
 
-#: sizeof(struct fs) and where fs_magic sits in it (the same in both orders).
-SIZEOF_FS = LITTLE.fs.sizeof()
-FS_MAGIC_OFFSET = offsetof(LITTLE.fs, "fs_magic")
-
-
 def structs(byteorder: str) -> Layout:
     """The declarations for ``byteorder`` (``"little"`` or ``"big"``)."""
     if byteorder == "little":
@@ -647,8 +682,60 @@ def structs(byteorder: str) -> Layout:
 
 
 @lru_cache(maxsize=None)
+def _generated():
+    """``_compiled``, the descriptions generated from these declarations, if
+    it was generated from this very source; else None (construct derives)."""
+    from ..precompile import load
+
+    return load(__name__, globals().get("__file__"))
+
+
+@lru_cache(maxsize=None)
 def _fast_cached(byteorder: str, name: str) -> FastStruct:
-    return FastStruct(getattr(structs(byteorder), name))
+    generated = _generated()
+    if generated is None or name not in generated.STRUCTS:
+        return fast_struct(getattr(structs(byteorder), name), byteorder)
+    fmt, fields, size = generated.STRUCTS[name]
+    fast = FastStruct(fmt, fields, byteorder)
+    if fast.size != size:  # pragma: no cover - the generator derived both
+        raise AssertionError(f"{name}: generated format is {fast.size} bytes, not {size}")
+    return fast
+
+
+#: Numbers derived from the declarations (the same in both byte orders):
+#: module attributes computed on first use (:func:`__getattr__`), from
+#: ``_compiled.py`` when it is current, else from construct.
+_DERIVED = {
+    #: sizeof(struct fs) and where fs_magic sits in it.
+    "SIZEOF_FS": lambda: LITTLE.fs.sizeof(),
+    "FS_MAGIC_OFFSET": lambda: offsetof(LITTLE.fs, "fs_magic"),
+    #: sizeof(struct csum): one per cylinder group in the csum area.
+    "SIZEOF_CSUM": lambda: LITTLE.csum.sizeof(),
+}
+
+
+def __getattr__(name: str):
+    derive = _DERIVED.get(name)
+    if derive is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    generated = _generated()
+    value = derive() if generated is None else getattr(generated, name)
+    globals()[name] = value
+    return value
+
+
+def precompile() -> dict:
+    """What ``python -m rumpfs.formats.precompile`` writes into
+    ``_compiled.py``, derived from the declarations (imports construct):
+    ``STRUCTS``, name -> (format, field tree, size), and the numbers of
+    :data:`_DERIVED`."""
+    out = {}
+    for name in _SIZES:
+        desc = describe(getattr(LITTLE, name))
+        if describe(getattr(BIG, name)) != desc:
+            raise AssertionError(f"struct {name}: the byte orders differ beyond the prefix")
+        out[name] = desc + (getattr(LITTLE, name).sizeof(),)
+    return {"STRUCTS": out, **{name: derive() for name, derive in _DERIVED.items()}}
 
 
 # --- Formulas shared by writer and checker ----------------------------------
@@ -748,4 +835,4 @@ def ilog2(x: int) -> int:
     return x.bit_length() - 1
 
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [name for name in dir() if not name.startswith("_")] + list(_DERIVED)

@@ -27,8 +27,9 @@ the plan keeps per-inode facts in parallel lists indexed by inode number and
 keeps objects (:class:`Blocks`) only for the inodes that have full blocks.
 
 Every structure comes from :mod:`.layout` (the declarations of fs.h,
-dinode.h and dir.h); inodes and directory entries are packed with the
-precompiled ``struct`` forms derived from those declarations.
+dinode.h and dir.h) and is packed with the precompiled ``struct`` forms
+derived from those declarations (:meth:`.layout.Layout.fast`), the
+superblock included: writing an image does not import construct.
 """
 
 from __future__ import annotations
@@ -1132,7 +1133,7 @@ class Writer:
                 "fs_old_postblformat": L.FS_DYNAMICPOSTBLFMT,
                 "fs_old_nrpos": 1,
             })
-        raw = self.layout.fs.build(f)
+        raw = self.layout.fast("fs").pack_dict(f)
         return raw.ljust(f["fs_sbsize"], b"\0")
 
     def _write_superblocks(self, geo: G.Geometry) -> None:
