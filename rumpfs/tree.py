@@ -309,24 +309,35 @@ class Tree:
         """Every name, root first, each directory before its contents,
         names in byte order; the result does not depend on insertion order."""
         first_name: dict[int, bytes] = {}
-        stack = [(b"", self.root, 0)]
-        pop, push = stack.pop, stack.append
-        while stack:
-            path, node, depth = pop()
-            children = node.children
-            if children is None:
-                key = id(node)
-                link_of = first_name.get(key)
-                if link_of is None:
-                    first_name[key] = path
-                yield _new_entry(WalkEntry, (path, node, link_of, depth))
-                continue
-            yield _new_entry(WalkEntry, (path, node, None, depth))
-            if children:
-                prefix = path + b"/" if path else b""
-                depth += 1
-                for name in sorted(children, reverse=True):
-                    push((prefix + name, children[name], depth))
+        yield _new_entry(WalkEntry, (b"", self.root, None, 0))
+        # Depth first with an iterator per open directory: a name costs one
+        # step of a sorted list's iterator (this runs once per entry).
+        stack = []
+        it = iter(sorted(self.root.children.items()))
+        prefix = b""
+        depth = 1
+        while True:
+            for name, node in it:
+                path = prefix + name
+                children = node.children
+                if children is None:
+                    key = id(node)
+                    link_of = first_name.get(key)
+                    if link_of is None:
+                        first_name[key] = path
+                    yield _new_entry(WalkEntry, (path, node, link_of, depth))
+                    continue
+                yield _new_entry(WalkEntry, (path, node, None, depth))
+                if children:
+                    stack.append((it, prefix, depth))
+                    it = iter(sorted(children.items()))
+                    prefix = path + b"/"
+                    depth += 1
+                    break
+            else:
+                if not stack:
+                    return
+                it, prefix, depth = stack.pop()
 
     def iter_nodes(self, unique: bool = True) -> Iterator[Node]:
         """Every node (no paths, no order): the cheap traversal.

@@ -26,15 +26,16 @@ import zlib
 
 from ...errors import RumpfsError
 from ...output import PLACEHOLDER, PLACEHOLDER_MAX, open_source
-from ...tree import IFMT, LNK, REG, display
+from ...tree import IFMT, LNK, REG, HostData, display
 from .layout import (
+    ALIGNMENT,
     BLOCK_SIZE,
     FIELD_MAX,
     HEADER_SIZE,
     MAGICS,
     TRAILER_NAME,
     build_header,
-    header_builder,
+    header_words,
     pad,
 )
 
@@ -43,6 +44,12 @@ from .layout import (
 _SUM_PIECE = 256
 _READ_CHUNK = 1 << 20
 _ZEROS = bytes(BLOCK_SIZE)
+NS_PER_SEC = 1_000_000_000
+#: The NUL after a name and the padding to 4 bytes, by len(name) % 4: header
+#: and name together (HEADER_SIZE + len(name) + 1 bytes) end on the boundary.
+_NAME_TAIL = [b"\0" + bytes(pad(HEADER_SIZE + n + 1)) for n in range(ALIGNMENT)]
+#: The padding after data, by its size % 4.
+_DATA_PAD = [bytes(pad(n)) for n in range(ALIGNMENT)]
 
 
 def byte_sum(buf) -> int:
@@ -79,87 +86,93 @@ def write_archive(tree, out, variant: str = "newc") -> int:
     """Write the archive to ``out`` (an ImageSink or a compressing sink);
     returns its size."""
     magic = MAGICS[variant]
-    header = header_builder(magic)
+    pack = header_words().pack
     crc = variant == "crc"
     names = tree.name_counts()
     progress = getattr(out, "progress", None)
     # A file sink copies file data itself (worker processes, see ImageSink):
     # here its place is held with zeros.  A compressing sink needs the bytes.
     reserve = hasattr(out, "write_reserved")
-    ino_of: dict[int, int] = {}  # nodes with several names, and directories
+    ino_of: dict[int, int] = {}  # nodes with several names
     next_ino = 1
     clamped = []
     buf = bytearray()
     held: list = []  # copies whose places are in buf
     start = out.tell()  # image offset of buf[0]
+    # This loop runs once per member: locals, tables and one struct call.
+    name_tail = _NAME_TAIL
+    data_pad = _DATA_PAD
+    placeholder = PLACEHOLDER
     for path, node, link_of, _depth in tree.walk():
         mode = node.mode
-        kind = mode & IFMT
         children = node.children
-        if children is not None:
-            ino, next_ino = next_ino, next_ino + 1
-            nlink = 2
-            for c in children.values():
-                if c.children is not None:
-                    nlink += 1
-        else:
+        size = 0
+        payload = data = None
+        check = 0
+        if children is None:
             nlink = names[id(node)]
             if nlink == 1:
-                ino, next_ino = next_ino, next_ino + 1
+                ino = next_ino
+                next_ino += 1
             else:
                 ino = ino_of.get(id(node))
                 if ino is None:
                     ino = ino_of[id(node)] = next_ino
                     next_ino += 1
-        size = 0
-        payload = None
-        data = None
-        if kind == REG:
-            data = node.data
-            if link_of is not None or data is None or not data.size:
-                data = None
-            else:
-                size = data.size
-                if size > FIELD_MAX:
-                    raise RumpfsError(
-                        f"{display(path)}: file is {size} bytes; a cpio newc archive stores "
-                        f"at most {FIELD_MAX} bytes per file (32-bit size field): use an FFS image")
-                if not hasattr(data, "path"):
-                    payload, data = data.data, None
-                elif not reserve and size <= SMALL_FILE:
-                    payload, data = _read_small(data, size), None
-                    if progress is not None:
-                        progress.advance(size)
-        elif kind == LNK:
-            payload = node.target
-            size = len(payload)
-        mtime = node.mtime_ns // 1_000_000_000
+            kind = mode & IFMT
+            if kind == REG:
+                data = node.data
+                if link_of is not None or data is None or not data.size:
+                    data = None
+                else:
+                    size = data.size
+                    if size > FIELD_MAX:
+                        raise RumpfsError(
+                            f"{display(path)}: file is {size} bytes; a cpio newc archive stores "
+                            f"at most {FIELD_MAX} bytes per file (32-bit size field): use an FFS image")
+                    if data.__class__ is not HostData:
+                        payload, data = data.data, None
+                    elif not reserve and size <= SMALL_FILE:
+                        payload, data = _read_small(data, size), None
+                        if progress is not None:
+                            progress.advance(size)
+                    if crc:
+                        check = (byte_sum(payload) & FIELD_MAX if payload is not None
+                                 else data_checksum(data))
+            elif kind == LNK:
+                payload = node.target
+                size = len(payload)
+        else:
+            ino = next_ino
+            next_ino += 1
+            nlink = 2
+            for c in children.values():
+                if c.children is not None:
+                    nlink += 1
+        mtime = node.mtime_ns // NS_PER_SEC
         if not 0 <= mtime <= FIELD_MAX:
             clamped.append(path)
             mtime = min(max(mtime, 0), FIELD_MAX)
         name = path or b"."
-        check = 0
-        if crc and kind == REG and size:
-            check = (byte_sum(payload) & FIELD_MAX) if payload is not None else data_checksum(data)
         rdev = node.rdev
-        buf += header(ino, mode, node.uid, node.gid, nlink, mtime, size, 0, 0,
-                      os.major(rdev) if rdev else 0, os.minor(rdev) if rdev else 0,
-                      len(name) + 1, check)
+        buf += magic
+        buf += pack(ino, mode, node.uid, node.gid, nlink, mtime, size, 0, 0,
+                    os.major(rdev) if rdev else 0, os.minor(rdev) if rdev else 0,
+                    len(name) + 1, check).hex().upper().encode()
         buf += name
-        buf += _ZEROS[:1 + (-(HEADER_SIZE + 1 + len(name)) & 3)]
-        if payload is not None:
-            buf += payload
-        elif data is not None:
+        buf += name_tail[len(name) & 3]
+        if data is not None:
             if reserve and size <= PLACEHOLDER_MAX:
                 held.append((data, 0, start + len(buf), size))
-                buf += PLACEHOLDER[:size]
+                buf += placeholder[:size]
             else:
                 _hand_over(out, buf, held, reserve)
                 buf, held = bytearray(), []
                 out.copy(data)
                 start = out.tell()
-        if size & 3:
-            buf += _ZEROS[:-size & 3]
+        elif payload is not None:
+            buf += payload
+        buf += data_pad[size & 3]
         if len(buf) >= _READ_CHUNK:
             _hand_over(out, buf, held, reserve)
             start += len(buf)
