@@ -14,6 +14,10 @@ run goes on.  makefs sizes images with a heuristic that fails on some
 trees: the runner reports that and reruns it with an explicit ``-s`` and
 ``-o density`` to get a time anyway (cells marked ``*``).
 
+rumpfs runs as a user has it: a copy of the checkout taken at the start is
+pip-installed into a fresh venv and run as that venv's ``rumpfs`` script
+(``--live``: ``python -m rumpfs`` from the checkout; ``--rumpfs CMD``: CMD).
+
     python -m bench [--quick] [--corpus NAME,...] [--tool GLOB] [--reps N]
 """
 
@@ -30,6 +34,7 @@ import platform
 import shlex
 import shutil
 import signal
+import site
 import statistics
 import subprocess
 import sys
@@ -162,6 +167,8 @@ class Ctx:
     work: str
     wrap_input: str | None = None
     rumpfs: list[str] = field(default_factory=list)
+    #: The interpreter of the Python floor: the one rumpfs runs on.
+    python: str = sys.executable
 
 
 @dataclass
@@ -222,12 +229,11 @@ def tools() -> list[Tool]:
         return lambda ctx, out: [*ctx.rumpfs, "pack", "--no-stubetc", "--no-progress",
                                  "--format", fmt, ctx.path, "-o", out]
 
-    py = sys.executable
     return [
         Tool("floor:cat>1file", "floor",
              lambda ctx, out: sh(f"find {q(ctx.path)} -type f -print0 | xargs -0 -r cat > {q(out)}")),
         Tool("floor:py-lstat", "floor",
-             lambda ctx, out: [py, "-m", "bench.walkfloor", ctx.path], suffix=""),
+             lambda ctx, out: [ctx.python, "-m", "bench.walkfloor", ctx.path], suffix=""),
         Tool("rumpfs-ffs", "ffs1", rumpfs_pack("ffs"), ".img", True, ("makefs-ffs1",)),
         Tool("makefs-ffs1", "ffs1", lambda ctx, out: makefs_argv(1, ctx, out), ".img",
              fallbacks=makefs_fallbacks(1)),
@@ -340,15 +346,24 @@ class Bench:
         self.cells: dict[tuple[str, str], Cell] = {}
         self.metas: dict[str, dict] = {}
         self.corpus_names: list[str] = []
-        self.rumpfs = shlex.split(args.rumpfs) if args.rumpfs else [sys.executable, "-m", "rumpfs"]
         os.makedirs(self.work, exist_ok=True)
         self.code = REPO if args.live else self.snapshot()
-        self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = self.code + (os.pathsep + self.env["PYTHONPATH"]
-                                              if self.env.get("PYTHONPATH") else "")
-        self.env.pop("SOURCE_DATE_EPOCH", None)
         self.started = datetime.datetime.now(datetime.timezone.utc)
-        self.rev = self.revision()
+        self.rev = self.revision()  # of what the snapshot holds: read now, not after the install
+        self.env = dict(os.environ)
+        self.env.pop("SOURCE_DATE_EPOCH", None)
+        self.venv = None
+        self.python = sys.executable
+        if args.rumpfs or args.live:
+            self.rumpfs = shlex.split(args.rumpfs) if args.rumpfs else [sys.executable, "-m", "rumpfs"]
+            self.env["PYTHONPATH"] = self.code + (os.pathsep + self.env["PYTHONPATH"]
+                                                  if self.env.get("PYTHONPATH") else "")
+        else:
+            # The installed rumpfs and nothing else: no copy of it on the path.
+            self.env.pop("PYTHONPATH", None)
+            self.venv = self.install()
+            self.rumpfs = [os.path.join(self.venv, "bin", "rumpfs")]
+            self.python = os.path.join(self.venv, "bin", "python")
         self.load_before = os.getloadavg()
 
     def snapshot(self) -> str:
@@ -361,7 +376,72 @@ class Bench:
         for name in ("rumpfs", "bench", "stubetc"):
             if os.path.isdir(os.path.join(REPO, name)):
                 shutil.copytree(os.path.join(REPO, name), os.path.join(dest, name), ignore=ignore)
+        # What pip install needs besides the packages (README.md: the metadata's readme).
+        for name in ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md"):
+            if os.path.isfile(os.path.join(REPO, name)):
+                shutil.copy2(os.path.join(REPO, name), os.path.join(dest, name))
         return dest
+
+    def install(self) -> str:
+        """A fresh venv with the snapshot pip-installed (not editable), as a user has
+        rumpfs.  The runner's own interpreter may read .pth files that are not
+        rumpfs's (an editable finder, a sandbox's certifi hook) and cost every
+        Python start tens of ms; a venv does not read them.  And a bare copy of
+        the sources has no .pyc: pip compiles them.  Made anew every run, so it
+        holds this run's snapshot and nothing else."""
+        venv = os.path.join(self.work, "venv")
+        if os.path.exists(venv):
+            shutil.rmtree(venv)
+        python = os.path.join(venv, "bin", "python")
+        self.log(f"installing the snapshot into a fresh venv, {venv}")
+        start = time.perf_counter()
+        for what, argv in (("creating the venv", [sys.executable, "-m", "venv", venv]),
+                           ("pip install of the snapshot",
+                            [python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                             self.code])):
+            try:
+                proc = subprocess.run(argv, capture_output=True, text=True, env=self.env,
+                                      cwd=self.work, timeout=900)
+            except subprocess.TimeoutExpired:
+                raise SystemExit(f"bench: {what} timed out ({' '.join(argv)})") from None
+            if proc.returncode != 0:
+                tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
+                raise SystemExit(f"bench: {what} failed (rc {proc.returncode}): {' '.join(argv)}\n"
+                                 f"{tail}\nbench: --live runs the checkout instead, without installing it")
+        self.check_venv(venv, python)
+        self.log(f"installed in {time.perf_counter() - start:.1f} s")
+        return venv
+
+    def check_venv(self, venv: str, python: str) -> None:
+        """Refuse to measure if the venv's Python imports rumpfs from elsewhere or
+        sees the runner's site-packages (whose .pth files would run at start)."""
+        probe = "import json, sys, rumpfs; print(json.dumps([rumpfs.__file__, sys.path]))"
+        proc = subprocess.run([python, "-c", probe], capture_output=True, text=True, env=self.env,
+                              cwd=self.work, timeout=60)
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: the venv cannot import rumpfs: {proc.stderr.strip()}")
+        where, path = json.loads(proc.stdout)
+        problems = []
+        if not os.path.realpath(where).startswith(os.path.realpath(venv) + os.sep):
+            problems.append(f"rumpfs comes from {where}")
+        runner_sites = {os.path.realpath(p) for p in [*site.getsitepackages(), site.getusersitepackages()]}
+        leaked = [p for p in path if p and os.path.realpath(p) in runner_sites]
+        if leaked:
+            problems.append(f"the runner's site-packages are on its path: {', '.join(leaked)}")
+        if problems:
+            raise SystemExit(f"bench: the venv {venv} is not a clean install: {'; '.join(problems)}")
+
+    def cleanup(self) -> None:
+        """The venv is scratch, like the images: the next run makes a new one."""
+        if self.venv and os.path.exists(self.venv):
+            shutil.rmtree(self.venv)
+
+    def how_rumpfs_ran(self) -> str:
+        if self.args.rumpfs:
+            return f"--rumpfs `{self.args.rumpfs}` (checkout at {self.rev})"
+        if self.venv:
+            return f"{self.rev} (snapshot, installed in a venv: {self.rumpfs[0]})"
+        return f"{self.rev} (the checkout, --live: {sys.executable} -m rumpfs)"
 
     def revision(self) -> str:
         try:
@@ -400,7 +480,7 @@ class Bench:
             self.run_corpus(name, path, meta)
 
     def run_corpus(self, name: str, path: str, meta: dict) -> None:
-        ctx = Ctx(name, path, meta, self.work, rumpfs=self.rumpfs)
+        ctx = Ctx(name, path, meta, self.work, rumpfs=self.rumpfs, python=self.python)
         selected = self.selected_tools()
         if any(t.group == "elf" for t in selected):
             ctx.wrap_input = self.make_wrap_input(ctx)
@@ -546,7 +626,7 @@ class Bench:
 
         return {
             "date": self.started.strftime("%Y-%m-%d %H:%M UTC"),
-            "rumpfs": self.rev + ("" if self.args.live else " (snapshot taken at the start)"),
+            "rumpfs": self.how_rumpfs_ran(),
             "cpu": f"{os.cpu_count()} x {cpu}",
             "memory": mem,
             "kernel": platform.release(),
@@ -867,10 +947,12 @@ def main(argv=None) -> int:
     p.add_argument("--work", metavar="DIR", help="scratch images (default $RUMPFS_BENCH_WORK or "
                                                  "/tmp/rumpfs-bench-work)")
     p.add_argument("--out", metavar="DIR", help="where results.md and results.tsv go (default: the work dir)")
-    p.add_argument("--rumpfs", metavar="CMD", help="how to run rumpfs (default: this python -m rumpfs)")
+    p.add_argument("--rumpfs", metavar="CMD", help="how to run rumpfs (default: the snapshot, "
+                                                   "pip-installed in a fresh venv in the work dir)")
     p.add_argument("--no-verify", action="store_true", help="do not read rumpfs outputs back")
     p.add_argument("--live", action="store_true",
-                   help="run rumpfs from the checkout itself (default: a copy taken at the start)")
+                   help="run rumpfs from the checkout itself, as this python -m rumpfs "
+                        "(default: a copy taken at the start, installed in a fresh venv)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--docs", metavar="FILE", help="also put the tables under '## Latest results' "
                                                   "in FILE (docs/benchmark.md)")
@@ -881,6 +963,8 @@ def main(argv=None) -> int:
         bench.run()
     except KeyboardInterrupt:
         print("bench: interrupted; partial results follow", file=sys.stderr)
+    finally:
+        bench.cleanup()
     targets = bench.targets()
     md = bench.markdown(targets)
     tsv = bench.tsv()
