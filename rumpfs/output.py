@@ -218,9 +218,11 @@ PLACEHOLDER_MAX = 64 << 10
 PLACEHOLDER = memoryview(bytes(PLACEHOLDER_MAX))
 #: Copies larger than this are cut into pieces of this size (shared between workers).
 PIECE_BYTES = 8 << 20
-#: Jobs go to the workers in batches of this many files or bytes ...
-BATCH_JOBS = 1024
-BATCH_BYTES = 64 << 20
+#: Jobs go to the workers in batches of this many files or bytes (small
+#: enough that the workers start early, large enough that handing a batch
+#: over costs little next to copying it) ...
+BATCH_JOBS = 256
+BATCH_BYTES = 8 << 20
 #: ... and below this much work in all, this process copies them at the end.
 PARALLEL_MIN_JOBS = 1024
 PARALLEL_MIN_BYTES = 64 << 20

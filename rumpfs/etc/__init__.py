@@ -21,6 +21,9 @@ from ..tree import REG, BytesData, Node, Tree, TreeError, display
 # use them: the command line imports this package on every run to add its
 # options, and they pull in construct.
 
+#: The files the databases are generated from (image paths).
+MASTER_PASSWD = "/etc/master.passwd"
+GROUP = "/etc/group"
 #: Generated files: image path -> permission bits.
 PWD_DB = ("etc/pwd.db", 0o644)
 SPWD_DB = ("etc/spwd.db", 0o600)
@@ -59,16 +62,16 @@ def _generated(data: bytes, perm: int, like: Node, origin: str) -> Node:
 
 def generate_pwdb(tree: Tree, byteorder: str) -> bool:
     """pwd.db, spwd.db and passwd from /etc/master.passwd; False if there is none."""
-    from . import db185, passwd
-
-    master = _regular(tree, passwd.MASTER_PASSWD)
+    master = _regular(tree, MASTER_PASSWD)
     if master is None:
         return False
-    users = passwd.parse_master_passwd(read_node(master, passwd.MASTER_PASSWD))
-    group_node = _regular(tree, passwd.GROUP)
+    from . import db185, passwd  # only now: they import construct
+
+    users = passwd.parse_master_passwd(read_node(master, MASTER_PASSWD))
+    group_node = _regular(tree, GROUP)
     groups = None
     if group_node is not None:
-        groups = passwd.parse_group(read_node(group_node, passwd.GROUP))
+        groups = passwd.parse_group(read_node(group_node, GROUP))
     passwd.check_groups(users, groups)
 
     origin = "generated from /etc/master.passwd"

@@ -52,7 +52,7 @@ def write_stubetc(directory: str, force: bool = False) -> list[str]:
     import shutil
 
     from ..sources import stubetc_path
-    from .passwd import MASTER_PASSWD
+    from . import MASTER_PASSWD
 
     src = stubetc_path()
     names = sorted(e.name for e in os.scandir(src) if e.is_file())

@@ -28,6 +28,7 @@ import struct
 from dataclasses import dataclass
 
 from ..errors import RumpfsError
+from . import GROUP, MASTER_PASSWD  # the source files, declared by the package
 
 #: Key prefixes (``_PW_KEYBYNAME``, ``_PW_KEYBYNUM``, ``_PW_KEYBYUID`` of pwd.h).
 KEYBYNAME = b"1"
@@ -51,8 +52,6 @@ ID_MAX = 0xFFFFFFFF
 MASTER_FIELDS = 10
 GROUP_FIELDS = 4
 
-MASTER_PASSWD = "/etc/master.passwd"
-GROUP = "/etc/group"
 
 
 @dataclass
