@@ -96,22 +96,26 @@ def test_small_trees_copy_without_workers(tmp_path):
 
 
 def test_large_copies_are_cut_into_pieces_for_every_worker(tmp_path):
-    """A file larger than PIECE_BYTES is copied in pieces by both workers
-    (at offsets that are not piece-aligned), byte for byte."""
+    """A file larger than PIECE_BYTES is copied in pieces, shared by the
+    workers (at offsets that are not piece-aligned), byte for byte."""
     from rumpfs.output import PIECE_BYTES, ImageSink
     from rumpfs.tree import HostData
     rnd = random.Random(11)
     src = tmp_path / "big"
     payload = rnd.randbytes(2 * PIECE_BYTES + 12345)
     src.write_bytes(payload)
-    fd = os.open(tmp_path / "o", os.O_RDWR | os.O_CREAT)
-    sink = ImageSink(fd, base=7, workers=2)
-    sink.copier.start()
     data = HostData(os.fsencode(src), len(payload))
-    sink.copy_at(data, 1001, 3, len(payload) - 3)
-    assert len(sink.copier.ready) == 3  # three pieces, not one job
-    sink.finish(1001 + len(payload))
-    os.close(fd)
-    out = (tmp_path / "o").read_bytes()
-    assert out[7 + 1001:7 + 1001 + len(payload) - 3] == payload[3:]
-    assert out[:7 + 1001] == bytes(7 + 1001)
+    for workers in (0, 2):
+        out = tmp_path / f"o{workers}"
+        fd = os.open(out, os.O_RDWR | os.O_CREAT)
+        sink = ImageSink(fd, base=7, workers=workers)
+        sink.copy_at(data, 1001, 3, len(payload) - 3)
+        if workers == 0:  # nothing is handed over: the pieces wait in the queue
+            assert [job[1:] for job in sink.copier.ready] == [
+                (3, 1001, PIECE_BYTES), (3 + PIECE_BYTES, 1001 + PIECE_BYTES, PIECE_BYTES),
+                (3 + 2 * PIECE_BYTES, 1001 + 2 * PIECE_BYTES, 12342)]
+        sink.finish(1001 + len(payload))
+        os.close(fd)
+        image = out.read_bytes()
+        assert image[7 + 1001:7 + 1001 + len(payload) - 3] == payload[3:]
+        assert image[:7 + 1001] == bytes(7 + 1001)
