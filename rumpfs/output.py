@@ -18,6 +18,9 @@ import os
 import struct
 import sys
 import time
+from array import array
+from itertools import chain, repeat
+from operator import add, attrgetter, itemgetter
 
 from .errors import RumpfsError
 
@@ -229,9 +232,16 @@ PARALLEL_MIN_BYTES = 64 << 20
 
 #: Pipe capacity asked for (Linux allows up to /proc/sys/fs/pipe-max-size, 1 MiB).
 PIPE_SIZE = 1 << 20
-#: One copy job on a worker's pipe: source offset, destination offset, length,
-#: then the length of the source path and the path itself.
-_JOB = struct.Struct("<QQQI")
+#: A batch of copy jobs on a worker's pipe: this head (the number of jobs,
+#: the bytes of their paths), then four native 64-bit numbers per job
+#: (source offset, destination offset, length, length of the path), then the
+#: paths one after the other.  Columns rather than one record per job: both
+#: ends build and read them with a few calls per batch, not per job.
+_FRAME_HEAD = struct.Struct("=QQ")
+_NUMBERS_PER_JOB = 4
+_NUMBER = "Q"
+_SIZE_OF_JOB = itemgetter(3)
+_PATH_OF = attrgetter("path")
 
 
 class _Path:
@@ -269,19 +279,25 @@ class Copier:
         self.turn = 0
 
     def add(self, jobs) -> None:
-        ready = self.ready
-        for job in jobs:
-            size = job[3]
-            if size > PIECE_BYTES:
-                # A large file in pieces, so that every worker takes a share.
-                data, src, dst, _ = job
-                ready += [(data, src + k, dst + k, min(PIECE_BYTES, size - k))
-                          for k in range(0, size, PIECE_BYTES)]
-            else:
-                ready.append(job)
-            self.ready_bytes += size
-        if self.workers >= 1 and (len(ready) >= BATCH_JOBS or self.ready_bytes >= BATCH_BYTES):
+        sizes = list(map(_SIZE_OF_JOB, jobs))
+        if sizes and max(sizes) > PIECE_BYTES:
+            for job in jobs:
+                self._add_pieces(job)
+        else:
+            self.ready += jobs
+            self.ready_bytes += sum(sizes)
+        if self.workers >= 1 and (len(self.ready) >= BATCH_JOBS or self.ready_bytes >= BATCH_BYTES):
             self._send()
+
+    def _add_pieces(self, job) -> None:
+        """A large file in pieces, so that every worker takes a share."""
+        data, src, dst, size = job
+        if size <= PIECE_BYTES:
+            self.ready.append(job)
+        else:
+            self.ready += [(data, src + k, dst + k, min(PIECE_BYTES, size - k))
+                           for k in range(0, size, PIECE_BYTES)]
+        self.ready_bytes += size
 
     def start(self) -> None:
         """Fork the workers now (else they are forked when the first batch
@@ -323,8 +339,6 @@ class Copier:
         jobs, self.ready = self.ready, []
         self.sent_bytes += self.ready_bytes
         self.ready_bytes = 0
-        pack = _JOB.pack
-        base = self.base
         n = len(self.procs)
         # Job k of the batch goes to worker k mod n: every worker gets a
         # share of each batch, and of each large file's pieces.
@@ -333,9 +347,8 @@ class Copier:
             share = jobs[k::n]
             if not share:
                 continue
-            frame = b"".join([pack(so, base + do, m, len(d.path)) + d.path for d, so, do, m in share])
             try:
-                _write_all(jw, frame)
+                _write_all(jw, _frame(share, self.base))
             except BrokenPipeError:
                 self.finish()  # the worker stopped: report its error
                 raise RumpfsError("copy worker stopped unexpectedly") from None
@@ -404,30 +417,64 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def _frame(jobs: list, base: int) -> bytes:
+    """The frame of a batch of jobs ``(data, src_offset, dst_offset, length)``."""
+    datas, src_offsets, dst_offsets, lengths = zip(*jobs)
+    paths = list(map(_PATH_OF, datas))
+    if base:
+        dst_offsets = map(add, dst_offsets, repeat(base))
+    numbers = array(_NUMBER, chain.from_iterable(
+        zip(src_offsets, dst_offsets, lengths, map(len, paths))))
+    blob = b"".join(paths)
+    return _FRAME_HEAD.pack(len(jobs), len(blob)) + numbers.tobytes() + blob
+
+
 def _worker(out_fd: int, job_fd: int) -> None:  # pragma: no cover - runs in a worker
     """Read job frames from ``job_fd`` until it closes; copy each one."""
     pending = b""
-    size = _JOB.size
+    head = _FRAME_HEAD.size
+    itemsize = array(_NUMBER).itemsize * _NUMBERS_PER_JOB
     use_range = hasattr(os, "copy_file_range")
+    copy_range = getattr(os, "copy_file_range", None)
+    o_rdonly = os.O_RDONLY
     while True:
         chunk = os.read(job_fd, 1 << 20)
         if not chunk:
             break
         pending += chunk
-        pos = 0
-        while len(pending) - pos >= size:
-            so, do, n, plen = _JOB.unpack_from(pending, pos)
-            if len(pending) - pos < size + plen:
+        start = 0  # of the next frame in pending
+        while len(pending) - start >= head:
+            count, blob_size = _FRAME_HEAD.unpack_from(pending, start)
+            pos = start + head + count * itemsize
+            end = pos + blob_size
+            if len(pending) < end:
                 break
-            path = pending[pos + size:pos + size + plen]
-            pos += size + plen
-            data = _Path(path, so + n)
-            src = open_source(data)
-            try:
-                use_range = _copy_fd(src, out_fd, data, so, do, n, use_range, None)
-            finally:
-                os.close(src)
-        pending = pending[pos:]
+            numbers = array(_NUMBER)
+            numbers.frombytes(pending[start + head:pos])
+            start = end
+            it = iter(numbers)
+            for so, do, n, plen in zip(it, it, it, it):
+                path = pending[pos:pos + plen]
+                pos += plen
+                # The common job, a whole small file in one copy_file_range,
+                # inline; anything else (errors included) takes _copy_fd.
+                try:
+                    src = os.open(path, o_rdonly)
+                except OSError:
+                    src = open_source(_Path(path, so + n))  # raises the message
+                try:
+                    if use_range and n <= COPY_CHUNK:
+                        try:
+                            done = copy_range(src, out_fd, n, so, do)
+                        except OSError:
+                            done = 0
+                        if done == n:
+                            continue
+                        so, do, n = so + done, do + done, n - done
+                    use_range = _copy_fd(src, out_fd, _Path(path, so + n), so, do, n, use_range, None)
+                finally:
+                    os.close(src)
+        pending = pending[start:]
 
 
 def _copy_jobs(fd: int, base: int, jobs: list, progress) -> None:
