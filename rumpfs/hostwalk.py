@@ -86,7 +86,7 @@ class _Builder:
         links = self.links
         keep_owner = self.keep_owner
         new = Node.__new__
-        prefix = dirpath + b"/"
+        prefix = _prefix(dirpath)
         subdirs = []
         self.count += len(entries)
         for name, mode, uid, gid, size, sparse, mtime, atime, ctime, rdev, key, target in entries:
@@ -223,7 +223,7 @@ def _walker(paths: list, out: int) -> None:  # pragma: no cover - runs in a walk
             entries = list_directory(dirpath)
             batch.append((dirpath, entries))
             size += len(entries)
-            prefix = dirpath + b"/"
+            prefix = _prefix(dirpath)
             stack += [prefix + e[0] for e in reversed(entries) if e[1] & IFMT == DIR]
             if size >= BATCH_ENTRIES:
                 _send(out, batch)
@@ -238,6 +238,11 @@ def _walker(paths: list, out: int) -> None:  # pragma: no cover - runs in a walk
             pass
         code = 1
     os._exit(code)
+
+
+def _prefix(dirpath: bytes) -> bytes:
+    """What the names in ``dirpath`` are joined to (as os.scandir joins them)."""
+    return dirpath if dirpath.endswith(b"/") else dirpath + b"/"
 
 
 def _send(fd: int, message) -> None:

@@ -145,3 +145,13 @@ def test_unreadable_directory_error_from_the_command_line(big_tree, tmp_path):
     assert res.returncode == 1
     assert res.err == f"rumpfs: error: {locked}: cannot read directory: Permission denied\n"
     assert not out.exists() and not [n for n in os.listdir(tmp_path) if n.endswith(".part")]
+
+
+@pytest.mark.parametrize("walkers", [0, 2])
+def test_source_given_with_a_trailing_slash(big_tree, walkers):
+    """Host paths (kept for the copies and for messages) are joined the way
+    os.scandir joins them: no doubled slash after a SRC/ argument."""
+    root = Node(DIR | 0o755)
+    hostwalk.walk_host_dir(os.fsencode(big_tree) + b"/", root, walkers=walkers)
+    f = root.children[b"d07"].children[b"inner"].children[b"f3"]
+    assert f.data.path == os.fsencode(big_tree) + b"/d07/inner/f3"
