@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -47,39 +48,46 @@ def profile_once(corpus: str, fmt_name: str, scratch: str, prof: cProfile.Profil
     t = _clock()
     import rumpfs.cli  # noqa: F401  (what the command line imports)
     from rumpfs import formats
-    from rumpfs.output import ImageSink
+    from rumpfs.output import Copier, ImageSink
     from rumpfs.sources import HostDirectory, Policy, apply_policy
     from rumpfs.tree import Tree
     fmt = formats.get(fmt_name)
     phases["import"] = _since(t)
 
-    policy = Policy()
-    t = _clock()
-    tree = Tree()
-    try:
-        HostDirectory(corpus).apply(tree, policy)
-    except TypeError:  # older layer interface: apply(tree)
-        HostDirectory(corpus).apply(tree)
-    phases["host walk"] = _since(t)
-
-    t = _clock()
-    apply_policy(tree, policy)
-    phases["policy"] = _since(t)
-
+    # As rumpfs.api.pack does: no collector passes over the growing tree, and
+    # the copy workers forked before the tree exists.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     fd = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
+        copier = Copier(fd)
+        copier.start()
+        policy = Policy()
+        t = _clock()
+        tree = Tree()
+        HostDirectory(corpus).apply(tree, policy)
+        phases["host walk"] = _since(t)
+
+        t = _clock()
+        apply_policy(tree, policy)
+        phases["policy"] = _since(t)
+
         t = _clock()
         if prof:
             prof.enable()
         sink = ImageSink(fd, 0, None)
+        sink.use_copier(copier)
         size = fmt.write(tree, sink, formats.WriteOptions(byteorder=sys.byteorder))
         sink.finish(size)
         if prof:
             prof.disable()
         phases["write"] = _since(t)
     finally:
+        copier.abort()
         os.close(fd)
         os.unlink(scratch)
+        if gc_was_enabled:
+            gc.enable()
     phases["_entries"] = tree.count()
     return phases
 
