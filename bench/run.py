@@ -109,6 +109,10 @@ def measure(argv: list[str], output: str | None, timeout: float, env=None, cwd=N
         os.close(fd)
         argv = [TIME, "-q", "-f", "%M", "-o", rss_file, *argv]
     with tempfile.TemporaryFile() as errf:
+        # Every run starts with no dirty data of earlier runs waiting to be
+        # written back: otherwise the kernel's writeback of one tool's
+        # hundreds of MiB is charged to whichever tool runs next.
+        os.sync()
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=errf, env=env, cwd=cwd, start_new_session=True)

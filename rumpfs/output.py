@@ -156,13 +156,18 @@ class ImageSink:
             self.copier.add(self._held)
             self._held = []
 
-    def write_reserved(self, chunk, jobs: list) -> None:
-        """Append ``chunk``, in which ``jobs`` -- ``(data, src_offset,
-        image_offset, length)`` -- hold places (zeros) for host data to copy."""
+    def write_scattered(self, runs, jobs: list, headers: list, end: int) -> None:
+        """Write ``runs`` -- ``(image offset, bytes)`` -- and queue ``jobs``
+        -- ``(data, src_offset, image_offset, length)`` -- each of whose
+        copies also writes its ``headers`` entry just before its data.  The
+        sequential position moves to ``end``.  Bytes that neither covers are
+        never written: the file reads zeros there."""
         self.flush()
-        self._pwrite_all(chunk, self.base + self.pos)
-        self.pos += len(chunk)
-        self.copier.add(jobs)
+        for offset, chunk in runs:
+            self._pwrite_all(chunk, self.base + offset)
+        if jobs:
+            self.copier.add(jobs, headers)
+        self.pos = end
 
     def copy(self, data, length: int | None = None) -> None:
         """Append a node's data (``HostData`` or ``BytesData``) at the position."""
@@ -209,11 +214,7 @@ class ImageSink:
 
     # -- internals ----------------------------------------------------------------
     def _pwrite_all(self, data, offset: int) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self.fd, view, offset)
-            view = view[n:]
-            offset += n
+        _pwrite_all(self.fd, data, offset)
 
 
 #: Files up to this size keep their place in the write buffer (see ImageSink.copy).
@@ -233,12 +234,13 @@ PARALLEL_MIN_BYTES = 64 << 20
 #: Pipe capacity asked for (Linux allows up to /proc/sys/fs/pipe-max-size, 1 MiB).
 PIPE_SIZE = 1 << 20
 #: A batch of copy jobs on a worker's pipe: this head (the number of jobs,
-#: the bytes of their paths), then four native 64-bit numbers per job
-#: (source offset, destination offset, length, length of the path), then the
-#: paths one after the other.  Columns rather than one record per job: both
-#: ends build and read them with a few calls per batch, not per job.
-_FRAME_HEAD = struct.Struct("=QQ")
-_NUMBERS_PER_JOB = 4
+#: the bytes of their paths, the bytes of their headers), then five native
+#: 64-bit numbers per job (source offset, destination offset, length, length
+#: of the path, length of the header), then the paths one after the other,
+#: then the headers.  Columns rather than one record per job: both ends
+#: build and read them with a few calls per batch, not per job.
+_FRAME_HEAD = struct.Struct("=QQQ")
+_NUMBERS_PER_JOB = 5
 _NUMBER = "Q"
 _SIZE_OF_JOB = itemgetter(3)
 _PATH_OF = attrgetter("path")
@@ -273,30 +275,38 @@ class Copier:
             self.workers = 0
         self.progress = progress
         self.ready: list = []
+        #: Bytes to write just before each ready job's data (b"": none).
+        self.headers: list = []
         self.ready_bytes = 0
         self.sent_bytes = 0
         self.procs: list = []  # (pid, job pipe, result pipe)
         self.turn = 0
 
-    def add(self, jobs) -> None:
+    def add(self, jobs, headers=None) -> None:
+        """Queue ``jobs``; ``headers``, when given, holds for each job bytes
+        to write just before its data (the job's copy writes them)."""
         sizes = list(map(_SIZE_OF_JOB, jobs))
         if sizes and max(sizes) > PIECE_BYTES:
-            for job in jobs:
-                self._add_pieces(job)
+            for job, header in zip(jobs, headers or repeat(b"")):
+                self._add_pieces(job, header)
         else:
             self.ready += jobs
+            self.headers += headers if headers is not None else repeat(b"", len(jobs))
             self.ready_bytes += sum(sizes)
         if self.workers >= 1 and (len(self.ready) >= BATCH_JOBS or self.ready_bytes >= BATCH_BYTES):
             self._send()
 
-    def _add_pieces(self, job) -> None:
+    def _add_pieces(self, job, header: bytes) -> None:
         """A large file in pieces, so that every worker takes a share."""
         data, src, dst, size = job
         if size <= PIECE_BYTES:
             self.ready.append(job)
+            self.headers.append(header)
         else:
-            self.ready += [(data, src + k, dst + k, min(PIECE_BYTES, size - k))
-                           for k in range(0, size, PIECE_BYTES)]
+            pieces = [(data, src + k, dst + k, min(PIECE_BYTES, size - k))
+                      for k in range(0, size, PIECE_BYTES)]
+            self.ready += pieces
+            self.headers += [header] + [b""] * (len(pieces) - 1)
         self.ready_bytes += size
 
     def start(self) -> None:
@@ -337,6 +347,7 @@ class Copier:
         if not self.procs:
             self._start()
         jobs, self.ready = self.ready, []
+        headers, self.headers = self.headers, []
         self.sent_bytes += self.ready_bytes
         self.ready_bytes = 0
         n = len(self.procs)
@@ -348,7 +359,7 @@ class Copier:
             if not share:
                 continue
             try:
-                _write_all(jw, _frame(share, self.base))
+                _write_all(jw, _frame(share, headers[k::n], self.base))
             except BrokenPipeError:
                 self.finish()  # the worker stopped: report its error
                 raise RumpfsError("copy worker stopped unexpectedly") from None
@@ -359,14 +370,16 @@ class Copier:
             if not self.procs and not (len(self.ready) >= PARALLEL_MIN_JOBS
                                        or self.ready_bytes >= PARALLEL_MIN_BYTES):
                 jobs, self.ready = self.ready, []
-                _copy_jobs(self.fd, self.base, jobs, self.progress)
+                headers, self.headers = self.headers, []
+                _copy_jobs(self.fd, self.base, jobs, headers, self.progress)
                 return
             if self.workers >= 1:
                 if self.ready:
                     self._send()  # what is left, shared between the workers
             else:
                 jobs, self.ready = self.ready, []
-                _copy_jobs(self.fd, self.base, jobs, self.progress)
+                headers, self.headers = self.headers, []
+                _copy_jobs(self.fd, self.base, jobs, headers, self.progress)
             errors = []
             for _pid, jw, _rr in self.procs:
                 os.close(jw)
@@ -400,6 +413,7 @@ class Copier:
                 pass
         self.procs = []
         self.ready = []
+        self.headers = []
 
 
 def _grow_pipe(fd: int) -> None:
@@ -411,22 +425,33 @@ def _grow_pipe(fd: int) -> None:
         pass
 
 
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
 
-def _frame(jobs: list, base: int) -> bytes:
-    """The frame of a batch of jobs ``(data, src_offset, dst_offset, length)``."""
+def _frame(jobs: list, headers: list, base: int) -> bytes:
+    """The frame of a batch of jobs ``(data, src_offset, dst_offset, length)``
+    and their headers."""
     datas, src_offsets, dst_offsets, lengths = zip(*jobs)
     paths = list(map(_PATH_OF, datas))
     if base:
         dst_offsets = map(add, dst_offsets, repeat(base))
     numbers = array(_NUMBER, chain.from_iterable(
-        zip(src_offsets, dst_offsets, lengths, map(len, paths))))
-    blob = b"".join(paths)
-    return _FRAME_HEAD.pack(len(jobs), len(blob)) + numbers.tobytes() + blob
+        zip(src_offsets, dst_offsets, lengths, map(len, paths), map(len, headers))))
+    path_blob = b"".join(paths)
+    header_blob = b"".join(headers)
+    return (_FRAME_HEAD.pack(len(jobs), len(path_blob), len(header_blob)) + numbers.tobytes()
+            + path_blob + header_blob)
 
 
 def _worker(out_fd: int, job_fd: int) -> None:  # pragma: no cover - runs in a worker
@@ -444,18 +469,22 @@ def _worker(out_fd: int, job_fd: int) -> None:  # pragma: no cover - runs in a w
         pending += chunk
         start = 0  # of the next frame in pending
         while len(pending) - start >= head:
-            count, blob_size = _FRAME_HEAD.unpack_from(pending, start)
+            count, paths_size, headers_size = _FRAME_HEAD.unpack_from(pending, start)
             pos = start + head + count * itemsize
-            end = pos + blob_size
+            hpos = pos + paths_size
+            end = hpos + headers_size
             if len(pending) < end:
                 break
             numbers = array(_NUMBER)
             numbers.frombytes(pending[start + head:pos])
             start = end
             it = iter(numbers)
-            for so, do, n, plen in zip(it, it, it, it):
+            for so, do, n, plen, hlen in zip(it, it, it, it, it):
                 path = pending[pos:pos + plen]
                 pos += plen
+                if hlen:
+                    _pwrite_all(out_fd, pending[hpos:hpos + hlen], do - hlen)
+                    hpos += hlen
                 # The common job, a whole small file in one copy_file_range,
                 # inline; anything else (errors included) takes _copy_fd.
                 try:
@@ -477,9 +506,11 @@ def _worker(out_fd: int, job_fd: int) -> None:  # pragma: no cover - runs in a w
         pending = pending[start:]
 
 
-def _copy_jobs(fd: int, base: int, jobs: list, progress) -> None:
+def _copy_jobs(fd: int, base: int, jobs: list, headers: list, progress) -> None:
     use_range = hasattr(os, "copy_file_range")
-    for data, src_off, dst_off, size in jobs:
+    for (data, src_off, dst_off, size), header in zip(jobs, headers):
+        if header:
+            _pwrite_all(fd, header, base + dst_off - len(header))
         src = open_source(data)
         try:
             use_range = _copy_fd(src, fd, data, src_off, base + dst_off, size, use_range, progress)

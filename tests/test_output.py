@@ -57,11 +57,11 @@ def test_worker_error_is_reported_and_nothing_is_left(many_files, tmp_path):
         "import os, sys, runpy\n"
         "import rumpfs.output as o\n"
         "real = o.Copier.add\n"
-        "def add(self, jobs):\n"
+        "def add(self, jobs, *rest):\n"
         "    victim = os.environ['RUMPFS_TEST_SWAP'].encode()\n"
         "    if os.path.isfile(victim):\n"
         "        os.rename(victim, victim + b'.gone')\n"
-        "    return real(self, jobs)\n"
+        "    return real(self, jobs, *rest)\n"
         "o.Copier.add = add\n"
         "sys.argv = ['rumpfs'] + sys.argv[1:]\n"
         "runpy.run_module('rumpfs', run_name='__main__')\n")
@@ -119,3 +119,23 @@ def test_large_copies_are_cut_into_pieces_for_every_worker(tmp_path):
         image = out.read_bytes()
         assert image[7 + 1001:7 + 1001 + len(payload) - 3] == payload[3:]
         assert image[:7 + 1001] == bytes(7 + 1001)
+
+
+def test_cpio_member_larger_than_a_piece_reads_back_with_gnu_cpio(tmp_path):
+    """The copy of a member writes its header too; a file cut into pieces
+    carries it on its first piece only.  GNU cpio must read every byte back."""
+    from rumpfs.output import PIECE_BYTES
+    rnd = random.Random(5)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a-small").write_bytes(rnd.randbytes(1001))
+    (src / "b-big").write_bytes(rnd.randbytes(2 * PIECE_BYTES + 3))
+    (src / "c-small").write_bytes(rnd.randbytes(70001))
+    out = tmp_path / "big.cpio"
+    run_rumpfs("pack", "--no-stubetc", src, "-o", out)
+    dest = tmp_path / "x"
+    dest.mkdir()
+    with open(out, "rb") as f:
+        subprocess.run(["cpio", "-idm", "--quiet"], stdin=f, cwd=dest, check=True)
+    for name in ("a-small", "b-big", "c-small"):
+        assert (dest / name).read_bytes() == (src / name).read_bytes(), name

@@ -25,7 +25,7 @@ import sys
 import zlib
 
 from ...errors import RumpfsError
-from ...output import PLACEHOLDER, PLACEHOLDER_MAX, open_source
+from ...output import BATCH_JOBS, open_source
 from ...tree import IFMT, LNK, REG, HostData, display
 from .layout import (
     ALIGNMENT,
@@ -77,9 +77,11 @@ def data_checksum(data) -> int:
     return total & FIELD_MAX
 
 
-#: Files up to this size are read into the write buffer; larger ones are
-#: copied with copy_file_range.
+#: For a compressing sink, files up to this size are read into the write
+#: buffer; larger ones are streamed through the sink.
 SMALL_FILE = 1 << 16
+#: Members whose copies are handed to a file sink at a time.
+_JOBS_PER_HAND_OVER = BATCH_JOBS
 
 
 def write_archive(tree, out, variant: str = "newc") -> int:
@@ -90,19 +92,21 @@ def write_archive(tree, out, variant: str = "newc") -> int:
     crc = variant == "crc"
     names = tree.name_counts()
     progress = getattr(out, "progress", None)
-    # A file sink copies file data itself (worker processes, see ImageSink):
-    # here its place is held with zeros.  A compressing sink needs the bytes.
-    reserve = hasattr(out, "write_reserved")
+    # A file sink copies file data itself (worker processes, see ImageSink),
+    # header included: this process writes only the other members, and the
+    # copies fill the gaps.  A compressing sink needs every byte in order.
+    scattered = hasattr(out, "write_scattered")
     ino_of: dict[int, int] = {}  # nodes with several names
     next_ino = 1
     clamped = []
-    buf = bytearray()
-    held: list = []  # copies whose places are in buf
-    start = out.tell()  # image offset of buf[0]
+    buf = bytearray()  # members this process writes, from image offset start
+    start = out.tell()
+    runs: list = []  # (image offset, bytes) of such members, not yet handed over
+    jobs: list = []  # copies of member data, and their headers
+    heads: list = []
     # This loop runs once per member: locals, tables and one struct call.
     name_tail = _NAME_TAIL
     data_pad = _DATA_PAD
-    placeholder = PLACEHOLDER
     for path, node, link_of, _depth in tree.walk():
         mode = node.mode
         children = node.children
@@ -132,7 +136,7 @@ def write_archive(tree, out, variant: str = "newc") -> int:
                             f"at most {FIELD_MAX} bytes per file (32-bit size field): use an FFS image")
                     if data.__class__ is not HostData:
                         payload, data = data.data, None
-                    elif not reserve and size <= SMALL_FILE:
+                    elif not scattered and size <= SMALL_FILE:
                         payload, data = _read_small(data, size), None
                         if progress is not None:
                             progress.advance(size)
@@ -155,30 +159,49 @@ def write_archive(tree, out, variant: str = "newc") -> int:
             mtime = min(max(mtime, 0), FIELD_MAX)
         name = path or b"."
         rdev = node.rdev
-        buf += magic
-        buf += pack(ino, mode, node.uid, node.gid, nlink, mtime, size, 0, 0,
-                    os.major(rdev) if rdev else 0, os.minor(rdev) if rdev else 0,
-                    len(name) + 1, check).hex().upper().encode()
-        buf += name
-        buf += name_tail[len(name) & 3]
+        head = (magic + pack(ino, mode, node.uid, node.gid, nlink, mtime, size, 0, 0,
+                             os.major(rdev) if rdev else 0, os.minor(rdev) if rdev else 0,
+                             len(name) + 1, check).hex().upper().encode()
+                + name + name_tail[len(name) & 3])
+        if data is not None and scattered:
+            # The copy writes the whole member; its data padding is never
+            # written and reads as zeros.
+            member = start + len(buf)
+            if buf:
+                runs.append((start, bytes(buf)))
+                buf = bytearray()
+            jobs.append((data, 0, member + len(head), size))
+            heads.append(head)
+            start = member + len(head) + size + (-size & 3)
+            if len(jobs) >= _JOBS_PER_HAND_OVER:
+                out.write_scattered(runs, jobs, heads, start)
+                runs, jobs, heads = [], [], []
+            continue
+        buf += head
         if data is not None:
-            if reserve and size <= PLACEHOLDER_MAX:
-                held.append((data, 0, start + len(buf), size))
-                buf += placeholder[:size]
-            else:
-                _hand_over(out, buf, held, reserve)
-                buf, held = bytearray(), []
-                out.copy(data)
-                start = out.tell()
+            # A compressing sink reads a large file itself.
+            out.write(buf)
+            buf = bytearray()
+            out.copy(data)
+            start = out.tell()
         elif payload is not None:
             buf += payload
         buf += data_pad[size & 3]
         if len(buf) >= _READ_CHUNK:
-            _hand_over(out, buf, held, reserve)
+            if scattered:
+                runs.append((start, bytes(buf)))
+            else:
+                out.write(buf)
             start += len(buf)
-            buf, held = bytearray(), []
+            buf = bytearray()
 
-    _hand_over(out, buf, held, reserve)
+    if scattered:
+        if buf:
+            runs.append((start, bytes(buf)))
+            start += len(buf)
+        out.write_scattered(runs, jobs, heads, start)
+    else:
+        out.write(buf)
     buf = bytearray()
     trailer = build_header(magic, (0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, len(TRAILER_NAME) + 1, 0))
     tail = trailer + TRAILER_NAME + b"\0"
@@ -190,13 +213,6 @@ def write_archive(tree, out, variant: str = "newc") -> int:
         print(f"rumpfs: warning: {len(clamped)} time(s) outside the 32-bit cpio range were clamped "
               f"(first: {display(clamped[0])})", file=sys.stderr)
     return out.tell()
-
-
-def _hand_over(out, buf, held, reserve) -> None:
-    if reserve:
-        out.write_reserved(buf, held)
-    else:
-        out.write(buf)
 
 
 def _read_small(data, size: int) -> bytes:
