@@ -1,6 +1,7 @@
-"""The precompiled layouts (rumpfs/formats/*/_compiled.py): current, equal to
-what construct derives, and enough for the writers to run without construct,
-dataclasses or typing -- while a stale one is ignored, not trusted."""
+"""The precompiled layouts (rumpfs/formats/*/_compiled.py, rumpfs/elf/_compiled*.py,
+rumpfs/etc/_compiled_db185.py): current, equal to what construct derives, and
+enough for the writers to run without construct, dataclasses or typing --
+while a stale one is ignored, not trusted."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from rumpfs.elf import _compiled as elf_generated
+from rumpfs.elf import _compiled_registry as registry_generated
+from rumpfs.elf import layout as elf_layout
+from rumpfs.elf import registry
+from rumpfs.etc import _compiled_db185 as db185_generated
+from rumpfs.etc import db185
 from rumpfs.formats import precompile
 from rumpfs.formats.cpio import _compiled as cpio_generated
 from rumpfs.formats.cpio import layout as cpio_layout
@@ -20,6 +27,7 @@ from rumpfs.formats.ffs import layout as L
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = Path(__file__).with_name("precompile_probe.py")
+OBJECT_PROBE = Path(__file__).with_name("object_probe.py")
 
 
 def test_generated_modules_are_current(capsys):
@@ -32,6 +40,30 @@ def test_layouts_use_their_generated_module():
     # The digests match this checkout, so the writer's path is the fast one.
     assert L._generated() is ffs_generated
     assert cpio_layout._GENERATED is cpio_generated
+    assert elf_layout._generated() is elf_generated
+    assert registry._generated() is registry_generated
+    assert db185._generated() is db185_generated
+
+
+def test_generated_names():
+    assert precompile.generated_name("rumpfs.formats.ffs.layout") == "rumpfs.formats.ffs._compiled"
+    assert precompile.generated_name("rumpfs.elf.layout") == "rumpfs.elf._compiled"
+    assert precompile.generated_name("rumpfs.elf.registry") == "rumpfs.elf._compiled_registry"
+    assert precompile.generated_name("rumpfs.etc.db185") == "rumpfs.etc._compiled_db185"
+    for name in precompile.LAYOUTS:
+        generated = sys.modules[precompile.generated_name(name)]
+        assert Path(precompile.generated_path(name)) == Path(generated.__file__)
+        assert generated.SOURCE == name.replace(".", "/") + ".py"
+
+
+@pytest.mark.parametrize("name", sorted(ffs_generated.STRUCTS))
+def test_shared_describe_equals_the_ffs_one(name):
+    # precompile.describe is the FFS layout's derivation, extended (Const,
+    # PaddedString): for the FFS declarations both give the same.
+    for order in ("little", "big"):
+        con = getattr(L.structs(order), name)
+        assert precompile.describe(con) == L.describe(con)
+        assert precompile.byteorder_of(con) == order
 
 
 @pytest.mark.parametrize("order", ["little", "big"])
@@ -67,6 +99,104 @@ def test_cpio_generated_equals_construct():
     values = tuple(range(1, len(cpio_layout.FIELDS) + 1))
     raw = cpio_layout.build_header(cpio_layout.NEWC_MAGIC, values)
     assert header.build(dict(zip(cpio_layout.FIELDS, values), c_magic=cpio_layout.NEWC_MAGIC)) == raw
+
+
+# -- ELF, registry record, db 1.85 -------------------------------------------------
+
+
+def _sample(fields, seed: int) -> dict:
+    """A dict for a field tree: distinct small values, bytes where the field is one."""
+    out = {}
+    for i, (name, count, sub, default) in enumerate(fields):
+        if sub is not None:
+            out[name] = _sample(sub, seed + 17 * i)
+        elif isinstance(default, bytes):
+            out[name] = default or bytes((seed + i + k) % 256 for k in range(3))
+        elif count is None:
+            out[name] = (seed + i) % 100
+        else:
+            out[name] = [(seed + i + k) % 100 for k in range(count)]
+    return out
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+@pytest.mark.parametrize("elfclass", [elf_layout.ELFCLASS32, elf_layout.ELFCLASS64])
+@pytest.mark.parametrize("name", elf_layout.STRUCT_NAMES)
+def test_elf_generated_struct_equals_construct(name, elfclass, order):
+    fmt, fields, size = elf_generated.STRUCTS[elfclass][name]
+    con = getattr(elf_layout.layouts(elfclass, order), name)
+    assert precompile.describe(con) == (fmt, fields)
+    assert size == con.sizeof()
+    fast = getattr(elf_layout.fast(elfclass, order), name)
+    assert (fast.format, fast.fields, fast.size) == (fmt, fields, size)
+    values = _sample(fields, elfclass * 7 + len(name))
+    if name == "Ehdr":
+        values["e_ident"]["EI_MAG"] = elf_layout.ELFMAG
+        values["e_ident"]["EI_PAD"] = bytes(7)
+    raw = fast.pack_dict(values)
+    assert raw == con.build(values)
+    parsed = con.parse(raw)
+    unpacked = fast.unpack_dict(raw)
+    for field, value in unpacked.items():
+        if isinstance(value, dict):
+            assert value == {k: v for k, v in parsed[field].items() if not k.startswith("_")}
+        else:
+            assert value == parsed[field]
+
+
+def test_elf_generated_covers_both_classes():
+    assert set(elf_generated.STRUCTS) == {elf_layout.ELFCLASS32, elf_layout.ELFCLASS64}
+    for per_class in elf_generated.STRUCTS.values():
+        assert tuple(per_class) == elf_layout.STRUCT_NAMES
+    assert elf_layout.fast(elf_layout.ELFCLASS64, "big").Ehdr.size == 64
+    assert elf_layout.fast(elf_layout.ELFCLASS32, "little").Ehdr.size == 52
+    assert elf_layout.Elf_Ident.sizeof() == elf_layout.EI_NIDENT
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+@pytest.mark.parametrize("bits", [32, 64])
+def test_registry_generated_record_equals_construct(bits, order):
+    con = registry.record(bits, order)
+    fmt, fields, size = registry_generated.RECORDS[bits]
+    assert precompile.describe(con) == (fmt, fields)
+    assert size == con.sizeof() == registry.RECORD_SIZE
+    assert registry_generated.STRINGS == precompile.string_fields(con) == {
+        "ri_name": ("utf8", registry.NAME_LEN)}
+    for name in ("root", "x" * registry.NAME_LEN, "n\u00e9"):
+        kw = dict(fmt=registry.FMT_FFS2, flags=registry.IMG_WRITABLE | registry.IMG_CONFIG,
+                  size=0x123456789, name=name, mount_point="/srv/www", pointer=0x1234)
+        expected = con.build(dict(
+            ri_magic=registry.MAGIC, ri_version=registry.VERSION, ri_format=kw["fmt"],
+            ri_flags=kw["flags"], ri_reclen=registry.RECORD_SIZE, ri_size=kw["size"],
+            ri_image=kw["pointer"], ri_image_pad=0, ri_name=name,
+            ri_mountpoint=b"/srv/www".ljust(registry.MOUNTPOINT_LEN, b"\0")))
+        assert registry.build(bits, order, **kw) == expected
+        assert registry.parse(expected, bits, order).ri_name == name
+    with pytest.raises(ValueError, match="ri_name"):
+        registry.build(bits, order, fmt=0, flags=0, size=0, mount_point="/",
+                       name="x" * (registry.NAME_LEN + 1))
+
+
+def test_db185_generated_equals_construct():
+    header = db185.HASHHDR
+    fmt, fields, size = db185_generated.HASHHDR
+    assert precompile.describe(header) == (fmt, fields)
+    assert size == header.sizeof() == db185.fast_header().size
+    assert db185_generated.HASHHDR_BYTEORDER == precompile.byteorder_of(header) == "big"
+    values = _sample(fields, 3)
+    assert db185.fast_header().pack_dict(values) == header.build(values)
+    assert db185.precompile() == {k: getattr(db185_generated, k)
+                                  for k in ("HASHHDR", "HASHHDR_BYTEORDER", "PAGE_TABLE",
+                                            "BITMAP_WORD")}
+    for order in ("little", "big"):
+        for entries in ([], [4090, 4000], list(range(100, 300, 2))):
+            table = dict(n=len(entries), entries=entries, free=77, offset=3999)
+            assert db185.pack_page_table(order, table) == db185.page_table(order).build(table)
+        words = [(i * 2654435761) & 0xFFFFFFFF for i in range(4096 // 4)]
+        assert (db185.pack_bitmap_page(order, words)
+                == db185.bitmap_page(order, 4096).build(words))
+    with pytest.raises(ValueError, match="page table"):
+        db185.pack_page_table("little", dict(n=3, entries=[1, 2], free=0, offset=0))
 
 
 def test_superblock_fast_pack_equals_construct_build():
@@ -114,12 +244,67 @@ def test_stale_or_unreadable_falls_back_to_construct(mode, fresh):
         assert got[key] == fresh[key], key
 
 
+def _object_probe(mode: str, tmp_path) -> dict:
+    """Run tests/object_probe.py in ``python -S`` (see :func:`_probe`): the
+    command line packs examples/hello to an object, then more outputs."""
+    import construct
+
+    path = [str(REPO), str(Path(construct.__file__).resolve().parent.parent)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), SOURCE_DATE_EPOCH="1700000000")
+    out = tmp_path / mode
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-S", str(OBJECT_PROBE), mode,
+                           str(REPO / "examples" / "hello"), str(out)],
+                          env=env, check=True, capture_output=True, text=True, timeout=300)
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def fresh_object(tmp_path_factory):
+    return _object_probe("fresh", tmp_path_factory.mktemp("object"))
+
+
+def test_pack_object_imports_none_of_the_slow_modules(fresh_object):
+    # `rumpfs pack DIR -o x.o`, the default /etc layer on: the ELF writer,
+    # the registry record and the password databases all packed without
+    # construct, dataclasses, typing, tempfile or pathlib.
+    assert fresh_object["preloaded"] == []
+    assert fresh_object["slow_imported"] == [], fresh_object["imported"]
+    for module in ("rumpfs.elf.writer", "rumpfs.etc.db185", "rumpfs.etc.passwd",
+                   "rumpfs.elf._compiled", "rumpfs.elf._compiled_registry",
+                   "rumpfs.etc._compiled_db185"):
+        assert module in fresh_object["imported"], module
+    assert all(fresh_object["generated"].values()), fresh_object["generated"]
+
+
+@pytest.mark.parametrize("mode", ["stale", "unreadable"])
+def test_object_stale_or_unreadable_falls_back_to_construct(mode, fresh_object, tmp_path):
+    got = _object_probe(mode, tmp_path)
+    assert not any(got["generated"].values()), got["generated"]
+    assert "construct" in got["slow_imported"]
+    assert got["outputs"] == fresh_object["outputs"]
+
+
 def test_stale_generated_module_is_ignored_in_process(monkeypatch):
     monkeypatch.setattr(ffs_generated, "SOURCE_CRC32", ffs_generated.SOURCE_CRC32 ^ 1)
     assert precompile.load(L.__name__, L.__file__) is None
     monkeypatch.undo()
     assert precompile.load(L.__name__, L.__file__) is ffs_generated
     assert precompile.load(L.__name__, str(REPO / "no-such-file.py")) is None
+    for layout, generated in ((elf_layout, elf_generated), (registry, registry_generated),
+                              (db185, db185_generated)):
+        monkeypatch.setattr(generated, "SOURCE_CRC32", generated.SOURCE_CRC32 ^ 1)
+        assert precompile.load(layout.__name__, layout.__file__) is None
+        monkeypatch.undo()
+        assert precompile.load(layout.__name__, layout.__file__) is generated
+
+
+def test_fallback_facts_equal_the_generated_ones():
+    # What each layout derives from construct when its generated module is
+    # stale is exactly what the generated module holds.
+    assert elf_layout.precompile() == {"STRUCTS": elf_generated.STRUCTS}
+    assert registry.precompile() == {"RECORDS": registry_generated.RECORDS,
+                                     "STRINGS": registry_generated.STRINGS}
 
 
 def test_render_starts_with_the_generated_notice():

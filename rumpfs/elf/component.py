@@ -8,23 +8,30 @@ The ELF, assembly and C writers all take a Component.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..errors import RumpfsError
 from . import registry, templates
 from . import targets as T
+from .frozen import Frozen
 
 
-@dataclass(frozen=True)
-class Component:
-    target: T.Target
-    template: templates.Template  # {name} already substituted
-    name: str
-    writable: bool
-    registry: bool
-    fmt_code: int
-    flags: int
-    mount_point: str
+class Component(Frozen):
+    """A checked component (immutable, compared by value:
+    :class:`~rumpfs.elf.frozen.Frozen`)."""
+
+    __slots__ = ("target", "template", "name", "writable", "registry", "fmt_code", "flags",
+                 "mount_point")
+
+    def __init__(self, target: T.Target, template: templates.Template, name: str,
+                 writable: bool, registry: bool, fmt_code: int, flags: int, mount_point: str):
+        init = object.__setattr__
+        init(self, "target", target)
+        init(self, "template", template)  # {name} already substituted
+        init(self, "name", name)
+        init(self, "writable", writable)
+        init(self, "registry", registry)
+        init(self, "fmt_code", fmt_code)
+        init(self, "flags", flags)
+        init(self, "mount_point", mount_point)
 
     @property
     def section(self) -> str:
@@ -42,8 +49,7 @@ def resolve(options: dict, fmt_name: str, *, config: bool = False, compressed: b
     name = options.get("name") or templates.DEFAULT_NAME
     base = templates.resolve(options.get("template"))
     if options.get("align") is not None:
-        from dataclasses import replace
-        base = replace(base, align=int(options["align"]))
+        base = base.replace(align=int(options["align"]))
     tmpl = base.for_component(name)
     writable = bool(options.get("writable"))
     tmpl.image_section(writable)  # raises when the template has no writable section

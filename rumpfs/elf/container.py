@@ -16,7 +16,6 @@ the target's) and checks every object option, so a bad ``--template`` or
 from __future__ import annotations
 
 import os
-import tempfile
 
 from ..errors import RumpfsError
 from ..output import AtomicOutput, ImageSink
@@ -70,6 +69,8 @@ def write_component(kind: str, out: AtomicOutput, write_image, comp: C.Component
         os.write(out.fd, text.encode("utf-8"))
         return size
     if kind == "c":
+        import tempfile  # only here: a few ms of start-up every other output would pay
+
         from . import csrc
         directory = os.path.dirname(os.path.abspath(out.path))
         with tempfile.TemporaryFile(dir=directory, prefix=".rumpfs-image.") as tmp:

@@ -9,31 +9,21 @@ MIPS64 (n64) is the one ABI whose relocation records do not use the
 generic ``r_info``: its ``Elf64_Mips_Rela`` splits the 8 bytes into
 ``r_sym`` (32 bits), ``r_ssym`` and three 8-bit types (MIPS64 ELF ABI
 supplement, "Relocation Entry"); it is declared here too.
+
+Importing this module does not import construct (35-55 ms, more than
+writing a small object): :func:`layouts` and ``Elf_Ident`` declare the
+construct Structs when first used (the reader parses with them), and the
+writer packs with :func:`fast`, ``struct`` forms described by
+``_compiled.py``, generated from these declarations by
+``python -m rumpfs.formats.precompile`` (:mod:`rumpfs.formats.precompile`),
+as long as it was generated from this very source; otherwise the
+descriptions are derived from construct, as before.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from types import SimpleNamespace
-
-from construct import (
-    Bytes,
-    Const,
-    Int8ul,
-    Int16sb,
-    Int16sl,
-    Int16ub,
-    Int16ul,
-    Int32sb,
-    Int32sl,
-    Int32ub,
-    Int32ul,
-    Int64sb,
-    Int64sl,
-    Int64ub,
-    Int64ul,
-    Struct,
-)
 
 # -- e_ident ------------------------------------------------------------------
 ELFMAG = b"\x7fELF"
@@ -119,42 +109,80 @@ def r_type(elfclass: int, info: int) -> int:
     return info & 0xFF if elfclass == ELFCLASS32 else info & 0xFFFFFFFF
 
 
-_INTS = {
-    ("little", 8): Int8ul, ("big", 8): Int8ul,
-    ("little", 16): Int16ul, ("big", 16): Int16ub,
-    ("little", 32): Int32ul, ("big", 32): Int32ub,
-    ("little", 64): Int64ul, ("big", 64): Int64ub,
-    ("little", -32): Int32sl, ("big", -32): Int32sb,
-    ("little", -64): Int64sl, ("big", -64): Int64sb,
-    ("little", -16): Int16sl, ("big", -16): Int16sb,
-}
+# construct is imported by the functions that declare, not by the module:
+# the writer gets by without it (see the module docstring).
 
-#: e_ident, identical in both classes (gABI "ELF Identification").
-Elf_Ident = Struct(
-    "EI_MAG" / Const(ELFMAG),
-    "EI_CLASS" / Int8ul,
-    "EI_DATA" / Int8ul,
-    "EI_VERSION" / Int8ul,
-    "EI_OSABI" / Int8ul,
-    "EI_ABIVERSION" / Int8ul,
-    "EI_PAD" / Bytes(7),
-)
+
+def _ints() -> dict:
+    """(byte order, bits) -> construct integer field; negative bits: signed."""
+    from construct import (
+        Int8ul,
+        Int16sb,
+        Int16sl,
+        Int16ub,
+        Int16ul,
+        Int32sb,
+        Int32sl,
+        Int32ub,
+        Int32ul,
+        Int64sb,
+        Int64sl,
+        Int64ub,
+        Int64ul,
+    )
+
+    return {
+        ("little", 8): Int8ul, ("big", 8): Int8ul,
+        ("little", 16): Int16ul, ("big", 16): Int16ub,
+        ("little", 32): Int32ul, ("big", 32): Int32ub,
+        ("little", 64): Int64ul, ("big", 64): Int64ub,
+        ("little", -32): Int32sl, ("big", -32): Int32sb,
+        ("little", -64): Int64sl, ("big", -64): Int64sb,
+        ("little", -16): Int16sl, ("big", -16): Int16sb,
+    }
+
+
+@lru_cache(maxsize=None)
+def _elf_ident():
+    """e_ident, identical in both classes (gABI "ELF Identification")."""
+    from construct import Bytes, Const, Int8ul, Struct
+
+    return Struct(
+        "EI_MAG" / Const(ELFMAG),
+        "EI_CLASS" / Int8ul,
+        "EI_DATA" / Int8ul,
+        "EI_VERSION" / Int8ul,
+        "EI_OSABI" / Int8ul,
+        "EI_ABIVERSION" / Int8ul,
+        "EI_PAD" / Bytes(7),
+    )
+
+
+def __getattr__(name: str):
+    # Elf_Ident: declared on first use.
+    if name != "Elf_Ident":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _elf_ident()
 
 
 @lru_cache(maxsize=None)
 def layouts(elfclass: int, byteorder: str) -> SimpleNamespace:
-    """Ehdr, Shdr, Sym, Rel, Rela (and MipsRela64) for one class and byte order."""
+    """Ehdr, Shdr, Sym, Rel, Rela (and MipsRela64) for one class and byte
+    order, as construct Structs (imports construct; the writer uses :func:`fast`)."""
+    from construct import Int8ul, Struct
+
     bits64 = elfclass == ELFCLASS64
+    ints = _ints()
 
     def u(bits):
-        return _INTS[(byteorder, bits)]
+        return ints[(byteorder, bits)]
 
     half, word = u(16), u(32)
     addr = off = xword = u(64) if bits64 else u(32)
     sxword = u(-64) if bits64 else u(-32)
 
     ehdr = Struct(
-        "e_ident" / Elf_Ident,
+        "e_ident" / _elf_ident(),
         "e_type" / half,
         "e_machine" / half,
         "e_version" / word,
@@ -215,6 +243,63 @@ def layouts(elfclass: int, byteorder: str) -> SimpleNamespace:
     return SimpleNamespace(elfclass=elfclass, byteorder=byteorder, Ehdr=ehdr, Shdr=shdr,
                            Sym=sym, Rel=rel, Rela=rela, MipsRela64=mips_rela64,
                            word_size=8 if bits64 else 4)
+
+
+#: The structures :func:`layouts` declares and :func:`fast` precompiles.
+STRUCT_NAMES = ("Ehdr", "Shdr", "Sym", "Rel", "Rela", "MipsRela64")
+
+
+def precompile() -> dict:
+    """What ``python -m rumpfs.formats.precompile`` writes into
+    ``_compiled.py`` (imports construct): per ELF class, each structure's
+    description (``struct`` format without byte order, field tree, size),
+    the same in both byte orders."""
+    from ..formats.precompile import describe
+
+    structs = {}
+    for elfclass in (ELFCLASS32, ELFCLASS64):
+        little, big = layouts(elfclass, "little"), layouts(elfclass, "big")
+        per_class = {}
+        for name in STRUCT_NAMES:
+            fmt, fields = describe(getattr(little, name))
+            if describe(getattr(big, name)) != (fmt, fields):  # pragma: no cover
+                raise AssertionError(f"{name}: the byte orders differ beyond the prefix")
+            per_class[name] = (fmt, fields, getattr(little, name).sizeof())
+        structs[elfclass] = per_class
+    return {"STRUCTS": structs}
+
+
+@lru_cache(maxsize=None)
+def _generated():
+    """``_compiled``, the descriptions generated from these declarations, if
+    it was generated from this very source; else None (construct derives)."""
+    from ..formats.precompile import load
+
+    return load(__name__, globals().get("__file__"))
+
+
+@lru_cache(maxsize=None)
+def _descriptions() -> dict:
+    generated = _generated()
+    return generated.STRUCTS if generated is not None else precompile()["STRUCTS"]
+
+
+@lru_cache(maxsize=None)
+def fast(elfclass: int, byteorder: str) -> SimpleNamespace:
+    """The structures of :func:`layouts` as precompiled ``struct`` forms
+    (:class:`~rumpfs.formats.ffs.layout.FastStruct`: ``.size``,
+    ``.pack_dict(dict)``, ``.unpack_dict(buf)``), without construct while
+    ``_compiled.py`` is current."""
+    from ..formats.ffs.layout import FastStruct
+
+    out = SimpleNamespace(elfclass=elfclass, byteorder=byteorder,
+                          word_size=8 if elfclass == ELFCLASS64 else 4)
+    for name, (fmt, fields, size) in _descriptions()[elfclass].items():
+        packer = FastStruct(fmt, fields, byteorder)
+        if packer.size != size:  # pragma: no cover - the generator derived both
+            raise AssertionError(f"{name}: struct size {packer.size} != {size}")
+        setattr(out, name, packer)
+    return out
 
 
 def ident(elfclass: int, byteorder: str, osabi: int = ELFOSABI_NONE, abiversion: int = 0) -> dict:

@@ -24,13 +24,19 @@ same layout once, for both word sizes and byte orders::
 Every field sits at a multiple of its size and the record is 128 bytes, a
 multiple of its 8-byte alignment, so the C layout is the same on every ABI
 and records from several objects lie back to back with no padding.
+
+Importing this module does not import construct: :func:`record` declares
+the construct Struct when first called (:func:`parse`, the reader, uses
+it), and :func:`build`, on the writer's path, packs with a ``struct`` form
+described by ``_compiled_registry.py``, generated from :func:`record` by
+``python -m rumpfs.formats.precompile`` (:mod:`rumpfs.formats.precompile`)
+as long as it was generated from this very source; otherwise the
+description is derived from construct.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-
-from construct import Bytes, Int16ub, Int16ul, Int32ub, Int32ul, Int64ub, Int64ul, PaddedString, Struct
 
 from ..errors import RumpfsError
 
@@ -65,8 +71,11 @@ FLAG_NAMES = {IMG_WRITABLE: "writable", IMG_CONFIG: "config", IMG_COMPRESSED: "c
 
 
 @lru_cache(maxsize=None)
-def record(bits: int, byteorder: str) -> Struct:
-    """``struct rumpfs_image`` for one word size and byte order."""
+def record(bits: int, byteorder: str):
+    """``struct rumpfs_image`` for one word size and byte order, as a
+    construct Struct (imports construct; :func:`build` uses :func:`fast_record`)."""
+    from construct import Bytes, Int16ub, Int16ul, Int32ub, Int32ul, Int64ub, Int64ul, PaddedString, Struct
+
     big = byteorder == "big"
     u16 = Int16ub if big else Int16ul
     u32 = Int32ub if big else Int32ul
@@ -84,6 +93,55 @@ def record(bits: int, byteorder: str) -> Struct:
         "ri_name" / PaddedString(NAME_LEN, "utf8"),
         "ri_mountpoint" / Bytes(MOUNTPOINT_LEN),
     )
+
+
+def precompile() -> dict:
+    """What ``python -m rumpfs.formats.precompile`` writes into
+    ``_compiled_registry.py`` (imports construct): per word size, the
+    record's description (``struct`` format without byte order, field tree,
+    size), the same in both byte orders; and the encoding and length of each
+    text field."""
+    from ..formats.precompile import describe, string_fields
+
+    records = {}
+    for bits in (32, 64):
+        fmt, fields = describe(record(bits, "little"))
+        if describe(record(bits, "big")) != (fmt, fields):  # pragma: no cover
+            raise AssertionError("the byte orders differ beyond the prefix")
+        records[bits] = (fmt, fields, record(bits, "little").sizeof())
+    strings = string_fields(record(64, "little"))
+    if string_fields(record(32, "little")) != strings:  # pragma: no cover
+        raise AssertionError("the word sizes differ in their text fields")
+    return {"RECORDS": records, "STRINGS": strings}
+
+
+@lru_cache(maxsize=None)
+def _generated():
+    """``_compiled_registry``, generated from this module, if it was
+    generated from this very source; else None (construct derives)."""
+    from ..formats.precompile import load
+
+    return load(__name__, globals().get("__file__"))
+
+
+@lru_cache(maxsize=None)
+def _facts() -> dict:
+    generated = _generated()
+    return vars(generated) if generated is not None else precompile()
+
+
+@lru_cache(maxsize=None)
+def fast_record(bits: int, byteorder: str):
+    """:func:`record` as a precompiled ``struct`` form
+    (:class:`~rumpfs.formats.ffs.layout.FastStruct`); its text fields take
+    bytes, encoded as :func:`build` does."""
+    from ..formats.ffs.layout import FastStruct
+
+    fmt, fields, size = _facts()["RECORDS"][bits]
+    packer = FastStruct(fmt, fields, byteorder)
+    if packer.size != size:  # pragma: no cover - the generator derived both
+        raise AssertionError(f"registry record: struct size {packer.size} != {size}")
+    return packer
 
 
 def format_code(fmt_name: str) -> int:
@@ -106,7 +164,13 @@ def build(bits: int, byteorder: str, *, fmt: int, flags: int, size: int, name: s
                   ri_reclen=RECORD_SIZE, ri_size=size, ri_image=pointer, ri_image_pad=0,
                   ri_name=name,
                   ri_mountpoint=check_mount_point(mount_point).ljust(MOUNTPOINT_LEN, b"\0"))
-    data = record(bits, byteorder).build(fields)
+    for field, (encoding, length) in _facts()["STRINGS"].items():
+        # struct would cut a long text short where construct refuses it.
+        raw = fields[field].encode(encoding)
+        if len(raw) > length:
+            raise ValueError(f"{field} {fields[field]!r}: {len(raw)} bytes, at most {length}")
+        fields[field] = raw
+    data = fast_record(bits, byteorder).pack_dict(fields)
     assert len(data) == RECORD_SIZE
     return data
 

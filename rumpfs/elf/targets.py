@@ -19,11 +19,10 @@ ABI are copied from an object of the kernel being built.
 from __future__ import annotations
 
 import os
-import platform
-from dataclasses import dataclass, replace
 
 from ..errors import RumpfsError
 from . import layout as L
+from .frozen import Frozen
 
 # ARM (AAELF): EABI version 5 in the top byte, float ABI bits.
 EF_ARM_EABI_VER5 = 0x05000000
@@ -70,25 +69,33 @@ R_SPARC_64 = 32
 R_LARCH_64 = 2
 
 
-@dataclass(frozen=True)
-class Target:
-    """What goes into an object's header for one target."""
+class Target(Frozen):
+    """What goes into an object's header for one target (immutable, compared
+    by value, :meth:`replace` for a changed copy: :class:`~rumpfs.elf.frozen.Frozen`)."""
 
-    name: str
-    elfclass: int
-    byteorder: str
-    machine: int
-    flags: int = 0
-    osabi: int = L.ELFOSABI_NONE
-    abiversion: int = 0
-    #: Relocation type of an absolute pointer of the word size.
-    abs_reloc: int = 0
-    #: True where the ABI uses SHT_RELA, False for SHT_REL (addend in place).
-    rela: bool = True
-    description: str = ""
-    #: Float ABI names this target accepts -> e_flags to use.
-    float_abis: tuple = ()
-    float_abi: str | None = None
+    __slots__ = ("name", "elfclass", "byteorder", "machine", "flags", "osabi", "abiversion",
+                 "abs_reloc", "rela", "description", "float_abis", "float_abi")
+
+    def __init__(self, name: str, elfclass: int, byteorder: str, machine: int, flags: int = 0,
+                 osabi: int = L.ELFOSABI_NONE, abiversion: int = 0, abs_reloc: int = 0,
+                 rela: bool = True, description: str = "", float_abis: tuple = (),
+                 float_abi: str | None = None):
+        init = object.__setattr__
+        init(self, "name", name)
+        init(self, "elfclass", elfclass)
+        init(self, "byteorder", byteorder)
+        init(self, "machine", machine)
+        init(self, "flags", flags)
+        init(self, "osabi", osabi)
+        init(self, "abiversion", abiversion)
+        # Relocation type of an absolute pointer of the word size.
+        init(self, "abs_reloc", abs_reloc)
+        # True where the ABI uses SHT_RELA, False for SHT_REL (addend in place).
+        init(self, "rela", rela)
+        init(self, "description", description)
+        # Float ABI names this target accepts -> e_flags to use.
+        init(self, "float_abis", float_abis)
+        init(self, "float_abi", float_abi)
 
     @property
     def bits(self) -> int:
@@ -103,14 +110,14 @@ class Target:
         """MIPS64 n64 relocation records (Elf64_Mips_Rela)."""
         return self.machine == L.EM_MIPS and self.elfclass == L.ELFCLASS64
 
-    def with_float_abi(self, abi: str) -> "Target":
+    def with_float_abi(self, abi: str) -> Target:
         table = dict(self.float_abis)
         if not table:
             raise RumpfsError(f"--float-abi {abi}: target {self.name} has no float ABI choice")
         if abi not in table:
             raise RumpfsError(f"--float-abi {abi}: target {self.name} takes "
                               f"{', '.join(table)}")
-        return replace(self, flags=table[abi], float_abi=abi)
+        return self.replace(flags=table[abi], float_abi=abi)
 
     def summary(self) -> dict:
         return {
@@ -218,9 +225,19 @@ def get(name: str, float_abi: str | None = None) -> Target:
     return target
 
 
+def _host_machine() -> str:
+    """``platform.machine()``: on POSIX the machine of ``uname``, without
+    importing platform (a few ms of start-up)."""
+    if hasattr(os, "uname"):
+        return os.uname().machine
+    import platform  # pragma: no cover - not POSIX
+
+    return platform.machine()  # pragma: no cover
+
+
 def host() -> Target:
     """The target of the machine rumpfs runs on."""
-    machine = platform.machine().lower()
+    machine = _host_machine().lower()
     try:
         return get(machine)
     except RumpfsError:
@@ -253,15 +270,18 @@ def like(path: str) -> Target:
     if elfclass not in (L.ELFCLASS32, L.ELFCLASS64) or data not in (L.ELFDATA2LSB, L.ELFDATA2MSB):
         raise RumpfsError(f"--like {path}: unknown ELF class {elfclass} or data encoding {data}")
     byteorder = "little" if data == L.ELFDATA2LSB else "big"
-    ehdr = L.layouts(elfclass, byteorder).Ehdr.parse(head)
-    base = _by_machine(ehdr.e_machine, elfclass, byteorder)
+    header = L.fast(elfclass, byteorder).Ehdr
+    if len(head) < header.size:
+        raise RumpfsError(f"--like {path}: truncated ELF header")
+    ehdr = header.unpack_dict(head)
+    base = _by_machine(ehdr["e_machine"], elfclass, byteorder)
     if base is None:
-        raise RumpfsError(f"--like {path}: machine {ehdr.e_machine} ({elfclass * 32}-bit) "
+        raise RumpfsError(f"--like {path}: machine {ehdr['e_machine']} ({elfclass * 32}-bit) "
                           f"is not supported (known: {', '.join(TARGETS)})")
-    return replace(base, name=f"{base.name} (like {os.path.basename(path)})",
-                   byteorder=byteorder, flags=ehdr.e_flags,
-                   osabi=ehdr.e_ident.EI_OSABI, abiversion=ehdr.e_ident.EI_ABIVERSION,
-                   float_abi=None)
+    return base.replace(name=f"{base.name} (like {os.path.basename(path)})",
+                        byteorder=byteorder, flags=ehdr["e_flags"],
+                        osabi=ehdr["e_ident"]["EI_OSABI"],
+                        abiversion=ehdr["e_ident"]["EI_ABIVERSION"], float_abi=None)
 
 
 def resolve(target: str | None = None, like_path: str | None = None,

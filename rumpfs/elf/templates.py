@@ -29,10 +29,10 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, fields, replace
 
 from ..errors import RumpfsError
 from . import layout as L
+from .frozen import Frozen
 
 #: The registry section: a C identifier, so GNU ld and lld define
 #: ``__start_rumpfs_images`` / ``__stop_rumpfs_images`` around it.
@@ -66,34 +66,48 @@ _WRITABLE_PREFIXES = (".data", ".sdata", ".ldata")
 _READONLY_PREFIXES = (".rodata", ".srodata", ".lrodata")
 
 
-@dataclass(frozen=True)
-class Template:
-    """Names and layout of the image section and its symbols (``{name}`` substituted)."""
+class Template(Frozen):
+    """Names and layout of the image section and its symbols (``{name}`` substituted).
 
-    name: str
-    section: str
-    start: str
-    writable_section: str | None = None
-    end: str | None = None
-    size: str | None = None
-    #: Section of the size object; None: right after the image in its own section.
-    size_section: str | None = None
-    align: int = DEFAULT_ALIGN
-    visibility: str = "default"
-    trailer: bytes = b""
-    registry: bool = True
-    description: str = ""
+    Immutable, compared by value, :meth:`replace` for a changed copy
+    (:class:`~rumpfs.elf.frozen.Frozen`).
+    """
 
-    def for_component(self, name: str, where: str | None = None) -> "Template":
+    #: The fields, in declaration order (what ``dataclasses.fields`` gave).
+    FIELDS = ("name", "section", "start", "writable_section", "end", "size", "size_section",
+              "align", "visibility", "trailer", "registry", "description")
+    __slots__ = FIELDS
+
+    def __init__(self, name: str, section: str, start: str, writable_section: str | None = None,
+                 end: str | None = None, size: str | None = None,
+                 size_section: str | None = None, align: int = DEFAULT_ALIGN,
+                 visibility: str = "default", trailer: bytes = b"", registry: bool = True,
+                 description: str = ""):
+        init = object.__setattr__
+        init(self, "name", name)
+        init(self, "section", section)
+        init(self, "start", start)
+        init(self, "writable_section", writable_section)
+        init(self, "end", end)
+        init(self, "size", size)
+        # Section of the size object; None: right after the image in its own section.
+        init(self, "size_section", size_section)
+        init(self, "align", align)
+        init(self, "visibility", visibility)
+        init(self, "trailer", trailer)
+        init(self, "registry", registry)
+        init(self, "description", description)
+
+    def for_component(self, name: str, where: str | None = None) -> Template:
         """The template with ``{name}`` replaced, checked."""
         check_name(name)
 
         def sub(text):
             return None if text is None else text.replace("{name}", name)
 
-        t = replace(self, section=sub(self.section), writable_section=sub(self.writable_section),
-                    start=sub(self.start), end=sub(self.end), size=sub(self.size),
-                    size_section=sub(self.size_section))
+        t = self.replace(section=sub(self.section), writable_section=sub(self.writable_section),
+                         start=sub(self.start), end=sub(self.end), size=sub(self.size),
+                         size_section=sub(self.size_section))
         t.validate(where)
         return t
 
@@ -227,7 +241,7 @@ def load(path: str) -> Template:
         if base not in BUILTIN:
             raise RumpfsError(f"{pre}: base {base!r} is not a built-in template "
                               f"({', '.join(BUILTIN)})")
-        values = {f.name: getattr(BUILTIN[base], f.name) for f in fields(Template)}
+        values = {name: getattr(BUILTIN[base], name) for name in Template.FIELDS}
     for key, typ in _FIELD_TYPES.items():
         if key in table:
             value = table[key]

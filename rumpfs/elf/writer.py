@@ -21,7 +21,6 @@ or on the host, so the same input gives the same bytes.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from ..errors import RumpfsError
 from ..output import ImageSink
@@ -34,19 +33,31 @@ def align_up(value: int, align: int) -> int:
     return (value + align - 1) // align * align
 
 
-@dataclass
 class Section:
-    name: str
-    sh_type: int
-    flags: int = 0
-    data: bytes = b""
-    size: int | None = None  # when the contents are written elsewhere (the image)
-    offset: int = 0
-    align: int = 1
-    link: int = 0
-    info: int = 0
-    entsize: int = 0
-    index: int = 0
+    """One section of the object being written (a plain class, not a
+    dataclass: that module alone costs more start-up than writing a small
+    object).  Sections compare by identity."""
+
+    __slots__ = ("name", "sh_type", "flags", "data", "size", "offset", "align", "link", "info",
+                 "entsize", "index")
+
+    def __init__(self, name: str, sh_type: int, flags: int = 0, data: bytes = b"",
+                 size: int | None = None, offset: int = 0, align: int = 1, link: int = 0,
+                 info: int = 0, entsize: int = 0, index: int = 0):
+        self.name = name
+        self.sh_type = sh_type
+        self.flags = flags
+        self.data = data
+        self.size = size  # when the contents are written elsewhere (the image)
+        self.offset = offset
+        self.align = align
+        self.link = link
+        self.info = info
+        self.entsize = entsize
+        self.index = index
+
+    def __repr__(self) -> str:
+        return "Section(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
     @property
     def sh_size(self) -> int:
@@ -69,7 +80,7 @@ class StringTable:
 
 def image_base(comp: Component) -> int:
     """Where the image starts in the object file: aligned like the section."""
-    ehdr_size = L.layouts(comp.target.elfclass, comp.target.byteorder).Ehdr.sizeof()
+    ehdr_size = L.fast(comp.target.elfclass, comp.target.byteorder).Ehdr.size
     return align_up(ehdr_size, comp.template.align)
 
 
@@ -96,7 +107,7 @@ def wrap_file(fd: int, comp: Component, src: str, size: int, path: str = "object
 
 def _write_rest(fd: int, comp: Component, base: int, size: int, path: str) -> None:
     t, tmpl = comp.target, comp.template
-    lay = L.layouts(t.elfclass, t.byteorder)
+    lay = L.fast(t.elfclass, t.byteorder)
     word = t.word_size
     word_int = (lambda v: v.to_bytes(word, t.byteorder))
 
@@ -163,19 +174,19 @@ def _write_rest(fd: int, comp: Component, base: int, size: int, path: str) -> No
     if reg is not None:
         reg_index = sections.index(reg)
         if t.mips64:
-            rel = lay.MipsRela64.build(dict(
+            rel = lay.MipsRela64.pack_dict(dict(
                 r_offset=registry.IMAGE_POINTER_OFFSET, r_sym=section_sym, r_ssym=0,
                 r_type3=0, r_type2=0, r_type=t.abs_reloc, r_addend=0))
-            entsize = lay.MipsRela64.sizeof()
+            entsize = lay.MipsRela64.size
         elif t.rela:
-            rel = lay.Rela.build(dict(r_offset=registry.IMAGE_POINTER_OFFSET,
-                                      r_info=L.r_info(t.elfclass, section_sym, t.abs_reloc),
-                                      r_addend=0))
-            entsize = lay.Rela.sizeof()
+            rel = lay.Rela.pack_dict(dict(r_offset=registry.IMAGE_POINTER_OFFSET,
+                                          r_info=L.r_info(t.elfclass, section_sym, t.abs_reloc),
+                                          r_addend=0))
+            entsize = lay.Rela.size
         else:
-            rel = lay.Rel.build(dict(r_offset=registry.IMAGE_POINTER_OFFSET,
-                                     r_info=L.r_info(t.elfclass, section_sym, t.abs_reloc)))
-            entsize = lay.Rel.sizeof()
+            rel = lay.Rel.pack_dict(dict(r_offset=registry.IMAGE_POINTER_OFFSET,
+                                         r_info=L.r_info(t.elfclass, section_sym, t.abs_reloc)))
+            entsize = lay.Rel.size
         prefix = ".rela." if (t.rela or t.mips64) else ".rel."
         sections.append(Section(prefix + registry.SECTION,
                                 L.SHT_RELA if (t.rela or t.mips64) else L.SHT_REL,
@@ -187,7 +198,7 @@ def _write_rest(fd: int, comp: Component, base: int, size: int, path: str) -> No
 
     sections.append(Section(".note.GNU-stack", L.SHT_PROGBITS, 0, b""))
     symtab = Section(".symtab", L.SHT_SYMTAB, 0, align=word, info=first_global,
-                     entsize=lay.Sym.sizeof())
+                     entsize=lay.Sym.size)
     strsec = Section(".strtab", L.SHT_STRTAB, 0)
     shstr = Section(".shstrtab", L.SHT_STRTAB, 0)
     sections += [symtab, strsec, shstr]
@@ -196,7 +207,7 @@ def _write_rest(fd: int, comp: Component, base: int, size: int, path: str) -> No
     symtab.link = strsec.index
     if rel_sec is not None:
         rel_sec.link = symtab.index
-    symtab.data = b"".join(lay.Sym.build(s) for s in syms)
+    symtab.data = b"".join(lay.Sym.pack_dict(s) for s in syms)
     strsec.data = bytes(strtab.data)
     shstrtab = StringTable()
     names = [shstrtab.add(s.name) for s in sections]
@@ -214,7 +225,7 @@ def _write_rest(fd: int, comp: Component, base: int, size: int, path: str) -> No
     shoff = align_up(pos + len(out), word)
     out += bytes(shoff - pos - len(out))
     for s, name in zip(sections, names):
-        out += lay.Shdr.build(dict(
+        out += lay.Shdr.pack_dict(dict(
             sh_name=name, sh_type=s.sh_type, sh_flags=s.flags, sh_addr=0,
             sh_offset=s.offset if s.sh_type != L.SHT_NULL else 0, sh_size=s.sh_size,
             sh_link=s.link, sh_info=s.info,
@@ -224,11 +235,11 @@ def _write_rest(fd: int, comp: Component, base: int, size: int, path: str) -> No
                           f"ELF object (limit 4 GiB)")
     _pwrite_all(fd, bytes(out), pos)
 
-    ehdr = lay.Ehdr.build(dict(
+    ehdr = lay.Ehdr.pack_dict(dict(
         e_ident=L.ident(t.elfclass, t.byteorder, t.osabi, t.abiversion),
         e_type=L.ET_REL, e_machine=t.machine, e_version=L.EV_CURRENT, e_entry=0,
-        e_phoff=0, e_shoff=shoff, e_flags=t.flags, e_ehsize=lay.Ehdr.sizeof(),
-        e_phentsize=0, e_phnum=0, e_shentsize=lay.Shdr.sizeof(), e_shnum=len(sections),
+        e_phoff=0, e_shoff=shoff, e_flags=t.flags, e_ehsize=lay.Ehdr.size,
+        e_phentsize=0, e_phnum=0, e_shentsize=lay.Shdr.size, e_shnum=len(sections),
         e_shstrndx=shstr.index))
     # The gap between the header and the image stays zero (a hole when large).
     _pwrite_all(fd, ehdr, 0)

@@ -19,7 +19,7 @@ from ..tree import REG, BytesData, Node, Tree, TreeError, display
 
 # The generators (config, db185, passwd) are imported by the functions that
 # use them: the command line imports this package on every run to add its
-# options, and they pull in construct.
+# options, and most trees have no master.passwd.
 
 #: The files the databases are generated from (image paths).
 MASTER_PASSWD = "/etc/master.passwd"
@@ -65,7 +65,7 @@ def generate_pwdb(tree: Tree, byteorder: str) -> bool:
     master = _regular(tree, MASTER_PASSWD)
     if master is None:
         return False
-    from . import db185, passwd  # only now: they import construct
+    from . import db185, passwd  # only now: most trees have no master.passwd
 
     users = passwd.parse_master_passwd(read_node(master, MASTER_PASSWD))
     group_node = _regular(tree, GROUP)

@@ -29,11 +29,21 @@ where a bucket's pairs do not fit one page.  The pages are those ``dbopen``
 builds one insertion at a time whenever no bucket overflowed on the way
 (only the free areas, which dbopen leaves uninitialised, and the
 ``last_freed`` search hint differ), and ``dbopen`` can keep updating the file.
+
+The structures are declared below with construct (``HASHHDR``,
+:func:`page_table`, :func:`bitmap_page`), but importing this module does not
+import construct (35-55 ms, more than writing the databases): the
+declarations are made when first used, and the writer packs with ``struct``
+forms described by ``_compiled_db185.py``, generated from them by
+``python -m rumpfs.formats.precompile`` (:mod:`rumpfs.formats.precompile`)
+as long as it was generated from this very source; otherwise the
+descriptions are derived from construct.
 """
 
 from __future__ import annotations
 
-from construct import Array, Int16ub, Int16ul, Int32sb, Int32ub, Int32ul, Struct, this
+import struct
+from functools import lru_cache
 
 from ..errors import RumpfsError
 
@@ -74,32 +84,49 @@ PWD_BSIZE = 4096
 PWD_FFACTOR = 32
 PWD_NELEM = 256
 
-#: ``HASHHDR``: hash.h, written in network byte order whatever ``lorder`` says.
-HASHHDR = Struct(
-    "magic" / Int32sb,
-    "version" / Int32sb,
-    "lorder" / Int32ub,
-    "bsize" / Int32sb,
-    "bshift" / Int32sb,
-    "dsize" / Int32sb,
-    "ssize" / Int32sb,
-    "sshift" / Int32sb,
-    "ovfl_point" / Int32sb,
-    "last_freed" / Int32sb,
-    "max_bucket" / Int32sb,
-    "high_mask" / Int32sb,
-    "low_mask" / Int32sb,
-    "ffactor" / Int32sb,
-    "nkeys" / Int32sb,
-    "hdrpages" / Int32sb,
-    "h_charkey" / Int32ub,
-    "spares" / Array(NCACHED, Int32sb),
-    "bitmaps" / Array(NCACHED, Int16ub),
-)
+# construct is imported by the functions that declare, not by the module:
+# the writer gets by without it (see the module docstring).
 
 
-def page_table(byteorder: str) -> Struct:
-    """The word table at the start of a bucket or overflow page."""
+@lru_cache(maxsize=None)
+def _hashhdr():
+    """``HASHHDR``: hash.h, written in network byte order whatever ``lorder`` says."""
+    from construct import Array, Int16ub, Int32sb, Int32ub, Struct
+
+    return Struct(
+        "magic" / Int32sb,
+        "version" / Int32sb,
+        "lorder" / Int32ub,
+        "bsize" / Int32sb,
+        "bshift" / Int32sb,
+        "dsize" / Int32sb,
+        "ssize" / Int32sb,
+        "sshift" / Int32sb,
+        "ovfl_point" / Int32sb,
+        "last_freed" / Int32sb,
+        "max_bucket" / Int32sb,
+        "high_mask" / Int32sb,
+        "low_mask" / Int32sb,
+        "ffactor" / Int32sb,
+        "nkeys" / Int32sb,
+        "hdrpages" / Int32sb,
+        "h_charkey" / Int32ub,
+        "spares" / Array(NCACHED, Int32sb),
+        "bitmaps" / Array(NCACHED, Int16ub),
+    )
+
+
+def __getattr__(name: str):
+    # HASHHDR: declared on first use.
+    if name != "HASHHDR":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _hashhdr()
+
+
+def page_table(byteorder: str):
+    """The word table at the start of a bucket or overflow page (construct)."""
+    from construct import Array, Int16ub, Int16ul, Struct, this
+
     u16 = Int16ul if byteorder == "little" else Int16ub
     return Struct(
         "n" / u16,
@@ -109,9 +136,117 @@ def page_table(byteorder: str) -> Struct:
     )
 
 
-def bitmap_page(byteorder: str, bsize: int) -> Array:
-    """An overflow bitmap page: bit ``p - 1`` set when overflow page ``p`` is in use."""
+def bitmap_page(byteorder: str, bsize: int):
+    """An overflow bitmap page: bit ``p - 1`` set when overflow page ``p`` is in
+    use (construct)."""
+    from construct import Array, Int32ub, Int32ul
+
     return Array(bsize // 4, Int32ul if byteorder == "little" else Int32ub)
+
+
+# -- precompiled forms ------------------------------------------------------------
+
+
+def precompile() -> dict:
+    """What ``python -m rumpfs.formats.precompile`` writes into
+    ``_compiled_db185.py`` (imports construct): ``HASHHDR``'s description
+    (``struct`` format without byte order, field tree, size) and byte order;
+    the page table's words in order as ``(name, format character, name of
+    the field holding the count, or None)``; the bitmap's word format."""
+    from construct import Array, FormatField
+
+    from ..formats.precompile import byteorder_of, describe, unwrap
+
+    def word(con, where: str) -> str:
+        con = unwrap(con)
+        if not isinstance(con, FormatField):  # pragma: no cover
+            raise TypeError(f"{where}: not an integer field")
+        return con.fmtstr[1:]
+
+    header = _hashhdr()
+    fmt, fields = describe(header)
+    table = []
+    for byteorder in ("little", "big"):
+        words = []
+        declared = page_table(byteorder).subcons
+        for i, sc in enumerate(declared):
+            inner = unwrap(sc)
+            if isinstance(inner, Array):
+                # The count is an expression of an earlier field (this.n):
+                # find which by giving each earlier field a distinct value.
+                probe = {d.name: 1000 + j for j, d in enumerate(declared[:i])}
+                count = inner.count(probe) if callable(inner.count) else None
+                counted = next((k for k, v in probe.items() if v == count), None)
+                if counted is None:  # pragma: no cover
+                    raise TypeError(f"page table {sc.name}: count is not an earlier field")
+                words.append((sc.name, word(inner.subcon, sc.name), counted))
+            else:
+                words.append((sc.name, word(inner, sc.name), None))
+        table.append(tuple(words))
+    bitmap = [word(bitmap_page(byteorder, PWD_BSIZE).subcon, "bitmap")
+              for byteorder in ("little", "big")]
+    if table[0] != table[1] or bitmap[0] != bitmap[1]:  # pragma: no cover
+        raise AssertionError("the byte orders differ beyond the prefix")
+    return {
+        "HASHHDR": (fmt, fields, header.sizeof()),
+        "HASHHDR_BYTEORDER": byteorder_of(header),
+        "PAGE_TABLE": table[0],
+        "BITMAP_WORD": bitmap[0],
+    }
+
+
+@lru_cache(maxsize=None)
+def _generated():
+    """``_compiled_db185``, generated from this module, if it was generated
+    from this very source; else None (construct derives)."""
+    from ..formats.precompile import load
+
+    return load(__name__, globals().get("__file__"))
+
+
+@lru_cache(maxsize=None)
+def _facts() -> dict:
+    generated = _generated()
+    return vars(generated) if generated is not None else precompile()
+
+
+_PREFIX = {"little": "<", "big": ">"}
+
+
+@lru_cache(maxsize=None)
+def fast_header():
+    """``HASHHDR`` as a precompiled ``struct`` form
+    (:class:`~rumpfs.formats.ffs.layout.FastStruct`)."""
+    from ..formats.ffs.layout import FastStruct
+
+    fmt, fields, size = _facts()["HASHHDR"]
+    packer = FastStruct(fmt, fields, _facts()["HASHHDR_BYTEORDER"])
+    if packer.size != size:  # pragma: no cover - the generator derived both
+        raise AssertionError(f"HASHHDR: struct size {packer.size} != {size}")
+    return packer
+
+
+def pack_page_table(byteorder: str, values: dict) -> bytes:
+    """:func:`page_table` built from ``values`` (``entries`` a list; the
+    count field is its length), with ``struct``."""
+    fmt = [_PREFIX[byteorder]]
+    flat = []
+    for name, char, counted in _facts()["PAGE_TABLE"]:
+        if counted is None:
+            fmt.append(char)
+            flat.append(values[name])
+        else:
+            items = values[name]
+            if values.get(counted, len(items)) != len(items):
+                raise ValueError(f"page table: {counted} {values[counted]} != {len(items)} {name}")
+            fmt.append(f"{len(items)}{char}")
+            flat.extend(items)
+    return struct.pack("".join(fmt), *flat)
+
+
+def pack_bitmap_page(byteorder: str, words: list) -> bytes:
+    """:func:`bitmap_page` built from its words, with ``struct``."""
+    return struct.pack(f"{_PREFIX[byteorder]}{len(words)}{_facts()['BITMAP_WORD']}", *words)
 
 
 def hash4(data: bytes) -> int:
@@ -144,7 +279,6 @@ class HashFile:
         self.nelem = nelem
         self.pairs: list[tuple[bytes, bytes]] = []
         self._keys: set[bytes] = set()
-        self._table = page_table(byteorder)
 
     # -- input ----------------------------------------------------------------
     @property
@@ -235,7 +369,7 @@ class HashFile:
             spares[s] = reserved
         spares[ovfl_point] += extra
 
-        hdrpages = ((max(HASHHDR.sizeof(), MINHDRSIZE) - 1) >> self.bshift) + 1
+        hdrpages = ((max(fast_header().size, MINHDRSIZE) - 1) >> self.bshift) + 1
 
         def bucket_page(b: int) -> int:
             return b + hdrpages + (spares[log2_ceil(b + 1) - 1] if b else 0)
@@ -283,9 +417,9 @@ class HashFile:
             for i, page_pairs in enumerate(chain):
                 link = addrs[i] if i < len(addrs) else None
                 pages[where[i]] = self._page(page_pairs, link)
-        pages[overflow_page(bitmap_addr)] = bitmap_page(self.byteorder, self.bsize).build(bitmap)
+        pages[overflow_page(bitmap_addr)] = pack_bitmap_page(self.byteorder, bitmap)
 
-        header = HASHHDR.build(dict(
+        header = fast_header().pack_dict(dict(
             magic=HASHMAGIC, version=HASHVERSION, lorder=LORDER[self.byteorder],
             bsize=self.bsize, bshift=self.bshift,
             dsize=max(DEF_DIRSIZE, 1 << log2_ceil((max_bucket + DEF_SEGSIZE) // DEF_SEGSIZE)),
@@ -314,7 +448,7 @@ class HashFile:
             entries.append(offset)
         if link is not None:
             entries += [link, OVFLPAGE]
-        table = self._table.build(dict(
+        table = pack_page_table(self.byteorder, dict(
             n=len(entries), entries=entries,
             free=offset - (len(entries) + PAGE_META_WORDS) * WORD, offset=offset))
         page[:len(table)] = table

@@ -25,7 +25,6 @@ user's primary group.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from ..errors import RumpfsError
 from . import GROUP, MASTER_PASSWD  # the source files, declared by the package
@@ -54,31 +53,62 @@ GROUP_FIELDS = 4
 
 
 
-@dataclass
-class User:
+class _Entry:
+    """Fields in ``__slots__`` order; equality by field values and a repr,
+    as the dataclasses these were (a plain class: the dataclasses module
+    alone costs more start-up than generating the databases)."""
+
+    __slots__ = ()
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, n) for n in self.__slots__)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # mutable, as the dataclasses were
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}("
+                + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")")
+
+
+class User(_Entry):
     """One master.passwd entry."""
 
-    line: int
-    name: bytes
-    passwd: bytes
-    uid: int
-    gid: int
-    pw_class: bytes
-    change: int
-    expire: int
-    gecos: bytes
-    dir: bytes
-    shell: bytes
-    flags: int = 0
+    __slots__ = ("line", "name", "passwd", "uid", "gid", "pw_class", "change", "expire",
+                 "gecos", "dir", "shell", "flags")
+
+    def __init__(self, line: int, name: bytes, passwd: bytes, uid: int, gid: int,
+                 pw_class: bytes, change: int, expire: int, gecos: bytes, dir: bytes,
+                 shell: bytes, flags: int = 0):
+        self.line = line
+        self.name = name
+        self.passwd = passwd
+        self.uid = uid
+        self.gid = gid
+        self.pw_class = pw_class
+        self.change = change
+        self.expire = expire
+        self.gecos = gecos
+        self.dir = dir
+        self.shell = shell
+        self.flags = flags
 
 
-@dataclass
-class Group:
-    line: int
-    name: bytes
-    passwd: bytes
-    gid: int
-    members: list
+class Group(_Entry):
+    """One group entry."""
+
+    __slots__ = ("line", "name", "passwd", "gid", "members")
+
+    def __init__(self, line: int, name: bytes, passwd: bytes, gid: int, members: list):
+        self.line = line
+        self.name = name
+        self.passwd = passwd
+        self.gid = gid
+        self.members = members
 
 
 def _show(value: bytes) -> str:

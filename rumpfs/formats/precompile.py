@@ -1,14 +1,17 @@
 """Precompiled layouts: what the writers need of the construct declarations,
 worked out ahead of time.
 
-Every on-disk structure is declared once, with construct, in its format's
-``layout`` module.  The writers need only the plain facts behind those
-declarations -- ``struct`` format characters, field names, sizes, offsets --
-but importing construct costs 35-55 ms (it imports pdb, inspect,
-dataclasses...), more than packing a small tree.  So this module derives
-those facts from the declarations and writes them, as Python literals, into
-a generated module beside each layout (``_compiled.py``), stamped with the
-CRC-32 of the layout's source::
+Every on-disk structure is declared once, with construct, in a layout
+module (:data:`LAYOUTS`: the FFS and cpio ``layout`` modules, the ELF
+structures, the ELF registry record, the db 1.85 hash file).  The writers
+need only the plain facts behind those declarations -- ``struct`` format
+characters, field names, sizes, offsets -- but importing construct costs
+35-55 ms (it imports pdb, inspect, dataclasses...), more than packing a
+small tree.  So this module derives those facts from the declarations and
+writes them, as Python literals, into a generated module beside each layout
+(``_compiled.py`` beside a module named ``layout``, ``_compiled_NAME.py``
+beside any other layout module ``NAME.py``; :func:`generated_name`), stamped
+with the CRC-32 of the layout's source::
 
     python -m rumpfs.formats.precompile           # regenerate
     python -m rumpfs.formats.precompile --check   # exit 1 when one is stale
@@ -21,8 +24,9 @@ cost start-up time but cannot make a wrong image.  The test suite runs the
 check, so a commit that changes a layout also carries the regenerated file.
 
 Importing this module is cheap (no construct, no hashlib): the layouts
-import it on the writer's path.  Only :func:`render` and :func:`main` import
-the layouts' construct declarations.
+import it on the writer's path.  Only :func:`render`, :func:`main` and the
+helpers the layouts derive their facts with (:func:`describe`,
+:func:`byteorder_of`, :func:`string_fields`) import construct.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ import zlib
 #: Layout modules that have a generated module.  Each provides
 #: ``precompile() -> {NAME: value}``: the module-level names to generate, with
 #: values made of Python literals (ints, strings, None, tuples, dicts).
-LAYOUTS = ("rumpfs.formats.ffs.layout", "rumpfs.formats.cpio.layout")
-#: The generated module's name, in the layout's package.
+LAYOUTS = ("rumpfs.formats.ffs.layout", "rumpfs.formats.cpio.layout", "rumpfs.elf.layout",
+           "rumpfs.elf.registry", "rumpfs.etc.db185")
+#: The generated module's name, in the layout's package (see :func:`generated_name`).
 GENERATED = "_compiled"
 #: How to regenerate, as the generated files and the messages say it.
 COMMAND = "python -m rumpfs.formats.precompile"
@@ -58,8 +63,12 @@ def source_digest(path: str) -> int | None:
 
 
 def generated_name(layout_name: str) -> str:
-    """``rumpfs.formats.ffs.layout`` -> ``rumpfs.formats.ffs._compiled``."""
-    return layout_name.rpartition(".")[0] + "." + GENERATED
+    """``rumpfs.formats.ffs.layout`` -> ``rumpfs.formats.ffs._compiled``;
+    a layout module with another name gets its name appended, so a package
+    may hold several: ``rumpfs.elf.registry`` -> ``rumpfs.elf._compiled_registry``."""
+    package, _, module = layout_name.rpartition(".")
+    suffix = "" if module == "layout" else "_" + module
+    return f"{package}.{GENERATED}{suffix}"
 
 
 def load(layout_name: str, layout_file: str | None):
@@ -107,14 +116,126 @@ def render(layout_name: str) -> str:
 
 def generated_path(layout_name: str) -> str:
     layout = importlib.import_module(layout_name)
-    return os.path.join(os.path.dirname(layout.__file__), GENERATED + ".py")
+    return os.path.join(os.path.dirname(layout.__file__),
+                        generated_name(layout_name).rpartition(".")[2] + ".py")
+
+
+# -- Describing a declaration --------------------------------------------------------
+#
+# The description of a fixed-size construct Struct is what
+# :class:`rumpfs.formats.ffs.layout.FastStruct` packs with: its ``struct``
+# format characters without the byte-order prefix, and its field tree, per
+# field in order ``(name, count, sub, default)`` -- count None for a scalar
+# or the length of an array, sub the tree of a nested Struct, default what a
+# dict that leaves the field out gets.  These helpers give the FFS layout's
+# :func:`~rumpfs.formats.ffs.layout.describe` for the declarations it
+# handles (the tests compare both) and also know the fields the ELF and
+# registry declarations use: ``Const`` (default: the constant) and a
+# NUL-padded ``PaddedString`` (``Ns``; the caller encodes the text with the
+# encoding :func:`string_fields` gives).
+
+
+def unwrap(con):
+    """The declaration inside ``Default`` and ``Renamed`` (transparent for
+    layout purposes)."""
+    from construct import Default, Renamed
+
+    while isinstance(con, (Renamed, Default)):
+        con = con.subcon
+    return con
+
+
+def describe(con) -> tuple:
+    """``(format, field tree)`` of a construct Struct of fixed-size fields
+    (imports construct)."""
+    fmt: list = []
+    fields = _flatten(con, fmt)
+    return " ".join(fmt), fields
+
+
+def _padded_string(con):
+    """The byte length of a ``PaddedString`` declaration, else None."""
+    from construct import FixedSized, NullStripped, StringEncoded
+
+    if (isinstance(con, StringEncoded) and isinstance(con.subcon, FixedSized)
+            and isinstance(con.subcon.subcon, NullStripped) and isinstance(con.subcon.length, int)):
+        return con.subcon.length
+    return None
+
+
+def _flatten(con, fmt: list) -> tuple:
+    from construct import Array, Bytes, Const, FormatField, Padded, Pass, Struct
+
+    fields = []
+    for sc in con.subcons:
+        name = sc.name
+        inner = unwrap(sc)
+        if isinstance(inner, FormatField):
+            fmt.append(inner.fmtstr[1:])
+            fields.append((name, None, None, 0))
+        elif (isinstance(inner, Array) and isinstance(inner.count, int)
+              and isinstance(unwrap(inner.subcon), FormatField)):
+            fmt.append(f"{inner.count}{unwrap(inner.subcon).fmtstr[1:]}")
+            fields.append((name, inner.count, None, 0))
+        elif isinstance(inner, Bytes) and isinstance(inner.length, int):
+            fmt.append(f"{inner.length}s")
+            fields.append((name, None, None, b""))
+        elif (isinstance(inner, Const) and isinstance(inner.subcon, Bytes)
+              and isinstance(inner.value, bytes) and len(inner.value) == inner.subcon.length):
+            fmt.append(f"{inner.subcon.length}s")
+            fields.append((name, None, None, inner.value))
+        elif _padded_string(inner) is not None:
+            fmt.append(f"{_padded_string(inner)}s")
+            fields.append((name, None, None, b""))
+        elif isinstance(inner, Padded) and inner.subcon is Pass:
+            fmt.append(f"{inner.length}x")
+        elif isinstance(inner, Struct):
+            fields.append((name, None, _flatten(inner, fmt), 0))
+        else:
+            raise TypeError(f"describe: cannot compile field {name!r} ({type(inner).__name__})")
+    return tuple(fields)
+
+
+def byteorder_of(con) -> str:
+    """``"little"`` or ``"big"``: the byte order of a Struct's first integer
+    field wider than a byte (``"little"`` when it has none)."""
+    return _byteorder_of(con) or "little"
+
+
+def _byteorder_of(con):
+    from construct import Array, FormatField, Struct
+
+    for sc in con.subcons:
+        inner = unwrap(sc)
+        if isinstance(inner, Array):
+            inner = unwrap(inner.subcon)
+        if isinstance(inner, Struct):
+            found = _byteorder_of(inner)
+            if found:
+                return found
+        elif isinstance(inner, FormatField) and inner.sizeof() > 1:
+            return "big" if inner.fmtstr[0] in ">!" else "little"
+    return None
+
+
+def string_fields(con) -> dict:
+    """``{field: (encoding, length)}`` of the ``PaddedString`` fields of a
+    Struct: a caller encodes the text it packs into their ``Ns`` slots, and
+    refuses what is longer (``struct`` would cut it short, construct refuses)."""
+    out = {}
+    for sc in con.subcons:
+        inner = unwrap(sc)
+        if _padded_string(inner) is not None:
+            out[sc.name] = (inner.encoding, _padded_string(inner))
+    return out
 
 
 def main(argv=None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog=COMMAND, description="Write the precompiled layouts (rumpfs/formats/*/_compiled.py) "
+        prog=COMMAND, description="Write the precompiled layouts (rumpfs/formats/*/_compiled.py, "
+                                  "rumpfs/elf/_compiled*.py, rumpfs/etc/_compiled_db185.py) "
                                   "from the construct declarations.")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 when a generated file is missing or stale")
