@@ -542,58 +542,20 @@ class FastStruct:
 
 def describe(con) -> tuple:
     """The description ``(format, field tree)`` of a construct declaration
-    of fixed-size fields (imports construct)."""
-    fmt = []
-    fields = _flatten(con, fmt)
-    # One item per field, spaced (struct ignores the spaces): readable, and
-    # the generated file can wrap it.
-    return " ".join(fmt), fields
+    of fixed-size fields (imports construct): the one derivation every
+    layout shares, :func:`rumpfs.formats.precompile.describe`."""
+    from ..precompile import describe as shared
+    return shared(con)
 
 
 def _byteorder_of(con) -> str:
-    from construct import Array, FormatField
-
-    for sc in con.subcons:
-        inner = _unwrap(sc)
-        if isinstance(inner, Array):
-            inner = _unwrap(inner.subcon)
-        if isinstance(inner, FormatField):
-            return "big" if inner.fmtstr[0] in ">!" else "little"
-    return "little"
+    from ..precompile import byteorder_of
+    return byteorder_of(con)
 
 
 def _unwrap(con):
-    from construct import Default, Renamed
-
-    # Default / Renamed are transparent for layout purposes.
-    while isinstance(con, (Renamed, Default)):
-        con = con.subcon
-    return con
-
-
-def _flatten(con, fmt: list) -> tuple:
-    from construct import Array, Bytes, FormatField, Padded, Pass, Struct
-
-    fields = []
-    for sc in con.subcons:
-        name = sc.name
-        inner = _unwrap(sc)
-        if isinstance(inner, FormatField):
-            fmt.append(inner.fmtstr[1:])
-            fields.append((name, None, None, 0))
-        elif isinstance(inner, Array) and isinstance(_unwrap(inner.subcon), FormatField):
-            fmt.append(f"{inner.count}{_unwrap(inner.subcon).fmtstr[1:]}")
-            fields.append((name, inner.count, None, 0))
-        elif isinstance(inner, Bytes):
-            fmt.append(f"{inner.length}s")
-            fields.append((name, None, None, b""))
-        elif isinstance(inner, Padded) and inner.subcon is Pass:
-            fmt.append(f"{inner.length}x")
-        elif isinstance(inner, Struct):
-            fields.append((name, None, _flatten(inner, fmt), 0))
-        else:  # pragma: no cover - only for declarations this module does not make
-            raise TypeError(f"fast_struct: cannot compile field {name!r} ({type(inner).__name__})")
-    return tuple(fields)
+    from ..precompile import unwrap
+    return unwrap(con)
 
 
 def _names(fields, prefix=""):
