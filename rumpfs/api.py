@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import gc
 import os
+import stat
 import sys
 
 from . import formats
 from .errors import RumpfsError
+from .hostwalk import HostStream
 from .output import AtomicOutput, Copier, ImageSink, Progress
-from .sources import HostDirectory, Layer, Policy, Remove, build_tree, stubetc_layer
+from .sources import HostDirectory, Layer, Policy, Remove, build_tree, settle_times, stubetc_layer
 from .spec import SpecFile
-from .tree import Tree
+from .tree import Tree, split_path
 
 #: Output suffixes that ask for a container around the image.
 CONTAINER_SUFFIXES = {".o": "elf", ".S": "asm", ".s": "asm", ".c": "c"}
@@ -138,6 +140,36 @@ def prepare_tree(sources, opts: PackOptions, byteorder: str) -> Tree:
     return tree
 
 
+def listed_while_written(sources, opts: PackOptions) -> HostStream | None:
+    """The tree as a :class:`HostStream` when it is exactly one host
+    directory, which a format that can write it while it is being listed
+    then writes as it goes; None when layers, /etc work or anything else
+    needs the whole tree first."""
+    layers = make_layers(sources, opts)
+    if len(layers) != 1 or type(layers[0]) is not HostDirectory or split_path(layers[0].dest):
+        return None
+    source = layers[0]
+    if opts.config is not None or (opts.pwdb and _has_master_passwd(source.path)):
+        return None  # finish_etc would add to the tree
+    policy = Policy.from_environment(opts.keep_owner, opts.timestamp)
+    tree = Tree()
+    tree.root.copy_meta_from(source.root_node(policy.keep_owner))
+    settle_times((tree.root,), policy)
+    return HostStream(os.fsencode(source.path), tree, policy.keep_owner,
+                      lambda nodes: settle_times(nodes, policy))
+
+
+def _has_master_passwd(top: str) -> bool:
+    from .etc import MASTER_PASSWD
+    etc, _, name = MASTER_PASSWD.strip("/").rpartition("/")
+    # Through a symlinked /etc the image would hold a symlink, and no database.
+    try:
+        return (stat.S_ISDIR(os.lstat(os.path.join(top, etc)).st_mode)
+                and os.path.lexists(os.path.join(top, etc, name)))
+    except OSError:
+        return False
+
+
 def finish_etc(tree: Tree, opts: PackOptions, byteorder: str, policy: Policy) -> None:
     """Generated /etc content (password databases, launch config)."""
     from . import etc
@@ -177,7 +209,11 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
             copier = Copier(out.fd)
             copier.start()
         try:
-            tree = prepare_tree(sources, opts, byteorder)
+            tree = None
+            if copier is not None and container is None and fmt.writes_while_listed:
+                tree = listed_while_written(sources, opts)
+            if tree is None:
+                tree = prepare_tree(sources, opts, byteorder)
             size, progress = _write(tree, out, fmt, fmt_name, comp, container, target, byteorder,
                                     opts, copier)
         except BaseException:
@@ -193,7 +229,11 @@ def _write(tree: Tree, out: AtomicOutput, fmt, fmt_name: str, comp, container, t
     """Write the image (in its container) into ``out``; (image size, progress)."""
     progress = Progress(0, f"rumpfs: {os.path.basename(out.path)}", enabled=opts.progress)
     if progress.enabled:
-        progress.total = max(1, sum(n.size for n in tree.iter_nodes() if n.data is not None))
+        if isinstance(tree, HostStream):
+            progress.total = None  # the tree is not listed yet
+            tree.when_listed = lambda: setattr(progress, "total", _data_bytes(tree.tree))
+        else:
+            progress.total = _data_bytes(tree)
     wopts = formats.WriteOptions(byteorder=byteorder, extra=dict(opts.format_options),
                                  progress=progress)
 
@@ -221,6 +261,10 @@ def _write(tree: Tree, out: AtomicOutput, fmt, fmt_name: str, comp, container, t
         return elf_container.write(container, out, write_image, fmt_name, target, opts,
                                    tree), progress
     return write_image(ImageSink(out.fd, 0, progress)), progress
+
+
+def _data_bytes(tree: Tree) -> int:
+    return max(1, sum(n.size for n in tree.iter_nodes() if n.data is not None))
 
 
 def open_image(path: str, offset: int | None = None):

@@ -18,9 +18,10 @@ from __future__ import annotations
 import marshal
 import os
 import struct
+from operator import length_hint
 
 from .errors import RumpfsError
-from .tree import DIR, IFMT, LNK, NAME_MAX, REG, HostData, Node
+from .tree import DIR, IFMT, LNK, NAME_MAX, REG, HostData, Node, WalkEntry, _new_entry
 
 #: Walker processes for a large tree (the machine's cores, at most this).
 MAX_WALKERS = 2
@@ -77,6 +78,8 @@ class _Builder:
         self.keep_owner = keep_owner
         #: (st_dev, st_ino) -> node, for hard links.
         self.links: dict = {}
+        #: id() of those nodes.
+        self.linked_ids: set = set()
         self.count = 0
 
     def add(self, dirpath: bytes, dirnode: Node, entries: list) -> list:
@@ -119,6 +122,7 @@ class _Builder:
                 subdirs.append((prefix + name, node))
             if key is not None:
                 links[key] = node
+                self.linked_ids.add(id(node))
             children[name] = node
         return subdirs
 
@@ -150,27 +154,191 @@ def walk_host_dir(top: bytes, root: Node, keep_owner: bool = True,
     return build.count
 
 
+class HostStream:
+    """One host directory as the whole tree, listed while it is walked.
+
+    For a writer that can start before the tree is complete: a cpio member's
+    offset depends only on the members before it, so its data can be copying
+    while the rest of the tree is still being listed.  :meth:`walk` yields
+    what :meth:`Tree.walk <rumpfs.tree.Tree.walk>` of the finished tree
+    yields, in the same order, listing each directory just before its entry
+    (whose link count needs its subdirectories).  ``tree`` (whose root is
+    filled) is complete once the walk has ended.
+
+    ``settle(nodes)`` is called with each directory's entries once they are
+    nodes (the reproducibility policy).  A large tree is shared with walker
+    processes as :func:`walk_host_dir` shares it: the directories not listed
+    yet are dealt out in walk order, and their records are taken as the walk
+    reaches them.
+    """
+
+    def __init__(self, top: bytes, tree, keep_owner: bool, settle, walkers: int | None = None):
+        self.top = top
+        self.tree = tree
+        self.settle = settle
+        if walkers is None:
+            walkers = min(os.cpu_count() or 1, MAX_WALKERS) if hasattr(os, "fork") else 0
+        self.walkers = walkers
+        self.build = _Builder(keep_owner)
+        self.ended = False
+        #: Called once the whole tree is listed.
+        self.when_listed = None
+        self._team: _Walkers | None = None
+        self._listed: dict = {}  # host path -> entries, from the walkers, not used yet
+        self._checked = 0  # entry count at the last look for subtrees to share
+
+    def name_counts(self):
+        """Names per node, as :meth:`Tree.name_counts`; while the walk goes on,
+        a node met under several host names counts 0 (its count is known
+        only at the end), any other 1."""
+        if self.ended:
+            return self.tree.name_counts()
+        return _CountsSoFar(self.build.linked_ids)
+
+    def count(self) -> int:
+        return self.tree.count()
+
+    def walk(self):
+        build = self.build
+        settle = self.settle
+        entries_of = self._entries
+        root = self.tree.root
+        first_name: dict = {}
+        try:
+            build.add(self.top, root, entries_of(self.top))
+            settle(root.children.values())
+            yield _new_entry(WalkEntry, (b"", root, None, 0))
+            # As Tree.walk: an iterator per open directory, here with the
+            # sorted list it runs over (to find the directories still to come).
+            stack = []
+            items = sorted(root.children.items())
+            it = iter(items)
+            prefix = b""
+            host = _prefix(self.top)
+            depth = 1
+            while True:
+                for name, node in it:
+                    path = prefix + name
+                    children = node.children
+                    if children is None:
+                        key = id(node)
+                        link_of = first_name.get(key)
+                        if link_of is None:
+                            first_name[key] = path
+                        yield _new_entry(WalkEntry, (path, node, link_of, depth))
+                        continue
+                    dirpath = host + name
+                    if (self._team is None and self.walkers >= 2
+                            and build.count - self._checked > SHARE_AFTER_ENTRIES):
+                        self._checked = build.count
+                        self._share_rest(dirpath, items, it, host, stack)
+                    build.add(dirpath, node, entries_of(dirpath))
+                    settle(children.values())
+                    yield _new_entry(WalkEntry, (path, node, None, depth))
+                    if children:
+                        stack.append((items, it, prefix, host, depth))
+                        items = sorted(children.items())
+                        it = iter(items)
+                        prefix = path + b"/"
+                        host = dirpath + b"/"
+                        depth += 1
+                        break
+                else:
+                    if not stack:
+                        break
+                    items, it, prefix, host, depth = stack.pop()
+            self.ended = True
+            if self.when_listed is not None:
+                self.when_listed()
+        finally:
+            if self._team is not None:
+                self._team.close()
+                self._team = None
+
+    def _entries(self, dirpath: bytes) -> list:
+        if self._team is None:
+            return list_directory(dirpath)
+        listed = self._listed
+        while dirpath not in listed:
+            records = self._team.receive()
+            if not records:  # pragma: no cover - every directory to come was dealt out
+                raise RumpfsError(f"{os.fsdecode(dirpath)}: no directory walker listed it")
+            listed.update(records)
+        return listed.pop(dirpath)
+
+    def _share_rest(self, dirpath: bytes, items: list, it, host: bytes, stack: list) -> None:
+        """Deal the directories not listed yet (``dirpath``, then those after
+        it in each open directory, innermost first) out to walkers, if there
+        are enough of them."""
+        rest = [dirpath]
+        frames = [(items, it, host)] + [(f[0], f[1], f[3]) for f in reversed(stack)]
+        for items_, it_, host_ in frames:
+            left = length_hint(it_)
+            rest += [host_ + n for n, c in items_[len(items_) - left:] if c.children is not None]
+        if len(rest) >= SUBTREES_PER_WALKER * self.walkers:
+            self._team = _Walkers(rest, self.walkers)
+
+
+class _CountsSoFar:
+    """:meth:`HostStream.name_counts` during the walk."""
+
+    __slots__ = ("linked",)
+
+    def __init__(self, linked: set):
+        self.linked = linked
+
+    def __getitem__(self, key: int) -> int:
+        return 0 if key in self.linked else 1
+
+
 def _share(subtrees: list, build: _Builder, walkers: int) -> None:
     """List ``subtrees`` (``(host path, node)``) in walker processes and add
     what they send."""
-    import select
-
     nodes = dict(subtrees)  # host path -> directory node not yet filled
-    procs = {}  # read end of a walker's pipe -> [pid, pending bytes]
-    errors = []
+    team = _Walkers([path for path, _node in subtrees], walkers)
     try:
-        for k in range(walkers):
-            share = [path for path, _node in subtrees[k::walkers]]
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the walker
-                os.close(r)
-                for other in procs:
-                    os.close(other)
-                _walker(share, w)
-            os.close(w)
-            procs[r] = [pid, bytearray()]
-        while procs:
+        while True:
+            records = team.receive()
+            if not records:
+                break
+            for dirpath, entries in records:
+                for sub in build.add(dirpath, nodes.pop(dirpath), entries):
+                    nodes[sub[0]] = sub[1]
+    finally:
+        team.close()
+
+
+class _Walkers:
+    """Walker processes listing the subtrees under ``paths``, shared out in
+    turn (the first to walker 0, the second to walker 1, ...)."""
+
+    def __init__(self, paths: list, walkers: int):
+        #: read end of a walker's pipe -> [pid, bytes received not yet parsed]
+        self.procs: dict = {}
+        try:
+            for k in range(walkers):
+                r, w = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - runs in the walker
+                    os.close(r)
+                    for other in self.procs:
+                        os.close(other)
+                    _walker(paths[k::walkers], w)
+                os.close(w)
+                self.procs[r] = [pid, bytearray()]
+        except BaseException:
+            self.close()
+            raise
+
+    def receive(self) -> list:
+        """The next records ``(host path, entries)`` from any walker, in the
+        order each walker sent them; ``[]`` once every walker has ended.
+        A walker's error is raised here, with the walker's message."""
+        import select
+
+        records: list = []
+        procs = self.procs
+        while procs and not records:
             ready, _, _ = select.select(list(procs), [], [])
             for fd in ready:
                 chunk = os.read(fd, READ_SIZE)
@@ -179,8 +347,8 @@ def _share(subtrees: list, build: _Builder, walkers: int) -> None:
                     os.close(fd)
                     del procs[fd]
                     _, status = os.waitpid(pid, 0)
-                    if status and not errors:
-                        errors.append(f"directory walker ended with status {status}")
+                    if status:
+                        raise RumpfsError(f"directory walker ended with status {status}")
                     continue
                 pending += chunk
                 pos = 0
@@ -192,22 +360,21 @@ def _share(subtrees: list, build: _Builder, walkers: int) -> None:
                     message = marshal.loads(pending[pos + _LENGTH.size:end])
                     pos = end
                     if message[0] == _ERROR:
-                        errors.insert(0, message[1])
-                        continue
-                    for dirpath, entries in message:
-                        for sub in build.add(dirpath, nodes.pop(dirpath), entries):
-                            nodes[sub[0]] = sub[1]
+                        raise RumpfsError(message[1])
+                    records += message
                 del pending[:pos]
-    finally:
-        for fd, (pid, _pending) in procs.items():
+        return records
+
+    def close(self) -> None:
+        """End every walker still running (after an error, or early)."""
+        for fd, (pid, _pending) in self.procs.items():
             os.close(fd)
             try:
                 os.kill(pid, 9)
                 os.waitpid(pid, 0)
             except OSError:
                 pass
-    if errors:
-        raise RumpfsError(errors[0])
+        self.procs = {}
 
 
 def _walker(paths: list, out: int) -> None:  # pragma: no cover - runs in a walker

@@ -19,7 +19,8 @@ import struct
 import sys
 import time
 from array import array
-from itertools import chain, repeat
+from bisect import bisect_left
+from itertools import accumulate, chain, repeat
 from operator import add, attrgetter, itemgetter
 
 from .errors import RumpfsError
@@ -208,6 +209,12 @@ class ImageSink:
         if os.fstat(self.fd).st_size < end:
             os.ftruncate(self.fd, end)
 
+    def wait_for_copies(self) -> None:
+        """Return once every copy handed over so far is written (before
+        overwriting bytes a copy may have written)."""
+        self.flush()
+        self.copier.finish()
+
     def abort(self) -> None:
         """Stop the workers (after an error)."""
         self.copier.abort()
@@ -227,6 +234,9 @@ PIECE_BYTES = 8 << 20
 #: over costs little next to copying it) ...
 BATCH_JOBS = 256
 BATCH_BYTES = 8 << 20
+#: The first batch is this many files, and each next one twice as many up
+#: to BATCH_JOBS: the copying starts as soon as a few files are known.
+FIRST_BATCH_JOBS = 16
 #: ... and below this much work in all, this process copies them at the end.
 PARALLEL_MIN_JOBS = 1024
 PARALLEL_MIN_BYTES = 64 << 20
@@ -281,6 +291,7 @@ class Copier:
         self.sent_bytes = 0
         self.procs: list = []  # (pid, job pipe, result pipe)
         self.turn = 0
+        self.batch_jobs = FIRST_BATCH_JOBS
 
     def add(self, jobs, headers=None) -> None:
         """Queue ``jobs``; ``headers``, when given, holds for each job bytes
@@ -293,7 +304,8 @@ class Copier:
             self.ready += jobs
             self.headers += headers if headers is not None else repeat(b"", len(jobs))
             self.ready_bytes += sum(sizes)
-        if self.workers >= 1 and (len(self.ready) >= BATCH_JOBS or self.ready_bytes >= BATCH_BYTES):
+        if self.workers >= 1 and (len(self.ready) >= self.batch_jobs
+                                  or self.ready_bytes >= BATCH_BYTES):
             self._send()
 
     def _add_pieces(self, job, header: bytes) -> None:
@@ -350,16 +362,19 @@ class Copier:
         headers, self.headers = self.headers, []
         self.sent_bytes += self.ready_bytes
         self.ready_bytes = 0
+        self.batch_jobs = min(2 * self.batch_jobs, BATCH_JOBS)
         n = len(self.procs)
-        # Job k of the batch goes to worker k mod n: every worker gets a
-        # share of each batch, and of each large file's pieces.
+        # Each worker gets an equal share of the batch's bytes, in one piece
+        # of the image (which it can write in long runs, see GATHER_BYTES).
+        ends = list(accumulate(map(add, map(_SIZE_OF_JOB, jobs), map(len, headers))))
+        cuts = [0] + [bisect_left(ends, ends[-1] * k // n) for k in range(1, n)] + [len(jobs)]
         for k in range(n):
             _, jw, _ = self.procs[(self.turn + k) % n]
-            share = jobs[k::n]
+            share = jobs[cuts[k]:cuts[k + 1]]
             if not share:
                 continue
             try:
-                _write_all(jw, _frame(share, headers[k::n], self.base))
+                _write_all(jw, _frame(share, headers[cuts[k]:cuts[k + 1]], self.base))
             except BrokenPipeError:
                 self.finish()  # the worker stopped: report its error
                 raise RumpfsError("copy worker stopped unexpectedly") from None
@@ -454,6 +469,14 @@ def _frame(jobs: list, headers: list, base: int) -> bytes:
             + path_blob + header_blob)
 
 
+#: A worker gathers small copies that follow each other in the image into
+#: a buffer of this size and writes it at once: one write (and one turn of
+#: the output file's lock) for many files instead of two each.
+GATHER_BYTES = 1 << 20
+#: Files up to this size are gathered; larger ones use copy_file_range.
+GATHER_FILE_MAX = 64 << 10
+
+
 def _worker(out_fd: int, job_fd: int) -> None:  # pragma: no cover - runs in a worker
     """Read job frames from ``job_fd`` until it closes; copy each one."""
     pending = b""
@@ -462,6 +485,10 @@ def _worker(out_fd: int, job_fd: int) -> None:  # pragma: no cover - runs in a w
     use_range = hasattr(os, "copy_file_range")
     copy_range = getattr(os, "copy_file_range", None)
     o_rdonly = os.O_RDONLY
+    preadv = os.preadv
+    gather = memoryview(bytearray(GATHER_BYTES))
+    gathered_at = 0  # image offset of gather[0]
+    gathered = 0  # bytes in gather
     while True:
         chunk = os.read(job_fd, 1 << 20)
         if not chunk:
@@ -482,16 +509,37 @@ def _worker(out_fd: int, job_fd: int) -> None:  # pragma: no cover - runs in a w
             for so, do, n, plen, hlen in zip(it, it, it, it, it):
                 path = pending[pos:pos + plen]
                 pos += plen
-                if hlen:
-                    _pwrite_all(out_fd, pending[hpos:hpos + hlen], do - hlen)
-                    hpos += hlen
-                # The common job, a whole small file in one copy_file_range,
-                # inline; anything else (errors included) takes _copy_fd.
+                at = do - hlen  # where this job's bytes start in the image
+                if gathered and (at != gathered_at + gathered
+                                 or gathered + hlen + n > GATHER_BYTES or n > GATHER_FILE_MAX):
+                    _pwrite_all(out_fd, gather[:gathered], gathered_at)
+                    gathered = 0
                 try:
                     src = os.open(path, o_rdonly)
                 except OSError:
                     src = open_source(_Path(path, so + n))  # raises the message
                 try:
+                    if n <= GATHER_FILE_MAX:
+                        # Header and data into the buffer, the common job.
+                        if not gathered:
+                            gathered_at = at
+                        if hlen:
+                            gather[gathered:gathered + hlen] = pending[hpos:hpos + hlen]
+                            hpos += hlen
+                            gathered += hlen
+                        if n:
+                            try:
+                                got = preadv(src, [gather[gathered:gathered + n]], so)
+                            except OSError as e:
+                                raise RumpfsError(f"{os.fsdecode(path)}: cannot read: "
+                                                  f"{e.strerror}") from None
+                            if got != n:
+                                raise _changed(_Path(path, so + n), so + n)
+                        gathered += n
+                        continue
+                    if hlen:
+                        _pwrite_all(out_fd, pending[hpos:hpos + hlen], at)
+                        hpos += hlen
                     if use_range and n <= COPY_CHUNK:
                         try:
                             done = copy_range(src, out_fd, n, so, do)
@@ -504,6 +552,8 @@ def _worker(out_fd: int, job_fd: int) -> None:  # pragma: no cover - runs in a w
                 finally:
                     os.close(src)
         pending = pending[start:]
+    if gathered:
+        _pwrite_all(out_fd, gather[:gathered], gathered_at)
 
 
 def _copy_jobs(fd: int, base: int, jobs: list, headers: list, progress) -> None:
@@ -562,11 +612,12 @@ def _changed(data, size: int) -> RumpfsError:
 class Progress:
     """Bytes written so far, on stderr, for long work (a terminal or ``--progress``)."""
 
-    def __init__(self, total: int, label: str = "writing", enabled: bool | None = None,
+    def __init__(self, total: int | None, label: str = "writing", enabled: bool | None = None,
                  stream=None):
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.total = max(total, 1)
+        #: None until known (a tree listed while it is written).
+        self.total = None if total is None else max(total, 1)
         self.done = 0
         self.label = label
         self._last = 0.0
@@ -578,8 +629,10 @@ class Progress:
         now = time.monotonic()
         if now - self._last >= 0.5:
             self._last = now
-            pct = min(100.0, 100.0 * self.done / self.total)
-            self.stream.write(f"\r{self.label}: {self.done / 1048576:.0f} MiB ({pct:.0f}%)")
+            line = f"\r{self.label}: {self.done / 1048576:.0f} MiB"
+            if self.total is not None:
+                line += f" ({min(100.0, 100.0 * self.done / self.total):.0f}%)"
+            self.stream.write(line)
             self.stream.flush()
 
     def close(self) -> None:

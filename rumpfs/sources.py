@@ -63,8 +63,8 @@ class HostDirectory(Layer):
     def describe(self) -> str:
         return f"{self.path}" + (f" -> {display(self.dest)}" if self.dest.strip(b"/") else "")
 
-    def apply(self, tree: Tree, policy: "Policy | None" = None) -> None:
-        keep_owner = policy.keep_owner if policy is not None else True
+    def root_node(self, keep_owner: bool) -> Node:
+        """The node of the source directory itself, its entries not listed yet."""
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
@@ -76,6 +76,11 @@ class HostDirectory(Layer):
         root = node_from_stat(os.fsencode(self.path), st)
         if not keep_owner:
             root.uid = root.gid = 0
+        return root
+
+    def apply(self, tree: Tree, policy: "Policy | None" = None) -> None:
+        keep_owner = policy.keep_owner if policy is not None else True
+        root = self.root_node(keep_owner)
         walk_host_dir(os.fsencode(self.path), root, keep_owner)
         try:
             dest = split_path(self.dest)
@@ -191,9 +196,15 @@ class Policy:
 def apply_policy(tree: Tree, policy: Policy) -> None:
     """Times: set (--timestamp) or clamped (SOURCE_DATE_EPOCH); owners were
     settled by the layers (host owners only with --keep-owner)."""
+    settle_times(tree.iter_nodes(unique=False), policy)
+
+
+def settle_times(nodes, policy: Policy) -> None:
+    """:func:`apply_policy`'s times for some nodes (a tree listed while it
+    is written settles each directory's entries as they come)."""
     fixed = None if policy.timestamp is None else policy.timestamp * 1_000_000_000
     clamp = None if policy.clamp is None else policy.clamp * 1_000_000_000
-    for node in tree.iter_nodes(unique=False):
+    for node in nodes:
         if fixed is not None:
             node.mtime_ns = fixed
         elif clamp is not None and node.mtime_ns > clamp:

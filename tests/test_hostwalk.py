@@ -155,3 +155,134 @@ def test_source_given_with_a_trailing_slash(big_tree, walkers):
     hostwalk.walk_host_dir(os.fsencode(big_tree) + b"/", root, walkers=walkers)
     f = root.children[b"d07"].children[b"inner"].children[b"f3"]
     assert f.data.path == os.fsencode(big_tree) + b"/d07/inner/f3"
+
+
+# -- the tree listed while it is written (HostStream) ---------------------------
+
+def _stream(top, walkers: int, policy=None):
+    from rumpfs.sources import Policy, settle_times
+    policy = policy or Policy()
+    tree = Tree()
+    return hostwalk.HostStream(os.fsencode(top), tree, policy.keep_owner,
+                               lambda nodes: settle_times(nodes, policy), walkers=walkers)
+
+
+def _finished(top, policy=None) -> Tree:
+    from rumpfs.sources import HostDirectory, Policy, build_tree
+    return build_tree([HostDirectory(os.fspath(top))], policy or Policy())
+
+
+def _entry_fields(entries) -> list:
+    out = []
+    for path, n, link_of, depth in entries:
+        # A hard-linked file may be read through another of its host names.
+        data = None if n.data is None else (os.stat(n.data.path).st_ino, n.data.size)
+        out.append((path, link_of, depth, n.mode, n.uid, n.gid, n.mtime_ns, n.ctime_ns,
+                    n.rdev, n.target, data))
+    return out
+
+
+@pytest.mark.parametrize("walkers,share_after", [(0, 4096), (2, 4096), (2, 50)])
+def test_streamed_walk_yields_what_the_finished_tree_walks(big_tree, monkeypatch, walkers,
+                                                           share_after):
+    """Same names, order, link_of, depths and node fields as Tree.walk of the
+    tree built from the whole directory; the link counts are final at the end."""
+    monkeypatch.setattr(hostwalk, "SHARE_AFTER_ENTRIES", share_after)
+    from rumpfs.sources import Policy
+    policy = Policy(keep_owner=False, clamp=1_600_000_000)
+    finished = _finished(big_tree, policy)
+    stream = _stream(big_tree, walkers, policy)
+    # The root's own metadata is the caller's (api.listed_while_written).
+    stream.tree.root.copy_meta_from(finished.root)
+    during = stream.name_counts()
+    streamed = list(stream.walk())
+    assert stream.ended
+    # One hard-linked node in big_tree (d00/inner/f1): counted 0 while walking.
+    linked = stream.tree.lookup(b"d00/inner/f1")
+    assert during[id(linked)] == 0
+    assert during[id(stream.tree.lookup(b"d00/inner/f2"))] == 1
+    assert _entry_fields(streamed) == _entry_fields(finished.walk())
+    counts = stream.name_counts()
+    assert counts[id(linked)] == 3
+    assert stream.count() == finished.count()
+    assert _children() == []
+
+
+def test_streamed_walk_shares_with_walkers(big_tree, monkeypatch):
+    """Past the threshold, the directories still to come are listed by walkers."""
+    monkeypatch.setattr(hostwalk, "SHARE_AFTER_ENTRIES", 50)
+    listed_here = []
+    real = hostwalk.list_directory
+
+    def counting(path):
+        listed_here.append(path)
+        return real(path)
+
+    monkeypatch.setattr(hostwalk, "list_directory", counting)
+    stream = _stream(big_tree, 2)
+    walk = stream.walk()
+    for _ in range(300):
+        next(walk)
+    # Walkers fork with the patched function, but their calls are not seen here.
+    local = len(listed_here)
+    list(walk)
+    assert len(listed_here) == local < len([d for d, _s, _f in os.walk(big_tree)])
+
+
+@pytest.mark.parametrize("share_after", [4096, 50])
+def test_unreadable_directory_in_a_streamed_walk(big_tree, monkeypatch, share_after):
+    monkeypatch.setattr(hostwalk, "SHARE_AFTER_ENTRIES", share_after)
+    bad = os.fsencode(big_tree / "d33" / "inner")
+    real = hostwalk.list_directory
+
+    def failing(path):
+        if path == bad:
+            raise RumpfsError(f"{os.fsdecode(path)}: cannot read directory: Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(hostwalk, "list_directory", failing)
+    with pytest.raises(RumpfsError) as err:
+        list(_stream(big_tree, 2).walk())
+    assert str(err.value) == f"{big_tree / 'd33' / 'inner'}: cannot read directory: Permission denied"
+    assert _children() == []
+
+
+def test_a_streamed_walk_left_early_ends_its_walkers(big_tree, monkeypatch):
+    """A writer that fails mid-walk closes the walk: no walker is left."""
+    monkeypatch.setattr(hostwalk, "SHARE_AFTER_ENTRIES", 50)
+    walk = _stream(big_tree, 2).walk()
+    for _ in range(500):
+        next(walk)
+    assert _children() != []  # the walkers are running
+    walk.close()
+    assert _children() == []
+
+
+def test_streamed_cpio_equals_the_whole_tree_cpio(fixture_tree, big_tree, tmp_path, monkeypatch):
+    """The archive written while the tree is listed is byte for byte the one
+    written from the finished tree (hard links, devices, long names)."""
+    from rumpfs import api
+    for top in (fixture_tree, big_tree):
+        streamed = tmp_path / "streamed.cpio"
+        whole = tmp_path / "whole.cpio"
+        api.pack([top], streamed, stubetc=False, progress=False)
+        with monkeypatch.context() as m:
+            m.setattr(api, "listed_while_written", lambda *a: None)
+            api.pack([top], whole, stubetc=False, progress=False)
+        assert streamed.read_bytes() == whole.read_bytes(), top
+
+
+def test_own_master_passwd_still_makes_the_databases(fixture_tree, tmp_path):
+    """A single source directory with etc/master.passwd is not written while
+    listed: /etc/pwd.db and /etc/passwd must be generated (bsdtar lists them)."""
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "master.passwd").write_text(
+        "root:*:0:0::0:0:Charlie &:/root:/bin/sh\n")
+    (src / "etc" / "group").write_text("wheel:*:0:root\n")
+    out = tmp_path / "o.cpio"
+    run_rumpfs("pack", "--no-stubetc", src, "-o", out)
+    names = subprocess.run(["bsdtar", "-tf", str(out)], capture_output=True, check=True,
+                           text=True).stdout.split()
+    assert {"./etc/pwd.db", "./etc/spwd.db", "./etc/passwd"} <= set(names) or \
+        {"etc/pwd.db", "etc/spwd.db", "etc/passwd"} <= set(names), names

@@ -51,7 +51,8 @@ def test_worker_error_is_reported_and_nothing_is_left(many_files, tmp_path):
     user, no output is written and no worker process survives."""
     victim = many_files / f"d{3000 % 17}" / "f3000"
     assert victim.exists()
-    # The file is renamed away once the copies start, so a worker's open fails.
+    # The file is renamed away when its copy is handed over (the tree may
+    # still be being listed), so a worker's open fails.
     env = {"RUMPFS_TEST_SWAP": str(victim)}
     code = (
         "import os, sys, runpy\n"
@@ -59,7 +60,7 @@ def test_worker_error_is_reported_and_nothing_is_left(many_files, tmp_path):
         "real = o.Copier.add\n"
         "def add(self, jobs, *rest):\n"
         "    victim = os.environ['RUMPFS_TEST_SWAP'].encode()\n"
-        "    if os.path.isfile(victim):\n"
+        "    if any(j[0].path == victim for j in jobs) and os.path.isfile(victim):\n"
         "        os.rename(victim, victim + b'.gone')\n"
         "    return real(self, jobs, *rest)\n"
         "o.Copier.add = add\n"

@@ -5,8 +5,6 @@ Thin: everything is in :mod:`rumpfs.elf` (``wrap``) and its container module.
 
 from __future__ import annotations
 
-import argparse
-
 OBJECT_EPILOG = """\
 An output named .o is an ELF relocatable object holding the image; .S/.s is
 assembler source that .incbins OUT.img; .c is a C array.  The object defines
@@ -20,6 +18,7 @@ def _align(text: str) -> int:
     try:
         value = int(text, 0)
     except ValueError:
+        import argparse  # here only: rumpfs pack parses good values without argparse
         raise argparse.ArgumentTypeError(f"{text!r}: not a number") from None
     return value
 
@@ -88,6 +87,7 @@ _KEYS = ("target", "like", "float_abi", "template", "name", "mount_point", "writ
 
 
 def add_pack_arguments(parser) -> None:
+    """Declared on the argparse pack parser or on rumpfs.cli's recorder."""
     add_object_arguments(parser.add_argument_group(
         "object options", "for an output named .o, .S/.s or .c"))
 
@@ -100,6 +100,8 @@ def pack_options(args, opts) -> None:
 
 
 def add_commands(subparsers) -> None:
+    import argparse  # only the full parser gets here
+
     p = subparsers.add_parser(
         "wrap", help="wrap an existing image file into a linkable object",
         description="Wrap an existing image file into an ELF object (.o), assembly "

@@ -27,7 +27,6 @@ user templates come from a TOML file (``--template FILE``)::
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 from ..errors import RumpfsError
@@ -45,9 +44,12 @@ DEFAULT_ALIGN = 4096
 #: Largest alignment accepted (1 GiB; beyond that the object is mostly padding).
 MAX_ALIGN = 1 << 30
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Character sets rather than regular expressions: importing re would cost
+# every `pack -o x.o` more start-up than writing a small object.
+_IDENT_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_IDENT_CHARS = _IDENT_START | frozenset("0123456789")
 #: Characters a section name may use (GNU as accepts these unquoted).
-_SECTION_CHARS = re.compile(r"[A-Za-z0-9_.$-]+\Z")
+_SECTION_CHARS = _IDENT_CHARS | frozenset(".$-")
 _SECTION_MAX = 200
 
 #: Section names that belong to code, the toolchain or the ELF format itself:
@@ -140,7 +142,7 @@ class Template(Frozen):
                                   f"section; leave it out to put the size after the image")
         symbols = [s for s in (self.start, self.end, self.size) if s is not None]
         for s in symbols:
-            if "{" not in s and not _IDENT.match(s):
+            if "{" not in s and not is_c_identifier(s):
                 raise RumpfsError(f"{pre}: symbol {s!r} is not a C identifier")
         if len(set(symbols)) != len(symbols):
             raise RumpfsError(f"{pre}: start, end and size symbols must differ "
@@ -150,8 +152,13 @@ class Template(Frozen):
                               f"than 4096 bytes")
 
 
+def is_c_identifier(text: str) -> bool:
+    """ASCII letters, digits and _, not starting with a digit."""
+    return bool(text) and text[0] in _IDENT_START and _IDENT_CHARS.issuperset(text)
+
+
 def check_name(name: str) -> None:
-    if not _IDENT.match(name) or len(name) > NAME_MAX:
+    if not is_c_identifier(name) or len(name) > NAME_MAX:
         raise RumpfsError(f"--name {name!r}: not a C identifier of at most {NAME_MAX} "
                           f"characters (letters, digits, _; not starting with a digit)")
 
@@ -160,7 +167,7 @@ def check_section(section: str, writable: bool, where: str = "template") -> None
     """Refuse section names that belong to others or contradict the flags."""
     if "{" in section:
         section = section.replace("{name}", "x")
-    if not section or len(section) > _SECTION_MAX or not _SECTION_CHARS.match(section):
+    if not section or len(section) > _SECTION_MAX or not _SECTION_CHARS.issuperset(section):
         raise RumpfsError(f"{where}: section name {section!r} is not allowed: use at most "
                           f"{_SECTION_MAX} letters, digits and . _ $ -")
     if section in _RESERVED_EXACT or any(section == p.rstrip(".") or section.startswith(p)

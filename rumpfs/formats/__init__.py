@@ -150,9 +150,14 @@ class ImageFormat:
     name = "?"
     suffixes: tuple[str, ...] = ()
     description = ""
+    #: ``write`` needs of the tree only ``walk()`` and ``name_counts()``, and
+    #: into a file it copes with a link count of 0 meaning "known at the end":
+    #: a tree listed while it is written will do (see rumpfs.hostwalk.HostStream).
+    writes_while_listed = False
 
     def add_arguments(self, parser) -> None:
-        """Add this format's options to the ``pack`` parser (an argument group)."""
+        """Add this format's options to the ``pack`` parser: an argparse
+        argument group, or rumpfs.cli's recorder of the same calls."""
 
     def options(self, args) -> dict:
         """Pick this format's options out of parsed arguments."""

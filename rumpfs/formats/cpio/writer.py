@@ -25,7 +25,7 @@ import sys
 import zlib
 
 from ...errors import RumpfsError
-from ...output import BATCH_JOBS, open_source
+from ...output import BATCH_JOBS, FIRST_BATCH_JOBS, open_source
 from ...tree import IFMT, LNK, REG, HostData, display
 from .layout import (
     ALIGNMENT,
@@ -80,8 +80,6 @@ def data_checksum(data) -> int:
 #: For a compressing sink, files up to this size are read into the write
 #: buffer; larger ones are streamed through the sink.
 SMALL_FILE = 1 << 16
-#: Members whose copies are handed to a file sink at a time.
-_JOBS_PER_HAND_OVER = BATCH_JOBS
 
 
 def write_archive(tree, out, variant: str = "newc") -> int:
@@ -104,6 +102,11 @@ def write_archive(tree, out, variant: str = "newc") -> int:
     runs: list = []  # (image offset, bytes) of such members, not yet handed over
     jobs: list = []  # copies of member data, and their headers
     heads: list = []
+    hand_over = FIRST_BATCH_JOBS  # copies handed to a file sink at a time, growing to BATCH_JOBS
+    # Members whose link count was not known when they were met (a tree
+    # listed while it is written counts a hard-linked node's names only at
+    # the end): (image offset, node, header fields, name).  A file sink only.
+    late: list = []
     # This loop runs once per member: locals, tables and one struct call.
     name_tail = _NAME_TAIL
     data_pad = _DATA_PAD
@@ -159,23 +162,27 @@ def write_archive(tree, out, variant: str = "newc") -> int:
             mtime = min(max(mtime, 0), FIELD_MAX)
         name = path or b"."
         rdev = node.rdev
-        head = (magic + pack(ino, mode, node.uid, node.gid, nlink, mtime, size, 0, 0,
-                             os.major(rdev) if rdev else 0, os.minor(rdev) if rdev else 0,
-                             len(name) + 1, check).hex().upper().encode()
-                + name + name_tail[len(name) & 3])
+        fields = (ino, mode, node.uid, node.gid, nlink, mtime, size, 0, 0,
+                  os.major(rdev) if rdev else 0, os.minor(rdev) if rdev else 0,
+                  len(name) + 1, check)
+        head = magic + pack(*fields).hex().upper().encode() + name + name_tail[len(name) & 3]
+        if not nlink:
+            late.append((start + len(buf), node, fields, name))
         if data is not None and scattered:
-            # The copy writes the whole member; its data padding is never
-            # written and reads as zeros.
-            member = start + len(buf)
+            # The copy writes the whole member and, before it, what this
+            # process has gathered since the last copy (members without
+            # data, padding): the copies write the image front to back.
             if buf:
-                runs.append((start, bytes(buf)))
+                head = bytes(buf) + head
                 buf = bytearray()
-            jobs.append((data, 0, member + len(head), size))
+            jobs.append((data, 0, start + len(head), size))
             heads.append(head)
-            start = member + len(head) + size + (-size & 3)
-            if len(jobs) >= _JOBS_PER_HAND_OVER:
+            start += len(head) + size
+            buf += data_pad[size & 3]
+            if len(jobs) >= hand_over:
                 out.write_scattered(runs, jobs, heads, start)
                 runs, jobs, heads = [], [], []
+                hand_over = min(2 * hand_over, BATCH_JOBS)
             continue
         buf += head
         if data is not None:
@@ -201,6 +208,7 @@ def write_archive(tree, out, variant: str = "newc") -> int:
             start += len(buf)
         out.write_scattered(runs, jobs, heads, start)
     else:
+        assert not late, "a tree listed while it is written goes to a file sink"
         out.write(buf)
     buf = bytearray()
     trailer = build_header(magic, (0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, len(TRAILER_NAME) + 1, 0))
@@ -209,6 +217,13 @@ def write_archive(tree, out, variant: str = "newc") -> int:
     out.write(buf)
     end = out.tell()
     out.write(_ZEROS[:pad(end, BLOCK_SIZE)])
+    if late:
+        # Their headers were written with a link count of 0, maybe by a copy.
+        out.wait_for_copies()
+        names = tree.name_counts()  # final now
+        for offset, node, fields, name in late:
+            fields = fields[:4] + (names[id(node)],) + fields[5:]
+            out.pwrite(magic + pack(*fields).hex().upper().encode() + name, offset)
     if clamped:
         print(f"rumpfs: warning: {len(clamped)} time(s) outside the 32-bit cpio range were clamped "
               f"(first: {display(clamped[0])})", file=sys.stderr)
