@@ -377,7 +377,7 @@ class Bench:
         if os.path.exists(dest):
             shutil.rmtree(dest)
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-        for name in ("rumpfs", "bench", "stubetc"):
+        for name in ("rumpfs", "bench", "stubetc", "bin"):
             if os.path.isdir(os.path.join(REPO, name)):
                 shutil.copytree(os.path.join(REPO, name), os.path.join(dest, name), ignore=ignore)
         # What pip install needs besides the packages (README.md: the metadata's readme).
