@@ -250,7 +250,17 @@ def test_interrupt_leaves_no_partial_output(tmp_path):
     out = tmp_path / "out.cpio"
     out.write_bytes(b"precious")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "rumpfs", "pack", "--no-stubetc", str(src),
+    # Each copy of an 8 MiB piece waits a little (the forked copy workers
+    # inherit it), so the pack lasts seconds however fast the machine is.
+    code = ("import os, runpy, sys, time\n"
+            "real = os.copy_file_range\n"
+            "def slow(*args):\n"
+            "    time.sleep(0.05)\n"
+            "    return real(*args)\n"
+            "os.copy_file_range = slow\n"
+            "sys.argv = ['rumpfs'] + sys.argv[1:]\n"
+            "runpy.run_module('rumpfs', run_name='__main__')\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, "pack", "--no-stubetc", str(src),
                              "-o", str(out)], env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
     while not leftovers(tmp_path) and time.monotonic() < deadline and proc.poll() is None:
