@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import os
-import stat
 import sys
 
 from . import formats
@@ -132,42 +131,29 @@ def choose_format(output: str, opts: PackOptions) -> tuple[str, str | None]:
     return fmt.name, comp
 
 
-def prepare_tree(sources, opts: PackOptions, byteorder: str) -> Tree:
+def prepare_tree(layers: list[Layer], opts: PackOptions, byteorder: str, policy: Policy) -> Tree:
     """Layers applied, policy applied, /etc completed: the tree to write."""
-    policy = Policy.from_environment(opts.keep_owner, opts.timestamp)
-    tree = build_tree(make_layers(sources, opts), policy)
+    tree = build_tree(layers, policy)
     finish_etc(tree, opts, byteorder, policy)
     return tree
 
 
-def listed_while_written(sources, opts: PackOptions) -> HostStream | None:
+def listed_while_written(layers: list[Layer], opts: PackOptions, policy: Policy) -> HostStream | None:
     """The tree as a :class:`HostStream` when it is exactly one host
     directory, which a format that can write it while it is being listed
     then writes as it goes; None when layers, /etc work or anything else
     needs the whole tree first."""
-    layers = make_layers(sources, opts)
     if len(layers) != 1 or type(layers[0]) is not HostDirectory or split_path(layers[0].dest):
         return None
     source = layers[0]
-    if opts.config is not None or (opts.pwdb and _has_master_passwd(source.path)):
-        return None  # finish_etc would add to the tree
-    policy = Policy.from_environment(opts.keep_owner, opts.timestamp)
+    from . import etc
+    if etc.finish_would_change(source.path, opts):
+        return None
     tree = Tree()
     tree.root.copy_meta_from(source.root_node(policy.keep_owner))
     settle_times((tree.root,), policy)
     return HostStream(os.fsencode(source.path), tree, policy.keep_owner,
                       lambda nodes: settle_times(nodes, policy))
-
-
-def _has_master_passwd(top: str) -> bool:
-    from .etc import MASTER_PASSWD
-    etc, _, name = MASTER_PASSWD.strip("/").rpartition("/")
-    # Through a symlinked /etc the image would hold a symlink, and no database.
-    try:
-        return (stat.S_ISDIR(os.lstat(os.path.join(top, etc)).st_mode)
-                and os.path.lexists(os.path.join(top, etc, name)))
-    except OSError:
-        return False
 
 
 def finish_etc(tree: Tree, opts: PackOptions, byteorder: str, policy: Policy) -> None:
@@ -209,11 +195,13 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
             copier = Copier(out.fd)
             copier.start()
         try:
+            policy = Policy.from_environment(opts.keep_owner, opts.timestamp)
+            layers = make_layers(sources, opts)
             tree = None
             if copier is not None and container is None and fmt.writes_while_listed:
-                tree = listed_while_written(sources, opts)
+                tree = listed_while_written(layers, opts, policy)
             if tree is None:
-                tree = prepare_tree(sources, opts, byteorder)
+                tree = prepare_tree(layers, opts, byteorder, policy)
             size, progress = _write(tree, out, fmt, fmt_name, comp, container, target, byteorder,
                                     opts, copier)
         except BaseException:

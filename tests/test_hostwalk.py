@@ -100,7 +100,16 @@ def test_gnu_cpio_extracts_a_tree_walked_in_parallel(big_tree, tmp_path):
 
 def test_unreadable_directory_inside_a_shared_walk(big_tree, tmp_path, monkeypatch):
     """A walker's error reaches the caller with the path, and no walker is left."""
-    bad = os.fsencode(big_tree / "d33" / "inner")
+    _fail_listing(monkeypatch, big_tree / "d33" / "inner")
+    with pytest.raises(RumpfsError) as err:
+        _walk(big_tree, 2)
+    assert str(err.value) == f"{big_tree / 'd33' / 'inner'}: cannot read directory: Permission denied"
+    assert _children() == []
+
+
+def _fail_listing(monkeypatch, bad) -> None:
+    """Listing ``bad`` fails as an unreadable directory does."""
+    bad = os.fsencode(bad)
     real = hostwalk.list_directory
 
     def failing(path):
@@ -109,10 +118,6 @@ def test_unreadable_directory_inside_a_shared_walk(big_tree, tmp_path, monkeypat
         return real(path)
 
     monkeypatch.setattr(hostwalk, "list_directory", failing)
-    with pytest.raises(RumpfsError) as err:
-        _walk(big_tree, 2)
-    assert str(err.value) == f"{big_tree / 'd33' / 'inner'}: cannot read directory: Permission denied"
-    assert _children() == []
 
 
 def _children() -> list[int]:
@@ -232,15 +237,7 @@ def test_streamed_walk_shares_with_walkers(big_tree, monkeypatch):
 @pytest.mark.parametrize("share_after", [4096, 50])
 def test_unreadable_directory_in_a_streamed_walk(big_tree, monkeypatch, share_after):
     monkeypatch.setattr(hostwalk, "SHARE_AFTER_ENTRIES", share_after)
-    bad = os.fsencode(big_tree / "d33" / "inner")
-    real = hostwalk.list_directory
-
-    def failing(path):
-        if path == bad:
-            raise RumpfsError(f"{os.fsdecode(path)}: cannot read directory: Permission denied")
-        return real(path)
-
-    monkeypatch.setattr(hostwalk, "list_directory", failing)
+    _fail_listing(monkeypatch, big_tree / "d33" / "inner")
     with pytest.raises(RumpfsError) as err:
         list(_stream(big_tree, 2).walk())
     assert str(err.value) == f"{big_tree / 'd33' / 'inner'}: cannot read directory: Permission denied"

@@ -5,15 +5,17 @@ and :class:`~rumpfs.elf.component.Component` were frozen dataclasses; the
 dataclasses module alone (it imports inspect) costs more start-up than
 writing a small object, so they are plain classes with ``__slots__`` and an
 explicit ``__init__`` (which sets each field with ``object.__setattr__``),
-and this base gives them what ``@dataclass(frozen=True)`` did: assignment
-refused, equality and hash by field values, a repr, and :meth:`replace`
-(``dataclasses.replace``).
+and this base adds to :class:`~rumpfs.record.Record` what
+``@dataclass(frozen=True)`` did besides: assignment refused, a hash by field
+values, and :meth:`replace` (``dataclasses.replace``).
 """
 
 from __future__ import annotations
 
+from ..record import Record
 
-class Frozen:
+
+class Frozen(Record):
     """Fields are the subclass's ``__slots__``, in order; its ``__init__``
     takes each field as a keyword of the same name."""
 
@@ -26,20 +28,8 @@ class Frozen:
     def __delattr__(self, name):
         raise AttributeError(f"{type(self).__name__} is immutable: cannot delete {name!r}")
 
-    def _values(self) -> tuple:
-        return tuple(getattr(self, n) for n in self.__slots__)
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()
-
     def __hash__(self) -> int:
         return hash(self._values())
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}("
-                + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")")
 
     def replace(self, **changes):
         """A copy with ``changes`` applied (as ``dataclasses.replace``)."""

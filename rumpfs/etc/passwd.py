@@ -27,6 +27,7 @@ from __future__ import annotations
 import struct
 
 from ..errors import RumpfsError
+from ..record import Record
 from . import GROUP, MASTER_PASSWD  # the source files, declared by the package
 
 #: Key prefixes (``_PW_KEYBYNAME``, ``_PW_KEYBYNUM``, ``_PW_KEYBYUID`` of pwd.h).
@@ -52,30 +53,7 @@ MASTER_FIELDS = 10
 GROUP_FIELDS = 4
 
 
-
-class _Entry:
-    """Fields in ``__slots__`` order; equality by field values and a repr,
-    as the dataclasses these were (a plain class: the dataclasses module
-    alone costs more start-up than generating the databases)."""
-
-    __slots__ = ()
-
-    def _values(self) -> tuple:
-        return tuple(getattr(self, n) for n in self.__slots__)
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()
-
-    __hash__ = None  # mutable, as the dataclasses were
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}("
-                + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")")
-
-
-class User(_Entry):
+class User(Record):
     """One master.passwd entry."""
 
     __slots__ = ("line", "name", "passwd", "uid", "gid", "pw_class", "change", "expire",
@@ -98,7 +76,7 @@ class User(_Entry):
         self.flags = flags
 
 
-class Group(_Entry):
+class Group(Record):
     """One group entry."""
 
     __slots__ = ("line", "name", "passwd", "gid", "members")
