@@ -46,14 +46,10 @@ def test_ffs_with_worker_copies_reads_back_with_dissect(many_files, tmp_path):
     assert_same(normalized(scan_host(many_files)), dissect_records(out), keys=keys)
 
 
-def test_worker_error_is_reported_and_nothing_is_left(many_files, tmp_path):
-    """A file that vanishes after the walk: the worker's error reaches the
-    user, no output is written and no worker process survives."""
-    victim = many_files / f"d{3000 % 17}" / "f3000"
-    assert victim.exists()
-    # The file is renamed away when its copy is handed over (the tree may
-    # still be being listed), so a worker's open fails.
-    env = {"RUMPFS_TEST_SWAP": str(victim)}
+def _pack_with_a_file_changed(many_files, tmp_path, victim, change: str):
+    """Pack ``many_files`` to cpio; ``change`` (a statement on ``victim``, a
+    bytes path) runs when the victim's copy is handed over (the tree may
+    still be being listed), so a worker meets the changed file."""
     code = (
         "import os, sys, runpy\n"
         "import rumpfs.output as o\n"
@@ -61,7 +57,7 @@ def test_worker_error_is_reported_and_nothing_is_left(many_files, tmp_path):
         "def add(self, jobs, *rest):\n"
         "    victim = os.environ['RUMPFS_TEST_SWAP'].encode()\n"
         "    if any(j[0].path == victim for j in jobs) and os.path.isfile(victim):\n"
-        "        os.rename(victim, victim + b'.gone')\n"
+        f"        {change}\n"
         "    return real(self, jobs, *rest)\n"
         "o.Copier.add = add\n"
         "sys.argv = ['rumpfs'] + sys.argv[1:]\n"
@@ -69,15 +65,45 @@ def test_worker_error_is_reported_and_nothing_is_left(many_files, tmp_path):
     out = tmp_path / "fail.cpio"
     proc = subprocess.run(
         ["python3", "-c", code, "pack", "--no-stubetc", str(many_files), "-o", str(out)],
-        capture_output=True, env=dict(os.environ, **env,
+        capture_output=True, env=dict(os.environ, RUMPFS_TEST_SWAP=str(victim),
                                       PYTHONPATH=str(os.path.dirname(os.path.dirname(__file__)))))
-    os.rename(str(victim) + ".gone", victim)
+    return proc, out
+
+
+def _assert_failed_cleanly(proc, out, tmp_path, message: str) -> None:
     err = proc.stderr.decode()
     assert proc.returncode == 1, err
-    assert err == f"rumpfs: error: {victim}: cannot read: No such file or directory\n"
+    assert err == f"rumpfs: error: {message}\n"
     assert not out.exists() and leftovers(tmp_path) == []
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(out) not in ps, "a copy worker outlived the failed pack"
+
+
+def test_worker_error_is_reported_and_nothing_is_left(many_files, tmp_path):
+    """A file that vanishes after the walk: the worker's error reaches the
+    user, no output is written and no worker process survives."""
+    victim = many_files / f"d{3000 % 17}" / "f3000"
+    assert victim.exists()
+    proc, out = _pack_with_a_file_changed(many_files, tmp_path, victim,
+                                          "os.rename(victim, victim + b'.gone')")
+    os.rename(str(victim) + ".gone", victim)
+    _assert_failed_cleanly(proc, out, tmp_path, f"{victim}: cannot read: No such file or directory")
+
+
+def test_file_shrunk_before_its_copy_is_reported(many_files, tmp_path):
+    """A small file (gathered with its neighbours into one write) that is
+    shorter than when it was listed: the exact error, nothing left."""
+    victim = next(p for p in sorted((many_files / "d5").iterdir())
+                  if 1000 < p.stat().st_size <= 64 << 10)
+    size = victim.stat().st_size
+    saved = victim.read_bytes()
+    try:
+        proc, out = _pack_with_a_file_changed(many_files, tmp_path, victim,
+                                              "os.truncate(victim, 10)")
+    finally:
+        victim.write_bytes(saved)
+    _assert_failed_cleanly(proc, out, tmp_path,
+                           f"{victim}: file changed while it was read (expected {size} bytes)")
 
 
 def test_small_trees_copy_without_workers(tmp_path):
