@@ -252,7 +252,10 @@ def test_interrupt_leaves_no_partial_output(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     # Each copy of an 8 MiB piece waits a little (the forked copy workers
     # inherit it), so the pack lasts seconds however fast the machine is.
-    code = ("import os, runpy, sys, time\n"
+    # SIGINT as a terminal's foreground job has it: a runner started in the
+    # background may hand it down ignored, and then there is no interrupt.
+    code = ("import os, runpy, signal, sys, time\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "real = os.copy_file_range\n"
             "def slow(*args):\n"
             "    time.sleep(0.05)\n"
