@@ -188,11 +188,13 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
         target = elf_container.resolve_target(opts.container_options)
     byteorder = opts.byteorder or (target.byteorder if target else sys.byteorder)
     with AtomicOutput(output) as out:
+        # Before the copy workers: they report their bytes through it.
+        progress = Progress(0, f"rumpfs: {os.path.basename(out.path)}", enabled=opts.progress)
         copier = None
         if not comp and container in (None, "elf"):
             # The image goes straight into OUT: its copy workers are forked
             # now, from a process that does not hold the tree yet.
-            copier = Copier(out.fd)
+            copier = Copier(out.fd, progress=progress)
             copier.start()
         try:
             policy = Policy.from_environment(opts.keep_owner, opts.timestamp)
@@ -202,8 +204,8 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
                 tree = listed_while_written(layers, opts, policy)
             if tree is None:
                 tree = prepare_tree(layers, opts, byteorder, policy)
-            size, progress = _write(tree, out, fmt, fmt_name, comp, container, target, byteorder,
-                                    opts, copier)
+            size = _write(tree, out, fmt, fmt_name, comp, container, target, byteorder,
+                          opts, copier, progress)
         except BaseException:
             if copier is not None:
                 copier.abort()
@@ -213,13 +215,13 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
 
 
 def _write(tree: Tree, out: AtomicOutput, fmt, fmt_name: str, comp, container, target,
-           byteorder: str, opts: PackOptions, copier):
-    """Write the image (in its container) into ``out``; (image size, progress)."""
-    progress = Progress(0, f"rumpfs: {os.path.basename(out.path)}", enabled=opts.progress)
+           byteorder: str, opts: PackOptions, copier, progress: Progress) -> int:
+    """Write the image (in its container) into ``out``; returns the image size."""
     if progress.enabled:
         if isinstance(tree, HostStream):
             progress.total = None  # the tree is not listed yet
-            tree.when_listed = lambda: setattr(progress, "total", _data_bytes(tree.tree))
+            tree.when_listed = lambda: setattr(progress, "total",
+                                               _data_bytes(tree.tree) + tree.elsewhere_bytes)
         else:
             progress.total = _data_bytes(tree)
     wopts = formats.WriteOptions(byteorder=byteorder, extra=dict(opts.format_options),
@@ -246,9 +248,8 @@ def _write(tree: Tree, out: AtomicOutput, fmt, fmt_name: str, comp, container, t
 
     if container:
         from .elf import container as elf_container
-        return elf_container.write(container, out, write_image, fmt_name, target, opts,
-                                   tree), progress
-    return write_image(ImageSink(out.fd, 0, progress)), progress
+        return elf_container.write(container, out, write_image, fmt_name, target, opts, tree)
+    return write_image(ImageSink(out.fd, 0, progress))
 
 
 def _data_bytes(tree: Tree) -> int:

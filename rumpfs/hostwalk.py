@@ -11,6 +11,12 @@ turns them into nodes while the walkers go on listing.
 A walker lists with the same function as this process does, so errors read
 the same whichever process met them.  The walkers are forked before the tree
 is large (cheap) and end before the walk returns.
+
+A writer that can lay out a subtree on its own (a cpio archive: a subtree is
+one stretch of it) may have the walkers write the subtrees too: a walker lists
+a whole subtree, tells this process how long its stretch is, is told where it
+goes, and writes it.  This process then only places stretches, and the
+per-file work (lstat, open, read, write) is shared by the walkers.
 """
 
 from __future__ import annotations
@@ -21,7 +27,19 @@ import struct
 from operator import length_hint
 
 from .errors import RumpfsError
-from .tree import DIR, IFMT, LNK, NAME_MAX, REG, HostData, Node, WalkEntry, _new_entry
+from .tree import (
+    DIR,
+    IFMT,
+    LNK,
+    NAME_MAX,
+    REG,
+    HostData,
+    Node,
+    Tree,
+    WalkEntry,
+    WrittenSubtree,
+    _new_entry,
+)
 
 #: Walker processes for a large tree (the machine's cores, at most this).
 MAX_WALKERS = 2
@@ -40,6 +58,8 @@ READ_SIZE = 1 << 20
 _LENGTH = struct.Struct("<I")
 #: The last message of a walker that failed: ("error", message).
 _ERROR = "error"
+#: Where a walker's subtree goes: image offset, first inode number.
+_PLACE = struct.Struct("<QQ")
 
 
 def list_directory(path: bytes) -> list:
@@ -186,6 +206,24 @@ class HostStream:
         self._team: _Walkers | None = None
         self._listed: dict = {}  # host path -> entries, from the walkers, not used yet
         self._checked = 0  # entry count at the last look for subtrees to share
+        self._written = 0  # subtrees written by walkers
+        self._make_writer = None
+        #: Names and file data bytes in subtrees written by walkers (not in ``tree``).
+        self.elsewhere_count = 0
+        self.elsewhere_bytes = 0
+
+    def write_subtrees_with(self, make_writer) -> None:
+        """Let walkers write the subtrees they list: ``make_writer()`` (called
+        here, once per walker, before it is forked) gives an object with
+        ``layout(path, walk)`` -- for the subtree named ``path`` in the image
+        and its :meth:`Tree.walk <rumpfs.tree.Tree.walk>` (paths relative to
+        it), None if it cannot be written apart, else a plan with ``size``,
+        ``count`` and ``data_bytes`` -- and ``write(plan, offset,
+        first_number)``, which runs in the walker.  Such a subtree is not
+        added to ``tree``: the walk yields a
+        :class:`~rumpfs.tree.WrittenSubtree` for it.  A subtree holding a hard
+        link is never written apart (its link counts depend on other names)."""
+        self._make_writer = make_writer
 
     def name_counts(self):
         """Names per node, as :meth:`Tree.name_counts`; while the walk goes on,
@@ -196,7 +234,8 @@ class HostStream:
         return _CountsSoFar(self.build.linked_ids)
 
     def count(self) -> int:
-        return self.tree.count()
+        # A written subtree's directory is in ``tree`` too, without its contents.
+        return self.tree.count() + self.elsewhere_count - self._written
 
     def walk(self):
         build = self.build
@@ -231,8 +270,12 @@ class HostStream:
                     if (self._team is None and self.walkers >= 2
                             and build.count - self._checked > SHARE_AFTER_ENTRIES):
                         self._checked = build.count
-                        self._share_rest(dirpath, items, it, host, stack)
-                    build.add(dirpath, node, entries_of(dirpath))
+                        self._share_rest(dirpath, node, items, it, host, stack)
+                    entries = entries_of(dirpath)
+                    if entries.__class__ is tuple:
+                        yield _new_entry(WalkEntry, (path, self._written_subtree(entries), None, depth))
+                        continue
+                    build.add(dirpath, node, entries)
                     settle(children.values())
                     yield _new_entry(WalkEntry, (path, node, None, depth))
                     if children:
@@ -247,6 +290,8 @@ class HostStream:
                     if not stack:
                         break
                     items, it, prefix, host, depth = stack.pop()
+            if self._team is not None:
+                self._team.finish()  # the walkers' subtrees are written
             self.ended = True
             if self.when_listed is not None:
                 self.when_listed()
@@ -266,17 +311,35 @@ class HostStream:
             listed.update(records)
         return listed.pop(dirpath)
 
-    def _share_rest(self, dirpath: bytes, items: list, it, host: bytes, stack: list) -> None:
+    def _written_subtree(self, plan: tuple) -> WrittenSubtree:
+        walker, size, count, data_bytes = plan
+        self.elsewhere_count += count
+        self.elsewhere_bytes += data_bytes
+        self._written += 1
+        team = self._team
+        return WrittenSubtree(size, count, data_bytes,
+                              lambda offset, number: team.place(walker, offset, number))
+
+    def _share_rest(self, dirpath: bytes, node: Node, items: list, it, host: bytes,
+                    stack: list) -> None:
         """Deal the directories not listed yet (``dirpath``, then those after
         it in each open directory, innermost first) out to walkers, if there
         are enough of them."""
-        rest = [dirpath]
+        rest = [(dirpath, node)]
         frames = [(items, it, host)] + [(f[0], f[1], f[3]) for f in reversed(stack)]
         for items_, it_, host_ in frames:
             left = length_hint(it_)
-            rest += [host_ + n for n, c in items_[len(items_) - left:] if c.children is not None]
-        if len(rest) >= SUBTREES_PER_WALKER * self.walkers:
-            self._team = _Walkers(rest, self.walkers)
+            rest += [(host_ + n, c) for n, c in items_[len(items_) - left:]
+                     if c.children is not None]
+        if len(rest) < SUBTREES_PER_WALKER * self.walkers:
+            return
+        if self._make_writer is None:
+            self._team = _Walkers([path for path, _node in rest], self.walkers)
+        else:
+            writers = [self._make_writer() for _ in range(self.walkers)]
+            self._team = _Walkers(rest, self.walkers,
+                                  _SubtreeJob(writers, self.build.keep_owner, self.settle,
+                                              len(_prefix(self.top))))
 
 
 class _CountsSoFar:
@@ -308,27 +371,64 @@ def _share(subtrees: list, build: _Builder, walkers: int) -> None:
         team.close()
 
 
+class _SubtreeJob:
+    """What a walker needs to write subtrees: its writer (one per walker),
+    how nodes are made (owners, the reproducibility policy) and how many
+    leading bytes of a host path are not part of its image path."""
+
+    __slots__ = ("writers", "keep_owner", "settle", "cut")
+
+    def __init__(self, writers: list, keep_owner: bool, settle, cut: int):
+        self.writers = writers
+        self.keep_owner = keep_owner
+        self.settle = settle
+        self.cut = cut
+
+
 class _Walkers:
     """Walker processes listing the subtrees under ``paths``, shared out in
-    turn (the first to walker 0, the second to walker 1, ...)."""
+    turn (the first to walker 0, the second to walker 1, ...).  With a
+    ``job``, ``paths`` holds ``(host path, node)`` and the walkers write the
+    subtrees they can (:func:`_subtree_walker`)."""
 
-    def __init__(self, paths: list, walkers: int):
+    def __init__(self, paths: list, walkers: int, job: _SubtreeJob | None = None):
         #: read end of a walker's pipe -> [pid, bytes received not yet parsed]
         self.procs: dict = {}
+        #: write end of each walker's pipe for placements (with a job)
+        self.replies: list = []
         try:
             for k in range(walkers):
                 r, w = os.pipe()
+                reply_r, reply_w = os.pipe() if job is not None else (-1, -1)
                 pid = os.fork()
                 if pid == 0:  # pragma: no cover - runs in the walker
                     os.close(r)
-                    for other in self.procs:
-                        os.close(other)
-                    _walker(paths[k::walkers], w)
+                    for other in [*self.procs, *self.replies, reply_w]:
+                        if other >= 0:
+                            os.close(other)
+                    if job is None:
+                        _walker(paths[k::walkers], w)
+                    _subtree_walker(paths[k::walkers], w, reply_r, k, job)
                 os.close(w)
+                if reply_r >= 0:
+                    os.close(reply_r)
                 self.procs[r] = [pid, bytearray()]
+                self.replies.append(reply_w)
         except BaseException:
             self.close()
             raise
+
+    def place(self, walker: int, offset: int, number: int) -> None:
+        """Tell ``walker`` where its subtree goes (it waits for this)."""
+        view = memoryview(_PLACE.pack(offset, number))
+        while view:
+            view = view[os.write(self.replies[walker], view):]
+
+    def finish(self) -> None:
+        """Wait for every walker to end (the last subtrees being written);
+        a walker's error is raised here."""
+        while self.receive():  # pragma: no cover - every record was asked for
+            pass
 
     def receive(self) -> list:
         """The next records ``(host path, entries)`` from any walker, in the
@@ -375,13 +475,16 @@ class _Walkers:
             except OSError:
                 pass
         self.procs = {}
+        for fd in self.replies:
+            if fd >= 0:
+                os.close(fd)
+        self.replies = []
 
 
 def _walker(paths: list, out: int) -> None:  # pragma: no cover - runs in a walker
     """List the subtrees under ``paths`` depth first (a directory's record
     before those of its subdirectories) and send the records to ``out``."""
-    code = 0
-    try:
+    with _reporting_to(out):
         batch = []
         size = 0
         stack = list(reversed(paths))
@@ -397,14 +500,64 @@ def _walker(paths: list, out: int) -> None:  # pragma: no cover - runs in a walk
                 batch, size = [], 0
         if batch:
             _send(out, batch)
-    except BaseException as e:  # noqa: B036 - report anything, never unwind into the parent's code
-        message = str(e) if isinstance(e, RumpfsError) else f"directory walker failed: {e!r}"
-        try:
-            _send(out, (_ERROR, message))
-        except OSError:
-            pass
-        code = 1
-    os._exit(code)
+
+
+def _subtree_walker(subtrees: list, out: int, reply: int, walker: int,
+                    job: _SubtreeJob) -> None:  # pragma: no cover - runs in a walker
+    """For each ``(host path, node)`` of ``subtrees``: list the whole subtree
+    into nodes; if the writer can lay it out, send its plan ``(walker, size,
+    count, data_bytes)`` as the directory's record, wait to be told where it
+    goes and write it; else send the records of its directories, as
+    :func:`_walker` does."""
+    writer = job.writers[walker]
+    settle = job.settle
+    with _reporting_to(out):
+        for dirpath, node in subtrees:
+            build = _Builder(job.keep_owner)
+            listed = {}
+            queue = [(dirpath, node)]
+            while queue:
+                path, dirnode = queue.pop()
+                entries = listed[path] = list_directory(path)
+                queue += build.add(path, dirnode, entries)
+                settle(dirnode.children.values())
+            plan = None
+            if not build.links:
+                plan = writer.layout(dirpath[job.cut:], Tree(node).walk())
+            if plan is None:
+                _send(out, list(listed.items()))
+                continue
+            del listed
+            _send(out, [(dirpath, (walker, plan.size, plan.count, plan.data_bytes))])
+            placed = b""
+            while len(placed) < _PLACE.size:
+                chunk = os.read(reply, _PLACE.size - len(placed))
+                if not chunk:
+                    raise RumpfsError("directory walker: the writer went away")
+                placed += chunk
+            writer.write(plan, *_PLACE.unpack(placed))
+
+
+class _reporting_to:
+    """Runs a walker's work: any error goes to ``out`` as its last message,
+    and the process ends there (it never unwinds into the parent's code)."""
+
+    def __init__(self, out: int):
+        self.out = out
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, e, tb):  # pragma: no cover - runs in a walker
+        code = 0
+        if e is not None:
+            message = str(e) if isinstance(e, RumpfsError) else f"directory walker failed: {e!r}"
+            try:
+                _send(self.out, (_ERROR, message))
+            except OSError:
+                pass
+            code = 1
+        os._exit(code)
 
 
 def _prefix(dirpath: bytes) -> bytes:

@@ -288,8 +288,12 @@ class Copier:
         #: Bytes to write just before each ready job's data (b"": none).
         self.headers: list = []
         self.ready_bytes = 0
-        self.sent_bytes = 0
         self.procs: list = []  # (pid, job pipe, result pipe)
+        #: For each worker, whether it reports its bytes to the progress
+        #: itself (a Progress.worker_counter); the bytes handed to the others
+        #: are counted when they are reaped.
+        self.reporting: list = []
+        self.unreported_bytes = 0
         self.turn = 0
         self.batch_jobs = FIRST_BATCH_JOBS
 
@@ -330,7 +334,9 @@ class Copier:
             self._start()
 
     def _start(self) -> None:
+        progress = self.progress
         for _ in range(self.workers):
+            counter = progress.worker_counter() if progress is not None else None
             jr, jw = os.pipe()
             rr, rw = os.pipe()
             pid = os.fork()
@@ -342,7 +348,7 @@ class Copier:
                     os.close(other_rr)
                 code = 0
                 try:
-                    _worker(self.fd, jr)
+                    _worker(self.fd, jr, counter)
                 except RumpfsError as e:
                     os.write(rw, str(e).encode("utf-8", "surrogateescape"))
                     code = 1
@@ -354,13 +360,13 @@ class Copier:
             os.close(rw)
             _grow_pipe(jw)
             self.procs.append((pid, jw, rr))
+            self.reporting.append(counter is not None)
 
     def _send(self) -> None:
         if not self.procs:
             self._start()
         jobs, self.ready = self.ready, []
         headers, self.headers = self.headers, []
-        self.sent_bytes += self.ready_bytes
         self.ready_bytes = 0
         self.batch_jobs = min(2 * self.batch_jobs, BATCH_JOBS)
         n = len(self.procs)
@@ -373,6 +379,8 @@ class Copier:
             share = jobs[cuts[k]:cuts[k + 1]]
             if not share:
                 continue
+            if not self.reporting[(self.turn + k) % n]:
+                self.unreported_bytes += sum(map(_SIZE_OF_JOB, share))
             try:
                 _write_all(jw, _frame(share, headers[cuts[k]:cuts[k + 1]], self.base))
             except BrokenPipeError:
@@ -406,10 +414,12 @@ class Copier:
                     errors.append(message.decode("utf-8", "surrogateescape")
                                   or f"copy worker ended with status {status}")
             self.procs = []
+            self.reporting = []
             if errors:
                 raise RumpfsError(errors[0])
-            if self.progress:
-                self.progress.advance(self.sent_bytes)
+            if self.unreported_bytes and self.progress is not None:
+                self.progress.advance(self.unreported_bytes)
+            self.unreported_bytes = 0
         except BaseException:
             self.abort()
             raise
@@ -427,6 +437,8 @@ class Copier:
             except OSError:
                 pass
         self.procs = []
+        self.reporting = []
+        self.unreported_bytes = 0
         self.ready = []
         self.headers = []
 
@@ -477,18 +489,15 @@ GATHER_BYTES = 1 << 20
 GATHER_FILE_MAX = 64 << 10
 
 
-def _worker(out_fd: int, job_fd: int) -> None:  # pragma: no cover - runs in a worker
-    """Read job frames from ``job_fd`` until it closes; copy each one."""
+def _worker(out_fd: int, job_fd: int, counter=None) -> None:  # pragma: no cover - runs in a worker
+    """Read job frames from ``job_fd`` until it closes; copy each one.  The
+    data bytes written are added to ``counter`` (a Progress.worker_counter)."""
     pending = b""
     head = _FRAME_HEAD.size
     itemsize = array(_NUMBER).itemsize * _NUMBERS_PER_JOB
-    use_range = hasattr(os, "copy_file_range")
-    copy_range = getattr(os, "copy_file_range", None)
-    o_rdonly = os.O_RDONLY
-    preadv = os.preadv
-    gather = memoryview(bytearray(GATHER_BYTES))
-    gathered_at = 0  # image offset of gather[0]
-    gathered = 0  # bytes in gather
+    # Consecutive jobs (the common case: a batch is one piece of the image)
+    # go out in long writes.
+    out = StretchWriter(out_fd, 0, counter)
     while True:
         chunk = os.read(job_fd, 1 << 20)
         if not chunk:
@@ -509,51 +518,87 @@ def _worker(out_fd: int, job_fd: int) -> None:  # pragma: no cover - runs in a w
             for so, do, n, plen, hlen in zip(it, it, it, it, it):
                 path = pending[pos:pos + plen]
                 pos += plen
-                at = do - hlen  # where this job's bytes start in the image
-                if gathered and (at != gathered_at + gathered
-                                 or gathered + hlen + n > GATHER_BYTES or n > GATHER_FILE_MAX):
-                    _pwrite_all(out_fd, gather[:gathered], gathered_at)
-                    gathered = 0
-                try:
-                    src = os.open(path, o_rdonly)
-                except OSError:
-                    src = open_source(_Path(path, so + n))  # raises the message
-                try:
-                    if n <= GATHER_FILE_MAX:
-                        # Header and data into the buffer, the common job.
-                        if not gathered:
-                            gathered_at = at
-                        if hlen:
-                            gather[gathered:gathered + hlen] = pending[hpos:hpos + hlen]
-                            hpos += hlen
-                            gathered += hlen
-                        if n:
-                            try:
-                                got = preadv(src, [gather[gathered:gathered + n]], so)
-                            except OSError as e:
-                                raise RumpfsError(f"{os.fsdecode(path)}: cannot read: "
-                                                  f"{e.strerror}") from None
-                            if got != n:
-                                raise _changed(_Path(path, so + n), so + n)
-                        gathered += n
-                        continue
-                    if hlen:
-                        _pwrite_all(out_fd, pending[hpos:hpos + hlen], at)
-                        hpos += hlen
-                    if use_range and n <= COPY_CHUNK:
-                        try:
-                            done = copy_range(src, out_fd, n, so, do)
-                        except OSError:
-                            done = 0
-                        if done == n:
-                            continue
-                        so, do, n = so + done, do + done, n - done
-                    use_range = _copy_fd(src, out_fd, _Path(path, so + n), so, do, n, use_range, None)
-                finally:
-                    os.close(src)
+                out.seek(do - hlen)
+                if hlen:
+                    out.put(pending[hpos:hpos + hlen])
+                    hpos += hlen
+                out.copy(_Path(path, so + n), n, so)
         pending = pending[start:]
-    if gathered:
-        _pwrite_all(out_fd, gather[:gathered], gathered_at)
+    out.close()
+
+
+class StretchWriter:
+    """Writes the image front to back from image offset ``offset`` (in
+    ``fd``): bytes and host files go through one buffer and out in writes of
+    :data:`GATHER_BYTES` (a small file is read straight into it with
+    ``preadv``); a larger file is copied with ``copy_file_range``.
+    ``counter.add(n)`` (a Progress.worker_counter) is told the file data
+    bytes written.  Used by copy workers and by directory walkers that write
+    whole subtrees."""
+
+    def __init__(self, fd: int, offset: int, counter=None):
+        self.fd = fd
+        #: Image offset just past everything put so far.
+        self.end = offset
+        self.counter = counter
+        self._buf = memoryview(bytearray(GATHER_BYTES))
+        self._filled = 0
+        self._data = 0  # file data bytes in the buffer
+        self._use_range = hasattr(os, "copy_file_range")
+
+    def seek(self, offset: int) -> None:
+        """Go on at image ``offset`` (what is buffered goes out first if it does not end there)."""
+        if offset != self.end:
+            self.flush()
+            self.end = offset
+
+    def put(self, data) -> None:
+        n = len(data)
+        if self._filled + n > GATHER_BYTES:
+            self.flush()
+            if n > GATHER_BYTES:
+                _pwrite_all(self.fd, data, self.end)
+                self.end += n
+                return
+        self._buf[self._filled:self._filled + n] = data
+        self._filled += n
+        self.end += n
+
+    def copy(self, data, size: int, src_offset: int = 0) -> None:
+        """``size`` bytes of the host file ``data`` (its ``path``) from ``src_offset``."""
+        src = open_source(data)
+        try:
+            if size <= GATHER_FILE_MAX:
+                if self._filled + size > GATHER_BYTES:
+                    self.flush()
+                filled = self._filled
+                if size:
+                    try:
+                        got = os.preadv(src, [self._buf[filled:filled + size]], src_offset)
+                    except OSError as e:
+                        raise RumpfsError(f"{os.fsdecode(data.path)}: cannot read: "
+                                          f"{e.strerror}") from None
+                    if got != size:
+                        raise _changed(data, src_offset + size)
+                self._filled = filled + size
+                self._data += size
+            else:
+                self.flush()
+                self._use_range = _copy_fd(src, self.fd, data, src_offset, self.end, size,
+                                           self._use_range, self.counter)
+        finally:
+            os.close(src)
+        self.end += size
+
+    def flush(self) -> None:
+        if self._filled:
+            _pwrite_all(self.fd, self._buf[:self._filled], self.end - self._filled)
+            self._filled = 0
+        if self._data and self.counter is not None:
+            self.counter.add(self._data)
+        self._data = 0
+
+    close = flush
 
 
 def _copy_jobs(fd: int, base: int, jobs: list, headers: list, progress) -> None:
@@ -609,8 +654,21 @@ def _changed(data, size: int) -> RumpfsError:
                        f"(expected {size} bytes)")
 
 
+#: The progress line is drawn again at most this often (seconds).
+REDRAW_SECONDS = 0.5
+
+
 class Progress:
-    """Bytes written so far, on stderr, for long work (a terminal or ``--progress``)."""
+    """Bytes written so far, on stderr, for long work (a terminal or ``--progress``).
+
+    ``done`` counts what this process reports with :meth:`advance` and what
+    forked children (copy workers, walkers) report through
+    :meth:`worker_counter`.  When enabled, a daemon thread draws the line
+    again (at most every ``REDRAW_SECONDS``) so that it moves while this
+    process waits on a pipe or a child; :meth:`close` stops it.  A disabled
+    progress only adds up :meth:`advance`: no thread, no shared memory, and
+    :meth:`worker_counter` gives ``None``.
+    """
 
     def __init__(self, total: int | None, label: str = "writing", enabled: bool | None = None,
                  stream=None):
@@ -618,24 +676,136 @@ class Progress:
         self.enabled = self.stream.isatty() if enabled is None else enabled
         #: None until known (a tree listed while it is written).
         self.total = None if total is None else max(total, 1)
-        self.done = 0
         self.label = label
-        self._last = 0.0
+        self._own = 0  # bytes advanced by this process
+        self._last = 0.0  # when the line was last drawn
+        self._line = ""
+        #: One native 64-bit counter per reporting child, in anonymous shared
+        #: memory made before any child is forked (see worker_counter).
+        self._counts = None
+        self._slots_given = 0
+        self._stop = None
+        if self.enabled:
+            import atexit
+            import mmap
+            import threading
+            import weakref
+            if hasattr(os, "fork"):
+                self._counts = memoryview(mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_SHARED)).cast("Q")
+            self._lock = threading.Lock()
+            self._stop = threading.Event()
+            # The thread holds the progress weakly: one never closed (a pack
+            # that failed) ends its thread once it is dropped, or at exit
+            # (not stopped in the middle of a write to the stream, which
+            # would abort the interpreter's shutdown).
+            self._thread = threading.Thread(target=_redraw, args=(weakref.ref(self), self._stop),
+                                            name="rumpfs-progress", daemon=True)
+            self._thread.start()
+            self._halt = _Halt(self._stop, self._thread)
+            atexit.register(self._halt)
+
+    @property
+    def done(self) -> int:
+        """Bytes done so far: this process's and its reporting children's."""
+        counts = self._counts
+        return self._own if counts is None else self._own + sum(counts[:self._slots_given])
+
+    @done.setter
+    def done(self, value: int) -> None:
+        self._own += value - self.done
 
     def advance(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
+        self._own += n
+        if self.enabled and time.monotonic() - self._last >= REDRAW_SECONDS:
+            self._draw(False)
+
+    def worker_counter(self):
+        """A counter for one child process to report its bytes with
+        ``add(n)``, or None (progress disabled, or every slot given out).
+
+        Any code that forks workers (the copy workers of :class:`Copier`, a
+        directory walker that copies files) does the same: call this in the
+        parent *before* forking the child, once per child, and call ``add``
+        in the child only.  Each counter is a slot of its own in memory
+        shared with the children, written by that one child (so no lock:
+        one aligned 8-byte store) and read by the parent for :attr:`done`;
+        what a child added stays counted after it ends (slots are not
+        reused).  On None the child reports nothing, and the parent must
+        count that child's bytes itself (e.g. advance when it reaps it).
+        """
+        counts = self._counts
+        if counts is None or self._slots_given >= len(counts):
+            return None
+        self._slots_given += 1
+        return _SlotCounter(counts, self._slots_given - 1)
+
+    def _draw(self, wait: bool) -> None:
+        """Draw the line if it is due and says something new (this thread
+        or the redraw thread, never both at once)."""
+        if not self._lock.acquire(wait):
             return
-        now = time.monotonic()
-        if now - self._last >= 0.5:
+        try:
+            now = time.monotonic()
+            if now - self._last < REDRAW_SECONDS:
+                return
             self._last = now
-            line = f"\r{self.label}: {self.done / 1048576:.0f} MiB"
+            done = self.done
+            line = f"\r{self.label}: {done / 1048576:.0f} MiB"
             if self.total is not None:
-                line += f" ({min(100.0, 100.0 * self.done / self.total):.0f}%)"
+                line += f" ({min(100.0, 100.0 * done / self.total):.0f}%)"
+            if line == self._line:
+                return
+            self._line = line
             self.stream.write(line)
             self.stream.flush()
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
-        if self.enabled and self._last:
+        if self._stop is not None:
+            import atexit
+            self._halt()
+            atexit.unregister(self._halt)
+            self._stop = None
+        if self.enabled and (self._last or self.done):
             self.stream.write(f"\r{self.label}: {self.done / 1048576:.0f} MiB, done\n")
             self.stream.flush()
+
+
+class _SlotCounter:
+    """A forked child's slot in a :class:`Progress`: ``add(n)`` after n bytes."""
+
+    __slots__ = ("_counts", "_slot")
+
+    def __init__(self, counts: memoryview, slot: int):
+        self._counts = counts
+        self._slot = slot
+
+    def add(self, n: int) -> None:
+        # One aligned 8-byte store into memory the parent reads: never torn.
+        self._counts[self._slot] += n
+
+    advance = add  # so that _copy_fd can report through it
+
+
+class _Halt:
+    """Stops a redraw thread (at close, or at exit for a progress never closed)."""
+
+    def __init__(self, stop, thread):
+        self.stop, self.thread = stop, thread
+        self.pid = os.getpid()
+
+    def __call__(self) -> None:
+        if os.getpid() == self.pid:  # not in a forked child that exits normally
+            self.stop.set()
+            self.thread.join()
+
+
+def _redraw(ref, stop) -> None:
+    """The redraw thread of a :class:`Progress` (``ref``, a weak reference)."""
+    while not stop.wait(REDRAW_SECONDS / 2):
+        progress = ref()
+        if progress is None:
+            return
+        progress._draw(True)
+        del progress

@@ -195,6 +195,28 @@ WalkEntry = namedtuple("WalkEntry", "path node link_of depth")
 _new_entry = tuple.__new__  # builds WalkEntry without a Python-level __init__ (hot path)
 
 
+class WrittenSubtree:
+    """What a walk yields, in place of a directory's node, for a subtree
+    that another process writes into the image itself (see
+    :meth:`rumpfs.hostwalk.HostStream.write_subtrees_with`): ``size`` bytes
+    of image holding ``count`` members, the directory included, with
+    ``data_bytes`` of file data.  The writer decides where they go and says
+    so with :meth:`place`; only a writer that asked for subtrees meets one."""
+
+    __slots__ = ("size", "count", "data_bytes", "_place")
+
+    def __init__(self, size: int, count: int, data_bytes: int, place):
+        self.size = size
+        self.count = count
+        self.data_bytes = data_bytes
+        self._place = place
+
+    def place(self, offset: int, first_number: int) -> None:
+        """The subtree starts at image ``offset``; its members are numbered
+        (inode numbers) from ``first_number`` on, in walk order."""
+        self._place(offset, first_number)
+
+
 class TreeError(ValueError):
     """A tree operation that cannot be done (the message names the path)."""
 

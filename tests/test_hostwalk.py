@@ -8,6 +8,8 @@ GNU cpio must extract an archive of it that matches the source file by file.
 from __future__ import annotations
 
 import os
+import random
+import stat
 import subprocess
 
 import pytest
@@ -283,3 +285,143 @@ def test_own_master_passwd_still_makes_the_databases(fixture_tree, tmp_path):
                            text=True).stdout.split()
     assert {"./etc/pwd.db", "./etc/spwd.db", "./etc/passwd"} <= set(names) or \
         {"etc/pwd.db", "etc/spwd.db", "etc/passwd"} <= set(names), names
+
+
+# -- subtrees written by the walkers themselves (cpio) ------------------------------
+
+#: Entries listed here before the walkers take over, in the tests below.
+EARLY_SHARE = 10
+
+
+@pytest.fixture(scope="module")
+def edge_tree(tmp_path_factory):
+    """Top directories s0..s7 of every kind of member: files of every size
+    class (empty, gathered into one write, copied apart, larger than the
+    gather buffer, sparse), symlinks short and long, 255-byte, non-ASCII and
+    non-UTF-8 names, a deep chain, a fifo, a device and other owners (root).
+    s6 holds a time cpio cannot store and s7 a hard link: those two are
+    written by this process, the others by the walkers."""
+    top = tmp_path_factory.mktemp("edges") / "tree"
+    rnd = random.Random(11)
+    for d in range(8):
+        sub = top / f"s{d}"
+        sub.mkdir(parents=True)
+        for f in range(12):
+            (sub / f"f{f:02}").write_bytes(rnd.randbytes(rnd.choice((0, 1, 5, 4095, 70_000))))
+    (top / "s1" / "big").write_bytes(rnd.randbytes(3 << 20))
+    with open(top / "s2" / "sparse", "wb") as f:
+        f.seek(2 << 20)
+        f.write(b"end")
+    (top / "s3" / ("n" * 255)).write_bytes(b"long name")
+    (top / "s3" / "grüße-名前").write_bytes(b"utf-8 name")
+    (top / "s3" / os.fsdecode(b"latin1-\xe9")).write_bytes(b"not utf-8")
+    os.symlink("t", top / "s4" / "short")
+    os.symlink("x" * 1000, top / "s4" / "long")
+    chain = top / "s5"
+    for i in range(40):
+        chain = chain / f"c{i}"
+    chain.mkdir(parents=True)
+    (chain / "leaf").write_bytes(b"deep")
+    os.mkfifo(top / "s5" / "fifo")
+    if IS_ROOT:
+        os.mknod(top / "s4" / "null", stat.S_IFCHR | 0o640, os.makedev(1, 3))
+        os.chown(top / "s3" / "f01", 1234, 5678)
+        os.chown(top / "s4", 99, 98)
+    os.utime(top / "s6" / "f03", ns=(-5 * 10**9, -5 * 10**9))
+    os.link(top / "s7" / "f00", top / "s7" / "f00-link")
+    return top
+
+
+def _count_written(monkeypatch) -> list:
+    """The subtrees the walk yields as written by walkers (a list that fills)."""
+    written = []
+    real = hostwalk.HostStream._written_subtree
+
+    def counting(self, plan):
+        written.append(plan)
+        return real(self, plan)
+
+    monkeypatch.setattr(hostwalk.HostStream, "_written_subtree", counting)
+    return written
+
+
+@pytest.mark.parametrize("policy", ["default", "keep-owner", "timestamp", "source-date-epoch"])
+def test_walkers_write_subtrees_byte_for_byte(edge_tree, tmp_path, monkeypatch, capsys, policy):
+    """Subtrees the walkers write are the bytes this process writes from the
+    whole tree; the subtrees with a hard link or an out-of-range time are
+    left to this process."""
+    from rumpfs import api
+    monkeypatch.setattr(hostwalk, "SHARE_AFTER_ENTRIES", EARLY_SHARE)
+    opts = {"stubetc": False, "progress": False, "keep_owner": policy == "keep-owner"}
+    if policy == "timestamp":
+        opts["timestamp"] = 1_500_000_000
+    if policy == "source-date-epoch":
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", "1600000000")
+    written = _count_written(monkeypatch)
+    streamed, whole = tmp_path / "streamed.cpio", tmp_path / "whole.cpio"
+    api.pack([edge_tree], streamed, **opts)
+    # --timestamp moves the time before 1970 into cpio's range.
+    assert len(written) == (6 if policy == "timestamp" else 5)
+    assert sum(p[2] for p in written) > 60
+    with monkeypatch.context() as m:
+        m.setattr(api, "listed_while_written", lambda *a: None)
+        api.pack([edge_tree], whole, **opts)
+    assert streamed.read_bytes() == whole.read_bytes()
+    assert _children() == []
+
+
+def test_gnu_cpio_extracts_subtrees_written_by_walkers(edge_tree, tmp_path, monkeypatch):
+    from rumpfs import api
+    monkeypatch.setattr(hostwalk, "SHARE_AFTER_ENTRIES", EARLY_SHARE)
+    written = _count_written(monkeypatch)
+    out = tmp_path / "edges.cpio"
+    api.pack([edge_tree], out, stubetc=False, progress=False, keep_owner=True)
+    assert len(written) == 5
+    dest = tmp_path / "x"
+    dest.mkdir()
+    with open(out, "rb") as f:
+        subprocess.run(["cpio", "-idm", "--quiet"], stdin=f, cwd=dest, check=True,
+                       stderr=subprocess.DEVNULL)  # the clamped time's warning
+    expected = scan_host(edge_tree)
+    actual = scan_host(dest)
+    # GNU cpio sets a directory's time before filling it and never a symlink's;
+    # the time before 1970 is stored clamped to 0.
+    expected[b"s6/f03"]["mtime"] = 0
+    for records in (expected, actual):
+        for r in records.values():
+            if r["type"] in ("dir", "symlink"):
+                r["mtime"] = None
+    assert_same(expected, actual)
+
+
+@pytest.mark.parametrize("change,message", [
+    ("truncate", "{victim}: file changed while it was read (expected 70000 bytes)"),
+    ("remove", "{victim}: cannot read: No such file or directory"),
+])
+def test_walker_write_error_is_reported_and_nothing_is_left(edge_tree, tmp_path, monkeypatch,
+                                                           change, message):
+    """A file that changes between a walker's listing and its writing: the
+    exact error, no output, no process left."""
+    from rumpfs import api
+    from rumpfs.formats.cpio import writer as cpio_writer
+    monkeypatch.setattr(hostwalk, "SHARE_AFTER_ENTRIES", EARLY_SHARE)
+    work = tmp_path / "tree"
+    _copy(edge_tree, work)
+    victim = next(p for p in sorted((work / "s2").iterdir()) if p.stat().st_size == 70_000)
+    real = cpio_writer.SubtreeWriter.write
+
+    def changing(self, plan, *rest):
+        if any(m[0] == b"s2" for m in plan.members):
+            if change == "truncate":
+                os.truncate(victim, 10)
+            else:
+                os.unlink(victim)
+        return real(self, plan, *rest)
+
+    monkeypatch.setattr(cpio_writer.SubtreeWriter, "write", changing)
+    out = tmp_path / "o.cpio"
+    with pytest.raises(RumpfsError) as err:
+        api.pack([work], out, stubetc=False, progress=False)
+    assert str(err.value) == message.format(victim=victim)
+    assert not out.exists() and [n for n in os.listdir(tmp_path) if n.endswith(".part")] == []
+    assert _children() == []

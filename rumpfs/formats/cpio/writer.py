@@ -25,8 +25,8 @@ import sys
 import zlib
 
 from ...errors import RumpfsError
-from ...output import BATCH_JOBS, FIRST_BATCH_JOBS, open_source
-from ...tree import IFMT, LNK, REG, HostData, display
+from ...output import BATCH_JOBS, FIRST_BATCH_JOBS, StretchWriter, open_source
+from ...tree import IFMT, LNK, REG, HostData, WrittenSubtree, display
 from .layout import (
     ALIGNMENT,
     BLOCK_SIZE,
@@ -94,6 +94,12 @@ def write_archive(tree, out, variant: str = "newc") -> int:
     # header included: this process writes only the other members, and the
     # copies fill the gaps.  A compressing sink needs every byte in order.
     scattered = hasattr(out, "write_scattered")
+    if scattered and not crc and hasattr(tree, "write_subtrees_with"):
+        # A tree still being listed: its walkers may write whole subtrees
+        # (a crc header's checksum would need the data before the header).
+        counter = getattr(out.progress, "worker_counter", None)
+        tree.write_subtrees_with(lambda: SubtreeWriter(
+            magic, out.fd, out.base, counter() if counter is not None else None))
     ino_of: dict[int, int] = {}  # nodes with several names
     next_ino = 1
     clamped = []
@@ -111,6 +117,15 @@ def write_archive(tree, out, variant: str = "newc") -> int:
     name_tail = _NAME_TAIL
     data_pad = _DATA_PAD
     for path, node, link_of, _depth in tree.walk():
+        if node.__class__ is WrittenSubtree:
+            if buf:
+                runs.append((start, bytes(buf)))
+                start += len(buf)
+                buf = bytearray()
+            node.place(start, next_ino)
+            start += node.size
+            next_ino += node.count
+            continue
         mode = node.mode
         children = node.children
         size = 0
@@ -228,6 +243,92 @@ def write_archive(tree, out, variant: str = "newc") -> int:
         print(f"rumpfs: warning: {len(clamped)} time(s) outside the 32-bit cpio range were clamped "
               f"(first: {display(clamped[0])})", file=sys.stderr)
     return out.tell()
+
+
+class SubtreeWriter:
+    """Writes one subtree as a stretch of the archive, in a directory walker
+    process (see :meth:`rumpfs.hostwalk.HostStream.write_subtrees_with`):
+    the members of a subtree are contiguous in the archive and, with no hard
+    link among them, depend on the rest only through their offset and first
+    inode number.  The bytes are those :func:`write_archive` writes."""
+
+    def __init__(self, magic: bytes, fd: int, base: int, counter=None):
+        self.magic = magic
+        self.fd = fd
+        self.base = base
+        self.counter = counter
+
+    def layout(self, path: bytes, walk) -> "_Stretch | None":
+        """The plan of the subtree named ``path`` from its walk; None when a
+        member needs what only :func:`write_archive` does (a size or time
+        out of range: the error or warning is given there)."""
+        members = []
+        size_total = data_bytes = 0
+        prefix = path + b"/"
+        for rel, node, _link_of, _depth in walk:
+            name = prefix + rel if rel else path
+            mode = node.mode
+            children = node.children
+            size = 0
+            if children is None:
+                nlink = 1
+                kind = mode & IFMT
+                if kind == REG:
+                    size = node.data.size
+                    if size > FIELD_MAX:
+                        return None
+                    data_bytes += size
+                elif kind == LNK:
+                    size = len(node.target)
+            else:
+                nlink = 2
+                for c in children.values():
+                    if c.children is not None:
+                        nlink += 1
+            mtime = node.mtime_ns // NS_PER_SEC
+            if not 0 <= mtime <= FIELD_MAX:
+                return None
+            members.append((name, node, size, nlink, mtime))
+            size_total += HEADER_SIZE + len(name) + 1 + pad(HEADER_SIZE + len(name) + 1) + size + pad(size)
+        return _Stretch(members, size_total, data_bytes)
+
+    def write(self, plan: "_Stretch", offset: int, first_ino: int) -> None:
+        """Write the planned members from image ``offset``, numbered from ``first_ino``."""
+        pack = header_words().pack
+        magic = self.magic
+        name_tail = _NAME_TAIL
+        data_pad = _DATA_PAD
+        out = StretchWriter(self.fd, self.base + offset, self.counter)
+        ino = first_ino
+        for name, node, size, nlink, mtime in plan.members:
+            rdev = node.rdev
+            out.put(magic + pack(ino, node.mode, node.uid, node.gid, nlink, mtime, size, 0, 0,
+                                 os.major(rdev) if rdev else 0, os.minor(rdev) if rdev else 0,
+                                 len(name) + 1, 0).hex().upper().encode()
+                    + name + name_tail[len(name) & 3])
+            ino += 1
+            if size:
+                if node.target is not None:
+                    out.put(node.target)
+                else:
+                    out.copy(node.data, size)
+                out.put(data_pad[size & 3])
+        out.close()
+        if out.end != self.base + offset + plan.size:  # pragma: no cover - layout and write disagree
+            raise RumpfsError(f"{display(plan.members[0][0])}: subtree written in "
+                              f"{out.end - self.base - offset} bytes, planned {plan.size}")
+
+
+class _Stretch:
+    """A subtree's plan: ``(name, node, size, nlink, mtime)`` per member."""
+
+    __slots__ = ("members", "size", "count", "data_bytes")
+
+    def __init__(self, members: list, size: int, data_bytes: int):
+        self.members = members
+        self.size = size
+        self.count = len(members)
+        self.data_bytes = data_bytes
 
 
 def _read_small(data, size: int) -> bytes:
