@@ -200,6 +200,17 @@ class ImageSink:
         if size:
             self.copier.add(((data, src_offset, dst_offset, size),))
 
+    def copies_own_units(self, unit: int) -> None:
+        """Tell the sink that the image is made of ``unit``-byte units (from
+        its start) and that a unit holding a byte of a copy belongs to that
+        copy alone: nothing else writes it, and its bytes outside the copy
+        are zeros.  (An FFS fragment belongs to one inode.)  A worker may then
+        write the gap between two copies less than a unit apart as zeros and
+        join them into one write."""
+        if unit > len(_ZEROS):
+            raise ValueError(f"unit of {unit} bytes: at most {len(_ZEROS)}")
+        self.copier.unit = unit
+
     def finish(self, size: int) -> None:
         """The image is ``size`` bytes long: wait for every copy; the
         unwritten tail stays a hole."""
@@ -244,12 +255,13 @@ PARALLEL_MIN_BYTES = 64 << 20
 #: Pipe capacity asked for (Linux allows up to /proc/sys/fs/pipe-max-size, 1 MiB).
 PIPE_SIZE = 1 << 20
 #: A batch of copy jobs on a worker's pipe: this head (the number of jobs,
-#: the bytes of their paths, the bytes of their headers), then five native
+#: the bytes of their paths, the bytes of their headers, the unit the copies
+#: own as in ImageSink.copies_own_units or 0), then five native
 #: 64-bit numbers per job (source offset, destination offset, length, length
 #: of the path, length of the header), then the paths one after the other,
 #: then the headers.  Columns rather than one record per job: both ends
 #: build and read them with a few calls per batch, not per job.
-_FRAME_HEAD = struct.Struct("=QQQ")
+_FRAME_HEAD = struct.Struct("=QQQQ")
 _NUMBERS_PER_JOB = 5
 _NUMBER = "Q"
 _SIZE_OF_JOB = itemgetter(3)
@@ -296,6 +308,8 @@ class Copier:
         self.unreported_bytes = 0
         self.turn = 0
         self.batch_jobs = FIRST_BATCH_JOBS
+        #: See :meth:`ImageSink.copies_own_units` (0: no such units).
+        self.unit = 0
 
     def add(self, jobs, headers=None) -> None:
         """Queue ``jobs``; ``headers``, when given, holds for each job bytes
@@ -382,7 +396,7 @@ class Copier:
             if not self.reporting[(self.turn + k) % n]:
                 self.unreported_bytes += sum(map(_SIZE_OF_JOB, share))
             try:
-                _write_all(jw, _frame(share, headers[cuts[k]:cuts[k + 1]], self.base))
+                _write_all(jw, _frame(share, headers[cuts[k]:cuts[k + 1]], self.base, self.unit))
             except BrokenPipeError:
                 self.finish()  # the worker stopped: report its error
                 raise RumpfsError("copy worker stopped unexpectedly") from None
@@ -466,9 +480,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _frame(jobs: list, headers: list, base: int) -> bytes:
+def _frame(jobs: list, headers: list, base: int, unit: int = 0) -> bytes:
     """The frame of a batch of jobs ``(data, src_offset, dst_offset, length)``
-    and their headers."""
+    and their headers, whose copies own ``unit``-byte units of the image
+    (see :meth:`ImageSink.copies_own_units`)."""
     datas, src_offsets, dst_offsets, lengths = zip(*jobs)
     paths = list(map(_PATH_OF, datas))
     if base:
@@ -477,7 +492,7 @@ def _frame(jobs: list, headers: list, base: int) -> bytes:
         zip(src_offsets, dst_offsets, lengths, map(len, paths), map(len, headers))))
     path_blob = b"".join(paths)
     header_blob = b"".join(headers)
-    return (_FRAME_HEAD.pack(len(jobs), len(path_blob), len(header_blob)) + numbers.tobytes()
+    return (_FRAME_HEAD.pack(len(jobs), len(path_blob), len(header_blob), unit) + numbers.tobytes()
             + path_blob + header_blob)
 
 
@@ -505,7 +520,7 @@ def _worker(out_fd: int, job_fd: int, counter=None) -> None:  # pragma: no cover
         pending += chunk
         start = 0  # of the next frame in pending
         while len(pending) - start >= head:
-            count, paths_size, headers_size = _FRAME_HEAD.unpack_from(pending, start)
+            count, paths_size, headers_size, unit = _FRAME_HEAD.unpack_from(pending, start)
             pos = start + head + count * itemsize
             hpos = pos + paths_size
             end = hpos + headers_size
@@ -515,16 +530,22 @@ def _worker(out_fd: int, job_fd: int, counter=None) -> None:  # pragma: no cover
             numbers.frombytes(pending[start + head:pos])
             start = end
             it = iter(numbers)
+            # No zeros between frames: another worker may copy into that gap.
+            fill = 0
             for so, do, n, plen, hlen in zip(it, it, it, it, it):
                 path = pending[pos:pos + plen]
                 pos += plen
-                out.seek(do - hlen)
+                out.seek(do - hlen, fill)
+                fill = unit
                 if hlen:
                     out.put(pending[hpos:hpos + hlen])
                     hpos += hlen
                 out.copy(_Path(path, so + n), n, so)
         pending = pending[start:]
     out.close()
+
+
+_ZEROS = bytes(1 << 16)
 
 
 class StretchWriter:
@@ -546,11 +567,18 @@ class StretchWriter:
         self._data = 0  # file data bytes in the buffer
         self._use_range = hasattr(os, "copy_file_range")
 
-    def seek(self, offset: int) -> None:
-        """Go on at image ``offset`` (what is buffered goes out first if it does not end there)."""
-        if offset != self.end:
-            self.flush()
-            self.end = offset
+    def seek(self, offset: int, unit: int = 0) -> None:
+        """Go on at image ``offset``: what is buffered goes out first, unless
+        the gap is shorter than ``unit`` and may be written as zeros (see
+        :meth:`ImageSink.copies_own_units`)."""
+        gap = offset - self.end
+        if not gap:
+            return
+        if 0 < gap < unit and self._filled:
+            self.put(_ZEROS[:gap])
+            return
+        self.flush()
+        self.end = offset
 
     def put(self, data) -> None:
         n = len(data)

@@ -166,3 +166,36 @@ def test_cpio_member_larger_than_a_piece_reads_back_with_gnu_cpio(tmp_path):
         subprocess.run(["cpio", "-idm", "--quiet"], stdin=f, cwd=dest, check=True)
     for name in ("a-small", "b-big", "c-small"):
         assert (dest / name).read_bytes() == (src / name).read_bytes(), name
+
+
+def test_copies_that_own_units_are_joined_across_small_gaps_only(tmp_path):
+    """With copies_own_units(1024), a worker writes the gap between two copies
+    less than a unit apart as zeros (they are the copies' own), and never
+    touches a gap of a unit or more (another writer's bytes)."""
+    from rumpfs.output import ImageSink
+    from rumpfs.tree import HostData
+    src = tmp_path / "src"
+    src.write_bytes(bytes(range(256)) * 40)
+    image = tmp_path / "image"
+    image.write_bytes(b"\xff" * 16384)
+    fd = os.open(image, os.O_RDWR)
+    try:
+        sink = ImageSink(fd, workers=1)
+        sink.copier.start()
+        sink.copies_own_units(1024)
+        data = HostData(os.fsencode(src), 10240)
+        sink.copier.add([(data, 0, 0, 100),        # gap of 924 bytes: zeros
+                         (data, 100, 1024, 3000),   # gap of 4096 - 4024 = 72: zeros
+                         (data, 3100, 4096, 500),   # gap of 1024 + 404: left alone
+                         (data, 3600, 6144, 10)])
+        sink.finish(16384)
+    finally:
+        os.close(fd)
+    got = image.read_bytes()
+    want = bytearray(b"\xff" * 16384)
+    payload = src.read_bytes()
+    want[0:1024] = payload[0:100] + bytes(924)
+    want[1024:4096] = payload[100:3100] + bytes(72)
+    want[4096:4596] = payload[3100:3600]
+    want[6144:6154] = payload[3600:3610]
+    assert got == bytes(want)

@@ -413,6 +413,7 @@ _RECLEN = [L.UFS_DIRECTSIZ(n) for n in range(L.FFS_MAXNAMLEN + 1)]
 _NAME_PAD = [bytes(_RECLEN[n] - L.DIRECT_HEADER_SIZE - n) for n in range(L.FFS_MAXNAMLEN + 1)]
 _DOTS_RECLEN = _RECLEN[len(b".")] + _RECLEN[len(b"..")]
 _first = itemgetter(0)
+_DESTINATION = itemgetter(2)  # of a copy job (data, source offset, image offset, length)
 #: Fields the writer fills that only struct ufs2_dinode has.
 _UFS2_ONLY = {"di_birthtime", "di_birthnsec"}
 
@@ -798,6 +799,10 @@ class Writer:
                 dirs.append((tail_addr[owner], owner, lo))
             else:
                 pieces.append((tail_addr[owner], nodes[owner].target[lo:]))
+        # In image order, so that a worker writes neighbouring tails at once
+        # (the zeros between them are their own fragments' ends).
+        copies.sort(key=_DESTINATION)
+        self.sink.copies_own_units(fsize)
         self._copies = copies
         self._copies_sent = 0
         # The workers copy while this process makes the directories.
