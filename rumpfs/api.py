@@ -187,9 +187,22 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
         from .elf import container as elf_container
         target = elf_container.resolve_target(opts.container_options)
     byteorder = opts.byteorder or (target.byteorder if target else sys.byteorder)
+    # Before the copy workers: they report their bytes through it.
+    progress = Progress(0, f"rumpfs: {os.path.basename(output)}", enabled=opts.progress)
+    try:
+        size, count = _pack_into(output, sources, opts, fmt, fmt_name, comp, container, target,
+                                 byteorder, progress)
+    except BaseException:
+        progress.close(finished=False)  # the error goes on a line of its own
+        raise
+    progress.close()
+    return PackResult(output, fmt_name, container, size, count)
+
+
+def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp, container,
+               target, byteorder: str, progress: Progress) -> tuple[int, int]:
+    """(image size, entries) of the image written to ``output``."""
     with AtomicOutput(output) as out:
-        # Before the copy workers: they report their bytes through it.
-        progress = Progress(0, f"rumpfs: {os.path.basename(out.path)}", enabled=opts.progress)
         copier = None
         if not comp and container in (None, "elf"):
             # The image goes straight into OUT: its copy workers are forked
@@ -210,8 +223,7 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
             if copier is not None:
                 copier.abort()
             raise
-    progress.close()
-    return PackResult(output, fmt_name, container, size, tree.count())
+    return size, tree.count()
 
 
 def _write(tree: Tree, out: AtomicOutput, fmt, fmt_name: str, comp, container, target,

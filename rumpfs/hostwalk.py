@@ -408,7 +408,8 @@ class _Walkers:
                             os.close(other)
                     if job is None:
                         _walker(paths[k::walkers], w)
-                    _subtree_walker(paths[k::walkers], w, reply_r, k, job)
+                    else:
+                        _subtree_walker(paths[k::walkers], w, reply_r, k, job)
                 os.close(w)
                 if reply_r >= 0:
                     os.close(reply_r)
@@ -484,7 +485,7 @@ class _Walkers:
 def _walker(paths: list, out: int) -> None:  # pragma: no cover - runs in a walker
     """List the subtrees under ``paths`` depth first (a directory's record
     before those of its subdirectories) and send the records to ``out``."""
-    with _reporting_to(out):
+    with _Reporting(out):
         batch = []
         size = 0
         stack = list(reversed(paths))
@@ -511,7 +512,7 @@ def _subtree_walker(subtrees: list, out: int, reply: int, walker: int,
     :func:`_walker` does."""
     writer = job.writers[walker]
     settle = job.settle
-    with _reporting_to(out):
+    with _Reporting(out):
         for dirpath, node in subtrees:
             build = _Builder(job.keep_owner)
             listed = {}
@@ -532,13 +533,13 @@ def _subtree_walker(subtrees: list, out: int, reply: int, walker: int,
             placed = b""
             while len(placed) < _PLACE.size:
                 chunk = os.read(reply, _PLACE.size - len(placed))
-                if not chunk:
-                    raise RumpfsError("directory walker: the writer went away")
+                if not chunk:  # this process ended the walk (an error)
+                    raise RumpfsError("directory walker: the walk was abandoned")
                 placed += chunk
             writer.write(plan, *_PLACE.unpack(placed))
 
 
-class _reporting_to:
+class _Reporting:
     """Runs a walker's work: any error goes to ``out`` as its last message,
     and the process ends there (it never unwinds into the parent's code)."""
 

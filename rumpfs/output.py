@@ -789,15 +789,24 @@ class Progress:
         finally:
             self._lock.release()
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
+        """Stop drawing.  A finished job's line ends with its total; an
+        unfinished one's just ends, so that what follows (an error) starts a
+        line of its own."""
         if self._stop is not None:
             import atexit
             self._halt()
             atexit.unregister(self._halt)
             self._stop = None
-        if self.enabled and (self._last or self.done):
+        if not self.enabled:
+            return
+        if finished and (self._last or self.done):
             self.stream.write(f"\r{self.label}: {self.done / 1048576:.0f} MiB, done\n")
             self.stream.flush()
+        elif not finished and self._line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._line = ""
 
 
 class _SlotCounter:

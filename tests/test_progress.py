@@ -238,3 +238,31 @@ def test_redraws_are_spaced(monkeypatch):
         assert stream.getvalue() == "\rt: 1 MiB\rt: 4 MiB"
     finally:
         progress.close()
+
+
+def test_an_unfinished_progress_ends_its_line():
+    stream = _Stream()
+    progress = Progress(None, "x", enabled=True, stream=stream)
+    progress.advance(3 * MiB)
+    progress.close(finished=False)
+    assert stream.getvalue() == "\rx: 3 MiB\n"
+
+
+def test_a_failed_pack_leaves_the_error_its_own_line(tmp_path, capsys, monkeypatch):
+    """The progress line of a pack that fails is ended (no 'done'), so the
+    error printed next does not share it."""
+    from rumpfs import api
+    from rumpfs.errors import RumpfsError
+    from rumpfs.formats.cpio import writer
+
+    def failing(tree, out, variant="newc"):
+        out.progress.advance(5 * MiB)
+        raise RumpfsError("boom")
+
+    monkeypatch.setattr(writer, "write_archive", failing)
+    src = tmp_path / "src"
+    src.mkdir()
+    with pytest.raises(RumpfsError):
+        api.pack([src], tmp_path / "o.cpio", stubetc=False, progress=True)
+    err = capsys.readouterr().err
+    assert err == "\rrumpfs: o.cpio: 5 MiB\n", repr(err)

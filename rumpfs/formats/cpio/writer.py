@@ -289,7 +289,8 @@ class SubtreeWriter:
             if not 0 <= mtime <= FIELD_MAX:
                 return None
             members.append((name, node, size, nlink, mtime))
-            size_total += HEADER_SIZE + len(name) + 1 + pad(HEADER_SIZE + len(name) + 1) + size + pad(size)
+            head = HEADER_SIZE + len(name) + 1
+            size_total += head + pad(head) + size + pad(size)
         return _Stretch(members, size_total, data_bytes)
 
     def write(self, plan: "_Stretch", offset: int, first_ino: int) -> None:
