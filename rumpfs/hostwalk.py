@@ -27,6 +27,7 @@ import struct
 from operator import length_hint
 
 from .errors import RumpfsError
+from .output import grow_pipe
 from .tree import (
     DIR,
     IFMT,
@@ -399,6 +400,9 @@ class _Walkers:
         try:
             for k in range(walkers):
                 r, w = os.pipe()
+                # A walker lists on while this process makes nodes of its
+                # last batch (a default pipe holds a sixth of one).
+                grow_pipe(w)
                 reply_r, reply_w = os.pipe() if job is not None else (-1, -1)
                 pid = os.fork()
                 if pid == 0:  # pragma: no cover - runs in the walker

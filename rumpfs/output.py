@@ -372,7 +372,7 @@ class Copier:
                 os._exit(code)
             os.close(jr)
             os.close(rw)
-            _grow_pipe(jw)
+            grow_pipe(jw)
             self.procs.append((pid, jw, rr))
             self.reporting.append(counter is not None)
 
@@ -457,8 +457,9 @@ class Copier:
         self.headers = []
 
 
-def _grow_pipe(fd: int) -> None:
-    """Room for whole batches, so handing one over never waits on a busy worker."""
+def grow_pipe(fd: int) -> None:
+    """Room for whole batches in a pipe (PIPE_SIZE), so that the process
+    writing it need not wait for the reader at every 64 KiB."""
     try:
         import fcntl
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)

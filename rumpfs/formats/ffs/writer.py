@@ -42,7 +42,7 @@ import sys
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from itertools import repeat, starmap
+from itertools import repeat
 from operator import attrgetter, itemgetter
 
 from ...errors import RumpfsError
@@ -945,7 +945,6 @@ class Writer:
 
     def _write_inodes(self, plan: Plan, geo: G.Geometry) -> None:
         fast = self.layout.fast("ufs2_dinode" if self.ufs2 else "ufs1_dinode")
-        pack = fast.struct.pack
         pointers = self._pointers(plan)
         special = sorted(pointers)
         total = plan.count
@@ -963,12 +962,12 @@ class Writer:
             unknown = cols.keys() - set(fast.names) - _UFS2_ONLY
             if unknown:  # pragma: no cover - a field name the layout does not have
                 raise AssertionError(f"dinode has no field {sorted(unknown)}")
-            zeros = [0] * (last - first)
-            columns = [cols.get(name, zeros) for name in fast.names]
             try:
-                table = b"".join(starmap(pack, zip(*columns)))
-            except struct.error:
-                self._find_unstorable(fast.struct, first, columns)
+                table = fast.pack_columns(cols, last - first)
+            except OverflowError:
+                zeros = [0] * (last - first)
+                self._find_unstorable(fast.struct, first,
+                                      [cols.get(name, zeros) for name in fast.names])
                 raise
             newest = max(newest, *self._newest(plan, first, last))
             off, _ = geo.inode_addr(first)
