@@ -685,3 +685,37 @@ def test_superblock_options(fixture_tree, tmp_path):
         assert sb.fs_ipg * sb.fs_ncg >= os.path.getsize(image) // 4096
         assert bytes(sb.fs_volname).rstrip(b"\0") == b"hello"
     assert_roundtrip(fixture_tree, image)
+
+
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+@pytest.mark.parametrize("name", ["ufs1_dinode", "ufs2_dinode"])
+def test_inode_columns_pack_as_rows_do(byteorder, name):
+    """FastStruct.pack_columns makes the bytes struct.pack makes row by row,
+    over each field's whole range (zero and missing columns included), and
+    refuses a value its field cannot hold."""
+    import random
+    import re
+    import struct
+
+    from rumpfs.formats.ffs.layout import Layout
+    fast = Layout(byteorder).fast(name)
+    rnd = random.Random(name + byteorder)
+    count = 300
+    cols = {}
+    chars = "".join(char * int(n or 1) for n, char in re.findall(r"(\d*)([a-zA-Z])", fast.format))
+    assert len(chars) == len(fast.names)
+    for field, char in zip(fast.names, chars):
+        bits = 8 * struct.calcsize("<" + char)
+        lo, hi = (-(1 << bits - 1), (1 << bits - 1) - 1) if char.islower() else (0, (1 << bits) - 1)
+        choice = rnd.random()
+        if choice < 0.1:
+            continue  # left out: zeros
+        cols[field] = ([0] * count if choice < 0.2 else
+                       [rnd.choice((lo, hi, 0, rnd.randint(lo, hi))) for _ in range(count)])
+    rows = b"".join(fast.struct.pack(*[cols[f][i] if f in cols else 0 for f in fast.names])
+                    for i in range(count))
+    assert fast.pack_columns(cols, count) == rows
+    field = fast.names[-1]
+    cols[field] = [0] * (count - 1) + [1 << 64]
+    with pytest.raises(OverflowError):
+        fast.pack_columns(cols, count)
