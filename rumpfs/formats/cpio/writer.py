@@ -86,7 +86,6 @@ def write_archive(tree, out, variant: str = "newc") -> int:
     """Write the archive to ``out`` (an ImageSink or a compressing sink);
     returns its size."""
     magic = MAGICS[variant]
-    pack = header_words().pack
     crc = variant == "crc"
     names = tree.name_counts()
     progress = getattr(out, "progress", None)
@@ -97,9 +96,8 @@ def write_archive(tree, out, variant: str = "newc") -> int:
     if scattered and not crc and hasattr(tree, "write_subtrees_with"):
         # A tree still being listed: its walkers may write whole subtrees
         # (a crc header's checksum would need the data before the header).
-        counter = getattr(out.progress, "worker_counter", None)
         tree.write_subtrees_with(lambda: SubtreeWriter(
-            magic, out.fd, out.base, counter() if counter is not None else None))
+            magic, out.fd, out.base, progress.worker_counter() if progress is not None else None))
     ino_of: dict[int, int] = {}  # nodes with several names
     next_ino = 1
     clamped = []
@@ -111,10 +109,9 @@ def write_archive(tree, out, variant: str = "newc") -> int:
     hand_over = FIRST_BATCH_JOBS  # copies handed to a file sink at a time, growing to BATCH_JOBS
     # Members whose link count was not known when they were met (a tree
     # listed while it is written counts a hard-linked node's names only at
-    # the end): (image offset, node, header fields, name).  A file sink only.
+    # the end): (image offset, ino, node, mtime, size, name, check).  A file sink only.
     late: list = []
     # This loop runs once per member: locals, tables and one struct call.
-    name_tail = _NAME_TAIL
     data_pad = _DATA_PAD
     for path, node, link_of, _depth in tree.walk():
         if node.__class__ is WrittenSubtree:
@@ -167,22 +164,15 @@ def write_archive(tree, out, variant: str = "newc") -> int:
         else:
             ino = next_ino
             next_ino += 1
-            nlink = 2
-            for c in children.values():
-                if c.children is not None:
-                    nlink += 1
+            nlink = _dir_nlink(children)
         mtime = node.mtime_ns // NS_PER_SEC
         if not 0 <= mtime <= FIELD_MAX:
             clamped.append(path)
             mtime = min(max(mtime, 0), FIELD_MAX)
         name = path or b"."
-        rdev = node.rdev
-        fields = (ino, mode, node.uid, node.gid, nlink, mtime, size, 0, 0,
-                  os.major(rdev) if rdev else 0, os.minor(rdev) if rdev else 0,
-                  len(name) + 1, check)
-        head = magic + pack(*fields).hex().upper().encode() + name + name_tail[len(name) & 3]
+        head = _member_header(magic, ino, node, nlink, mtime, size, name, check)
         if not nlink:
-            late.append((start + len(buf), node, fields, name))
+            late.append((start + len(buf), ino, node, mtime, size, name, check))
         if data is not None and scattered:
             # The copy writes the whole member and, before it, what this
             # process has gathered since the last copy (members without
@@ -236,9 +226,9 @@ def write_archive(tree, out, variant: str = "newc") -> int:
         # Their headers were written with a link count of 0, maybe by a copy.
         out.wait_for_copies()
         names = tree.name_counts()  # final now
-        for offset, node, fields, name in late:
-            fields = fields[:4] + (names[id(node)],) + fields[5:]
-            out.pwrite(magic + pack(*fields).hex().upper().encode() + name, offset)
+        for offset, ino, node, mtime, size, name, check in late:
+            out.pwrite(_member_header(magic, ino, node, names[id(node)], mtime, size, name, check),
+                       offset)
     if clamped:
         print(f"rumpfs: warning: {len(clamped)} time(s) outside the 32-bit cpio range were clamped "
               f"(first: {display(clamped[0])})", file=sys.stderr)
@@ -281,10 +271,7 @@ class SubtreeWriter:
                 elif kind == LNK:
                     size = len(node.target)
             else:
-                nlink = 2
-                for c in children.values():
-                    if c.children is not None:
-                        nlink += 1
+                nlink = _dir_nlink(children)
             mtime = node.mtime_ns // NS_PER_SEC
             if not 0 <= mtime <= FIELD_MAX:
                 return None
@@ -295,18 +282,12 @@ class SubtreeWriter:
 
     def write(self, plan: "_Stretch", offset: int, first_ino: int) -> None:
         """Write the planned members from image ``offset``, numbered from ``first_ino``."""
-        pack = header_words().pack
         magic = self.magic
-        name_tail = _NAME_TAIL
         data_pad = _DATA_PAD
         out = StretchWriter(self.fd, self.base + offset, self.counter)
         ino = first_ino
         for name, node, size, nlink, mtime in plan.members:
-            rdev = node.rdev
-            out.put(magic + pack(ino, node.mode, node.uid, node.gid, nlink, mtime, size, 0, 0,
-                                 os.major(rdev) if rdev else 0, os.minor(rdev) if rdev else 0,
-                                 len(name) + 1, 0).hex().upper().encode()
-                    + name + name_tail[len(name) & 3])
+            out.put(_member_header(magic, ino, node, nlink, mtime, size, name))
             ino += 1
             if size:
                 if node.target is not None:
@@ -330,6 +311,29 @@ class _Stretch:
         self.size = size
         self.count = len(members)
         self.data_bytes = data_bytes
+
+
+_PACK_WORDS = header_words().pack
+
+
+def _member_header(magic: bytes, ino: int, node, nlink: int, mtime: int, size: int, name: bytes,
+                   check: int = 0) -> bytes:
+    """A member's header, its name and the padding to the data (the
+    fields as header_words packs them: device fields 0, rdev split)."""
+    rdev = node.rdev
+    return (magic + _PACK_WORDS(ino, node.mode, node.uid, node.gid, nlink, mtime, size, 0, 0,
+                                os.major(rdev) if rdev else 0, os.minor(rdev) if rdev else 0,
+                                len(name) + 1, check).hex().upper().encode()
+            + name + _NAME_TAIL[len(name) & 3])
+
+
+def _dir_nlink(children: dict) -> int:
+    """A directory's link count: its own, '.', and each subdirectory's '..'."""
+    nlink = 2
+    for c in children.values():
+        if c.children is not None:
+            nlink += 1
+    return nlink
 
 
 def _read_small(data, size: int) -> bytes:
