@@ -174,3 +174,22 @@ def test_update_docs_replaces_only_the_results_section(tmp_path):
     assert "### rumpfs benchmark, today" in text and "#### etc" in text
     update_docs(str(doc), "## again\n")  # idempotent: one results section
     assert doc.read_text().count("## Latest results") == 1
+
+
+def test_scaling_fixed_cost_is_the_fastest_etc_run():
+    """One slow etc run (or several) must not read as rumpfs slowing down
+    with size: the fixed cost is etc's least wall, not its median."""
+    from bench.run import Bench, Cell, Run, Tool
+
+    tool = Tool("rumpfs-cpio", "cpio", lambda ctx, out: [])
+    bench = Bench.__new__(Bench)
+    etc_walls = [0.24, 0.25, 0.04, 0.26, 0.23]  # median 0.24
+    bench.cells = {("etc", tool.name): Cell("etc", tool, [Run(True, w, w / 2, 1) for w in etc_walls])}
+    small = Cell("small10k", tool, [Run(True, 0.262, 0.3, 1)])
+    big = Cell("small100k", tool, [Run(True, 1.24, 1.8, 1)])
+    pa, pb, fixed_wall, (ca, cb) = bench.per_entry(tool.name, small, big, 11011, 110101)
+    assert fixed_wall == 0.04
+    assert pa == pytest.approx((0.262 - 0.04) / 11011 * 1e6)
+    assert pb == pytest.approx((1.24 - 0.04) / 110101 * 1e6)
+    assert ca == pytest.approx((0.3 - 0.02) / 11011 * 1e6)
+    assert pb / pa < 1.2  # with the median (0.24 s) it would read 5.4x
