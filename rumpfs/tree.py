@@ -54,13 +54,16 @@ NAME_MAX = 255
 class HostData:
     """File data read from a host file when the image is written."""
 
-    __slots__ = ("path", "size", "_extents")
+    __slots__ = ("path", "size", "_extents", "dense")
 
     def __init__(self, path: bytes, size: int, sparse_hint: bool = False):
         self.path = path
         self.size = size
         # None: not looked at yet; False: known dense.
         self._extents = None if sparse_hint else False
+        #: Known to have no holes without looking (a file whose allocation
+        #: hinted at holes may still turn out to have none: ``extents()``).
+        self.dense = not sparse_hint
 
     def extents(self) -> list[tuple[int, int]]:
         """The ``(offset, length)`` runs that hold data; the rest are holes.
@@ -85,6 +88,8 @@ class BytesData:
     """File data given as bytes (generated files, spec-file entries)."""
 
     __slots__ = ("data",)
+    #: Bytes have no holes.
+    dense = True
 
     def __init__(self, data: bytes):
         self.data = bytes(data)

@@ -233,13 +233,16 @@ class Plan:
                     raise RumpfsError(f"{display(self.path_of(ino))}: {size} bytes, more than the "
                                       f"largest file of this file system ({p.maxfilesize} bytes, "
                                       f"{p.describe()})")
-                extents = data.extents()
-                if len(extents) != 1 or extents[0] != (0, size):
-                    self.sparse[ino] = extents
-                    data_bytes += sum(n for _, n in extents)
-                else:
-                    extents = None
+                if data.dense:
                     data_bytes += size
+                else:
+                    extents = data.extents()
+                    if len(extents) != 1 or extents[0] != (0, size):
+                        self.sparse[ino] = extents
+                        data_bytes += sum(n for _, n in extents)
+                    else:
+                        extents = None
+                        data_bytes += size
             elif kind == ifdir:
                 size = self._dir_size(ino)
             elif kind == iflnk and len(node.target) >= p.maxsymlinklen:
