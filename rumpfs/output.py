@@ -384,23 +384,37 @@ class Copier:
         self.ready_bytes = 0
         self.batch_jobs = min(2 * self.batch_jobs, BATCH_JOBS)
         n = len(self.procs)
-        # Each worker gets an equal share of the batch's bytes, in one piece
-        # of the image (which it can write in long runs, see GATHER_BYTES).
-        ends = list(accumulate(map(add, map(_SIZE_OF_JOB, jobs), map(len, headers))))
-        cuts = [0] + [bisect_left(ends, ends[-1] * k // n) for k in range(1, n)] + [len(jobs)]
-        for k in range(n):
-            _, jw, _ = self.procs[(self.turn + k) % n]
-            share = jobs[cuts[k]:cuts[k + 1]]
-            if not share:
-                continue
-            if not self.reporting[(self.turn + k) % n]:
-                self.unreported_bytes += sum(map(_SIZE_OF_JOB, share))
-            try:
-                _write_all(jw, _frame(share, headers[cuts[k]:cuts[k + 1]], self.base, self.unit))
-            except BrokenPipeError:
-                self.finish()  # the worker stopped: report its error
-                raise RumpfsError("copy worker stopped unexpectedly") from None
+        if max(map(_SIZE_OF_JOB, jobs)) > GATHER_FILE_MAX:
+            # The copies of large files (copy_file_range, see StretchWriter)
+            # all go to the first worker.  Writes into one file take its lock
+            # in turn, so a second worker would not copy them sooner, and
+            # waiting for the lock cost it as much CPU as the copy itself.
+            large = [k for k, job in enumerate(jobs) if job[3] > GATHER_FILE_MAX]
+            self._hand(0, [jobs[k] for k in large], [headers[k] for k in large])
+            small = [k for k, job in enumerate(jobs) if job[3] <= GATHER_FILE_MAX]
+            jobs, headers = [jobs[k] for k in small], [headers[k] for k in small]
+        if jobs:
+            # Each worker gets an equal share of the small files' bytes, in
+            # one piece of the image (written in long runs, see GATHER_BYTES):
+            # their opens and reads go on side by side.
+            ends = list(accumulate(map(add, map(_SIZE_OF_JOB, jobs), map(len, headers))))
+            cuts = [0] + [bisect_left(ends, ends[-1] * k // n) for k in range(1, n)] + [len(jobs)]
+            for k in range(n):
+                self._hand((self.turn + k) % n, jobs[cuts[k]:cuts[k + 1]],
+                           headers[cuts[k]:cuts[k + 1]])
         self.turn += 1
+
+    def _hand(self, worker: int, jobs: list, headers: list) -> None:
+        """Send ``worker`` a frame of ``jobs``."""
+        if not jobs:
+            return
+        if not self.reporting[worker]:
+            self.unreported_bytes += sum(map(_SIZE_OF_JOB, jobs))
+        try:
+            _write_all(self.procs[worker][1], _frame(jobs, headers, self.base, self.unit))
+        except BrokenPipeError:
+            self.finish()  # the worker stopped: report its error
+            raise RumpfsError("copy worker stopped unexpectedly") from None
 
     def finish(self) -> None:
         try:

@@ -122,9 +122,9 @@ def test_small_trees_copy_without_workers(tmp_path):
     assert data[100:10100] == b"x" * 10000 and len(data) == 20000
 
 
-def test_large_copies_are_cut_into_pieces_for_every_worker(tmp_path):
-    """A file larger than PIECE_BYTES is copied in pieces, shared by the
-    workers (at offsets that are not piece-aligned), byte for byte."""
+def test_large_copies_are_cut_into_pieces(tmp_path):
+    """A file larger than PIECE_BYTES is copied in pieces (at offsets that
+    are not piece-aligned), byte for byte, with workers and without."""
     from rumpfs.output import PIECE_BYTES, ImageSink
     from rumpfs.tree import HostData
     rnd = random.Random(11)
@@ -146,6 +146,44 @@ def test_large_copies_are_cut_into_pieces_for_every_worker(tmp_path):
         image = out.read_bytes()
         assert image[7 + 1001:7 + 1001 + len(payload) - 3] == payload[3:]
         assert image[:7 + 1001] == bytes(7 + 1001)
+
+
+def test_large_copies_go_to_one_worker_small_ones_to_all(tmp_path):
+    """Writes into one file take its lock in turn, so a second worker would
+    copy large files no sooner and only spend CPU waiting: every copy over
+    GATHER_FILE_MAX goes to the first worker, while the small files are
+    shared (their opens and reads overlap).  Each worker's own byte counter
+    tells who copied what."""
+    import io
+
+    from rumpfs.output import GATHER_FILE_MAX, ImageSink, Progress
+    from rumpfs.tree import HostData
+    rnd = random.Random(3)
+    sizes = [GATHER_FILE_MAX + 1 + 4096 * k if k % 5 == 0 else 1000 + k for k in range(60)]
+    jobs, offset = [], 0
+    for k, size in enumerate(sizes):
+        src = tmp_path / f"f{k}"
+        src.write_bytes(rnd.randbytes(size))
+        jobs.append((HostData(os.fsencode(src), size), 0, offset, size))
+        offset += size + 7
+    large = sum(size for size in sizes if size > GATHER_FILE_MAX)
+    small = sum(sizes) - large
+    progress = Progress(None, enabled=True, stream=io.StringIO())
+    fd = os.open(tmp_path / "image", os.O_RDWR | os.O_CREAT)
+    try:
+        sink = ImageSink(fd, progress=progress, workers=2)
+        sink.copier.start()
+        sink.copier.add(jobs)
+        sink.finish(offset)
+    finally:
+        os.close(fd)
+        progress.close()
+    first, second = progress._counts[0], progress._counts[1]
+    assert first + second == large + small
+    assert first >= large and 0 < second <= small
+    image = (tmp_path / "image").read_bytes()
+    for data, _src, dst, size in jobs:
+        assert image[dst:dst + size] == open(data.path, "rb").read(), data.path
 
 
 def test_cpio_member_larger_than_a_piece_reads_back_with_gnu_cpio(tmp_path):
