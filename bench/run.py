@@ -281,12 +281,15 @@ class Cell:
     def ok(self) -> bool:
         return bool(self.runs) and self.failed is None
 
+    def _values(self, attr: str) -> list:
+        return [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+
     def median(self, attr: str) -> float | None:
-        vals = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+        vals = self._values(attr)
         return statistics.median(vals) if vals else None
 
     def least(self, attr: str) -> float | None:
-        vals = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+        vals = self._values(attr)
         return min(vals) if vals else None
 
     @property

@@ -160,10 +160,11 @@ def test_large_copies_go_to_one_worker_small_ones_to_all(tmp_path):
     from rumpfs.tree import HostData
     rnd = random.Random(3)
     sizes = [GATHER_FILE_MAX + 1 + 4096 * k if k % 5 == 0 else 1000 + k for k in range(60)]
-    jobs, offset = [], 0
+    jobs, payloads, offset = [], [], 0
     for k, size in enumerate(sizes):
         src = tmp_path / f"f{k}"
-        src.write_bytes(rnd.randbytes(size))
+        payloads.append(rnd.randbytes(size))
+        src.write_bytes(payloads[-1])
         jobs.append((HostData(os.fsencode(src), size), 0, offset, size))
         offset += size + 7
     large = sum(size for size in sizes if size > GATHER_FILE_MAX)
@@ -182,8 +183,8 @@ def test_large_copies_go_to_one_worker_small_ones_to_all(tmp_path):
     assert first + second == large + small
     assert first >= large and 0 < second <= small
     image = (tmp_path / "image").read_bytes()
-    for data, _src, dst, size in jobs:
-        assert image[dst:dst + size] == open(data.path, "rb").read(), data.path
+    for (data, _src, dst, size), payload in zip(jobs, payloads):
+        assert image[dst:dst + size] == payload, data.path
 
 
 def test_cpio_member_larger_than_a_piece_reads_back_with_gnu_cpio(tmp_path):
