@@ -524,6 +524,42 @@ def test_ufs1_time_limit(tmp_path):
         assert dissect_ffs.FFS(f).get("/future").inode.di_mtime == 4102444800
 
 
+@pytest.mark.parametrize("fmt", ["ffs", "ffs2"])
+def test_atime_mtime_ctime_kept_apart(tmp_path, fmt):
+    """A tree made through the API (no reproducibility policy) may give a
+    node three different times, or two equal ones: each inode field gets
+    its own, seconds and nanoseconds (the writer splits a column of times
+    once when columns are equal)."""
+    from rumpfs.formats.ffs.writer import write_image
+    from rumpfs.output import ImageSink
+    from rumpfs.tree import BytesData, Node, Tree
+
+    base = 1_600_000_000 * 10**9
+    times = {  # name -> (atime, mtime, ctime), nanoseconds
+        b"apart": (base + 1, base + 2_000_000_003, base + 4_000_000_005),
+        b"a-is-c": (base + 7, base + 3_000_000_011, base + 7),
+        b"same": (base + 13, base + 13, base + 13),
+    }
+    tree = Tree()
+    for name, (atime, mtime, ctime) in times.items():
+        tree.put(name, Node(stat.S_IFREG | 0o644, mtime_ns=mtime, atime_ns=atime, ctime_ns=ctime,
+                            data=BytesData(name)))
+    image = tmp_path / "t.img"
+    fd = os.open(image, os.O_RDWR | os.O_CREAT)
+    try:
+        size = write_image(tree, ImageSink(fd), "little", fmt == "ffs2", {})
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+    with open(image, "rb") as f:
+        fs = dissect_ffs.FFS(f)
+        for name, want in times.items():
+            din = fs.get("/" + name.decode()).inode
+            got = [(din.di_atime, din.di_atimensec), (din.di_mtime, din.di_mtimensec),
+                   (din.di_ctime, din.di_ctimensec)]
+            assert got == [divmod(ns, 10**9) for ns in want], name
+
+
 # --- inside an object ------------------------------------------------------------------------
 
 OBJCOPY = shutil.which("objcopy")

@@ -96,9 +96,10 @@ GEN_MULTIPLIER = 2654435761
 GEN_MASK = 0x7FFFFFFF
 
 
-def di_gen(ino: int) -> int:
-    """A deterministic, non-zero generation number (makefs uses random())."""
-    return ((ino * GEN_MULTIPLIER) & GEN_MASK) or 1
+def di_gens(first: int, end: int) -> list[int]:
+    """The generation numbers of inodes ``first`` .. ``end - 1``: deterministic
+    and non-zero (makefs uses random())."""
+    return [((ino * GEN_MULTIPLIER) & GEN_MASK) or 1 for ino in range(first, end)]
 
 
 class Blocks:
@@ -215,6 +216,7 @@ class Plan:
         p = self.p
         bsize, fsize, frag = p.bsize, p.fsize, p.frag
         direct_bytes = L.UFS_NDADDR * bsize
+        maxfilesize = p.maxfilesize
         ifreg, ifdir, iflnk = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
         add_size, add_frags = self.sizes.append, self.frags.append
         tails, blocks = self.tails, self.blocks
@@ -229,7 +231,7 @@ class Plan:
                     add_size(0)
                     add_frags(0)
                     continue
-                if size > p.maxfilesize:
+                if size > maxfilesize:
                     raise RumpfsError(f"{display(self.path_of(ino))}: {size} bytes, more than the "
                                       f"largest file of this file system ({p.maxfilesize} bytes, "
                                       f"{p.describe()})")
@@ -930,20 +932,28 @@ class Writer:
             "di_uid": list(map(_attr["uid"], nodes)),
             "di_gid": list(map(_attr["gid"], nodes)),
             "di_size": plan.sizes[first:last],
-            "di_gen": list(map(di_gen, range(first, last))),
+            "di_gen": di_gens(first, last),
             "di_blocks": [f * spf for f in plan.frags[first:last]],
         }
-        for field in ("atime", "mtime", "ctime"):
-            ns = map(_attr[field + "_ns"], nodes)
-            split = map(divmod, ns, repeat(NS_PER_SEC, count))
-            cols["di_" + field], cols[f"di_{field}nsec"] = zip(*split)
+        # The reproducibility policy makes a node's three times equal: a
+        # column of times is split into seconds and nanoseconds only once.
+        split = []  # (times, (seconds, nanoseconds))
+        for field in ("mtime", "atime", "ctime"):
+            ns = list(map(_attr[field + "_ns"], nodes))
+            parts = next((parts for times, parts in split if times == ns), None)
+            if parts is None:
+                parts = tuple(zip(*map(divmod, ns, repeat(NS_PER_SEC))))
+                split.append((ns, parts))
+            cols["di_" + field], cols[f"di_{field}nsec"] = parts
         cols["di_birthtime"], cols["di_birthnsec"] = cols["di_mtime"], cols["di_mtimensec"]
-        # Most inodes have at most a tail, in di_db[0]; patch in the others.
-        ptrs = [self.tail_addr[first:last]] + [[0] * count for _ in range(NPTR - 1)]
+        # Most inodes have at most a tail, in di_db[0]; patch in the others
+        # (a pointer column left out is zero).
+        ptrs = {0: self.tail_addr[first:last]}
         for ino in special[bisect_left(special, first):bisect_left(special, last)]:
             for k, value in enumerate(pointers[ino]):
-                ptrs[k][ino - first] = value
-        cols.update(zip(_POINTER_NAMES, ptrs))
+                if value:
+                    ptrs.setdefault(k, [0] * count)[ino - first] = value
+        cols.update((_POINTER_NAMES[k], column) for k, column in ptrs.items())
         return cols
 
     def _write_inodes(self, plan: Plan, geo: G.Geometry) -> None:
