@@ -176,6 +176,28 @@ def test_sparse_file_keeps_holes(fixture_tree, tmp_path):
     assert os.stat(image).st_blocks * 512 < os.path.getsize(image)
 
 
+@pytest.mark.parametrize("fmt", ["ffs", "ffs2"])
+def test_sparse_file_with_a_hole_first_and_a_tail_last(tmp_path, fmt):
+    """A file whose first block is a hole and whose last block is a partial
+    tail: di_db[0] stays 0 and the tail is the last pointer; dissect.ffs
+    reads the hole as zeros and the data where it was."""
+    src = tmp_path / "src"
+    src.mkdir()
+    payload = b"tail data\n" * 300  # 3000 bytes: a tail of fragments
+    with open(src / "holey", "wb") as f:
+        f.seek(3 * 8192 + 100)  # blocks 0-2 are holes, block 3 a partial tail
+        f.write(payload)
+    size = os.path.getsize(src / "holey")
+    if os.stat(src / "holey").st_blocks * 512 >= size:
+        pytest.skip("the file system here does not keep holes")
+    image = tmp_path / "root.img"
+    write(src, image, fmt, block_size="8192")
+    with open(image, "rb") as f:
+        node = dissect_ffs.FFS(f).get("/holey")
+        assert node.inode.di_db[0] == 0
+        assert node.open().read() == (src / "holey").read_bytes()
+
+
 @pytest.mark.parametrize("fmt,inline", [("ffs", 59), ("ffs2", 119)])
 def test_fast_and_slow_symlinks(tmp_path, fmt, inline):
     src = tmp_path / "src"

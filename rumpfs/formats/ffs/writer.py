@@ -947,11 +947,12 @@ class Writer:
             cols["di_" + field], cols[f"di_{field}nsec"] = parts
         cols["di_birthtime"], cols["di_birthnsec"] = cols["di_mtime"], cols["di_mtimensec"]
         # Most inodes have at most a tail, in di_db[0]; patch in the others
-        # (a pointer column left out is zero).
+        # (a pointer column left out is zero; di_db[0] always replaced, as a
+        # sparse file's tail may be in a later block).
         ptrs = {0: self.tail_addr[first:last]}
         for ino in special[bisect_left(special, first):bisect_left(special, last)]:
             for k, value in enumerate(pointers[ino]):
-                if value:
+                if value or k in ptrs:
                     ptrs.setdefault(k, [0] * count)[ino - first] = value
         cols.update((_POINTER_NAMES[k], column) for k, column in ptrs.items())
         return cols
