@@ -568,9 +568,9 @@ class StretchWriter:
     ``fd``): bytes and host files go through one buffer and out in writes of
     :data:`GATHER_BYTES` (a small file is read straight into it with
     ``preadv``); a larger file is copied with ``copy_file_range``.
-    ``counter.add(n)`` (a Progress.worker_counter) is told the file data
-    bytes written.  Used by copy workers and by directory walkers that write
-    whole subtrees."""
+    ``counter.advance(n)`` (a Progress, or a Progress.worker_counter in a
+    child) is told the file data bytes written.  Used by copy workers, by
+    directory walkers that write whole subtrees, and for copies done here."""
 
     def __init__(self, fd: int, offset: int, counter=None):
         self.fd = fd
@@ -638,22 +638,21 @@ class StretchWriter:
             _pwrite_all(self.fd, self._buf[:self._filled], self.end - self._filled)
             self._filled = 0
         if self._data and self.counter is not None:
-            self.counter.add(self._data)
+            self.counter.advance(self._data)
         self._data = 0
 
     close = flush
 
 
 def _copy_jobs(fd: int, base: int, jobs: list, headers: list, progress) -> None:
-    use_range = hasattr(os, "copy_file_range")
+    """Copy ``jobs`` and their headers here, as a worker copies a frame."""
+    out = StretchWriter(fd, 0, progress)
     for (data, src_off, dst_off, size), header in zip(jobs, headers):
+        out.seek(base + dst_off - len(header))
         if header:
-            _pwrite_all(fd, header, base + dst_off - len(header))
-        src = open_source(data)
-        try:
-            use_range = _copy_fd(src, fd, data, src_off, base + dst_off, size, use_range, progress)
-        finally:
-            os.close(src)
+            out.put(header)
+        out.copy(data, size, src_off)
+    out.close()
 
 
 def _copy_fd(src: int, dst: int, data, src_off: int, dst_off: int, size: int,
@@ -837,7 +836,7 @@ class _SlotCounter:
         # One aligned 8-byte store into memory the parent reads: never torn.
         self._counts[self._slot] += n
 
-    advance = add  # so that _copy_fd can report through it
+    advance = add  # as Progress.advance: StretchWriter reports through either
 
 
 class _Halt:

@@ -59,11 +59,10 @@ class HostData:
     def __init__(self, path: bytes, size: int, sparse_hint: bool = False):
         self.path = path
         self.size = size
-        # None: not looked at yet; False: known dense.
-        self._extents = None if sparse_hint else False
         #: Known to have no holes without looking (a file whose allocation
         #: hinted at holes may still turn out to have none: ``extents()``).
         self.dense = not sparse_hint
+        self._extents = None  # found by extents() when not dense
 
     def extents(self) -> list[tuple[int, int]]:
         """The ``(offset, length)`` runs that hold data; the rest are holes.
@@ -71,7 +70,7 @@ class HostData:
         Found with SEEK_DATA/SEEK_HOLE, and only for files whose allocated
         size hinted at holes when they were walked.
         """
-        if self._extents is False:
+        if self.dense:
             return [(0, self.size)] if self.size else []
         if self._extents is None:
             self._extents = _data_extents(self.path, self.size)
