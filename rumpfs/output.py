@@ -100,7 +100,11 @@ def open_source(data) -> int:
     try:
         return os.open(data.path, os.O_RDONLY)
     except OSError as e:
-        raise RumpfsError(f"{os.fsdecode(data.path)}: cannot read: {e.strerror}") from None
+        raise _unreadable(data.path, e) from None
+
+
+def _unreadable(path: bytes, error: OSError) -> RumpfsError:
+    return RumpfsError(f"{os.fsdecode(path)}: cannot read: {error.strerror}")
 
 
 class ImageSink:
@@ -266,15 +270,6 @@ _NUMBERS_PER_JOB = 5
 _NUMBER = "Q"
 _SIZE_OF_JOB = itemgetter(3)
 _PATH_OF = attrgetter("path")
-
-
-class _Path:
-    """Just enough of a HostData for a worker: a path and, for errors, a size."""
-
-    __slots__ = ("path", "size")
-
-    def __init__(self, path: bytes, size: int):
-        self.path, self.size = path, size
 
 
 class Copier:
@@ -544,18 +539,11 @@ def _worker(out_fd: int, job_fd: int, counter=None) -> None:  # pragma: no cover
             numbers = array(_NUMBER)
             numbers.frombytes(pending[start + head:pos])
             start = end
-            it = iter(numbers)
-            # No zeros between frames: another worker may copy into that gap.
-            fill = 0
-            for so, do, n, plen, hlen in zip(it, it, it, it, it):
-                path = pending[pos:pos + plen]
-                pos += plen
-                out.seek(do - hlen, fill)
-                fill = unit
-                if hlen:
-                    out.put(pending[hpos:hpos + hlen])
-                    hpos += hlen
-                out.copy(_Path(path, so + n), n, so)
+            src_offsets, dst_offsets, lengths, path_lengths, header_lengths = (
+                numbers[k::_NUMBERS_PER_JOB] for k in range(_NUMBERS_PER_JOB))
+            paths = _slices(pending, pos, path_lengths)
+            headers = _slices(pending, hpos, header_lengths) if headers_size else repeat(b"")
+            out.copy_run(zip(paths, src_offsets, dst_offsets, lengths, headers), unit)
         pending = pending[start:]
     out.close()
 
@@ -582,19 +570,6 @@ class StretchWriter:
         self._data = 0  # file data bytes in the buffer
         self._use_range = hasattr(os, "copy_file_range")
 
-    def seek(self, offset: int, unit: int = 0) -> None:
-        """Go on at image ``offset``: what is buffered goes out first, unless
-        the gap is shorter than ``unit`` and may be written as zeros (see
-        :meth:`ImageSink.copies_own_units`)."""
-        gap = offset - self.end
-        if not gap:
-            return
-        if 0 < gap < unit and self._filled:
-            self.put(_ZEROS[:gap])
-            return
-        self.flush()
-        self.end = offset
-
     def put(self, data) -> None:
         n = len(data)
         if self._filled + n > GATHER_BYTES:
@@ -609,29 +584,68 @@ class StretchWriter:
 
     def copy(self, data, size: int, src_offset: int = 0) -> None:
         """``size`` bytes of the host file ``data`` (its ``path``) from ``src_offset``."""
-        src = open_source(data)
+        self.copy_run(((data.path, src_offset, self.end, size, b""),))
+
+    def copy_run(self, jobs, unit: int = 0) -> None:
+        """Copy ``jobs`` ``(path, source offset, image offset, length,
+        header)``, each ``header`` written just before its data.  A gap
+        shorter than ``unit`` before a job other than the first is written as
+        zeros when it joins two buffered pieces (see
+        :meth:`ImageSink.copies_own_units`; the gap before the first job may
+        be another writer's); a longer one is left a hole.
+
+        One loop for the whole run, its state in local names: a hundred
+        thousand small files make a call per file count."""
+        buf = self._buf
+        filled, end, data = self._filled, self.end, 0
+        room = 0
         try:
-            if size <= GATHER_FILE_MAX:
-                if self._filled + size > GATHER_BYTES:
+            for path, src_offset, offset, size, header in jobs:
+                start = offset - len(header)
+                gap = start - end
+                gathered = size if size <= GATHER_FILE_MAX else 0
+                joined = 0 < gap < room and filled
+                if gap and not joined or filled + gap + len(header) + gathered > GATHER_BYTES:
+                    self._filled, self.end, self._data = filled, end, self._data + data
                     self.flush()
-                filled = self._filled
-                if size:
-                    try:
-                        got = os.preadv(src, [self._buf[filled:filled + size]], src_offset)
-                    except OSError as e:
-                        raise RumpfsError(f"{os.fsdecode(data.path)}: cannot read: "
-                                          f"{e.strerror}") from None
-                    if got != size:
-                        raise _changed(data, src_offset + size)
-                self._filled = filled + size
-                self._data += size
-            else:
-                self.flush()
-                self._use_range = _copy_fd(src, self.fd, data, src_offset, self.end, size,
-                                           self._use_range, self.counter)
+                    if joined:  # the buffer is full: the gap's zeros on their own
+                        _pwrite_all(self.fd, _ZEROS[:gap], end)
+                    filled, end, data, gap = 0, start, 0, 0
+                room = unit
+                if gap:
+                    buf[filled:filled + gap] = _ZEROS[:gap]
+                    filled += gap
+                if len(header) > GATHER_BYTES:
+                    _pwrite_all(self.fd, header, start)  # the buffer is empty: flushed above
+                elif header:
+                    buf[filled:filled + len(header)] = header
+                    filled += len(header)
+                end = offset
+                try:
+                    src = os.open(path, os.O_RDONLY)
+                except OSError as e:
+                    raise _unreadable(path, e) from None
+                try:
+                    if gathered:
+                        try:
+                            got = os.preadv(src, [buf[filled:filled + size]], src_offset)
+                        except OSError as e:
+                            raise _unreadable(path, e) from None
+                        if got != size:
+                            raise _changed(path, src_offset + size)
+                        filled += size
+                        data += size
+                    elif size:
+                        self._filled, self.end, self._data = filled, end, self._data + data
+                        self.flush()
+                        filled = data = 0
+                        self._use_range = _copy_fd(src, self.fd, path, src_offset, end, size,
+                                                   self._use_range, self.counter)
+                finally:
+                    os.close(src)
+                end = offset + size
         finally:
-            os.close(src)
-        self.end += size
+            self._filled, self.end, self._data = filled, end, self._data + data
 
     def flush(self) -> None:
         if self._filled:
@@ -647,15 +661,18 @@ class StretchWriter:
 def _copy_jobs(fd: int, base: int, jobs: list, headers: list, progress) -> None:
     """Copy ``jobs`` and their headers here, as a worker copies a frame."""
     out = StretchWriter(fd, 0, progress)
-    for (data, src_off, dst_off, size), header in zip(jobs, headers):
-        out.seek(base + dst_off - len(header))
-        if header:
-            out.put(header)
-        out.copy(data, size, src_off)
+    out.copy_run((data.path, src_off, base + dst_off, size, header)
+                 for (data, src_off, dst_off, size), header in zip(jobs, headers))
     out.close()
 
 
-def _copy_fd(src: int, dst: int, data, src_off: int, dst_off: int, size: int,
+def _slices(blob: bytes, pos: int, lengths) -> list[bytes]:
+    """The pieces of ``blob`` of ``lengths``, one after another from ``pos``."""
+    ends = list(accumulate(lengths, initial=pos))
+    return [blob[a:b] for a, b in zip(ends, ends[1:])]
+
+
+def _copy_fd(src: int, dst: int, path: bytes, src_off: int, dst_off: int, size: int,
              use_range: bool, progress) -> bool:
     """Copy one range; returns whether copy_file_range still works here."""
     remaining = size
@@ -666,14 +683,14 @@ def _copy_fd(src: int, dst: int, data, src_off: int, dst_off: int, size: int,
                 n = os.copy_file_range(src, dst, min(remaining, COPY_CHUNK), src_off, dst_off)
             except OSError as e:
                 if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                    raise RumpfsError(f"{os.fsdecode(data.path)}: cannot read: {e.strerror}") from None
+                    raise _unreadable(path, e) from None
                 use_range = False
                 continue
         else:
             try:
                 chunk = os.pread(src, min(remaining, BUFFER_SIZE), src_off)
             except OSError as e:
-                raise RumpfsError(f"{os.fsdecode(data.path)}: cannot read: {e.strerror}") from None
+                raise _unreadable(path, e) from None
             n = len(chunk)
             view = memoryview(chunk)
             off = dst_off
@@ -682,7 +699,7 @@ def _copy_fd(src: int, dst: int, data, src_off: int, dst_off: int, size: int,
                 view = view[w:]
                 off += w
         if n == 0:
-            raise _changed(data, size)
+            raise _changed(path, size)
         src_off += n
         dst_off += n
         remaining -= n
@@ -691,8 +708,8 @@ def _copy_fd(src: int, dst: int, data, src_off: int, dst_off: int, size: int,
     return use_range
 
 
-def _changed(data, size: int) -> RumpfsError:
-    return RumpfsError(f"{os.fsdecode(data.path)}: file changed while it was read "
+def _changed(path: bytes, size: int) -> RumpfsError:
+    return RumpfsError(f"{os.fsdecode(path)}: file changed while it was read "
                        f"(expected {size} bytes)")
 
 

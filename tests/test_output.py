@@ -238,3 +238,36 @@ def test_copies_that_own_units_are_joined_across_small_gaps_only(tmp_path):
     want[4096:4596] = payload[3100:3600]
     want[6144:6154] = payload[3600:3610]
     assert got == bytes(want)
+
+
+def test_small_gaps_are_zeros_where_the_gather_buffer_fills(tmp_path):
+    """More small copies than one gathering buffer holds (GATHER_BYTES), each
+    a small gap after the last: every gap is written as zeros, the one where
+    the buffer is full included, and the copies land where they belong."""
+    from rumpfs.output import GATHER_BYTES, GATHER_FILE_MAX, ImageSink
+    from rumpfs.tree import HostData
+    unit, stride = 1024, GATHER_FILE_MAX
+    length = stride - unit // 2
+    count = GATHER_BYTES // stride + 3
+    src = tmp_path / "src"
+    src.write_bytes(random.Random(5).randbytes(length * count))
+    size = stride * count
+    image = tmp_path / "image"
+    image.write_bytes(b"\xff" * size)
+    fd = os.open(image, os.O_RDWR)
+    try:
+        sink = ImageSink(fd, workers=1)
+        sink.copier.start()
+        sink.copies_own_units(unit)
+        data = HostData(os.fsencode(src), length * count)
+        sink.copier.add([(data, k * length, k * stride, length) for k in range(count)])
+        sink.finish(size)
+    finally:
+        os.close(fd)
+    got = image.read_bytes()
+    payload = src.read_bytes()
+    for k in range(count):
+        piece = got[k * stride:(k + 1) * stride]
+        assert piece[:length] == payload[k * length:(k + 1) * length], k
+        want_gap = bytes(stride - length) if k < count - 1 else b"\xff" * (stride - length)
+        assert piece[length:] == want_gap, k
