@@ -65,10 +65,11 @@ _PLACE = struct.Struct("<QQ")
 
 def list_directory(path: bytes) -> list:
     """The entries of one host directory, as tuples
-    ``(name, st_mode, uid, gid, size, sparse, mtime_ns, atime_ns, ctime_ns,
-    rdev, link_key, target)``: ``sparse`` when the allocated size hints at
-    holes, ``link_key`` ``(st_dev, st_ino)`` for a non-directory with more
-    than one name (else None), ``target`` the symlink's target (else None)."""
+    ``(name, st_mode, uid, gid, size, sparse, mtime_ns, rdev, link_key,
+    target)``: ``sparse`` when the allocated size hints at holes, ``link_key``
+    ``(st_dev, st_ino)`` for a non-directory with more than one name (else
+    None), ``target`` the symlink's target (else None).  Not the atime and
+    ctime: the nodes take the mtime for both (see :func:`.sources.settle_times`)."""
     out = []
     append = out.append
     try:
@@ -86,7 +87,7 @@ def list_directory(path: bytes) -> list:
             kind = mode & IFMT
             size = st.st_size
             append((name, mode, st.st_uid, st.st_gid, size, st.st_blocks * 512 < size,
-                    st.st_mtime_ns, st.st_atime_ns, st.st_ctime_ns, st.st_rdev,
+                    st.st_mtime_ns, st.st_rdev,
                     (st.st_dev, st.st_ino) if st.st_nlink > 1 and kind != DIR else None,
                     os.readlink(entry.path) if kind == LNK else None))
     return out
@@ -113,7 +114,7 @@ class _Builder:
         prefix = _prefix(dirpath)
         subdirs = []
         self.count += len(entries)
-        for name, mode, uid, gid, size, sparse, mtime, atime, ctime, rdev, key, target in entries:
+        for name, mode, uid, gid, size, sparse, mtime, rdev, key, target in entries:
             if key is not None:
                 node = links.get(key)
                 if node is not None:
@@ -127,9 +128,7 @@ class _Builder:
                 node.gid = gid
             else:
                 node.uid = node.gid = 0
-            node.mtime_ns = mtime
-            node.atime_ns = atime
-            node.ctime_ns = ctime
+            node.mtime_ns = node.atime_ns = node.ctime_ns = mtime
             node.rdev = rdev
             node.origin = None
             node.children = None
