@@ -217,18 +217,19 @@ def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp
                 tree = listed_while_written(layers, opts, policy)
             if tree is None:
                 tree = prepare_tree(layers, opts, byteorder, policy)
-            size = _write(tree, out, fmt, fmt_name, comp, container, target, byteorder,
+            return _write(tree, out, fmt, fmt_name, comp, container, target, byteorder,
                           opts, copier, progress)
         except BaseException:
             if copier is not None:
                 copier.abort()
             raise
-    return size, tree.count()
 
 
 def _write(tree: Tree, out: AtomicOutput, fmt, fmt_name: str, comp, container, target,
-           byteorder: str, opts: PackOptions, copier, progress: Progress) -> int:
-    """Write the image (in its container) into ``out``; returns the image size."""
+           byteorder: str, opts: PackOptions, copier, progress: Progress) -> tuple[int, int]:
+    """Write the image (in its container) into ``out``; returns the image
+    size and the tree's entries (counted while the copy workers finish)."""
+    entries = []
     if progress.enabled:
         if isinstance(tree, HostStream):
             progress.total = None  # the tree is not listed yet
@@ -250,8 +251,10 @@ def _write(tree: Tree, out: AtomicOutput, fmt, fmt_name: str, comp, container, t
                 from .compress import CompressingSink
                 csink = CompressingSink(sink, comp, opts.compress_level)
                 fmt.write(tree, csink, wopts)
+                entries.append(tree.count())
                 return csink.finish()
             size = fmt.write(tree, sink, wopts)
+            entries.append(tree.count())
             sink.finish(size)
             return size
         except BaseException:
@@ -260,8 +263,10 @@ def _write(tree: Tree, out: AtomicOutput, fmt, fmt_name: str, comp, container, t
 
     if container:
         from .elf import container as elf_container
-        return elf_container.write(container, out, write_image, fmt_name, target, opts, tree)
-    return write_image(ImageSink(out.fd, 0, progress))
+        size = elf_container.write(container, out, write_image, fmt_name, target, opts, tree)
+    else:
+        size = write_image(ImageSink(out.fd, 0, progress))
+    return size, entries[-1]
 
 
 def _data_bytes(tree: Tree) -> int:
