@@ -144,6 +144,9 @@ class Plan:
         self.blocks: dict[int, Blocks] = {}
         #: Sparse files: ino -> byte runs of the source that hold data.
         self.sparse: dict[int, list] = {}
+        #: The HostData of each host file known to have no holes (the sink
+        #: copies its tail as it is), else None.
+        self.dense_host: list = []
         #: Fast symlinks, devices, fifos and sockets.
         self.no_data: list[int] = []
         self.full_blocks = 0
@@ -152,6 +155,7 @@ class Plan:
         self.tails: list[list[int]] = [[] for _ in range(p.frag)]
         self._number(tree)
         self.count = len(self.nodes)
+        self.dense_host = [None] * self.count
         self._sizes()
 
     # -- inode numbers -------------------------------------------------------
@@ -219,7 +223,7 @@ class Plan:
         maxfilesize = p.maxfilesize
         ifreg, ifdir, iflnk = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
         add_size, add_frags = self.sizes.append, self.frags.append
-        tails, blocks = self.tails, self.blocks
+        tails, blocks, dense_host = self.tails, self.blocks, self.dense_host
         data_bytes = full_blocks = 0
         root = L.UFS_ROOTINO
         for ino, kind, node in zip(range(root, self.count), self.kinds[root:], self.nodes[root:]):
@@ -237,6 +241,8 @@ class Plan:
                                       f"{p.describe()})")
                 if data.dense:
                     data_bytes += size
+                    if data.__class__ is HostData:
+                        dense_host[ino] = data
                 else:
                     extents = data.extents()
                     if len(extents) != 1 or extents[0] != (0, size):
@@ -786,7 +792,17 @@ class Writer:
         pieces = []  # (fragment address, bytes) written from memory
         copies = []  # (host data, source offset, image offset, length)
         dirs = []  # (fragment address, ino, first byte) of directory tails
+        dense_host = plan.dense_host
         for owner, _b, _off in self.placed:
+            if owner is not None:
+                data = dense_host[owner]
+                if data is not None:
+                    # Most tails are dense host files': the short way, as the
+                    # copy workers are waiting for them.
+                    size = sizes[owner]
+                    lo = (size - 1) // bsize * bsize
+                    copies.append((data, lo, tail_addr[owner] * fsize, size - lo))
+                    continue
             if owner is None:
                 pieces.append((self.csaddr, self._csum_bytes(geo)))
                 continue
