@@ -130,7 +130,10 @@ def _data_extents(path: bytes, size: int) -> list[tuple[int, int]]:
 
 
 class Node:
-    """One inode of the tree: type, mode, owner, times, rdev, target, data."""
+    """One inode of the tree: type, mode, owner, times, rdev, target, data.
+
+    Nodes compare and hash by identity: a hard link is the same node, and
+    writers find them with the node as a key."""
 
     __slots__ = (
         "mode", "uid", "gid", "atime_ns", "mtime_ns", "ctime_ns",

@@ -160,7 +160,8 @@ class Plan:
 
     # -- inode numbers -------------------------------------------------------
     def _number(self, tree) -> None:
-        seen: dict[int, int] = {}  # id(node) -> ino, to find hard links
+        seen: dict = {}  # node -> ino, to find hard links (nodes hash by identity)
+        seen_ino = seen.get
         nodes, kinds, nlinks = self.nodes, self.kinds, self.nlinks
         dirs = self.dirs
         ifmt = stat.S_IFMT
@@ -185,9 +186,9 @@ class Plan:
                     nlinks.append(0)
                     subdirs.append(ino)
                 else:
-                    ino = seen.get(id(child))
+                    ino = seen_ino(child)
                     if ino is None:
-                        ino = seen[id(child)] = len(nodes)
+                        ino = seen[child] = len(nodes)
                         nodes.append(child)
                         kinds.append(ifmt(child.mode))
                         nlinks.append(1)
