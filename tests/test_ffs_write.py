@@ -777,3 +777,31 @@ def test_inode_columns_pack_as_rows_do(byteorder, name):
     cols[field] = [0] * (count - 1) + [1 << 64]
     with pytest.raises(OverflowError):
         fast.pack_columns(cols, count)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("clamp", [None, 1_650_000_000])
+def test_superblock_time_is_the_newest_inode_time(tmp_path, monkeypatch, fmt, clamp):
+    """fs_time (and UFS1's fs_old_time) is the newest time of any inode, so
+    the same tree gives the same superblock: here a file's mtime, below the
+    directories'; SOURCE_DATE_EPOCH clamps it like the inodes' times."""
+    src = tmp_path / "src"
+    (src / "d" / "e").mkdir(parents=True)
+    times = {"a": 1_500_000_000, "d/b": 1_700_000_123, "d/e/c": 1_600_000_000}
+    for name, t in times.items():
+        (src / name).write_bytes(name.encode())
+        os.utime(src / name, (t, t))
+    for d in ("d/e", "d", "."):
+        os.utime(src / d, (1_400_000_000, 1_400_000_000))
+    if clamp is None:
+        monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    else:
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", str(clamp))
+    image = tmp_path / "root.img"
+    write(src, image, fmt)
+    want = 1_700_000_123 if clamp is None else clamp
+    with open(image, "rb") as f:
+        sb = dissect_ffs.FFS(f).sb
+        assert sb.fs_time == want
+        if fmt == "ffs":
+            assert sb.fs_old_time == want

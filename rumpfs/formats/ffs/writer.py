@@ -936,10 +936,12 @@ class Writer:
                     raise RumpfsError(f"{display(plan.path_of(ino))}: {e}") from None
         return out
 
-    def _inode_columns(self, plan: Plan, first: int, last: int, pointers: dict, special) -> dict:
+    def _inode_columns(self, plan: Plan, first: int, last: int, pointers: dict,
+                       special) -> tuple[dict, int]:
         """Field name -> the values of inodes ``first`` .. ``last - 1``
-        (fields left out are zero); ``special``: the sorted keys of
-        ``pointers``, the inodes with more than a tail in di_db[0]."""
+        (fields left out are zero), and the newest mtime or ctime among them
+        (ns); ``special``: the sorted keys of ``pointers``, the inodes with
+        more than a tail in di_db[0]."""
         nodes = plan.nodes[first:last]
         count = last - first
         spf = self.p.sectors_per_frag
@@ -955,12 +957,15 @@ class Writer:
         # The reproducibility policy makes a node's three times equal: a
         # column of times is split into seconds and nanoseconds only once.
         split = []  # (times, (seconds, nanoseconds))
+        newest = 0
         for field in ("mtime", "atime", "ctime"):
             ns = list(map(_attr[field + "_ns"], nodes))
             parts = next((parts for times, parts in split if times == ns), None)
             if parts is None:
                 parts = tuple(zip(*map(divmod, ns, repeat(NS_PER_SEC))))
                 split.append((ns, parts))
+            if field != "atime":
+                newest = max(newest, max(ns))
             cols["di_" + field], cols[f"di_{field}nsec"] = parts
         cols["di_birthtime"], cols["di_birthnsec"] = cols["di_mtime"], cols["di_mtimensec"]
         # Most inodes have at most a tail, in di_db[0]; patch in the others
@@ -972,7 +977,7 @@ class Writer:
                 if value or k in ptrs:
                     ptrs.setdefault(k, [0] * count)[ino - first] = value
         cols.update((_POINTER_NAMES[k], column) for k, column in ptrs.items())
-        return cols
+        return cols, newest
 
     def _write_inodes(self, plan: Plan, geo: G.Geometry) -> None:
         fast = self.layout.fast("ufs2_dinode" if self.ufs2 else "ufs1_dinode")
@@ -989,7 +994,7 @@ class Writer:
             batches += [(first, min(first + INODE_BATCH, hi)) for first in range(lo, hi, INODE_BATCH)]
         for done, (first, last) in enumerate(batches):
             self._hand_over(done / len(batches))
-            cols = self._inode_columns(plan, first, last, pointers, special)
+            cols, batch_newest = self._inode_columns(plan, first, last, pointers, special)
             unknown = cols.keys() - set(fast.names) - _UFS2_ONLY
             if unknown:  # pragma: no cover - a field name the layout does not have
                 raise AssertionError(f"dinode has no field {sorted(unknown)}")
@@ -1000,16 +1005,11 @@ class Writer:
                 self._find_unstorable(fast.struct, first,
                                       [cols.get(name, zeros) for name in fast.names])
                 raise
-            newest = max(newest, *self._newest(plan, first, last))
+            newest = max(newest, batch_newest)
             off, _ = geo.inode_addr(first)
             self.sink.pwrite(table, off)
         self._hand_over(1)
         self.newest_ns = newest
-
-    @staticmethod
-    def _newest(plan: Plan, first: int, last: int):
-        nodes = plan.nodes[first:last]
-        return max(map(_attr["ctime_ns"], nodes)), max(map(_attr["mtime_ns"], nodes))
 
     def _find_unstorable(self, one: struct.Struct, first: int, columns) -> None:
         """Raise the message for the first inode of a batch that does not pack."""
