@@ -974,8 +974,12 @@ class Writer:
         ptrs = {0: self.tail_addr[first:last]}
         for ino in special[bisect_left(special, first):bisect_left(special, last)]:
             for k, value in enumerate(pointers[ino]):
-                if value or k in ptrs:
-                    ptrs.setdefault(k, [0] * count)[ino - first] = value
+                column = ptrs.get(k)
+                if column is None:
+                    if not value:
+                        continue
+                    column = ptrs[k] = [0] * count
+                column[ino - first] = value
         cols.update((_POINTER_NAMES[k], column) for k, column in ptrs.items())
         return cols, newest
 
