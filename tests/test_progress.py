@@ -125,6 +125,29 @@ def test_worker_bytes_are_counted_once(tmp_path, when):
     assert image == b"".join((tmp_path / f"f{i}").read_bytes() for i in range(len(SIZES)))
 
 
+def test_holes_left_unwritten_count_as_done(tmp_path):
+    """The holes of a large sparse file are not copied, but the progress
+    still ends at the file's size, and the image reads zeros there."""
+    size = 3 * PIECE_BYTES
+    path = tmp_path / "sparse"
+    with open(path, "wb") as f:
+        f.truncate(size)
+        f.seek(PIECE_BYTES)
+        f.write(b"x" * 4096)
+    data = HostData(os.fsencode(path), size, sparse_hint=True)
+    fd = os.open(tmp_path / "out", os.O_RDWR | os.O_CREAT)
+    progress = Progress(1, "t", enabled=True, stream=_Stream())
+    try:
+        sink = ImageSink(fd, 0, progress, workers=0)
+        sink.copy_at(data, 100)
+        sink.finish(100 + size)
+        assert progress.done == size
+    finally:
+        progress.close()
+        os.close(fd)
+    assert (tmp_path / "out").read_bytes() == bytes(100) + path.read_bytes()
+
+
 def test_counters_of_forked_children_add_up():
     progress = Progress(None, "t", enabled=True, stream=_Stream())
     try:
