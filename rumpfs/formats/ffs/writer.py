@@ -798,8 +798,8 @@ class Writer:
             if owner is not None:
                 data = dense_host[owner]
                 if data is not None:
-                    # Most tails are dense host files': the short way, as the
-                    # copy workers are waiting for them.
+                    # Most tails belong to dense host files: made the short
+                    # way, as the copy workers are waiting for them.
                     size = sizes[owner]
                     lo = (size - 1) // bsize * bsize
                     copies.append((data, lo, tail_addr[owner] * fsize, size - lo))
