@@ -193,3 +193,15 @@ def test_scaling_fixed_cost_is_the_fastest_etc_run():
     assert pb == pytest.approx((1.24 - 0.04) / 110101 * 1e6)
     assert ca == pytest.approx((0.3 - 0.02) / 11011 * 1e6)
     assert pb / pa < 1.2  # with the median (0.24 s) it would read 5.4x
+
+
+def test_a_missing_ffs_reader_is_named_once_not_per_row(monkeypatch):
+    """Without dissect.ffs the benchmark says why FFS images are not read
+    back, instead of a ModuleNotFoundError in every FFS row."""
+    import importlib.util
+
+    from bench.run import ffs_reader_missing
+    assert ffs_reader_missing() is None  # the test dependencies are installed
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert ffs_reader_missing() == (f"dissect.ffs is not installed for {sys.executable} "
+                                    "(make test-deps installs it)")
