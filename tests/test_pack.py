@@ -246,21 +246,26 @@ def test_interrupt_leaves_no_partial_output(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     with open(src / "big", "wb") as f:
-        f.truncate(4_000_000_000)  # sparse, but cpio must write every byte
+        # Sparse, with a byte of data every 8 MiB: a run of data to copy
+        # every piece (the holes between them are not copied).
+        f.truncate(4_000_000_000)
+        for offset in range(0, 4_000_000_000, 8 << 20):
+            f.seek(offset)
+            f.write(b"x")
     out = tmp_path / "out.cpio"
     out.write_bytes(b"precious")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    # Each copy of an 8 MiB piece waits a little (the forked copy workers
-    # inherit it), so the pack lasts seconds however fast the machine is.
+    # Each read of a run waits a little (the forked copy workers inherit
+    # it), so the pack lasts seconds however fast the machine is.
     # SIGINT as a terminal's foreground job has it: a runner started in the
     # background may hand it down ignored, and then there is no interrupt.
     code = ("import os, runpy, signal, sys, time\n"
             "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-            "real = os.copy_file_range\n"
+            "real = os.preadv\n"
             "def slow(*args):\n"
             "    time.sleep(0.05)\n"
             "    return real(*args)\n"
-            "os.copy_file_range = slow\n"
+            "os.preadv = slow\n"
             "sys.argv = ['rumpfs'] + sys.argv[1:]\n"
             "runpy.run_module('rumpfs', run_name='__main__')\n")
     proc = subprocess.Popen([sys.executable, "-c", code, "pack", "--no-stubetc", str(src),
