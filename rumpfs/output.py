@@ -24,6 +24,7 @@ from itertools import accumulate, chain, repeat
 from operator import add, attrgetter, itemgetter
 
 from .errors import RumpfsError
+from .tree import data_runs
 
 #: Small writes are gathered up to this size before one write(2).
 BUFFER_SIZE = 1 << 20
@@ -120,7 +121,9 @@ class ImageSink:
     small files (threads would queue on the GIL between those calls).
 
     The contract with writers: a region given to :meth:`copy_at` is never
-    written again with :meth:`pwrite`.
+    written again with :meth:`pwrite`.  The image is a new file: bytes that
+    nothing writes read as zeros, so the holes of a source file are not
+    copied but left holes.
     """
 
     def __init__(self, fd: int, base: int = 0, progress=None, workers: int | None = None):
@@ -696,7 +699,21 @@ def _slices(blob: bytes, pos: int, lengths) -> list[bytes]:
 
 def _copy_fd(src: int, dst: int, path: bytes, src_off: int, dst_off: int, size: int,
              use_range: bool, progress) -> bool:
-    """Copy one range; returns whether copy_file_range still works here."""
+    """Copy one range, its holes left unwritten (the image is a new file and
+    reads zeros there); returns whether copy_file_range still works here."""
+    if os.fstat(src).st_size < src_off + size:
+        raise _changed(path, src_off + size)
+    copied = 0
+    for off, n in data_runs(src, src_off, size):
+        use_range = _copy_run(src, dst, path, off, dst_off + off - src_off, n, use_range, progress)
+        copied += n
+    if progress and copied < size:
+        progress.advance(size - copied)
+    return use_range
+
+
+def _copy_run(src: int, dst: int, path: bytes, src_off: int, dst_off: int, size: int,
+              use_range: bool, progress) -> bool:
     remaining = size
     while remaining > 0:
         n = 0

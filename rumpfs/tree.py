@@ -105,27 +105,34 @@ class BytesData:
 
 
 def _data_extents(path: bytes, size: int) -> list[tuple[int, int]]:
-    runs = []
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         # Reported with its path when the data is copied.
         return [(0, size)] if size else []
     try:
-        pos = 0
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError as e:
-                if e.errno == errno.ENXIO:  # only a hole is left
-                    break
-                return [(0, size)] if size else []
-            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-            if end > start:
-                runs.append((start, end - start))
-            pos = end
+        return data_runs(fd, 0, size)
     finally:
         os.close(fd)
+
+
+def data_runs(fd: int, start: int, size: int) -> list[tuple[int, int]]:
+    """The ``(offset, length)`` runs of bytes ``start`` .. ``start + size``
+    of the open file ``fd`` that hold data (SEEK_DATA/SEEK_HOLE); all of
+    them where the file system cannot tell."""
+    runs = []
+    pos, end = start, start + size
+    while pos < end:
+        try:
+            first = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # only a hole is left
+                break
+            return [(start, size)] if size else []
+        last = min(os.lseek(fd, first, os.SEEK_HOLE), end)
+        if last > first:
+            runs.append((first, last - first))
+        pos = last
     return runs
 
 

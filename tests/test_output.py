@@ -90,11 +90,15 @@ def test_worker_error_is_reported_and_nothing_is_left(many_files, tmp_path):
     _assert_failed_cleanly(proc, out, tmp_path, f"{victim}: cannot read: No such file or directory")
 
 
-def test_file_shrunk_before_its_copy_is_reported(many_files, tmp_path):
-    """A small file (gathered with its neighbours into one write) that is
-    shorter than when it was listed: the exact error, nothing left."""
+@pytest.mark.parametrize("sizes", [(1000, 64 << 10), (64 << 10, 8 << 20)],
+                         ids=["gathered", "copy_file_range"])
+def test_file_shrunk_before_its_copy_is_reported(many_files, tmp_path, sizes):
+    """A file shorter than when it was listed, small (gathered with its
+    neighbours into one write) or not (copied by its data runs): the exact
+    error, nothing left."""
+    low, high = sizes
     victim = next(p for p in sorted((many_files / "d5").iterdir())
-                  if 1000 < p.stat().st_size <= 64 << 10)
+                  if low < p.stat().st_size <= high)
     size = victim.stat().st_size
     saved = victim.read_bytes()
     try:
@@ -304,3 +308,40 @@ def test_small_gaps_are_zeros_where_the_gather_buffer_fills(tmp_path):
         assert piece[:length] == payload[k * length:(k + 1) * length], k
         want_gap = bytes(stride - length) if k < count - 1 else b"\xff" * (stride - length)
         assert piece[length:] == want_gap, k
+
+
+def test_a_large_copy_leaves_the_source_holes_unwritten(tmp_path):
+    """A file above the gathering size is copied by its data runs: the image
+    reads the same bytes, holds about the data on disk, and the counter
+    hears of every byte, holes included."""
+    from rumpfs.output import GATHER_FILE_MAX, StretchWriter
+    from rumpfs.tree import HostData
+    size = 40 * GATHER_FILE_MAX
+    src = tmp_path / "sparse"
+    with open(src, "wb") as f:
+        f.truncate(size)
+        f.seek(7 * GATHER_FILE_MAX + 5)
+        f.write(random.Random(2).randbytes(3 * GATHER_FILE_MAX))
+    if os.stat(src).st_blocks * 512 >= size // 2:
+        pytest.skip("the file system here does not keep holes")
+
+    class Counter:
+        done = 0
+
+        def advance(self, n):
+            self.done += n
+
+    counter = Counter()
+    image = tmp_path / "image"
+    fd = os.open(image, os.O_RDWR | os.O_CREAT)
+    try:
+        out = StretchWriter(fd, 4096, counter)
+        out.put(b"head")
+        out.copy(HostData(os.fsencode(src), size), size)
+        out.close()
+    finally:
+        os.close(fd)
+    os.truncate(image, 4096 + 4 + size)  # the image's length is the sink's to set (finish)
+    assert image.read_bytes() == bytes(4096) + b"head" + src.read_bytes()
+    assert os.stat(image).st_blocks * 512 < 4 * GATHER_FILE_MAX + 64 * 1024
+    assert counter.done == size

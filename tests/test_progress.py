@@ -54,7 +54,8 @@ def test_progress_moves_while_workers_copy(tmp_path, name):
     src.mkdir()
     for i in range(FILES):
         with open(src / f"f{i:02}", "wb") as f:
-            f.truncate(DATA)  # sparse: cpio writes every byte all the same
+            f.truncate(DATA)  # sparse but for a first byte: one copy_file_range each
+            f.write(b"x")
     out = tmp_path / name
     proc = subprocess.run(
         [sys.executable, "-c", _SLOW_PACK, "pack", "--progress", "--no-stubetc", "-f", "cpio",
