@@ -367,6 +367,8 @@ class Bench:
         self.work = os.path.abspath(args.work or default_work())
         self.timeout = args.timeout or (180 if self.quick else 600)
         self.cells: dict[tuple[str, str], Cell] = {}
+        #: Why FFS images are not read back (set by run()), or None.
+        self.ffs_reader_missing: str | None = None
         self.metas: dict[str, dict] = {}
         self.corpus_names: list[str] = []
         os.makedirs(self.work, exist_ok=True)
@@ -491,9 +493,9 @@ class Bench:
 
     def run(self) -> None:
         os.makedirs(self.work, exist_ok=True)
-        missing = None if self.args.no_verify else ffs_reader_missing()
-        if missing:
-            self.log(f"FFS images will not be read back: {missing}")
+        self.ffs_reader_missing = None if self.args.no_verify else ffs_reader_missing()
+        if self.ffs_reader_missing:
+            self.log(f"FFS images will not be read back: {self.ffs_reader_missing}")
         names = self.args.corpus.split(",") if self.args.corpus else list(
             corpora.QUICK if self.quick else corpora.FULL)
         for name in names:
@@ -595,9 +597,8 @@ class Bench:
             if meta["entries"] > 20000:
                 cell.verify_note = "not read back (too many entries for dissect.ffs in a benchmark)"
                 return
-            missing = ffs_reader_missing()
-            if missing:
-                cell.verify_note = f"not read back ({missing})"
+            if self.ffs_reader_missing:
+                cell.verify_note = f"not read back ({self.ffs_reader_missing})"
                 return
             argv = [sys.executable, "-m", "bench.verify", "ffs", out]
             if ctx.corpus == "large":

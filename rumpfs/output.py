@@ -325,25 +325,18 @@ class Copier:
             self._send()
 
     def _add_pieces(self, job, header: bytes) -> None:
-        """A large file in pieces, so that every worker takes a share.  Of a
-        file with holes only the runs that hold data are copied: the image
-        is a new file, and reads zeros where nothing is written."""
+        """A large file in pieces, so that every worker takes a share (a
+        piece that is all hole costs its worker a few seeks: _copy_fd)."""
         data, src, dst, size = job
         if size <= PIECE_BYTES:
             self.ready.append(job)
             self.headers.append(header)
-            self.ready_bytes += size
-            return
-        pieces = [(data, off + k, dst + off - src + k, min(PIECE_BYTES, n - k))
-                  for off, n in _data_runs(data, src, size) for k in range(0, n, PIECE_BYTES)]
-        if not pieces or pieces[0][2] != dst:
-            pieces.insert(0, (data, src, dst, 0))  # writes the header; a hole follows
-        self.ready += pieces
-        self.headers += [header] + [b""] * (len(pieces) - 1)
-        copied = sum(map(_SIZE_OF_JOB, pieces))
-        self.ready_bytes += copied
-        if copied < size and self.progress is not None:
-            self.progress.advance(size - copied)  # the holes are done already
+        else:
+            pieces = [(data, src + k, dst + k, min(PIECE_BYTES, size - k))
+                      for k in range(0, size, PIECE_BYTES)]
+            self.ready += pieces
+            self.headers += [header] + [b""] * (len(pieces) - 1)
+        self.ready_bytes += size
 
     def start(self) -> None:
         """Fork the workers now (else they are forked when the first batch
@@ -475,20 +468,6 @@ class Copier:
         self.unreported_bytes = 0
         self.ready = []
         self.headers = []
-
-
-def _data_runs(data, start: int, size: int) -> list[tuple[int, int]]:
-    """The ``(offset, length)`` runs of ``data``'s bytes ``start`` ..
-    ``start + size`` that hold data (all of them unless it has holes)."""
-    if data.dense:
-        return [(start, size)]
-    end = start + size
-    runs = []
-    for off, n in data.extents():
-        lo, hi = max(off, start), min(off + n, end)
-        if lo < hi:
-            runs.append((lo, hi - lo))
-    return runs
 
 
 def grow_pipe(fd: int) -> None:
