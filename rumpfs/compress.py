@@ -9,6 +9,7 @@ kernel's ``unlz4`` decodes (the same as ``lz4 -l``).
 
 from __future__ import annotations
 
+import importlib
 import lzma
 import os
 import zlib
@@ -36,14 +37,23 @@ MAGICS = {
 }
 
 
+def _library(module: str, method: str):
+    """Import the package behind a compression method, or say which is missing.
+
+    Both are dependencies of rumpfs; an install that lost one (a distribution
+    package split, --no-deps) gets one line instead of a traceback.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = module.split(".")[0]
+        raise RumpfsError(f"{method} needs the Python package '{package}', which is not installed "
+                          f"(pip install {package})") from None
+
+
 class _Lz4Legacy:
     def __init__(self, level):
-        try:
-            import lz4.block as block
-        except ImportError:
-            raise RumpfsError("--compress lz4 needs the 'lz4' Python package "
-                              "(pip install 'rumpfs[compress]')") from None
-        self.block = block
+        self.block = _library("lz4.block", "lz4")
         self.level = 9 if level is None else level
         self.pending = bytearray()
         self.started = False
@@ -78,11 +88,7 @@ def compressor(method: str, level: int | None = None):
         return lzma.LZMACompressor(lzma.FORMAT_XZ, check=lzma.CHECK_CRC32,
                                    preset=6 if level is None else level)
     if method == "zstd":
-        try:
-            import zstandard
-        except ImportError:
-            raise RumpfsError("--compress zstd needs the 'zstandard' Python package "
-                              "(pip install 'rumpfs[compress]')") from None
+        zstandard = _library("zstandard", "zstd")
         return zstandard.ZstdCompressor(level=3 if level is None else level).compressobj()
     if method == "lz4":
         return _Lz4Legacy(level)
@@ -96,8 +102,7 @@ def decompressor(method: str):
     if method == "xz":
         return lzma.LZMADecompressor()
     if method == "zstd":
-        import zstandard
-        return zstandard.ZstdDecompressor().decompressobj()
+        return _library("zstandard", "zstd").ZstdDecompressor().decompressobj()
     if method == "lz4":
         return _Lz4LegacyReader()
     raise RumpfsError(f"unknown compression {method!r}")
@@ -105,8 +110,7 @@ def decompressor(method: str):
 
 class _Lz4LegacyReader:
     def __init__(self):
-        import lz4.block as block
-        self.block = block
+        self.block = _library("lz4.block", "lz4")
         self.buf = bytearray()
         self.started = False
 

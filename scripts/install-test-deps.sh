@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh Debian machine:
 # the Debian packages in scripts/apt-test-packages.txt, then rumpfs with its
-# test extra, then the one-time downloads of scripts/setup-*.sh (test kernel...).
+# test extra, then the one-time downloads of scripts/setup-*.sh (test kernel...),
+# and last tests/preflight.py checks that every tool the tests run is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=$(sed -e 's/#.*//' scripts/apt-test-packages.txt | tr -s ' \n' ' ')
@@ -17,4 +18,5 @@ python3 -m pip install -q -e '.[test]'
 for setup in scripts/setup-*.sh; do
     [ -e "$setup" ] && bash "$setup"
 done
-exit 0
+# Name anything the tests run that the lists above did not bring.
+python3 tests/preflight.py

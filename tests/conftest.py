@@ -14,8 +14,27 @@ sys.path.insert(0, str(ROOT / "fixtures"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import make_tree as _make_tree  # noqa: E402
+import preflight  # noqa: E402
 
 IS_ROOT = os.geteuid() == 0
+
+
+def pytest_report_header(config):
+    """Which kernel the slow kernel tests boot (pinned, or Debian's newer one)."""
+    from kernel import harness
+    try:
+        return f"test kernel: {harness.Kernel.chosen().description}"
+    except harness.KernelMissing as e:
+        return f"test kernel: none ({e})"
+
+
+def pytest_sessionstart(session):
+    """Stop at once, naming the packages, when a tool the tests run is missing."""
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller has checked
+    problems = preflight.missing()
+    if problems:
+        pytest.exit(preflight.report(problems), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")

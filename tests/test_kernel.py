@@ -61,7 +61,7 @@ def kernel():
     if shutil.which(harness.QEMU) is None:
         pytest.fail(f"{harness.QEMU} not found: apt-get install qemu-system-x86")
     try:
-        return harness.Kernel.pinned()
+        return harness.Kernel.chosen()
     except harness.KernelMissing as e:
         pytest.fail(str(e))
 
@@ -389,6 +389,8 @@ def test_boot_problems_are_named(tmp_path):
         b"@@RUMPFS-BEGIN mount-failed vdb@@\nmount: mounting /dev/vdb failed: Invalid argument\n"
         b"@@RUMPFS-END mount-failed vdb rc=255@@\n"
         b"@@RUMPFS-BEGIN dmesg@@\n<6>[ 1.0] fine\n<3>[ 2.0] ufs: ufs_read_super: bad magic number\n"
+        b"<3>[ 0.5] ..MP-BIOS bug: 8254 timer not connected to IO-APIC\n"
+        b"<3>[ 0.6] ..MP-BIOS bug: 8254 timer not connected to IO-APIC, and then some\n"
         b"<4>[ 3.0] just a warning\n@@RUMPFS-END dmesg rc=0@@\n")
     boot = harness.Boot("[ 4.0] blk_update_request: I/O error, dev vda, sector 8\n", sections,
                         tmp_path, 1.0, 0)
@@ -397,9 +399,11 @@ def test_boot_problems_are_named(tmp_path):
         "the guest did not reach the end of its plan",
         "mount-failed vdb: mount: mounting /dev/vdb failed: Invalid argument",
         "kernel error: [ 2.0] ufs: ufs_read_super: bad magic number",
+        # Benign only as the whole message: the same words with more are an error.
+        "kernel error: [ 0.6] ..MP-BIOS bug: 8254 timer not connected to IO-APIC, and then some",
         "console: [ 4.0] blk_update_request: I/O error, dev vda, sector 8",
     ]
-    with pytest.raises(harness.BootError, match=f"4 problem.*logs in {tmp_path}"):
+    with pytest.raises(harness.BootError, match=f"5 problem.*logs in {tmp_path}"):
         boot.assert_clean()
 
 
@@ -446,6 +450,86 @@ def test_flip_byte_in(tmp_path):
     assert image.read_bytes()[103] == ord("d") ^ 0xFF
     with pytest.raises(AssertionError, match="not there exactly once"):
         harness.flip_byte_in(image, b"needle-bytes")
+
+
+def test_timer_probe_is_skipped_at_the_source():
+    """The MP-BIOS line is avoided by the command line, not only filtered."""
+    assert "no_timer_check" in harness.KERNEL_CMDLINE.split()
+
+
+def _stub(bin_dir: Path, name: str, script: str) -> None:
+    path = bin_dir / name
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+
+
+def _fake_kernel_deb(tmp_path: Path, kabi: str) -> Path:
+    pkg = tmp_path / "pkg"
+    deb = tmp_path / "kernel.deb"
+    if deb.exists():
+        return deb
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "boot").mkdir()
+    (pkg / "boot" / f"vmlinuz-{kabi}-amd64").write_bytes(b"not a kernel")
+    (pkg / "DEBIAN" / "control").write_text(
+        f"Package: linux-image-{kabi}-amd64-unsigned\nVersion: 9.9.9-1\n"
+        "Architecture: amd64\nMaintainer: test <t@example.invalid>\nDescription: test\n")
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(pkg), str(deb)],
+                   check=True, capture_output=True)
+    return deb
+
+
+def _setup_kernel(tmp_path: Path, offered_kabi: str | None):
+    """Run scripts/setup-test-kernel.sh against a stub archive that no longer
+    has the pinned version and offers ``offered_kabi`` (or nothing)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    deb = _fake_kernel_deb(tmp_path, offered_kabi or "0")
+    _stub(bin_dir, "apt-get", f"""case "$1" in
+update) exit 0 ;;
+download) case "$3" in *=9.9.9-1) cp {deb} . ; exit 0 ;; esac
+   echo "E: Version '${{3#*=}}' for '${{3%=*}}' was not found" >&2; exit 100 ;;
+esac
+exit 1
+""")
+    depends = f"  Depends: linux-image-{offered_kabi}-amd64" if offered_kabi else ""
+    _stub(bin_dir, "apt-cache", f"""case "$1" in
+depends) echo linux-image-amd64; echo "{depends}" ;;
+policy) echo "$2:"; echo "  Candidate: 9.9.9-1" ;;
+esac
+""")
+    pin = tmp_path / "pin"
+    pin.write_text("KABI=1.0.0-1\nDEB=1.0-1\n")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}",
+               RUMPFS_KERNEL_PIN=str(pin), RUMPFS_KERNEL_CACHE=str(tmp_path / "cache"))
+    script = Path(harness.__file__).resolve().parent.parent.parent / "scripts" / "setup-test-kernel.sh"
+    return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True), pin
+
+
+def test_kernel_falls_back_when_the_pin_is_gone(tmp_path):
+    proc, pin = _setup_kernel(tmp_path, "9.9.9-1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "test kernel: linux-image-1.0.0-1-amd64-unsigned 1.0-1 is no longer offered; using "
+        f"linux-image-9.9.9-1-amd64-unsigned 9.9.9-1 instead (update {pin} to pin it)"]
+    kernel = harness.Kernel.chosen(pin, tmp_path / "cache")
+    assert kernel.image.read_bytes() == b"not a kernel"
+    assert kernel.description == ("linux-image-9.9.9-1-amd64-unsigned_9.9.9-1 "
+                                  "(selected by scripts/setup-test-kernel.sh)")
+    # A second run finds it in the cache and says so again.
+    again, _ = _setup_kernel(tmp_path, "9.9.9-1")
+    assert again.returncode == 0 and "(cached; update" in again.stderr
+
+
+def test_kernel_setup_fails_plainly_when_nothing_is_offered(tmp_path):
+    proc, pin = _setup_kernel(tmp_path, None)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "test kernel: 'apt-get download linux-image-1.0.0-1-amd64-unsigned=1.0-1' failed, and the "
+        "archive offers no other linux-image-amd64 kernel: E: Version '1.0-1' for "
+        "'linux-image-1.0.0-1-amd64-unsigned' was not found"]
+    with pytest.raises(harness.KernelMissing):
+        harness.Kernel.chosen(pin, tmp_path / "cache")
 
 
 def test_kernel_pinned_in_one_place():
