@@ -69,10 +69,18 @@ class HostDirectory(Layer):
         return f"{self.path}" + (f" -> {display(self.dest)}" if self.dest.strip(b"/") else "")
 
     def root_node(self, keep_owner: bool) -> Node:
-        """The node of the source directory itself, its entries not listed yet."""
+        """The node of the source directory itself, its entries not listed yet.
+
+        A symlink given as the source (a Nix ``result`` link) is followed:
+        the directory it names is the layer, with that directory's metadata.
+        Symlinks inside the directory are never followed.
+        """
         try:
-            st = os.lstat(self.path)
+            st = os.stat(self.path)
         except FileNotFoundError:
+            if os.path.islink(self.path):
+                raise RumpfsError(f"{self.path}: source is a symlink to "
+                                  f"{os.readlink(self.path)!r}, which does not exist") from None
             raise RumpfsError(f"{self.path}: source does not exist") from None
         except OSError as e:
             raise RumpfsError(f"{self.path}: cannot read source: {e.strerror}") from None

@@ -1,0 +1,95 @@
+"""Layer habits: a symlinked source directory, ``**`` patterns, spec times.
+
+Judged by GNU cpio and bsdtar (extraction and ``-tv`` listings) and by
+dissect.ffs, compared with the source tree or with paths worked out here
+without rumpfs's pattern code.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from conftest import IS_ROOT, run_rumpfs
+from ffs_testlib import dissect_records
+from treecompare import assert_same, normalized, scan_host
+
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="extraction keeps owners only as root")
+SDE = 1_700_000_000          # 2023-11-14 22:13:20 UTC
+SPEC_TIME = 1_600_000_000    # 2020-09-13 12:26:40 UTC
+OLD = 1_500_000_000
+
+
+def bsdtar_extract(archive, dest):
+    dest.mkdir()
+    subprocess.run(["bsdtar", "-xpf", str(archive)], cwd=dest, check=True)
+    return dest
+
+
+def no_dir_times(records):
+    # Extractors set a directory's time before filling it (the kernel bumps it).
+    return {p: dict(r, mtime=None) if r["type"] == "dir" else r for p, r in records.items()}
+
+
+# -- a symlinked source directory (a Nix ``result`` link) ----------------------
+
+@pytest.fixture
+def result_link(tmp_path):
+    store = tmp_path / "store" / "abc-app"
+    (store / "share" / "doc").mkdir(parents=True)
+    (store / "share" / "doc" / "README").write_text("app\n")
+    (store / "bin").mkdir()
+    (store / "bin" / "app").write_text("#!/bin/sh\n")
+    (store / "bin" / "app").chmod(0o755)
+    (store / "doc").symlink_to("share/doc")       # inside: stays a symlink
+    (store / "elsewhere").symlink_to(tmp_path)    # never followed
+    store.chmod(0o750)
+    link = tmp_path / "result"
+    link.symlink_to(store)
+    return link, store
+
+
+@needs_root
+@pytest.mark.parametrize("extra", [[], ["--no-stubetc"]])
+def test_symlinked_source_is_followed_at_the_top_only(result_link, tmp_path, extra):
+    link, store = result_link
+    out = tmp_path / "r.cpio"
+    run_rumpfs("pack", *extra, link, "-o", out)
+    actual = scan_host(bsdtar_extract(out, tmp_path / "x"))
+    if not extra:  # the default /etc is not what this test is about
+        actual = {p: r for p, r in actual.items() if p != b"etc" and not p.startswith(b"etc/")}
+        actual[b""]["nlink"] -= 1
+    expected = normalized(scan_host(store))
+    assert expected[b""]["mode"] == 0o750  # the directory's own metadata, not the link's
+    assert expected[b"doc"]["type"] == expected[b"elsewhere"]["type"] == "symlink"
+    expected[b""]["mtime"] = actual[b""]["mtime"] = None  # bsdtar leaves "." alone
+    assert_same(no_dir_times(expected), no_dir_times(actual))
+
+
+def test_symlinked_source_grafted_into_ffs(result_link, tmp_path):
+    link, store = result_link
+    out = tmp_path / "r.img"
+    run_rumpfs("pack", "--no-stubetc", f"{link}:/opt/app", "-o", out, "--endian", "little")
+    actual = dissect_records(out)
+    grafted = {p.removeprefix(b"opt/app/") if p != b"opt/app" else b"": r
+               for p, r in actual.items() if p == b"opt/app" or p.startswith(b"opt/app/")}
+    assert_same(normalized(scan_host(store)), grafted)
+
+
+def test_dangling_source_link_is_one_line(tmp_path):
+    link = tmp_path / "result"
+    link.symlink_to("nix/store/gone")
+    out = tmp_path / "r.cpio"
+    res = run_rumpfs("pack", link, "-o", out, check=False)
+    assert res.returncode == 1
+    assert res.err == (f"rumpfs: error: {link}: source is a symlink to 'nix/store/gone', "
+                       "which does not exist\n")
+    assert not out.exists()
+
+
+def test_source_link_to_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    link = tmp_path / "result"
+    link.symlink_to("file")
+    res = run_rumpfs("pack", link, "-o", tmp_path / "r.cpio", check=False)
+    assert (res.returncode, res.err) == (1, f"rumpfs: error: {link}: source is not a directory\n")
