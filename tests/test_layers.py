@@ -93,3 +93,81 @@ def test_source_link_to_a_file_is_refused(tmp_path):
     link.symlink_to("file")
     res = run_rumpfs("pack", link, "-o", tmp_path / "r.cpio", check=False)
     assert (res.returncode, res.err) == (1, f"rumpfs: error: {link}: source is not a directory\n")
+
+
+# -- ``**`` in --remove and spec meta -------------------------------------------
+
+PYCACHE_TREE = [
+    "usr/lib/__pycache__/a.pyc",
+    "usr/lib/keep.py",
+    "usr/lib/python3/__pycache__/b.pyc",
+    "usr/lib/python3/x/y/__pycache__/c.pyc",
+    "usr/lib/python3/x/y/z.py",
+    "usr/lib/python3/x/not__pycache__/d.pyc",
+    "usr/share/__pycache__/e.pyc",
+    "opt/tool/bin/t",
+]
+
+
+@pytest.fixture
+def pycache_tree(tmp_path):
+    top = tmp_path / "src"
+    for rel in PYCACHE_TREE:
+        (top / rel).parent.mkdir(parents=True, exist_ok=True)
+        (top / rel).write_text(rel + "\n")
+    return top
+
+
+def without(records, drop) -> dict:
+    return {p: r for p, r in records.items() if not drop(p.decode())}
+
+
+def _nlinks_fixed(records) -> dict:
+    """Directory link counts recomputed for a pruned record set."""
+    out = {p: dict(r) for p, r in records.items()}
+    for p, r in out.items():
+        if r["type"] == "dir":
+            prefix = p + b"/" if p else b""
+            r["nlink"] = 2 + sum(1 for q, s in out.items() if s["type"] == "dir" and q
+                                 and q.startswith(prefix) and b"/" not in q[len(prefix):])
+    return out
+
+
+@needs_root
+@pytest.mark.parametrize("pattern,drop", [
+    # Zero or more directories, as gitignore's **.
+    ("/usr/lib/**/__pycache__",
+     lambda p: p.startswith("usr/lib/") and "__pycache__" in p.split("/")),
+    # * never crosses /: only the __pycache__ one level below /usr.
+    ("/usr/*/__pycache__",
+     lambda p: p.split("/")[:3] in (["usr", "lib", "__pycache__"], ["usr", "share", "__pycache__"])),
+    # A trailing ** is everything inside, not the directory itself.
+    ("/opt/**", lambda p: p.startswith("opt/")),
+    # A leading ** matches at any depth from the root.
+    ("**/*.pyc", lambda p: p.endswith(".pyc")),
+    # ** inside a name is a plain *.
+    ("/usr/l**/__pycache__", lambda p: p.startswith("usr/lib/__pycache__")),
+])
+def test_remove_globstar(pycache_tree, tmp_path, pattern, drop):
+    out = tmp_path / "r.cpio"
+    run_rumpfs("pack", "--no-stubetc", pycache_tree, "--remove", pattern, "-o", out)
+    dest = tmp_path / "x"
+    dest.mkdir()
+    with open(out, "rb") as f:
+        subprocess.run(["cpio", "-idm", "--quiet"], stdin=f, cwd=dest, check=True)
+    expected = _nlinks_fixed(without(normalized(scan_host(pycache_tree)), drop))
+    assert_same(no_dir_times(expected), no_dir_times(scan_host(dest)))
+
+
+def test_meta_globstar(pycache_tree, tmp_path):
+    spec = tmp_path / "meta.spec"
+    spec.write_text("meta /usr/lib/**/*.pyc mode=0600 uid=33 gid=33\n")
+    out = tmp_path / "r.cpio"
+    run_rumpfs("pack", "--no-stubetc", pycache_tree, "--spec", spec, "-o", out)
+    listing = subprocess.run(["bsdtar", "-tvf", str(out), "--numeric-owner"], capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+    changed = {line.split()[-1] for line in listing if line.startswith("-rw------- ")
+               and line.split()[2:4] == ["33", "33"]}
+    assert changed == {"usr/lib/__pycache__/a.pyc", "usr/lib/python3/__pycache__/b.pyc",
+                       "usr/lib/python3/x/y/__pycache__/c.pyc",
+                       "usr/lib/python3/x/not__pycache__/d.pyc"}
