@@ -7,6 +7,8 @@ without rumpfs's pattern code.
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 
 import pytest
@@ -171,3 +173,114 @@ def test_meta_globstar(pycache_tree, tmp_path):
     assert changed == {"usr/lib/__pycache__/a.pyc", "usr/lib/python3/__pycache__/b.pyc",
                        "usr/lib/python3/x/y/__pycache__/c.pyc",
                        "usr/lib/python3/x/not__pycache__/d.pyc"}
+
+
+# -- spec entries follow the host files' time policy ----------------------------
+
+SPEC = """\
+dir   /data 0755 0 0
+nod   /dev/console 0600 0 0 c 5 1
+slink /bin/sh busybox 0777 0 0
+pipe  /run/initctl 0600 0 0
+sock  /run/sock 0755 0 0
+file  /etc/motd motd.txt 0644 0 0
+"""
+SPEC_ENTRIES = ["data", "dev", "dev/console", "bin", "bin/sh", "run", "run/initctl", "run/sock",
+                "etc", "etc/motd"]
+
+
+@pytest.fixture
+def spec_tree(tmp_path):
+    top = tmp_path / "src"
+    top.mkdir()
+    (top / "hello").write_text("hi\n")
+    os.utime(top / "hello", (OLD, OLD))
+    os.utime(top, (OLD, OLD))
+    spec = tmp_path / "root.spec"
+    spec.write_text(SPEC)
+    (tmp_path / "motd.txt").write_text("welcome\n")
+    return top, spec
+
+
+def bsdtar_times(archive) -> dict[str, str]:
+    """name -> the date bsdtar -tv shows (in UTC)."""
+    env = dict(os.environ, TZ="UTC")
+    lines = subprocess.run(["bsdtar", "-tvf", str(archive)], capture_output=True, text=True,
+                           check=True, env=env).stdout.splitlines()
+    out = {}
+    for line in lines:
+        words = line.split()
+        name = words[-1] if " -> " not in line else line.split(" -> ")[0].split()[-1]
+        out[name.removeprefix("./")] = " ".join(words[-4:-1] if " -> " not in line
+                                                else line.split(" -> ")[0].split()[-4:-1])
+    return out
+
+
+def gnu_cpio_times(archive) -> dict[str, str]:
+    env = dict(os.environ, TZ="UTC")
+    with open(archive, "rb") as f:
+        lines = subprocess.run(["cpio", "-itv", "--quiet"], stdin=f, capture_output=True,
+                               text=True, check=True, env=env).stdout.splitlines()
+    out = {}
+    for line in lines:
+        head = line.split(" -> ")[0].split()
+        out[head[-1]] = " ".join(head[-4:-1])
+    return out
+
+
+@pytest.mark.parametrize("lister", [bsdtar_times, gnu_cpio_times])
+def test_spec_entries_clamped_to_source_date_epoch(spec_tree, tmp_path, lister):
+    """The spec file is newer than SOURCE_DATE_EPOCH (it was just written):
+    everything it made takes SOURCE_DATE_EPOCH, as a new host file does;
+    an old host file keeps its own time.  (Before: 1970 for all but file.)"""
+    top, spec = spec_tree
+    os.utime(tmp_path / "motd.txt", (SDE + 5, SDE + 5))
+    out = tmp_path / "r.cpio"
+    run_rumpfs("pack", "--no-stubetc", top, "--spec", spec, "-o", out,
+               env={"SOURCE_DATE_EPOCH": str(SDE)})
+    times = lister(out)
+    for name in SPEC_ENTRIES:
+        assert times[name] == "Nov 14 2023", (name, times[name])
+    assert times["hello"] == "Jul 14 2017"
+
+
+def test_spec_entries_take_the_spec_files_time(spec_tree, tmp_path):
+    """Without SOURCE_DATE_EPOCH a spec entry has the spec file's time (its
+    source), as a host file has its own; GNU cpio restores it on extraction."""
+    top, spec = spec_tree
+    os.utime(spec, (SPEC_TIME, SPEC_TIME))
+    os.utime(tmp_path / "motd.txt", (OLD, OLD))
+    out = tmp_path / "r.cpio"
+    run_rumpfs("pack", "--no-stubetc", top, "--spec", spec, "-o", out)
+    times = gnu_cpio_times(out)
+    for name in SPEC_ENTRIES:
+        want = "Jul 14 2017" if name == "etc/motd" else "Sep 13 2020"
+        assert times[name] == want, (name, times[name])
+    if IS_ROOT:
+        dest = tmp_path / "x"
+        dest.mkdir()
+        with open(out, "rb") as f:
+            subprocess.run(["cpio", "-idm", "--quiet"], stdin=f, cwd=dest, check=True)
+        st = os.lstat(dest / "dev" / "console")
+        assert stat.S_ISCHR(st.st_mode) and int(st.st_mtime) == SPEC_TIME
+        assert int(os.lstat(dest / "run" / "initctl").st_mtime) == SPEC_TIME
+
+
+def test_spec_entries_in_ffs_clamped(spec_tree, tmp_path):
+    top, spec = spec_tree
+    out = tmp_path / "r.img"
+    run_rumpfs("pack", "--no-stubetc", top, "--spec", spec, "-o", out, "--endian", "little",
+               env={"SOURCE_DATE_EPOCH": str(SDE)})
+    records = dissect_records(out)
+    for name in SPEC_ENTRIES:
+        assert records[name.encode()]["mtime"] == SDE, name
+    assert records[b"hello"]["mtime"] == OLD
+    assert records[b"dev/console"]["rdev"] == (5, 1)
+
+
+def test_timestamp_sets_spec_entries(spec_tree, tmp_path):
+    top, spec = spec_tree
+    out = tmp_path / "r.cpio"
+    run_rumpfs("pack", "--no-stubetc", top, "--spec", spec, "-o", out, "--timestamp", str(OLD))
+    times = bsdtar_times(out)
+    assert {times[n] for n in SPEC_ENTRIES + ["hello"]} == {"Jul 14 2017"}
