@@ -157,3 +157,51 @@ def test_object_carries_the_floor_image(tiny, tmp_path):
                     str(obj), str(image)], check=True)
     assert os.path.getsize(image) == FLOOR
     assert probe(image) == SBLOCK_UFS1
+
+
+# -- slow: the Linux ufs driver mounts the floor images ------------------------
+
+#: label -> (pack options, the ufstype the guest mounts it with).
+KERNEL_IMAGES = {
+    "floor-ufs1-le": (["--format", "ffs", "--endian", "little"], "44bsd"),
+    "floor-ufs1-be": (["--format", "ffs", "--endian", "big"], "44bsd"),
+    "floor-ufs2": (["--format", "ffs2", "--endian", "little"], "ufs2"),
+}
+
+
+@pytest.mark.slow
+def test_linux_mounts_the_floor_images(tmp_path_factory):
+    """One boot of the pinned Debian kernel (tests/kernel/harness.py, used
+    as it is): each floor-sized image attached as a virtio disk, mounted
+    read-only by the ufs driver and listed by busybox in the guest."""
+    from kernel import harness
+
+    if shutil.which(harness.QEMU) is None:
+        pytest.skip(f"{harness.QEMU} not found")
+    try:
+        kernel = harness.Kernel.pinned()
+    except harness.KernelMissing as e:
+        pytest.skip(str(e))
+    work = tmp_path_factory.mktemp("floor-boot") / "boot"
+
+    def prepare(work):
+        src = work / "src"
+        src.mkdir()
+        (src / "hello").write_text("hello\n")
+        (src / "d").mkdir()
+        (src / "d" / "link").symlink_to("../hello")
+        disks, plan = [], []
+        for i, (label, (opts, ufstype)) in enumerate(KERNEL_IMAGES.items()):
+            image = work / f"{label}.img"
+            run_rumpfs("pack", "--no-stubetc", "--keep-owner", *opts, src, "-o", image)
+            assert os.path.getsize(image) >= FLOOR
+            disks.append(harness.Disk(image, ufstype))
+            plan.append(f"list_disk {harness.DISK_NAMES[i]} {ufstype} {label}")
+        helper = harness.build_helper(work / "helper.cpio", kernel, "\n".join(plan))
+        return harness.initrd_with(work / "initrd", helper, None), disks
+
+    boot = harness.boot_once(kernel, work, prepare)
+    boot.assert_clean()
+    expected = scan_host(work / "src")
+    for label in KERNEL_IMAGES:
+        harness.compare(expected, boot.listing(label), what=f"{label} (Linux ufs)")
