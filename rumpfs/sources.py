@@ -2,7 +2,9 @@
 
 The layers are the default ``/etc`` (stubetc), the user's host directories
 (optionally grafted at a path inside the image), and removals.  Once every
-layer is applied, :func:`apply_policy` makes the tree reproducible: owners
+layer is applied, each layer may settle what it left (:meth:`Layer.settle`:
+the default ``/etc`` takes its account files back when the user brought
+their own), and :func:`apply_policy` makes the tree reproducible: owners
 0:0 unless asked to keep them, times clamped to SOURCE_DATE_EPOCH or set by
 ``--timestamp``.
 """
@@ -42,6 +44,9 @@ class Layer:
     def describe(self) -> str:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def settle(self, tree: Tree) -> None:
+        """Called once every layer is applied, before the policy."""
+
 
 class HostDirectory(Layer):
     """A directory of the build host, laid over the image at ``dest``."""
@@ -64,10 +69,18 @@ class HostDirectory(Layer):
         return f"{self.path}" + (f" -> {display(self.dest)}" if self.dest.strip(b"/") else "")
 
     def root_node(self, keep_owner: bool) -> Node:
-        """The node of the source directory itself, its entries not listed yet."""
+        """The node of the source directory itself, its entries not listed yet.
+
+        A symlink given as the source (a Nix ``result`` link) is followed:
+        the directory it names is the layer, with that directory's metadata.
+        Symlinks inside the directory are never followed.
+        """
         try:
-            st = os.lstat(self.path)
+            st = os.stat(self.path)
         except FileNotFoundError:
+            if os.path.islink(self.path):
+                raise RumpfsError(f"{self.path}: source is a symlink to "
+                                  f"{os.readlink(self.path)!r}, which does not exist") from None
             raise RumpfsError(f"{self.path}: source does not exist") from None
         except OSError as e:
             raise RumpfsError(f"{self.path}: cannot read source: {e.strerror}") from None
@@ -132,8 +145,30 @@ def stubetc_layer() -> HostDirectory:
     return StubEtc(stubetc_path(), b"/etc")
 
 
+#: The default /etc's account files: left out when the user's layers bring
+#: account files of their own (a Linux-style /etc) but no master.passwd.
+STUB_ACCOUNT_FILES = (b"master.passwd", b"group")
+#: Files of a user's layers that make the default account files step aside.
+USER_ACCOUNT_FILES = (b"passwd", b"group", b"shadow", b"gshadow", b"pwd.db", b"spwd.db")
+MASTER_PASSWD = b"master.passwd"
+
+
 class StubEtc(HostDirectory):
-    """The default minimal /etc; owners are always 0:0 whoever installed it."""
+    """The default minimal /etc; owners are always 0:0 whoever installed it.
+
+    It is the first layer, so every later layer replaces its files by name.
+    Its account files are a set: when the final tree holds a user's
+    ``passwd``, ``group``, ``shadow``, ``gshadow``, ``pwd.db`` or
+    ``spwd.db`` and no user's ``master.passwd``, the default
+    ``master.passwd`` and ``group`` are taken out again (:meth:`settle`), so
+    no database is generated over the user's files and the user's groups
+    are not checked against NetBSD's users.
+    """
+
+    def __init__(self, path: str, dest: bytes = b""):
+        super().__init__(path, dest)
+        #: name -> the node this layer placed in /etc, to tell it from a user's.
+        self.placed: dict[bytes, Node] = {}
 
     def describe(self) -> str:
         return "default /etc (stubetc)"
@@ -142,6 +177,8 @@ class StubEtc(HostDirectory):
         before = tree.lookup(self.dest)
         super().apply(tree, policy)
         etc = tree.lookup(self.dest)
+        self.placed = {name: etc.children[name] for name in STUB_ACCOUNT_FILES
+                       if name in etc.children}
         for node in Tree(etc).iter_nodes():
             node.uid = node.gid = 0
             if node.is_dir:
@@ -150,6 +187,22 @@ class StubEtc(HostDirectory):
                 node.mode = REG | 0o644
         if before is None:
             etc.origin = "stubetc"
+
+    def settle(self, tree: Tree) -> None:
+        etc = tree.lookup(self.dest)
+        if etc is None or not etc.is_dir:
+            return
+        children = etc.children
+
+        def users(name: bytes) -> bool:
+            node = children.get(name)
+            return node is not None and node is not self.placed.get(name)
+
+        if users(MASTER_PASSWD) or not any(users(name) for name in USER_ACCOUNT_FILES):
+            return
+        for name, node in self.placed.items():
+            if children.get(name) is node:
+                del children[name]
 
 
 def warn(message: str) -> None:
@@ -219,5 +272,7 @@ def build_tree(layers: list[Layer], policy: Policy | None = None) -> Tree:
     tree = Tree()
     for layer in layers:
         layer.apply(tree, policy)
+    for layer in layers:
+        layer.settle(tree)
     apply_policy(tree, policy)
     return tree

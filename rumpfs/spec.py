@@ -16,8 +16,16 @@ plus one line of rumpfs's own, to change entries that other layers made::
 
 ``<location>`` is relative to the spec file's directory; ``${VAR}`` in it is
 expanded from the environment, as gen_init_cpio does.  ``meta`` patterns are
-shell globs over image paths (``*`` does not cross ``/``); a pattern that
-matches nothing is an error, since a silent no-op hides a typo.
+shell globs over image paths (``*`` does not cross ``/``, a ``**`` component
+crosses any number of directories: see :meth:`rumpfs.tree.Tree.glob`); a
+pattern that matches nothing is an error, since a silent no-op hides a typo.
+
+Times: a ``file`` line's entry has its source file's time, as a host file
+has; every other entry the spec creates (and a parent directory a line
+creates) has the spec file's own modification time, where gen_init_cpio
+would use the current time.  Both then follow the same policy as host files:
+clamped to SOURCE_DATE_EPOCH, or set by ``--timestamp``.  ``meta mtime=``
+sets a time explicitly (clamped the same way).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import stat
 
 from .errors import RumpfsError
 from .sources import Layer
-from .tree import HostData, Node, Tree, TreeError
+from .tree import DIR, HostData, Node, Tree, TreeError
 
 _KINDS = {
     "dir": (stat.S_IFDIR, 4),
@@ -68,6 +76,8 @@ class SpecFile(Layer):
     def apply(self, tree: Tree, policy=None) -> None:
         try:
             with open(self.path, "rb") as f:
+                # The time of the entries the spec makes up (see the module doc).
+                self.mtime_ns = os.fstat(f.fileno()).st_mtime_ns
                 lines = f.read().splitlines()
         except FileNotFoundError:
             raise RumpfsError(f"{self.path}: spec file does not exist") from None
@@ -86,6 +96,10 @@ class SpecFile(Layer):
 
     def _line(self, tree: Tree, words: list[bytes], where: str, base: str) -> None:
         kind = words[0].decode("ascii", "replace")
+        if kind != "meta" and len(words) > 1:
+            # Missing parents are made as the spec's directories: 0755, 0:0, its time.
+            parents = words[1].rstrip(b"/").rpartition(b"/")[0]
+            tree.mkdirs(parents, Node(DIR | 0o755, mtime_ns=self.mtime_ns, origin=where))
         args = [w.decode("utf-8", "surrogateescape") for w in words[1:]]
         name = words[1] if len(words) > 1 else b""
         if kind == "meta":
@@ -112,12 +126,14 @@ class SpecFile(Layer):
                         origin=where)
             tree.put(name, node)
             for link in words[6:]:
+                tree.mkdirs(link.rstrip(b"/").rpartition(b"/")[0],
+                            Node(DIR | 0o755, mtime_ns=self.mtime_ns, origin=where))
                 tree.put(link, node)
         elif kind in _KINDS:
             ftype, n = _KINDS[kind]
             need(n, "<name> <mode> <uid> <gid>")
             tree.put(name, Node(ftype | _mode(args[1], where), _int(args[2], 10, where, "uid"),
-                                _int(args[3], 10, where, "gid"), origin=where))
+                                _int(args[3], 10, where, "gid"), self.mtime_ns, origin=where))
         elif kind == "nod":
             need(7, "<name> <mode> <uid> <gid> <b|c> <major> <minor>")
             if args[4] not in ("b", "c"):
@@ -125,11 +141,13 @@ class SpecFile(Layer):
             ftype = stat.S_IFBLK if args[4] == "b" else stat.S_IFCHR
             rdev = os.makedev(_int(args[5], 10, where, "major"), _int(args[6], 10, where, "minor"))
             tree.put(name, Node(ftype | _mode(args[1], where), _int(args[2], 10, where, "uid"),
-                                _int(args[3], 10, where, "gid"), rdev=rdev, origin=where))
+                                _int(args[3], 10, where, "gid"), self.mtime_ns, rdev=rdev,
+                                origin=where))
         elif kind == "slink":
             need(5, "<name> <target> <mode> <uid> <gid>")
             tree.put(name, Node(stat.S_IFLNK | _mode(args[2], where), _int(args[3], 10, where, "uid"),
-                                _int(args[4], 10, where, "gid"), target=words[2], origin=where))
+                                _int(args[4], 10, where, "gid"), self.mtime_ns, target=words[2],
+                                origin=where))
         else:
             raise RumpfsError(f"{where}: unknown entry type {kind!r} "
                               f"(file, dir, nod, slink, pipe, sock, meta)")

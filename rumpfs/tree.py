@@ -318,27 +318,51 @@ class Tree:
         return parent.children.pop(parts[-1], None) is not None
 
     def glob(self, pattern: bytes | str) -> list[bytes]:
-        """Paths matching a shell pattern, ``*`` not crossing ``/``."""
-        from fnmatch import fnmatchcase  # imported here: only --remove needs it
+        """Image paths matching a pattern, in walk order, each once.
 
+        Shell globs per name (``*``, ``?``, ``[...]``; ``*`` never crosses
+        ``/``), plus gitignore's ``**``: a whole path component ``**``
+        matches zero or more directories, so ``/usr/lib/**/__pycache__``
+        finds ``/usr/lib/__pycache__`` and every one below it, and
+        ``/opt/**`` everything inside ``/opt``.  A ``**`` inside a name
+        (``a**b``) is an ordinary ``*``.
+        """
         parts = split_path(pattern)
-        found = [(b"", self.root)]
-        for part in parts:
-            nxt = []
-            magic = any(c in part for c in b"*?[")
-            for path, node in found:
-                if node.children is None:
-                    continue
-                if not magic:
-                    child = node.children.get(part)
-                    if child is not None:
-                        nxt.append((join(path, part), child))
-                    continue
-                for name in sorted(node.children):
-                    if fnmatchcase(name, part):
-                        nxt.append((join(path, name), node.children[name]))
-            found = nxt
-        return [p for p, _ in found]
+        found: dict[bytes, None] = {}
+        # (index of the next component, path, node); a set keeps two routes
+        # through ** to the same place from doing the work twice.
+        todo = [(0, b"", self.root)]
+        seen = set()
+        while todo:
+            i, path, node = todo.pop()
+            if (i, path) in seen:
+                continue
+            seen.add((i, path))
+            if i == len(parts):
+                found[path] = None
+                continue
+            part = parts[i]
+            if node.children is None:
+                continue
+            if part == GLOBSTAR:
+                if i + 1 == len(parts):
+                    # A trailing ** is everything inside, not the directory itself.
+                    todo.extend((i + 1, join(path, name), child)
+                                for name, child in node.children.items())
+                else:
+                    todo.append((i + 1, path, node))  # zero directories
+                todo.extend((i, join(path, name), child)
+                            for name, child in node.children.items() if child.is_dir)
+                continue
+            if not any(c in part for c in b"*?["):
+                child = node.children.get(part)
+                if child is not None:
+                    todo.append((i + 1, join(path, part), child))
+                continue
+            from fnmatch import fnmatchcase  # imported here: only patterns need it
+            todo.extend((i + 1, join(path, name), child)
+                        for name, child in node.children.items() if fnmatchcase(name, part))
+        return sorted(found, key=_walk_order)
 
     # -- traversal ----------------------------------------------------------
     def walk(self) -> Iterator[WalkEntry]:
@@ -415,6 +439,15 @@ class Tree:
             total += len(node.children)
             stack.extend(c for c in node.children.values() if c.children is not None)
         return total
+
+
+#: The path component that matches any number of directories in patterns.
+GLOBSTAR = b"**"
+
+
+def _walk_order(path: bytes) -> list[bytes]:
+    """Sort key putting paths in :meth:`Tree.walk` order (parents first)."""
+    return path.split(b"/")
 
 
 def place(parent: Node, name: bytes, node: Node) -> None:

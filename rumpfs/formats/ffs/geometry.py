@@ -39,6 +39,13 @@ MAXPHYS = 65536
 UFS1_MAX_IPG = 0x7FFF
 #: Largest fs_size of UFS1 (32-bit fragment numbers in inodes and fs_old_size).
 UFS1_MAX_FRAGS = 0x7FFFFFFF
+#: The smallest image every BSD kernel mounts: NetBSD and FreeBSD probe the
+#: superblock locations in turn (fs.h SBLOCKSEARCH, UFS2's at 65536 first),
+#: and a read past the end of the device aborts the mount (fsck: "CANNOT
+#: READ: BLK 128").  So an image covers 64 KiB plus one superblock; in a UFS1
+#: image that candidate is free space, zeros, which no probe takes for a
+#: superblock.
+MIN_IMAGE_BYTES = L.SBLOCK_UFS2 + L.SBLOCKSIZE
 #: Largest cylinder-group count tried before giving up.
 MAX_NCG = 1 << 20
 
@@ -244,6 +251,12 @@ def solve_auto(p: Params, need: Need) -> Geometry:
         size = (ncg - 1) * fpg + dblkno + last * p.frag
         return _checked(p, Geometry(p, ncg, ipg, fpg, size))
     raise RumpfsError(f"the tree does not fit in {MAX_NCG} cylinder groups ({p.describe()})")
+
+
+def floor_bytes(p: Params) -> int:
+    """The smallest image size for these parameters: :data:`MIN_IMAGE_BYTES`
+    in whole blocks (the file system covers whole blocks of an image)."""
+    return roundup(MIN_IMAGE_BYTES, p.bsize)
 
 
 def solve_fixed(p: Params, need: Need, size_bytes: int) -> Geometry | None:

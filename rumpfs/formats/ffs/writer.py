@@ -573,6 +573,7 @@ class Writer:
             need.inodes = want
             geo = G.solve_auto(p, need)
         minimum = geo.image_bytes
+        floor = G.floor_bytes(p)
 
         exact = o.get("size")
         min_size = o.get("min_size")
@@ -581,9 +582,16 @@ class Writer:
         if exact is not None:
             target = G.parse_amount(exact, "--size")
             what = "--size"
-        elif min_size is not None and G.parse_amount(min_size, "--min-size") > minimum:
+            if target < floor:
+                raise RumpfsError(f"--size {target}: smaller than {floor} bytes, the smallest "
+                                  f"FFS image every BSD kernel mounts ({_floor_why(p)})")
+        elif min_size is not None and G.parse_amount(min_size, "--min-size") > max(minimum, floor):
             target = G.parse_amount(min_size, "--min-size")
             what = "--min-size"
+        elif minimum < floor:
+            # A small tree: the file system covers the floor, like --size would.
+            target = floor
+            what = "the smallest image"
         if target is not None:
             if density is not None:
                 need.inodes = max(need.inodes, howmany(target, density))
@@ -593,7 +601,7 @@ class Writer:
                 fixed = G.solve_fixed(p, need, target)
             if fixed is None:
                 raise RumpfsError(f"{what} {target}: too small, the tree needs at least "
-                                  f"{minimum} bytes ({_summary(plan, p, geo)})")
+                                  f"{max(minimum, floor)} bytes ({_summary(plan, p, geo)})")
             geo = fixed
             self.file_size = target
         else:
@@ -602,6 +610,9 @@ class Writer:
             limit = G.parse_amount(max_size, "--max-size")
             if exact is not None and target > limit:
                 raise RumpfsError(f"--size {target} is larger than --max-size {limit}")
+            if limit < floor:
+                raise RumpfsError(f"--max-size {limit}: smaller than {floor} bytes, the smallest "
+                                  f"FFS image every BSD kernel mounts ({_floor_why(p)})")
             if self.file_size > limit:
                 raise RumpfsError(f"--max-size {limit}: too small, the tree needs "
                                   f"{self.file_size} bytes ({_summary(plan, p, geo)})")
@@ -1255,6 +1266,14 @@ def _bitmap(nbytes: int, runs) -> bytearray:
             buf[s >> 3] |= 1 << (s & 7)
             s += 1
     return buf
+
+
+def _floor_why(p: G.Params) -> str:
+    """Why the floor is what it is, for error messages."""
+    what = f"64 KiB + one {L.SBLOCKSIZE}-byte superblock: kernels probe for one at {L.SBLOCK_UFS2}"
+    if G.MIN_IMAGE_BYTES % p.bsize:
+        what += f"; in whole {p.bsize}-byte blocks"
+    return what
 
 
 def _int_opt(value, name: str):
