@@ -187,7 +187,7 @@ def _format_for_template(name: str | None, fmt, template: str | None) -> str:
     if name is None:
         return tmpl.formats[0] if tmpl.formats else DEFAULT_CONTAINER_FORMAT
     if tmpl.formats and fmt.name not in tmpl.formats:
-        raise OptionError(f"--template {tmpl.name}: its kernel reads {' or '.join(tmpl.formats)} "
+        raise OptionError(f"--template {template}: its kernel reads {' or '.join(tmpl.formats)} "
                           f"images, not {fmt.name}")
     return name
 
