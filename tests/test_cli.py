@@ -100,6 +100,26 @@ def test_linux_initramfs_template_compresses_when_asked(src, tmp_path, method, t
     assert_holds(src, extracted_by_gnu_cpio(archive, tmp_path / "out"))
 
 
+@pytest.mark.parametrize("method", ["gzip", "lz4"])
+def test_rumpfs_reads_an_object_holding_a_compressed_cpio(src, tmp_path, method):
+    obj = tmp_path / "initramfs.o"
+    pack(src, "-o", obj, "--template", "linux-initramfs", "--compress", method)
+    assert run_rumpfs("cat", obj, "hello").stdout == (src / "hello").read_bytes()
+    assert run_rumpfs("check", obj).out == f"{obj}: cpio: clean\n"
+    assert "format: cpio" in run_rumpfs("info", obj).out
+    listed = run_rumpfs("ls", obj).out.splitlines()
+    assert sorted(line.split()[-1] for line in listed if "->" not in line) == \
+        ["/", "/bin", "/bin/init", "/hello"]
+    run_rumpfs("extract", obj, tmp_path / "out")
+    expected = normalized(scan_host(src))
+    actual = scan_host(tmp_path / "out")
+    expected[b""]["mtime"] = actual[b""]["mtime"] = None  # the target directory's own
+    if os.geteuid() != 0:
+        for r in list(expected.values()) + list(actual.values()):
+            r["uid"] = r["gid"] = None
+    assert_same(expected, actual)
+
+
 def test_unikraft_einitrd_template_holds_a_cpio_archive(src, tmp_path):
     obj = tmp_path / "einitrd.o"
     res = pack(src, "-o", obj, "--template", "unikraft-einitrd", "-v")
