@@ -14,7 +14,6 @@ import errno
 import gc
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 
 from . import formats
@@ -193,11 +192,8 @@ def _format_for_template(name: str | None, fmt, template: str | None) -> str:
 
 
 def _compression(output: str, opts: PackOptions, container, fmt_name: str) -> str | None:
-    from .compress import LEVELS
     _, suffix_comp = (None, None) if container else formats.from_suffix(output)
     comp = opts.compress
-    if comp is not None and comp != "none" and comp not in LEVELS:
-        raise OptionError(f"--compress {comp}: unknown (known: {', '.join(LEVELS)}, none)")
     if suffix_comp is not None:
         if comp is not None and comp != suffix_comp:
             raise OptionError(f"--compress {comp}: contradicts the output name {output} "
@@ -205,17 +201,22 @@ def _compression(output: str, opts: PackOptions, container, fmt_name: str) -> st
         comp = suffix_comp
     elif comp not in (None, "none") and not container and output.lower().endswith(".cpio"):
         raise OptionError(f"--compress {comp}: contradicts the output name {output} "
-                          f"(an uncompressed cpio; name it {output}{_SUFFIX_OF[comp]})")
+                          f"(an uncompressed cpio; name it {output}{_SUFFIX_OF.get(comp, '')})")
     if comp == "none":
         comp = None
-    if comp and fmt_name != "cpio":
-        raise OptionError(f"--compress {comp}: only cpio images are compressed "
-                          f"(the format is {fmt_name})")
     level = opts.compress_level
-    if level is not None:
-        if not comp:
+    if not comp:
+        if level is not None:
             raise OptionError(f"--compress-level {level}: nothing is compressed "
                               f"(give --compress or a compressed output name)")
+        return None
+    from .compress import LEVELS  # only here: it imports construct
+    if comp not in LEVELS:
+        raise OptionError(f"--compress {comp}: unknown (known: {', '.join(LEVELS)}, none)")
+    if fmt_name != "cpio":
+        raise OptionError(f"--compress {comp}: only cpio images are compressed "
+                          f"(the format is {fmt_name})")
+    if level is not None:
         low, high = LEVELS[comp]
         if isinstance(level, bool) or not isinstance(level, int) or not low <= level <= high:
             raise OptionError(f"--compress-level {level}: {comp} levels are {low} to {high}")
@@ -229,6 +230,8 @@ _SUFFIX_OF = {"gzip": ".gz", "xz": ".xz", "zstd": ".zst", "lz4": ".lz4"}
 def _check_room(output: str, flag: str, size: int) -> None:
     """Refuse at once an image size the output's file system cannot hold
     (ext4 stops at 16 TiB), rather than after writing the metadata."""
+    import tempfile  # only here: a few ms of every run's start-up otherwise
+
     directory = os.path.dirname(os.path.abspath(output))
     try:
         with tempfile.TemporaryFile(dir=directory, prefix=".rumpfs-size.") as probe:

@@ -14,7 +14,6 @@ depend on the format or the compressor, contradictions) are checked by
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib
 import os
 import signal
@@ -76,6 +75,7 @@ def parse_timestamp(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
+        import datetime  # only for a date: a few ms of every run's start-up otherwise
         try:
             dt = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
