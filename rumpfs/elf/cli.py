@@ -125,8 +125,23 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=cmd_wrap)
 
 
+def check_template_format(template: str | None, image_format: str | None) -> None:
+    """An image format named for wrap must be one the template's kernel reads
+    (raw, an unknown kind of image, is left to the user)."""
+    from ..errors import OptionError
+    from . import registry, templates
+    if template is None or image_format is None:
+        return
+    tmpl = templates.resolve(template)
+    code = registry.format_code(image_format)
+    if tmpl.formats and code != registry.FMT_RAW and code not in map(registry.format_code, tmpl.formats):
+        raise OptionError(f"--template {template}: its kernel reads {' or '.join(tmpl.formats)} "
+                          f"images, not {image_format}")
+
+
 def cmd_wrap(args) -> int:
     from . import wrap
+    check_template_format(args.template, args.image_format)
     size = wrap(args.image, args.output, target=args.target, like=args.like,
                 float_abi=args.float_abi, template=args.template, name=args.name,
                 mount_point=args.mount_point, writable=bool(args.writable),

@@ -46,8 +46,7 @@ DEFAULT_ALIGN = 4096
 #: Largest alignment accepted (1 GiB; beyond that the object is mostly padding).
 MAX_ALIGN = 1 << 30
 
-# Character sets rather than regular expressions: importing re would cost
-# every `pack -o x.o` more start-up than writing a small object.
+# The characters names may use (C identifiers, and what GNU as takes unquoted).
 _IDENT_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _IDENT_CHARS = _IDENT_START | frozenset("0123456789")
 #: Characters a section name may use (GNU as accepts these unquoted).
