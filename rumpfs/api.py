@@ -10,12 +10,14 @@ bare, compressed, or wrapped in a linkable object -- atomically.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import sys
+from dataclasses import dataclass, field
 
 from . import formats
-from .errors import RumpfsError
+from .errors import OptionError, RumpfsError
 from .hostwalk import HostStream
 from .output import AtomicOutput, Copier, ImageSink, Progress
 from .sources import HostDirectory, Layer, Policy, Remove, build_tree, settle_times, stubetc_layer
@@ -29,70 +31,49 @@ CONTAINER_SUFFIXES = {".o": "elf", ".S": "asm", ".s": "asm", ".c": "c"}
 DEFAULT_CONTAINER_FORMAT = "ffs"
 
 
+@dataclass
 class PackOptions:
     """Everything ``rumpfs pack`` can be told, with the command line's defaults.
 
-    ``PackOptions(format="ffs", remove=["/etc/motd"])``: keyword arguments
-    name the attributes below; any other name is an error.  (A plain class:
-    importing dataclasses would cost every run more than packing a small tree.)
+    ``PackOptions(format="ffs", remove=["/etc/motd"])``; an unknown keyword is
+    a TypeError, and :func:`choose_format` refuses unknown keys in
+    ``format_options`` and ``container_options`` and contradictions
+    (docs/options.md).
     """
 
-    #: Attribute -> default; a callable default makes a fresh value per instance.
-    DEFAULTS = {
-        "format": None,
-        "stubetc": True,
-        "remove": list,
-        #: Spec files (gen_init_cpio list format + meta lines), after the directories.
-        "spec": list,
-        "keep_owner": False,
-        "timestamp": None,
-        "compress": None,
-        "compress_level": None,
-        #: 'little' or 'big'; None: the container target's, else the host's.
-        "byteorder": None,
-        #: Options of the image format (FFS sizes and so on), by name.
-        "format_options": dict,
-        #: Options of the container (target, template, name, ...), by name.
-        "container_options": dict,
-        #: Generate pwd.db/spwd.db/passwd from master.passwd.
-        "pwdb": True,
-        #: A rumprun JSON launch configuration to bake in.
-        "config": None,
-        "progress": None,
-        #: Extra layers applied after the host directories (API users).
-        "layers": list,
-    }
-
-    def __init__(self, **options):
-        unknown = options.keys() - self.DEFAULTS.keys()
-        if unknown:
-            raise TypeError(f"PackOptions: unknown option(s) {', '.join(sorted(unknown))}")
-        for name, default in self.DEFAULTS.items():
-            if name in options:
-                value = options[name]
-            else:
-                value = default() if callable(default) else default
-            setattr(self, name, value)
-
-    def __repr__(self):
-        return "PackOptions(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.DEFAULTS) + ")"
+    format: str | None = None
+    stubetc: bool = True
+    remove: list = field(default_factory=list)
+    #: Spec files (gen_init_cpio list format + meta lines), after the directories.
+    spec: list = field(default_factory=list)
+    keep_owner: bool = False
+    timestamp: int | None = None
+    compress: str | None = None
+    compress_level: int | None = None
+    #: 'little' or 'big'; None: the container target's, else the host's.
+    byteorder: str | None = None
+    #: Options of the image format (FFS sizes and so on), by name.
+    format_options: dict = field(default_factory=dict)
+    #: Options of the container (target, template, name, ...), by name.
+    container_options: dict = field(default_factory=dict)
+    #: Generate pwd.db/spwd.db/passwd from master.passwd.
+    pwdb: bool = True
+    #: A rumprun JSON launch configuration to bake in.
+    config: str | None = None
+    progress: bool | None = None
+    #: Extra layers applied after the host directories (API users).
+    layers: list = field(default_factory=list)
 
 
+@dataclass
 class PackResult:
     """What :func:`pack` wrote."""
 
-    __slots__ = ("output", "format", "container", "image_size", "entries")
-
-    def __init__(self, output: str, format: str, container: str | None, image_size: int,
-                 entries: int):
-        self.output = output
-        self.format = format
-        self.container = container
-        self.image_size = image_size
-        self.entries = entries
-
-    def __repr__(self):
-        return "PackResult(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
+    output: str
+    format: str
+    container: str | None
+    image_size: int
+    entries: int
 
 
 def make_layers(sources, opts: PackOptions) -> list[Layer]:
@@ -110,25 +91,156 @@ def container_of(output: str) -> str | None:
 
 
 def choose_format(output: str, opts: PackOptions) -> tuple[str, str | None]:
-    """(image format, compression) from the options or the output's name."""
-    suffix_format, suffix_comp = formats.from_suffix(output)
-    name = opts.format
-    if name is None:
-        if container_of(output):
-            name = opts.container_options.get("image_format") or DEFAULT_CONTAINER_FORMAT
-        elif suffix_format:
+    """(image format, compression) from the options and the output's name.
+
+    Checks every option before any work: unknown option names, values out
+    of range, and options that contradict each other or the output name
+    (the rules are listed in docs/options.md) raise :class:`OptionError`.
+    """
+    co = opts.container_options
+    _check_keys("container_options", co, _container_keys())
+    container = container_of(output)
+    if not container:
+        given = [k for k in _container_keys() if co.get(k) is not None]
+        if given:
+            raise OptionError(f"{_flag(given[0])}: only for an object output "
+                              f"({', '.join(CONTAINER_SUFFIXES)}), not {output}")
+    if opts.byteorder not in (None, "little", "big"):
+        raise OptionError(f"byteorder {opts.byteorder!r}: must be 'little' or 'big'")
+
+    name, fmt = _named_format(opts)
+    if container:
+        name = _format_for_template(name, fmt, co.get("template"))
+    else:
+        suffix_format, _ = formats.from_suffix(output)
+        if name is None:
+            if suffix_format is None:
+                raise OptionError(f"{output}: cannot tell the image format from the name; "
+                                  f"give --format ({', '.join(formats.names())})")
             name = suffix_format
-        else:
-            raise RumpfsError(f"{output}: cannot tell the image format from the name; "
-                              f"give --format ({', '.join(formats.names())})")
-    fmt = formats.get(name)
-    comp = opts.compress if opts.compress is not None else suffix_comp
+        elif suffix_format is not None and _family(name) != _family(suffix_format):
+            raise OptionError(f"--format {opts.format}: contradicts the output name {output} "
+                              f"({suffix_format})")
+    fmt = _format(name)
+    comp = _compression(output, opts, container, fmt.name)
+
+    _check_keys("format_options", opts.format_options, _format_keys())
+    for key in opts.format_options:
+        if key not in fmt.option_names:
+            raise OptionError(f"{_flag(key)}: not an option of {fmt.name} images")
+    requested = fmt.check_options(opts.format_options)
+    if requested is not None:
+        _check_room(output, *requested)
+    return fmt.name, comp
+
+
+def _flag(key: str) -> str:
+    """The command-line option of an API option name."""
+    return "--" + key.replace("_", "-")
+
+
+def _check_keys(what: str, options: dict, known) -> None:
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise OptionError(f"{what}: unknown option(s) {', '.join(map(repr, unknown))} "
+                          f"(known: {', '.join(sorted(known))})")
+
+
+def _container_keys() -> tuple[str, ...]:
+    from .elf.cli import OPTION_KEYS
+    return OPTION_KEYS
+
+
+def _format_keys() -> set[str]:
+    return {key for fmt in formats.available() for key in fmt.option_names}
+
+
+def _format(name: str):
+    try:
+        return formats.get(name)
+    except RumpfsError as e:
+        raise OptionError(str(e)) from None
+
+
+def _family(name: str) -> str:
+    """FFS UFS1 and UFS2 share the .img name."""
+    fmt = _format(name).name
+    return "ffs" if fmt.startswith("ffs") else fmt
+
+
+def _named_format(opts: PackOptions):
+    """The format --format or --image-format names (they must agree), or (None, None)."""
+    image_format = opts.container_options.get("image_format")
+    if opts.format is not None and image_format is not None:
+        if _format(opts.format).name != _format(image_format).name:
+            raise OptionError(f"--format {opts.format}: contradicts --image-format {image_format}")
+    name = opts.format if opts.format is not None else image_format
+    return name, (None if name is None else _format(name))
+
+
+def _format_for_template(name: str | None, fmt, template: str | None) -> str:
+    """The image format inside an object: the one named, which the
+    template's kernel must read, else the template's default."""
+    from .elf import templates
+    tmpl = templates.resolve(template)
+    if name is None:
+        return tmpl.formats[0] if tmpl.formats else DEFAULT_CONTAINER_FORMAT
+    if tmpl.formats and fmt.name not in tmpl.formats:
+        raise OptionError(f"--template {template}: its kernel reads {' or '.join(tmpl.formats)} "
+                          f"images, not {fmt.name}")
+    return name
+
+
+def _compression(output: str, opts: PackOptions, container, fmt_name: str) -> str | None:
+    _, suffix_comp = (None, None) if container else formats.from_suffix(output)
+    comp = opts.compress
+    if suffix_comp is not None:
+        if comp is not None and comp != suffix_comp:
+            raise OptionError(f"--compress {comp}: contradicts the output name {output} "
+                              f"({suffix_comp})")
+        comp = suffix_comp
+    elif comp not in (None, "none") and not container and output.lower().endswith(".cpio"):
+        raise OptionError(f"--compress {comp}: contradicts the output name {output} "
+                          f"(an uncompressed cpio; name it {output}{_SUFFIX_OF.get(comp, '')})")
     if comp == "none":
         comp = None
-    if comp and fmt.name != "cpio":
-        raise RumpfsError(f"--compress {comp}: only cpio images are compressed "
-                          f"(the format is {fmt.name})")
-    return fmt.name, comp
+    level = opts.compress_level
+    if not comp:
+        if level is not None:
+            raise OptionError(f"--compress-level {level}: nothing is compressed "
+                              f"(give --compress or a compressed output name)")
+        return None
+    from .compress import LEVELS  # only here: it imports construct
+    if comp not in LEVELS:
+        raise OptionError(f"--compress {comp}: unknown (known: {', '.join(LEVELS)}, none)")
+    if fmt_name != "cpio":
+        raise OptionError(f"--compress {comp}: only cpio images are compressed "
+                          f"(the format is {fmt_name})")
+    if level is not None:
+        low, high = LEVELS[comp]
+        if isinstance(level, bool) or not isinstance(level, int) or not low <= level <= high:
+            raise OptionError(f"--compress-level {level}: {comp} levels are {low} to {high}")
+    return comp
+
+
+#: Compression -> the output suffix that names it.
+_SUFFIX_OF = {"gzip": ".gz", "xz": ".xz", "zstd": ".zst", "lz4": ".lz4"}
+
+
+def _check_room(output: str, flag: str, size: int) -> None:
+    """Refuse at once an image size the output's file system cannot hold
+    (ext4 stops at 16 TiB), rather than after writing the metadata."""
+    import tempfile  # only here: a few ms of every run's start-up otherwise
+
+    directory = os.path.dirname(os.path.abspath(output))
+    try:
+        with tempfile.TemporaryFile(dir=directory, prefix=".rumpfs-size.") as probe:
+            os.truncate(probe.fileno(), size)
+    except OSError as e:
+        if e.errno == errno.EFBIG:
+            raise OptionError(f"{flag}: {size} bytes is more than a file in {directory} can hold "
+                              f"(EFBIG)") from None
+        # Anything else (no such directory, no permission) is the output's own error, later.
 
 
 def prepare_tree(layers: list[Layer], opts: PackOptions, byteorder: str, policy: Policy) -> Tree:

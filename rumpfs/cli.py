@@ -1,29 +1,25 @@
-"""``rumpfs`` command line: a thin layer over :mod:`rumpfs.api`.
+"""``rumpfs`` command line: a thin layer over :mod:`rumpfs.api`, parsed by argparse.
 
 Other parts of rumpfs add their options and commands through the modules in
 ``EXTENSIONS``: each may define ``add_pack_arguments(parser)``,
 ``pack_options(args, opts)`` and ``add_commands(subparsers)``.
 
-``rumpfs pack`` with ordinary arguments is parsed without argparse (which
-imports re, gettext and enum, and builds every subcommand's parser: together
-a good part of the start-up of a small pack).  The pack options are declared
-once, in :func:`add_pack_arguments`, against any parser-like object: a
-:class:`ArgumentRecorder` records them for :func:`parse_pack_quickly`, which
-handles only the forms it gets exactly as argparse would and gives up (None)
-on anything else; argparse, built from the same declaration, then decides,
-and prints its help and errors as always.
+Every error is one line on stderr, ``rumpfs: error: ...``, with exit status
+1: a bad or contradictory option as much as a bad input file (see
+docs/options.md).  Options that argparse alone cannot judge (ranges that
+depend on the format or the compressor, contradictions) are checked by
+:func:`rumpfs.api.check_options` before any work.
 """
 
 from __future__ import annotations
 
-# _signal rather than signal: the signal module imports enum, which costs
-# more start-up than everything rumpfs does before packing.
-import _signal
+import argparse
 import importlib
 import os
+import signal
 import sys
 
-from . import __version__, formats
+from . import __version__, formats, sources
 from .errors import RumpfsError
 
 EXTENSIONS = ("rumpfs.elf.cli", "rumpfs.etc.cli")
@@ -34,6 +30,8 @@ for an output named *.o, wrap it in an ELF object a kernel links, so the
 kernel mounts it as its root with no disk at all.
 """
 
+PACK_USAGE = "%(prog)s [SRC ...] -o OUT [options]"
+
 PACK_EPILOG = """\
 Sources are layers applied in order, later wins: the default /etc (stubetc,
 unless --no-stubetc), then each SRC directory (DIR:/dest grafts it at /dest
@@ -43,14 +41,25 @@ when it is set, and nothing depends on directory order or umask.
 
 The format comes from --format or the output name: .cpio, .cpio.gz,
 .cpio.xz, .cpio.zst, .cpio.lz4 (cpio newc), .img/.ffs (FFS), .o/.S/.c (an
-object holding the image).  The output is written to a temporary file and
-renamed at the end: after an error there is no partial output.
+object holding the image: FFS, or cpio for --template linux-initramfs and
+unikraft-einitrd; --image-format chooses).  Options that contradict each
+other or the output name are errors (docs/options.md lists the rules).
+The output is written to a temporary file and renamed at the end: after an
+error there is no partial output.
 
 examples:
   rumpfs pack rootfs/ -o root.cpio.gz
   rumpfs pack rootfs/ www/:/var/www --remove /etc/motd -o root.img
   SOURCE_DATE_EPOCH=1700000000 rumpfs pack rootfs/ -o root.o --target aarch64
+  rumpfs pack rootfs/ -o initramfs.o --template linux-initramfs --compress gzip
 """
+
+#: --endian spellings: ours and makefs's (-B be|le|4321|1234|big|little).
+ENDIAN_SPELLINGS = {"big": "big", "be": "big", "4321": "big",
+                    "little": "little", "le": "little", "1234": "little"}
+
+#: Largest --timestamp: its nanoseconds still fit the signed 64-bit times of UFS2.
+MAX_TIMESTAMP = ((1 << 63) - 1) // 1_000_000_000
 
 
 def _extensions():
@@ -62,50 +71,42 @@ def _extensions():
 
 
 def parse_timestamp(text: str) -> int:
+    """Seconds since the epoch, or an ISO 8601 date (UTC unless it says otherwise)."""
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        pass
-    import datetime
+        import datetime  # only for a date: a few ms of every run's start-up otherwise
+        try:
+            dt = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: give seconds since the epoch or an ISO 8601 date") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=datetime.timezone.utc)
+        value = int(dt.timestamp())
+    if not 0 <= value <= MAX_TIMESTAMP:
+        raise argparse.ArgumentTypeError(f"{text}: must be from 0 (1970) to {MAX_TIMESTAMP}")
+    return value
+
+
+def parse_endian(text: str) -> str:
+    """'big' or 'little' from any of makefs's spellings."""
     try:
-        dt = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        import argparse  # here only: parsing a good value must not load argparse
+        return ENDIAN_SPELLINGS[text.lower()]
+    except KeyError:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: give seconds since the epoch or an ISO 8601 date") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=datetime.timezone.utc)
-    return int(dt.timestamp())
+            f"{text!r}: give {', '.join(ENDIAN_SPELLINGS)}") from None
 
 
-def _terminal_columns() -> int:
-    try:
-        return int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        pass
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns
-    except (AttributeError, ValueError, OSError):
-        return 80
+class Parser(argparse.ArgumentParser):
+    """argparse with rumpfs's error convention: one line, exit status 1."""
+
+    def error(self, message):
+        self.exit(1, f"rumpfs: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser():
-    """The argparse parser of every command: help, errors, and whatever
-    :func:`parse_pack_quickly` leaves to it."""
-    import argparse
-
-    class Parser(argparse.ArgumentParser):
-        """argparse makes a help formatter for every add_argument (to check the
-        metavar), and each one asks the terminal for its width: asked once here,
-        which keeps building the parser cheap."""
-
-        width = None
-
-        def _get_formatter(self):
-            if Parser.width is None:
-                Parser.width = _terminal_columns() - 2  # the margin argparse keeps
-            return self.formatter_class(prog=self.prog, width=Parser.width)
-
+def build_parser() -> Parser:
+    """The parser of every command."""
     parser = Parser(
         prog="rumpfs", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,6 +115,7 @@ def build_parser():
     sub.required = True
 
     p = sub.add_parser("pack", help="bake directories into an image or object",
+                       usage=PACK_USAGE,
                        description="Bake directories into an image or a linkable object.",
                        epilog=PACK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_pack_arguments(p)
@@ -137,17 +139,28 @@ def build_parser():
     for ext in _extensions():
         if hasattr(ext, "add_commands"):
             ext.add_commands(sub)
+    for command in sub.choices.values():
+        # Words no option takes are reported by the command's parser, with its help.
+        command.set_defaults(command_parser=command)
     return parser
 
 
-def add_pack_arguments(p) -> None:
-    """Declare every option of ``rumpfs pack`` on ``p``: the argparse parser,
-    or an :class:`ArgumentRecorder` for the quick parser."""
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def add_pack_arguments(p: argparse.ArgumentParser) -> None:
+    """Declare every option of ``rumpfs pack`` on ``p``."""
     p.add_argument("sources", nargs="*", metavar="SRC",
                    help="host directory, or DIR:/dest to graft it at /dest in the image")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file")
     p.add_argument("-f", "--format", metavar="FMT",
-                   help=f"image format: {', '.join(formats.names())} (default: from the output name)")
+                   help=f"image format: {', '.join(formats.names())} (default: from the output "
+                        f"name; for an object, the image inside)")
     p.add_argument("--no-stubetc", dest="stubetc", action="store_false",
                    help="do not start from the default minimal /etc")
     p.add_argument("--spec", action="append", default=[], metavar="FILE",
@@ -162,15 +175,21 @@ def add_pack_arguments(p) -> None:
                    help="set every time to TIME (seconds or ISO 8601); "
                         "default: host times clamped to SOURCE_DATE_EPOCH when set")
     p.add_argument("--compress", choices=["none", "gzip", "xz", "zstd", "lz4"],
-                   help="compress a cpio image (default: from the output suffix)")
-    p.add_argument("--compress-level", type=int, metavar="N", help="compression level")
-    p.add_argument("--endian", choices=["little", "big"],
-                   help="byte order of the image metadata (default: the target's, else the host's)")
+                   help="compress a cpio image (default: from the output suffix; "
+                        "must agree with it)")
+    p.add_argument("--compress-level", type=int, metavar="N",
+                   help="compression level: gzip 1-9, xz 0-9, zstd 1-22, lz4 1-12")
+    p.add_argument("--endian", type=parse_endian, metavar="ORDER",
+                   help="byte order of the image metadata: big (be, 4321) or little (le, 1234); "
+                        "default: the target's, else the host's")
     prog = p.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None,
                       help="show progress on stderr (default: when stderr is a terminal)")
     prog.add_argument("--no-progress", dest="progress", action="store_false")
-    p.add_argument("-v", "--verbose", action="store_true", help="print what was written")
+    noise = p.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="print what was written")
+    noise.add_argument("-q", "--quiet", action="store_true",
+                       help="print no warnings (and no progress unless --progress)")
     for fmt in formats.available():
         group = p.add_argument_group(f"{fmt.name} options")
         fmt.add_arguments(group)
@@ -180,240 +199,13 @@ def add_pack_arguments(p) -> None:
     p.set_defaults(func=cmd_pack)
 
 
-# -- the quick parser of ``rumpfs pack`` ----------------------------------------------
-
-#: The add_argument actions the quick parser handles, with argparse's default for each.
-_KIND_DEFAULTS = {"store": None, "store_true": False, "store_false": True, "append": None}
-_KNOWN_KEYWORDS = {"action", "dest", "default", "type", "choices", "required", "nargs",
-                   "metavar", "help"}
-_SUPPRESS = "==SUPPRESS=="  # argparse.SUPPRESS, without importing argparse
-_INVALID = object()  # a value its type function refused
-
-
-class _Declared:
-    """One add_argument call.  Its attributes have the names argparse's
-    Action uses, so that code setting one after the call (elf/cli.py sets
-    ``known``) does on the record what it does on the Action."""
-
-    def __init__(self, flags, kw, defaults):
-        self.option_strings = [f for f in flags if f.startswith("-")]
-        self.kind = kw.get("action", "store")
-        self.nargs = kw.get("nargs")
-        self.type = kw.get("type")
-        self.choices = kw.get("choices")
-        self.required = kw.get("required", False)
-        self.metavar = kw.get("metavar")
-        self.help = kw.get("help")
-        if self.option_strings:
-            long_flags = [f for f in flags if f.startswith("--")]
-            self.dest = kw.get("dest")
-            if self.dest is None:
-                self.dest = (long_flags or flags)[0].lstrip("-").replace("-", "_")
-        else:
-            self.dest = flags[0] if flags else None
-        # As argparse: an explicit default, else one given to set_defaults
-        # before this call, else the action's own.
-        if "default" in kw:
-            self.default = kw["default"]
-        elif self.dest in defaults:
-            self.default = defaults[self.dest]
-        else:
-            self.default = _KIND_DEFAULTS.get(self.kind)
-        self.handled = self._handled(flags, kw)
-        self.exclusive = None
-
-    def _handled(self, flags, kw) -> bool:
-        """Whether the quick parser treats this argument exactly as argparse."""
-        if not flags or set(kw) - _KNOWN_KEYWORDS or self.kind not in _KIND_DEFAULTS:
-            return False
-        if _SUPPRESS in (self.default, self.dest):
-            return False
-        if not self.option_strings:  # the positional: only sources, nargs="*"
-            return (len(flags) == 1 and self.kind == "store" and self.nargs == "*"
-                    and self.type is None and self.choices is None and self.default is None
-                    and not self.required and "dest" not in kw)
-        if len(self.option_strings) != len(flags) or self.nargs is not None:
-            return False
-        if self.kind in ("store_true", "store_false"):
-            return self.type is None and self.choices is None
-        return self.type is None or callable(self.type)
-
-    def takes_value(self) -> bool:
-        return self.kind in ("store", "append")
-
-    def convert(self, text):
-        if self.type is None:
-            return text
-        try:
-            return self.type(text)
-        except Exception:  # argparse, run next, reports it (or lets it through) as always
-            return _INVALID
-
-
-class _ExclusiveGroup:
-    def __init__(self, required):
-        self.required = required
-        self.members = []
-
-
-class ArgumentRecorder:
-    """Accepts the calls :func:`add_pack_arguments` makes on an argparse
-    parser (add_argument, add_argument_group, add_mutually_exclusive_group,
-    set_defaults), records them, and parses with them (:meth:`parse`)."""
-
-    def __init__(self, parent=None, exclusive=None):
-        # Groups share their parser's records, as argparse groups share its actions.
-        self.arguments = parent.arguments if parent else []
-        self.defaults = parent.defaults if parent else {}
-        self.exclusive_groups = parent.exclusive_groups if parent else []
-        self._exclusive = exclusive
-
-    def add_argument(self, *flags, **kw) -> _Declared:
-        declared = _Declared(flags, kw, self.defaults)
-        if self._exclusive is not None:
-            declared.exclusive = self._exclusive
-            self._exclusive.members.append(declared)
-        self.arguments.append(declared)
-        return declared
-
-    def add_argument_group(self, title=None, description=None, **kw) -> ArgumentRecorder:
-        return ArgumentRecorder(self, self._exclusive)
-
-    def add_mutually_exclusive_group(self, required=False) -> ArgumentRecorder:
-        group = _ExclusiveGroup(required)
-        self.exclusive_groups.append(group)
-        return ArgumentRecorder(self, group)
-
-    def set_defaults(self, **kw) -> None:
-        self.defaults.update(kw)
-        for declared in self.arguments:  # argparse updates the arguments declared so far
-            if declared.dest in kw:
-                declared.default = kw[declared.dest]
-
-    def parse(self, args) -> dict | None:
-        """The values by dest that argparse gives for ``args``, or None for
-        anything not handled here exactly as argparse handles it: help,
-        errors, abbreviations, values starting with '-', '--', short
-        options with attached values, words on both sides of an option."""
-        positionals = [d for d in self.arguments if not d.option_strings]
-        if (len(positionals) != 1 or not all(d.handled for d in self.arguments)
-                or any(group.required for group in self.exclusive_groups)):
-            return None
-        by_flag = {}
-        for declared in self.arguments:
-            for flag in declared.option_strings:
-                if flag in by_flag:
-                    return None  # argparse refuses the conflict
-                by_flag[flag] = declared
-
-        # Defaults as argparse sets them: the first argument of each dest, then set_defaults.
-        values = {}
-        for declared in self.arguments:
-            values.setdefault(declared.dest, declared.default)
-        for dest, value in self.defaults.items():
-            values.setdefault(dest, value)
-
-        words = []
-        # argparse gives the positional (nargs="*") the first run of words
-        # only: a word after an option that follows that run is an error.
-        words_ended = False
-        seen = set()
-        i = 0
-        while i < len(args):
-            arg = args[i]
-            i += 1
-            if not isinstance(arg, str):
-                return None
-            if not arg.startswith("-"):
-                if words_ended:
-                    return None
-                words.append(arg)
-                continue
-            if words:  # an option after the words ends them
-                words_ended = True
-            declared, value = by_flag.get(arg), None
-            if declared is None:
-                flag, equals, value = arg.partition("=")
-                if not flag.startswith("--") or not equals or not value:
-                    return None
-                declared = by_flag.get(flag)
-                if declared is None or not declared.takes_value():
-                    return None
-            if declared.kind == "store_true":
-                values[declared.dest] = True
-            elif declared.kind == "store_false":
-                values[declared.dest] = False
-            else:
-                if value is None:
-                    if i == len(args) or not isinstance(args[i], str):
-                        return None
-                    value = args[i]
-                    i += 1
-                if value.startswith("-"):
-                    return None
-                value = declared.convert(value)
-                if value is _INVALID or (declared.choices is not None
-                                         and value not in declared.choices):
-                    return None
-                if declared.kind == "append":
-                    items = values[declared.dest]
-                    if items is None:
-                        items = []
-                    elif type(items) is not list:
-                        return None
-                    value = items + [value]  # a new list, as argparse copies it
-                values[declared.dest] = value
-            seen.add(declared)
-
-        for declared in self.arguments:
-            if declared.required and declared not in seen:
-                return None
-        for group in self.exclusive_groups:
-            if len([d for d in group.members if d in seen]) > 1:
-                return None
-        values[positionals[0].dest] = words
-        # argparse passes a string default that was not overridden through the type function.
-        for declared in self.arguments:
-            if (declared.option_strings and declared not in seen
-                    and isinstance(declared.default, str)
-                    and values[declared.dest] is declared.default):
-                value = declared.convert(declared.default)
-                if value is _INVALID:
-                    return None
-                values[declared.dest] = value
-        return values
-
-
-class Arguments:
-    """Parsed arguments: the attributes argparse's Namespace would have."""
-
-    def __init__(self, values: dict):
-        self.__dict__.update(values)
-
-    def __repr__(self):
-        return "Arguments(" + ", ".join(f"{k}={v!r}" for k, v in sorted(vars(self).items())) + ")"
-
-
-def parse_pack_quickly(argv) -> Arguments | None:
-    """``rumpfs pack ...`` parsed without argparse, or None when argparse
-    must decide."""
-    if not argv or argv[0] != "pack":
-        return None
-    recorder = ArgumentRecorder()
-    add_pack_arguments(recorder)
-    values = recorder.parse(argv[1:])
-    if values is None:
-        return None
-    # As argparse: the subcommand's name, then the subcommand's values.
-    return Arguments({"command": "pack", **values})
-
-
 def pack_options(args):
     from .api import PackOptions
     opts = PackOptions(
         format=args.format, stubetc=args.stubetc, remove=args.remove, spec=args.spec,
         keep_owner=args.keep_owner, timestamp=args.timestamp, compress=args.compress,
-        compress_level=args.compress_level, byteorder=args.endian, progress=args.progress)
+        compress_level=args.compress_level, byteorder=args.endian,
+        progress=False if args.quiet and args.progress is None else args.progress)
     for fmt in formats.available():
         opts.format_options.update(fmt.options(args))
     for ext in _extensions():
@@ -426,6 +218,7 @@ def cmd_pack(args) -> int:
     from .api import pack
     if not args.sources and not args.stubetc and not args.spec:
         raise RumpfsError("nothing to pack: give a source directory or drop --no-stubetc")
+    sources.QUIET = args.quiet
     result = pack(args.sources, args.output, pack_options(args))
     if args.verbose:
         what = result.format + (f" in {result.container}" if result.container else "")
@@ -509,11 +302,8 @@ def _terminate(signum, frame):
 
 
 def main(argv=None) -> int:
-    _signal.signal(_signal.SIGTERM, _terminate)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_pack_quickly(argv)
-    if args is None:
-        args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    args = parse_args(argv)
     try:
         return args.func(args)
     except RumpfsError as e:

@@ -21,6 +21,10 @@ from .output import BUFFER_SIZE, open_source
 
 METHODS = ("gzip", "xz", "zstd", "lz4")
 
+#: The levels each method takes (lowest, highest): what gzip(1), xz(1) and
+#: zstd(1) accept, and LZ4HC's range (the lz4 module's high_compression mode).
+LEVELS = {"gzip": (1, 9), "xz": (0, 9), "zstd": (1, 22), "lz4": (1, 12)}
+
 #: LZ4 legacy frame (lz4 -l): a magic, then blocks each led by its compressed size.
 LZ4_LEGACY_MAGIC = 0x184C2102
 LZ4_LEGACY_HEADER = Struct("magic" / Const(LZ4_LEGACY_MAGIC, Int32ul))

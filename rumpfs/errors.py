@@ -3,3 +3,8 @@
 
 class RumpfsError(Exception):
     """Bad input or a limit exceeded; the message names the path and the limit."""
+
+
+class OptionError(RumpfsError, ValueError):
+    """An option out of range, unknown, or contradicting another one, found
+    before any work (the Python API sees a ValueError)."""

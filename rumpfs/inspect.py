@@ -30,6 +30,10 @@ def locate(path: str):
     if head.startswith(ELF_MAGIC):
         from .elf import reader as elf_reader
         found = elf_reader.locate_image(f, path)
+        f.seek(found.offset)
+        method = compress.sniff(f.read(16))
+        if method:  # a compressed cpio (--template linux-initramfs --compress ...)
+            return _decompressed(f, path, method, found.offset, found.size) + (found,)
         return f, found.offset, found.size, found
     method = compress.sniff(head)
     if method:
@@ -47,16 +51,20 @@ class Compressed:
         return {"compression": self.method, "compressed_size": self.size}
 
 
-def _decompressed(f, path: str, method: str):
-    """Decompress into an anonymous temporary file (never into memory)."""
+def _decompressed(f, path: str, method: str, offset: int = 0, size: int | None = None):
+    """Decompress ``size`` bytes from ``offset`` (default: to the end) into an
+    anonymous temporary file (never into memory)."""
     dec = compress.decompressor(method)
     tmp = tempfile.TemporaryFile()
-    f.seek(0)
+    f.seek(offset)
+    left = size
     try:
-        while True:
-            chunk = f.read(1 << 20)
+        while left is None or left > 0:
+            chunk = f.read(1 << 20 if left is None else min(left, 1 << 20))
             if not chunk:
                 break
+            if left is not None:
+                left -= len(chunk)
             tmp.write(dec.decompress(chunk))
             # A kernel initramfs may be several compressed archives back to back.
             while getattr(dec, "eof", False) and dec.unused_data:

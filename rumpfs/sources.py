@@ -205,8 +205,13 @@ class StubEtc(HostDirectory):
                 del children[name]
 
 
+#: Set by ``-q``/``--quiet``: warnings are not printed.
+QUIET = False
+
+
 def warn(message: str) -> None:
-    print(f"rumpfs: warning: {message}", file=sys.stderr)
+    if not QUIET:
+        print(f"rumpfs: warning: {message}", file=sys.stderr)
 
 
 def node_from_stat(path: bytes, st: os.stat_result, target: bytes | None = None) -> Node:

@@ -43,15 +43,22 @@ _KINDS = {
     "sock": (stat.S_IFSOCK, 4),
 }
 _META_KEYS = ("mode", "uid", "gid", "mtime")
+#: Largest owner id and device major or minor: every format stores 32 bits
+#: (cpio newc 8 hex digits, FFS 32-bit fields).
+ID_MAX = 0xFFFFFFFF
+#: Largest meta mtime= (seconds whose nanoseconds fit a signed 64-bit time).
+MTIME_MAX = ((1 << 63) - 1) // 1_000_000_000
 
 
-def _int(text: str, base: int, where: str, what: str) -> int:
+def _int(text: str, base: int, where: str, what: str, limit: int = ID_MAX) -> int:
     try:
         value = int(text, base)
     except ValueError:
         raise RumpfsError(f"{where}: {what} {text!r} is not a number") from None
     if value < 0:
         raise RumpfsError(f"{where}: {what} {text!r} is negative")
+    if value > limit:
+        raise RumpfsError(f"{where}: {what} {text} is more than {limit}")
     return value
 
 
@@ -161,7 +168,8 @@ class SpecFile(Layer):
             if not sep or key not in _META_KEYS:
                 raise RumpfsError(f"{where}: unknown setting {word.decode('ascii', 'replace')!r} "
                                   f"(known: {', '.join(k + '=' for k in _META_KEYS)})")
-            settings[key] = _mode(value, where) if key == "mode" else _int(value, 10, where, key)
+            settings[key] = (_mode(value, where) if key == "mode" else
+                             _int(value, 10, where, key, MTIME_MAX if key == "mtime" else ID_MAX))
         paths = tree.glob(pattern)
         if not paths:
             raise RumpfsError(f"{where}: meta {pattern.decode('utf-8', 'replace')}: "

@@ -201,7 +201,9 @@ def test_compressed_archives_decompress_with_the_standard_tools(fixture_tree, tm
     assert "/hard/c link to /hard/a" in listing
 
 
-def test_compress_option_overrides_suffix(fixture_tree, tmp_path):
-    out = tmp_path / "root.img"
+def test_compress_option_for_a_name_without_a_suffix(fixture_tree, tmp_path):
+    # A name that says neither format nor compression: the options decide
+    # (a name that says otherwise is an error: tests/test_bad_input.py).
+    out = tmp_path / "root.initrd"
     run_rumpfs("pack", "--no-stubetc", "--format", "cpio", "--compress", "xz", fixture_tree, "-o", out)
     assert out.read_bytes()[:6] == b"\xfd7zXZ\x00"

@@ -468,7 +468,7 @@ def _template(tmp_path, text):
     ('start = "a_start"\n', "{p}: template: missing field 'section'"),
     ('section = ".rodata.a"\n', "{p}: template: missing field 'start'"),
     ('section = ".rodata.a"\nstart = "s"\ncolour = "red"\n',
-     "{p}: template: unknown field 'colour' (known: align, base, description, end, name, "
+     "{p}: template: unknown field 'colour' (known: align, base, description, end, formats, name, "
      "registry, section, size, size_section, start, trailer, visibility, writable_section)"),
     ('section = ".rodata.a"\nstart = "s"\nalign = "big"\n',
      "{p}: template: field 'align' must be a int"),

@@ -13,10 +13,10 @@ from conftest import ROOT
 
 
 @pytest.mark.slow
-def test_sdist_builds_a_package_with_stubetc_and_the_script(tmp_path):
+def test_sdist_builds_a_package_with_stubetc_and_the_entry_point(tmp_path):
     """The sdist carries the top-level stubetc/ (setup.py copies it into the
-    package as it builds) and bin/rumpfs; built from the unpacked sdist, the
-    package has its stubetc."""
+    package as it builds) and declares the rumpfs entry point; built from the
+    unpacked sdist, the package has its stubetc."""
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
         ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".test-logs"))
@@ -35,7 +35,8 @@ def test_sdist_builds_a_package_with_stubetc_and_the_script(tmp_path):
     assert stubetc
     for name in stubetc:
         assert f"stubetc/{name}" in members, f"stubetc/{name} missing from the sdist"
-    assert "bin/rumpfs" in members and members["bin/rumpfs"].mode & 0o111
+    entry_points = (tmp_path / top / "rumpfs.egg-info" / "entry_points.txt").read_text()
+    assert "rumpfs = rumpfs.cli:main" in entry_points.splitlines()
     assert {"setup.py", "pyproject.toml", "rumpfs/data/rumpfs_images.h"} <= set(members)
 
     # What pip does with the sdist, short of the network: build the package.

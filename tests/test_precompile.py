@@ -267,7 +267,7 @@ def fresh_object(tmp_path_factory):
 def test_pack_object_imports_none_of_the_slow_modules(fresh_object):
     # `rumpfs pack DIR -o x.o`, the default /etc layer on: the ELF writer,
     # the registry record and the password databases all packed without
-    # construct, dataclasses, typing, tempfile or pathlib.
+    # construct, typing, tempfile or pathlib.
     assert fresh_object["preloaded"] == []
     assert fresh_object["slow_imported"] == [], fresh_object["imported"]
     for module in ("rumpfs.elf.writer", "rumpfs.etc.db185", "rumpfs.etc.passwd",

@@ -5,6 +5,8 @@ Thin: everything is in :mod:`rumpfs.elf` (``wrap``) and its container module.
 
 from __future__ import annotations
 
+import argparse
+
 OBJECT_EPILOG = """\
 An output named .o is an ELF relocatable object holding the image; .S/.s is
 assembler source that .incbins OUT.img; .c is a C array.  The object defines
@@ -18,16 +20,23 @@ def _align(text: str) -> int:
     try:
         value = int(text, 0)
     except ValueError:
-        import argparse  # here only: rumpfs pack parses good values without argparse
         raise argparse.ArgumentTypeError(f"{text!r}: not a number") from None
     return value
+
+
+def _wrap_format(text: str) -> str:
+    """An image format name the registry records (ours, and iso/fat/raw for wrap)."""
+    from .registry import FORMAT_CODES
+    if text.lower() not in FORMAT_CODES:
+        raise argparse.ArgumentTypeError(f"{text!r}: give {', '.join(FORMAT_CODES)}")
+    return text.lower()
 
 
 class _WhenShown:
     """Help text made only when help is printed (argparse expands
     ``%(name)s`` from the action's attributes at that moment): the target
     and template tables import the ELF layouts, which a run that prints no
-    help should not pay for."""
+    help need not pay for."""
 
     def __init__(self, make):
         self.make = make
@@ -79,29 +88,28 @@ def add_object_arguments(group, image_format: bool = True) -> None:
     reg.add_argument("--no-registry", dest="registry", action="store_false")
     if image_format:
         group.add_argument("--image-format", metavar="FMT",
-                           help="image format inside the object (default ffs)")
+                           help="image format inside the object, the same as --format (default: "
+                                "cpio for linux-initramfs and unikraft-einitrd, else ffs)")
 
 
-_KEYS = ("target", "like", "float_abi", "template", "name", "mount_point", "writable",
+#: The container options (PackOptions.container_options) by name.
+OPTION_KEYS = ("target", "like", "float_abi", "template", "name", "mount_point", "writable",
          "align", "registry", "image_format")
 
 
 def add_pack_arguments(parser) -> None:
-    """Declared on the argparse pack parser or on rumpfs.cli's recorder."""
     add_object_arguments(parser.add_argument_group(
         "object options", "for an output named .o, .S/.s or .c"))
 
 
 def pack_options(args, opts) -> None:
-    for key in _KEYS:
+    for key in OPTION_KEYS:
         value = getattr(args, key, None)
         if value is not None:
             opts.container_options[key] = value
 
 
 def add_commands(subparsers) -> None:
-    import argparse  # only the full parser gets here
-
     p = subparsers.add_parser(
         "wrap", help="wrap an existing image file into a linkable object",
         description="Wrap an existing image file into an ELF object (.o), assembly "
@@ -110,15 +118,30 @@ def add_commands(subparsers) -> None:
     p.add_argument("image", metavar="IMAGE", help="image file (any bytes)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output: NAME.o, NAME.S, NAME.s or NAME.c")
-    p.add_argument("--format", dest="image_format", metavar="FMT",
+    p.add_argument("--format", dest="image_format", metavar="FMT", type=_wrap_format,
                    help="image format for the registry (default: detected, else raw)")
     add_object_arguments(p.add_argument_group("object options"), image_format=False)
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_wrap)
 
 
+def check_template_format(template: str | None, image_format: str | None) -> None:
+    """An image format named for wrap must be one the template's kernel reads
+    (raw, an unknown kind of image, is left to the user)."""
+    from ..errors import OptionError
+    from . import registry, templates
+    if template is None or image_format is None:
+        return
+    tmpl = templates.resolve(template)
+    code = registry.format_code(image_format)
+    if tmpl.formats and code != registry.FMT_RAW and code not in map(registry.format_code, tmpl.formats):
+        raise OptionError(f"--template {template}: its kernel reads {' or '.join(tmpl.formats)} "
+                          f"images, not {image_format}")
+
+
 def cmd_wrap(args) -> int:
     from . import wrap
+    check_template_format(args.template, args.image_format)
     size = wrap(args.image, args.output, target=args.target, like=args.like,
                 float_abi=args.float_abi, template=args.template, name=args.name,
                 mount_point=args.mount_point, writable=bool(args.writable),

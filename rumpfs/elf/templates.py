@@ -22,16 +22,18 @@ user templates come from a TOML file (``--template FILE``)::
     visibility = "hidden"
     trailer = [0]
     registry = true
+    formats = ["cpio"]                    # what the kernel reads, default first
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
+from dataclasses import dataclass
 
 from ..errors import RumpfsError
 from . import layout as L
-from .frozen import Frozen
 
 #: The registry section: a C identifier, so GNU ld and lld define
 #: ``__start_rumpfs_images`` / ``__stop_rumpfs_images`` around it.
@@ -44,8 +46,7 @@ DEFAULT_ALIGN = 4096
 #: Largest alignment accepted (1 GiB; beyond that the object is mostly padding).
 MAX_ALIGN = 1 << 30
 
-# Character sets rather than regular expressions: importing re would cost
-# every `pack -o x.o` more start-up than writing a small object.
+# The characters names may use (C identifiers, and what GNU as takes unquoted).
 _IDENT_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _IDENT_CHARS = _IDENT_START | frozenset("0123456789")
 #: Characters a section name may use (GNU as accepts these unquoted).
@@ -68,37 +69,29 @@ _WRITABLE_PREFIXES = (".data", ".sdata", ".ldata")
 _READONLY_PREFIXES = (".rodata", ".srodata", ".lrodata")
 
 
-class Template(Frozen):
-    """Names and layout of the image section and its symbols (``{name}`` substituted).
+@dataclass(frozen=True)
+class Template:
+    """Names and layout of the image section and its symbols (``{name}`` substituted)."""
 
-    Immutable, compared by value, :meth:`replace` for a changed copy
-    (:class:`~rumpfs.elf.frozen.Frozen`).
-    """
+    name: str
+    section: str
+    start: str
+    writable_section: str | None = None
+    end: str | None = None
+    size: str | None = None
+    #: Section of the size object; None: right after the image in its own section.
+    size_section: str | None = None
+    align: int = DEFAULT_ALIGN
+    visibility: str = "default"
+    trailer: bytes = b""
+    registry: bool = True
+    description: str = ""
+    #: The image formats the kernel this template serves reads, the default
+    #: first; empty: any (FFS by default).
+    formats: tuple[str, ...] = ()
 
-    #: The fields, in declaration order (what ``dataclasses.fields`` gave).
-    FIELDS = ("name", "section", "start", "writable_section", "end", "size", "size_section",
-              "align", "visibility", "trailer", "registry", "description")
-    __slots__ = FIELDS
-
-    def __init__(self, name: str, section: str, start: str, writable_section: str | None = None,
-                 end: str | None = None, size: str | None = None,
-                 size_section: str | None = None, align: int = DEFAULT_ALIGN,
-                 visibility: str = "default", trailer: bytes = b"", registry: bool = True,
-                 description: str = ""):
-        init = object.__setattr__
-        init(self, "name", name)
-        init(self, "section", section)
-        init(self, "start", start)
-        init(self, "writable_section", writable_section)
-        init(self, "end", end)
-        init(self, "size", size)
-        # Section of the size object; None: right after the image in its own section.
-        init(self, "size_section", size_section)
-        init(self, "align", align)
-        init(self, "visibility", visibility)
-        init(self, "trailer", trailer)
-        init(self, "registry", registry)
-        init(self, "description", description)
+    def replace(self, **changes) -> Template:
+        return dataclasses.replace(self, **changes)
 
     def for_component(self, name: str, where: str | None = None) -> Template:
         """The template with ``{name}`` replaced, checked."""
@@ -196,22 +189,24 @@ BUILTIN = {
     "linux-initramfs": Template(
         name="linux-initramfs", section=".init.ramfs", start="__initramfs_start",
         size="__initramfs_size", size_section=".init.ramfs.info", align=4, registry=False,
+        formats=("cpio",),
         description="Linux built-in initramfs (usr/initramfs_data.S): .init.ramfs, "
                     "__initramfs_size in .init.ramfs.info"),
     "unikraft-einitrd": Template(
         name="unikraft-einitrd", section=".rodata", writable_section=".data",
         start="vfscore_einitrd_start", end="vfscore_einitrd_end", align=16, trailer=b"\0",
+        formats=("cpio",),
         description="Unikraft vfscore embedded initrd (lib/vfscore/einitrd.S)"),
     "freebsd-mfs": Template(
         name="freebsd-mfs", section="mfs", writable_section="mfs", start="mfs_root",
-        end="mfs_root_end", size="__mfs_root_size",
+        end="mfs_root_end", size="__mfs_root_size", formats=("ffs", "ffs2"),
         description="FreeBSD MFS_IMAGE (sys/conf/kern.post.mk): section mfs"),
 }
 
 _FIELD_TYPES = {"section": str, "writable_section": str, "start": str, "end": str,
                 "size": str, "size_section": str, "align": int, "visibility": str,
                 "registry": bool, "description": str, "name": str}
-_TOML_KEYS = sorted(set(_FIELD_TYPES) | {"trailer", "base"})
+_TOML_KEYS = sorted(set(_FIELD_TYPES) | {"trailer", "base", "formats"})
 
 
 def _toml_loads(text: str) -> dict:
@@ -248,7 +243,7 @@ def load(path: str) -> Template:
         if base not in BUILTIN:
             raise RumpfsError(f"{pre}: base {base!r} is not a built-in template "
                               f"({', '.join(BUILTIN)})")
-        values = {name: getattr(BUILTIN[base], name) for name in Template.FIELDS}
+        values = {f.name: getattr(BUILTIN[base], f.name) for f in dataclasses.fields(Template)}
     for key, typ in _FIELD_TYPES.items():
         if key in table:
             value = table[key]
@@ -257,6 +252,8 @@ def load(path: str) -> Template:
             values[key] = value
     if "trailer" in table:
         values["trailer"] = _trailer(table["trailer"], pre)
+    if "formats" in table:
+        values["formats"] = _formats(table["formats"], pre)
     for key in ("section", "start"):
         if not values.get(key):
             raise RumpfsError(f"{pre}: missing field {key!r}")
@@ -274,6 +271,15 @@ def _trailer(value, pre: str) -> bytes:
                                        and 0 <= b <= 255 for b in value):
         return bytes(value)
     raise RumpfsError(f"{pre}: field 'trailer' must be a string or a list of byte values")
+
+
+def _formats(value, pre: str) -> tuple[str, ...]:
+    from .. import formats
+    known = formats.names()
+    if not isinstance(value, list) or not all(isinstance(f, str) and f in known for f in value):
+        raise RumpfsError(f"{pre}: field 'formats' must be a list of image formats "
+                          f"({', '.join(known)})")
+    return tuple(value)
 
 
 def resolve(template: str | None = None) -> Template:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from ..errors import RumpfsError
@@ -21,7 +22,6 @@ pwd.db, spwd.db and passwd are generated from master.passwd at pack time.
 
 
 def add_pack_arguments(parser) -> None:
-    """Declared on the argparse pack parser or on rumpfs.cli's recorder."""
     group = parser.add_argument_group("/etc options")
     group.add_argument("--no-pwdb", dest="pwdb", action="store_false",
                        help="do not generate /etc/pwd.db, /etc/spwd.db and /etc/passwd "
@@ -37,8 +37,6 @@ def pack_options(args, opts) -> None:
 
 
 def add_commands(subparsers) -> None:
-    import argparse  # only the full parser gets here
-
     p = subparsers.add_parser(
         "stubetc", help="write the default /etc out to a directory, to edit and pack as a layer",
         description="Write the default /etc (stubetc) into DIR.", epilog=STUBETC_EPILOG,

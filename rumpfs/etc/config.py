@@ -229,6 +229,33 @@ class _Checker:
         })
 
 
+#: Deepest nesting of arrays and objects accepted: a rumprun configuration
+#: needs 4 levels, and json's decoder recurses once per level.
+MAX_DEPTH = 32
+
+
+def _check_depth(text: str, path: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before the decoder recurses into it."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise RumpfsError(f"{path}: arrays and objects nested deeper than {MAX_DEPTH} levels")
+        elif char in "]}":
+            depth -= 1
+
+
 def validate(data: bytes, path: str) -> None:
     """Raise :class:`RumpfsError` naming the first problem of a configuration."""
     if len(data) > CFGMAXSIZE:
@@ -237,6 +264,7 @@ def validate(data: bytes, path: str) -> None:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise RumpfsError(f"{path}: not UTF-8 (byte {e.start})") from None
+    _check_depth(text, path)
     try:
         doc = json.loads(text, object_pairs_hook=_Pairs)
     except json.JSONDecodeError as e:

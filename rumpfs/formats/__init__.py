@@ -155,13 +155,22 @@ class ImageFormat:
     #: a tree listed while it is written will do (see rumpfs.hostwalk.HostStream).
     writes_while_listed = False
 
+    #: The keys of this format's options (PackOptions.format_options,
+    #: WriteOptions.extra); the command-line option is ``--`` + key with - for _.
+    option_names: tuple[str, ...] = ()
+
     def add_arguments(self, parser) -> None:
-        """Add this format's options to the ``pack`` parser: an argparse
-        argument group, or rumpfs.cli's recorder of the same calls."""
+        """Add this format's options to the ``pack`` parser's argument group."""
 
     def options(self, args) -> dict:
-        """Pick this format's options out of parsed arguments."""
+        """Pick the options given to this format out of parsed arguments."""
         return {}
+
+    def check_options(self, options: dict) -> tuple[str, int] | None:
+        """Check the values of this format's options before any work (raise
+        :class:`~rumpfs.errors.OptionError`); return (option, bytes) when
+        they ask for an image of at least that size, else None."""
+        return None
 
     def write(self, tree, sink, options: WriteOptions) -> int:  # pragma: no cover
         raise NotImplementedError

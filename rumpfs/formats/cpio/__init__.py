@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from ...errors import OptionError
 from .. import ImageFormat, WriteOptions
+
+VARIANTS = ("newc", "crc")
 
 
 class CpioFormat(ImageFormat):
@@ -10,13 +13,21 @@ class CpioFormat(ImageFormat):
     suffixes = (".cpio",)
     description = "cpio newc (070701) or crc (070702) archive, optionally compressed"
     writes_while_listed = True
+    option_names = ("cpio_variant",)
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--cpio-variant", choices=["newc", "crc"], default="newc",
+        parser.add_argument("--cpio-variant", choices=VARIANTS,
                             help="newc (070701, default) or crc (070702, with data checksums)")
 
     def options(self, args) -> dict:
-        return {"cpio_variant": getattr(args, "cpio_variant", "newc")}
+        variant = getattr(args, "cpio_variant", None)
+        return {} if variant is None else {"cpio_variant": variant}
+
+    def check_options(self, options: dict):
+        variant = options.get("cpio_variant", "newc")
+        if variant not in VARIANTS:
+            raise OptionError(f"--cpio-variant {variant}: give {' or '.join(VARIANTS)}")
+        return None
 
     def write(self, tree, sink, options: WriteOptions) -> int:
         from .writer import write_archive

@@ -26,6 +26,8 @@ space is a prefix of it and the rest stays free (a hole in the output file).
 
 from __future__ import annotations
 
+import math
+
 from ...errors import RumpfsError
 from . import layout as L
 from .layout import howmany, roundup
@@ -304,6 +306,8 @@ def parse_amount(text, name: str, base: int | None = None) -> int:
             pct = float(s[:-1])
         except ValueError:
             raise RumpfsError(f"{name} {text}: not a percentage") from None
+        if not math.isfinite(pct) or pct < 0:
+            raise RumpfsError(f"{name} {text}: not a percentage from 0 up")
         return int(-(-base * pct // 100))
     low = s.lower()
     for suffix in ("ib", "b"):
@@ -318,6 +322,8 @@ def parse_amount(text, name: str, base: int | None = None) -> int:
         value = float(low) if "." in low else int(low)
     except ValueError:
         raise RumpfsError(f"{name} {text}: not a size (bytes, or with a k/m/g/t suffix)") from None
+    if not math.isfinite(value):
+        raise RumpfsError(f"{name} {text}: not a finite size")
     if value < 0:
         raise RumpfsError(f"{name} {text}: must not be negative")
     return int(value * mult)
