@@ -45,6 +45,7 @@ COMMANDS = {
     "qemu-system-x86_64": "qemu-system-x86",
     "dpkg-deb": "dpkg",
     "setpriv": "util-linux",
+    "file": "file",
 }
 
 #: Shared libraries the tests load with ctypes -> their Debian package.
