@@ -245,7 +245,7 @@ class _Extractor:
             return False
         try:
             st = os.stat(src_leaf, dir_fd=sfd, follow_symlinks=False)
-            if (st.st_dev, st.st_ino) != made:
+            if (st.st_dev, st.st_ino) != made or stat.S_IFMT(st.st_mode) != e.kind:
                 return False
             pfd = self._walk(parent, create=True)
             self._clear(pfd, leaf, e.path, keep_dir=False)
