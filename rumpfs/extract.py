@@ -74,13 +74,20 @@ class _Extractor:
         self.made: dict[bytes, tuple[int, int]] = {}
         #: Entry paths refused: their hard links are refused too.
         self.refused: set[bytes] = set()
+        #: First name of a hard-link group -> the name extracted in its place.
+        self.stand_in: dict[bytes, bytes] = {}
         self.dirs: list[tuple[list[bytes], formats.Entry]] = []
         self.not_extracted = 0
         self.cannot_create = 0  # devices as a user, sockets
         self._cached: tuple[tuple[bytes, ...], int] | None = None
+        #: The image root's owner, mode and time go to the target only when
+        #: this run made it: an existing directory (say ".") is left alone.
+        self.made_root = not os.path.isdir(directory)
         try:
             os.makedirs(directory, exist_ok=True)
             self.root = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileExistsError:
+            raise RumpfsError(f"{directory}: not a directory") from None
         except OSError as e:
             raise RumpfsError(f"{directory}: cannot extract into it: {e.strerror}") from None
 
@@ -181,7 +188,8 @@ class _Extractor:
         if not parts:
             if kind != stat.S_IFDIR:
                 raise _Skip("the root of the image is not a directory")
-            self.dirs.append((parts, e))
+            if self.made_root:
+                self.dirs.append((parts, e))
             return
         *parent, leaf = parts
         if kind == stat.S_IFDIR:
@@ -203,8 +211,12 @@ class _Extractor:
                 raise _Skip("empty symlink target")
             if b"\0" in e.target:
                 raise _Skip("symlink target contains a NUL byte")
-        if e.link_of is not None and e.nlink > 1 and self._link(e, parent, leaf):
-            return
+        if e.link_of is not None and e.nlink > 1:
+            if self._link(e, parent, leaf):
+                return
+            # The first name is not there (not selected, or replaced since):
+            # this one stands in for it, for the names that follow.
+            self.stand_in[e.link_of] = e.path
         pfd = self._walk(parent, create=True)
         self._clear(pfd, leaf, e.path, keep_dir=False)
         if kind == stat.S_IFREG:
@@ -235,10 +247,11 @@ class _Extractor:
         ``e`` is extracted on its own."""
         if e.link_of in self.refused:
             raise _Skip(f"hard link to {_name(e.link_of)}, which was not extracted")
-        made = self.made.get(e.link_of)
+        source = e.link_of if e.link_of in self.made else self.stand_in.get(e.link_of)
+        made = self.made.get(source)
         if made is None:
             return False
-        *src_parent, src_leaf = components(e.link_of)
+        *src_parent, src_leaf = components(source)
         try:
             sfd = os.dup(self._walk(src_parent, create=False))
         except (_Skip, FileNotFoundError):

@@ -274,3 +274,34 @@ def test_extract_read_only_target_is_one_line(small_archive, tmp_path):
                     f'"$PY" -m rumpfs extract {small_archive} "$MNT/x"; echo "rc=$?"')
     assert res.stderr == f"rumpfs: error: {tmp_path}/mnt/x/a: Read-only file system\n"
     assert res.stdout == "rc=1\n"
+
+
+def test_extract_hard_links_without_their_first_name(image, fixture_tree, tmp_path):
+    """hard/b and hard/c without hard/a: b stands in for a, c links to it."""
+    run_rumpfs("extract", image, tmp_path / "x", "hard/b", "hard/c")
+    b, c = tmp_path / "x" / "hard" / "b", tmp_path / "x" / "hard" / "c"
+    assert os.path.samefile(b, c) and os.stat(b).st_nlink == 2
+    assert b.read_bytes() == (fixture_tree / "hard" / "a").read_bytes()
+    assert sorted(os.listdir(tmp_path / "x" / "hard")) == ["b", "c"]
+
+
+def test_extract_target_errors(image, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"keep\n")
+    res = run_rumpfs("extract", image, afile, check=False)
+    assert (res.returncode, res.err) == (1, f"rumpfs: error: {afile}: not a directory\n")
+    assert afile.read_bytes() == b"keep\n"
+
+
+def test_extract_leaves_an_existing_target_directory_alone(image, fixture_tree, tmp_path):
+    """The image root's mode and time are not forced on a directory that was
+    there before (say the current one)."""
+    x = tmp_path / "x"
+    x.mkdir(mode=0o700)
+    os.chmod(x, 0o700)
+    os.utime(x, (1_000_000_000, 1_000_000_000))
+    run_rumpfs("extract", image, x, "hello.txt")
+    assert stat.S_IMODE(os.stat(x).st_mode) == 0o700
+    # A target this run makes gets the root's time, as the source has it.
+    run_rumpfs("extract", image, tmp_path / "new")
+    assert int(os.stat(tmp_path / "new").st_mtime) == int(os.stat(fixture_tree).st_mtime)
