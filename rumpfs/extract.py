@@ -308,7 +308,7 @@ class _Extractor:
 def _write_sparse(fd: int, chunks: Iterable[bytes]) -> int:
     """Write ``chunks`` from offset 0 leaving every all-zero block a hole;
     the file is cut to the length at the end.  Returns the length."""
-    pos = 0
+    pos = written = 0
     for chunk in chunks:
         n = len(chunk)
         if chunk.count(0) == n:
@@ -320,12 +320,17 @@ def _write_sparse(fd: int, chunks: Iterable[bytes]) -> int:
             # Blocks aligned on the file offset, so holes fall on whole blocks.
             end = min(n, start + _HOLE_BLOCK - (pos + start) % _HOLE_BLOCK)
             if chunk.count(0, start, end) == end - start:
-                _pwrite_all(fd, view[run:start], pos + run)
+                if run < start:
+                    _pwrite_all(fd, view[run:start], pos + run)
+                    written = pos + start
                 run = end
             start = end
-        _pwrite_all(fd, view[run:n], pos + run)
+        if run < n:
+            _pwrite_all(fd, view[run:n], pos + run)
+            written = pos + n
         pos += n
-    os.ftruncate(fd, pos)
+    if written < pos:  # a trailing hole
+        os.ftruncate(fd, pos)
     return pos
 
 
