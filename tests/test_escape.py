@@ -225,14 +225,14 @@ def test_bsdtar_made_escape(names, lines, tmp_path):
 # --- FFS ----------------------------------------------------------------------
 
 
-def _patched_ffs(tmp_path, build, renames):
+def _patched_ffs(tmp_path, build, renames, options=()):
     """An image rumpfs wrote of the tree ``build`` makes, with directory
     entry names replaced by same-length ones (each old name occurs once)."""
     src = tmp_path / "src"
     src.mkdir()
     build(src)
     image = tmp_path / "image.img"
-    run_rumpfs("pack", "--no-stubetc", src, "-o", image)
+    run_rumpfs("pack", "--no-stubetc", *options, src, "-o", image)
     data = image.read_bytes()
     for old, new in renames:
         assert len(old) == len(new) and data.count(old) == 1, old
@@ -287,13 +287,19 @@ FFS_CASES = [
 ]
 
 
+#: UFS1 and UFS2 little-endian (dissect.ffs reads them), UFS1 big-endian.
+FFS_VARIANTS = {"ufs1": (), "ufs2": ("--format", "ffs2"), "ufs1-be": ("--endian", "big")}
+
+
+@pytest.mark.parametrize("variant", FFS_VARIANTS)
 @pytest.mark.parametrize("build, renames, names, lines, expect",
                          [c[1:] for c in FFS_CASES], ids=[c[0] for c in FFS_CASES])
-def test_ffs_escape(build, renames, names, lines, expect, tmp_path):
-    pytest.importorskip("dissect.ffs")
+def test_ffs_escape(build, renames, names, lines, expect, variant, tmp_path):
     out = _arena(tmp_path)
-    image = _patched_ffs(tmp_path, build, renames)
-    assert set(names) <= _dissect_names(image)
+    image = _patched_ffs(tmp_path, build, renames, FFS_VARIANTS[variant])
+    if not variant.endswith("-be"):
+        pytest.importorskip("dissect.ffs")
+        assert set(names) <= _dissect_names(image)
     before = _snapshot(tmp_path, "x", "src")
     res = run_rumpfs("extract", image, tmp_path / "x", check=False)
     assert _snapshot(tmp_path, "x", "src") == before
