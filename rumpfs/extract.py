@@ -170,8 +170,8 @@ class _Extractor:
                 self.not_extracted += 1
                 self.warn(f"{_name(e.path)}: {why}; not extracted")
             except OSError as err:
-                where = os.path.join(self.directory, os.fsdecode(e.path))
                 if err.errno in _FATAL:
+                    where = _name(os.path.join(os.fsencode(self.directory), e.path))
                     raise RumpfsError(f"{where}: {err.strerror}") from None
                 self.refused.add(e.path)
                 self.not_extracted += 1

@@ -78,6 +78,11 @@ CASES = [
          ["warning: ../x: path contains '..'; not extracted", _delayed(1)]),
     Case("dotdot-dir", [("a/..", DIR)],
          ["warning: a/..: path contains '..'; not extracted", _delayed(1)]),
+    # Undecodable bytes and control characters are escaped: still one line.
+    Case("dotdot-latin1", [(b"../caf\xe9", REG, "x")],
+         ["warning: ../caf\\xe9: path contains '..'; not extracted", _delayed(1)]),
+    Case("dotdot-newline", [(b"a\nb/../../x", REG, "x")],
+         ["warning: a\\x0ab/../../x: path contains '..'; not extracted", _delayed(1)]),
     Case("absolute", [("/abs/name", REG, "x")], [], expect=("abs/name",)),
     Case("symlink-abs-then-through", [("d", LNK, "{OUT}/dir"), ("d/pwned", REG, "x")],
          ["warning: d/pwned: cannot extract through symlink d; not extracted", _delayed(1)],
