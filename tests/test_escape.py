@@ -113,6 +113,11 @@ CASES = [
     Case("preexisting-symlink-dir", [("etc/passwd", REG, "PWN")],
          ["warning: etc/passwd: cannot extract through symlink etc; not extracted", _delayed(1)],
          pre_symlinks={"etc": "{OUT}/dir"}),
+    # With an entry for the directory itself, the symlink is replaced (bsdtar too).
+    Case("preexisting-symlink-dir-entry", [("etc", DIR), ("etc/passwd", REG, "PWN")], [],
+         pre_symlinks={"etc": "{OUT}/dir"}, expect=("etc/passwd",)),
+    Case("preexisting-symlink-hardlink-name", [("a", REG, "", 8, 2), ("t", REG, "PWN", 8, 2)],
+         [], pre_symlinks={"t": "{OUT}/f"}, expect=("a", "t")),
     Case("preexisting-symlink-leaf", [("motd", REG, "PWN")], [],
          pre_symlinks={"motd": "{OUT}/f"}, expect=("motd",)),
     Case("preexisting-symlink-root-name", [("keep", REG, "PWN")], [],
