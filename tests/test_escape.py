@@ -15,6 +15,7 @@ patched name is what an independent reader sees.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -22,6 +23,10 @@ from dataclasses import dataclass, field
 import pytest
 from conftest import run_rumpfs
 from treecompare import scan_host
+
+from rumpfs.errors import RumpfsError
+from rumpfs.extract import extract
+from rumpfs.formats.cpio.reader import CpioReader
 
 HAVE_BSDTAR = shutil.which("bsdtar") is not None
 needs_bsdtar = pytest.mark.skipif(not HAVE_BSDTAR, reason="bsdtar (libarchive-tools) not installed")
@@ -324,3 +329,54 @@ def test_ffs_escape(build, renames, names, lines, expect, variant, tmp_path):
     got = _tree(tmp_path / "x")
     for path in expect:
         assert got[os.fsencode(path)]["sha256"] is not None
+
+
+# --- seeded random hostile archives -------------------------------------------
+
+
+def _random_archive(rng, out) -> list:
+    """Members drawn from names and targets that climb, loop and point out."""
+    parts = ["a", "b", "..", ".", "", "c"]
+    targets = ["..", ".", "a", "a/b", "../..", os.fspath(out), os.fspath(out / "f"),
+               os.fspath(out / "dir"), "b/../.."]  # all within tmp_path, even if followed
+    members = []
+    for _ in range(rng.randint(1, 12)):
+        name = "/".join(rng.choice(parts) for _ in range(rng.randint(1, 4)))
+        kind = rng.random()
+        ino = rng.randint(1, 4)
+        if kind < 0.35:
+            members.append((name or ".", REG, rng.choice(["", "PWN"]), ino, rng.randint(1, 3)))
+        elif kind < 0.6:
+            members.append((name or ".", DIR))
+        elif kind < 0.9:
+            members.append((name or ".", LNK, rng.choice(targets)))
+        else:
+            members.append((name or ".", 0o010644, "", ino))  # FIFO
+    return members
+
+
+def test_random_hostile_archives_stay_inside(tmp_path):
+    """300 seeded archives, extracted in process into the same target in
+    turn (so earlier ones leave symlinks behind): nothing outside changes,
+    and the only exception is the one-line error."""
+    rng = random.Random(1717)
+    out = _arena(tmp_path)
+    target = tmp_path / "deep" / "x"
+    target.mkdir(parents=True)
+    archive = tmp_path / "r.cpio"
+    before = None
+    for trial in range(300):
+        archive.write_bytes(newc(_random_archive(rng, out)))
+        if before is None:
+            before = _snapshot(tmp_path, "deep")
+        warnings: list[str] = []
+        with open(archive, "rb") as f:
+            try:
+                extract(CpioReader(f), os.fspath(target), warn=warnings.append)
+            except RumpfsError as e:
+                assert "not extracted" in str(e) and warnings, trial
+        assert all("\n" not in w for w in warnings)
+        after = _snapshot(tmp_path, "deep")
+        after.pop(b"r.cpio"), before.pop(b"r.cpio", None)
+        assert after == before, trial
+        assert os.listdir(tmp_path / "deep") == ["x"], trial
