@@ -127,11 +127,21 @@ def build_parser() -> Parser:
         return q
 
     q = image_command("ls", "list an image like ls -l", cmd_ls)
+    q.add_argument("paths", nargs="*", metavar="PATH",
+                   help="list only these paths inside the image, a directory with "
+                        "everything below it (default: the whole image)")
     q.add_argument("--json", action="store_true", help="one JSON object per line")
     q = image_command("cat", "write a file of an image to stdout", cmd_cat)
-    q.add_argument("path", metavar="PATH")
+    q.add_argument("path", metavar="PATH",
+                   help="path inside the image; symlinks are followed inside the image "
+                        "(at most 40; a target that leaves the image is an error)")
     q = image_command("extract", "extract an image into a directory", cmd_extract)
-    q.add_argument("directory", metavar="DIR")
+    q.description = "Extract an image into a directory, never writing outside it."
+    q.epilog = EXTRACT_EPILOG
+    q.formatter_class = argparse.RawDescriptionHelpFormatter
+    q.add_argument("directory", metavar="DIR", help="target directory (created if needed)")
+    q.add_argument("paths", nargs="*", metavar="PATH",
+                   help="extract only these paths inside the image, with everything below them")
     image_command("check", "check an image's consistency", cmd_check)
     q = image_command("info", "describe an image or object", cmd_info)
     q.add_argument("--json", action="store_true")
@@ -226,13 +236,32 @@ def cmd_pack(args) -> int:
     return 0
 
 
+EXTRACT_EPILOG = """\
+Nothing is ever written outside DIR, whatever the image says. An entry whose
+name has a '..' component or a NUL byte, that would be created through a
+symlink (one an earlier entry made or one already in DIR), or that is a hard
+link to such an entry is skipped with one warning; the other entries are
+extracted and the exit status is 1 at the end (bsdtar's rule). A leading '/'
+is dropped. An existing file, symlink or empty directory of the same name is
+replaced (never followed); a directory that is not empty is not. Missing
+parent directories are created. Holes are not written. Owners, devices and
+set-user/group-id bits only as root. A full, read-only or forbidden DIR stops
+with one error naming the path. See docs/extract.md.
+"""
+
+
 def cmd_ls(args) -> int:
     import json
 
+    from .imagepath import Selection
     from .inspect import open_image
     reader = open_image(args.image)
+    selection = Selection(args.paths)
+    selection.check(reader)
     out = sys.stdout
     for entry in reader.entries():
+        if not selection.matches(entry.path):
+            continue
         if args.json:
             out.write(json.dumps(entry.as_json()) + "\n")
         else:
@@ -241,9 +270,10 @@ def cmd_ls(args) -> int:
 
 
 def cmd_cat(args) -> int:
+    from .imagepath import resolve
     from .inspect import open_image
     reader = open_image(args.image)
-    entry = reader.find(args.path)
+    entry = resolve(reader, args.path)
     if entry.kind != 0o100000:
         raise RumpfsError(f"{args.path}: not a regular file in {args.image}")
     out = sys.stdout.buffer
@@ -254,8 +284,9 @@ def cmd_cat(args) -> int:
 
 
 def cmd_extract(args) -> int:
-    from .inspect import extract, open_image
-    extract(open_image(args.image), args.directory)
+    from .extract import extract
+    from .inspect import open_image
+    extract(open_image(args.image), args.directory, args.paths)
     return 0
 
 
