@@ -7,9 +7,9 @@ The image, sector by sector::
     17     supplementary volume descriptor (Joliet, UCS-2 level 3)
     18     volume descriptor set terminator
     19...  path tables: ISO L and M, Joliet L and M
-           ISO directories, breadth first (path table order)
+           ISO directories, breadth first (path table order), each followed
+           by its continuation areas (Rock Ridge entries that did not fit)
            Joliet directories, same order
-           continuation areas (Rock Ridge entries that did not fit a record)
            file data, in walk order, each file on a sector boundary
 
 Everything but the file data is laid out in memory first (record lengths do
@@ -165,8 +165,8 @@ class _Piece:
         return len(self.data) + (CE_SIZE if self.next else 0)
 
 
-def _ce(piece: _Piece, ce_base: int) -> bytes:
-    return _entry(b"CE", both32(ce_base + piece.sector) + both32(piece.offset)
+def _ce(piece: _Piece) -> bytes:
+    return _entry(b"CE", both32(piece.sector) + both32(piece.offset)
                   + both32(piece.length))
 
 
@@ -265,7 +265,8 @@ class _Name:
 
 class _Dir:
     __slots__ = ("node", "path", "parent", "names", "number", "jnumber", "extent", "size",
-                 "jextent", "jsize", "dot", "dotdot", "jnames", "iso_id", "joliet_id")
+                 "jextent", "jsize", "dot", "dotdot", "jnames", "iso_id", "joliet_id",
+                 "pieces", "ce_sectors")
 
     def __init__(self, node, path, parent):
         self.node = node
@@ -276,6 +277,9 @@ class _Dir:
         self.number = self.jnumber = 0
         self.extent = self.size = self.jextent = self.jsize = 0
         self.dot = self.dotdot = None
+        #: Continuation areas of its records, in the sectors after its extent.
+        self.pieces = []
+        self.ce_sectors = 0
         #: Its identifiers in its parent (the path tables name it so).
         self.iso_id = self.joliet_id = b"\0"
 
@@ -310,7 +314,6 @@ class IsoLayout:
         self.serials: dict[int, int] = {}
         self.dirs: list[_Dir] = []
         self.jdirs: list[_Dir] = []
-        self.pieces: list[_Piece] = []
         self.files: list = []  # nodes with data, in order
         self.extents: dict[int, int] = {}  # id(node) -> first data sector
 
@@ -330,11 +333,11 @@ class IsoLayout:
             entries.append(_pn(node.rdev))
         return entries
 
-    def _place(self, rec: _Name, entries: list[bytes], id_len: int) -> None:
+    def _place(self, d: _Dir, rec: _Name, entries: list[bytes], id_len: int) -> None:
         rec.susp, rec.piece = _split_susp(entries, RECORD_MAX - _record_len(id_len))
         piece = rec.piece
         while piece is not None:
-            self.pieces.append(piece)
+            d.pieces.append(piece)
             piece = piece.next
 
     def build(self) -> None:
@@ -361,10 +364,10 @@ class IsoLayout:
         links = 2 + self._subdirs(node)
         d.dot = _Name(b"\0", None, node)
         first = [_SP] if d.parent is d else []
-        self._place(d.dot, self._susp(node, links, None, first) + ([_ER] if first else []), 1)
+        self._place(d, d.dot, self._susp(node, links, None, first) + ([_ER] if first else []), 1)
         parent = d.parent.node
         d.dotdot = _Name(b"\1", None, parent)
-        self._place(d.dotdot, self._susp(parent, 2 + self._subdirs(parent), None), 1)
+        self._place(d, d.dotdot, self._susp(parent, 2 + self._subdirs(parent), None), 1)
         taken, jtaken = set(), set()
         subdirs = []
         for name, child in sorted(node.children.items()):
@@ -382,7 +385,7 @@ class IsoLayout:
                 if stat.S_IFMT(child.mode) == REG and id(child) not in self.extents:
                     self.extents[id(child)] = 0
                     self.files.append(child)
-            self._place(rec, self._susp(child, links, name), len(iso_id))
+            self._place(d, rec, self._susp(child, links, name), len(iso_id))
             if is_dir or stat.S_IFMT(child.mode) == REG:
                 rec.joliet_id = _joliet_name(name, jtaken)
                 if rec.dir is not None:
@@ -437,22 +440,24 @@ class IsoLayout:
         self.jpt_l, self.jpt_m = pos, pos + jpt_sectors
         pos += 2 * jpt_sectors
         for d in self.dirs:
+            # Continuation areas right after their directory: libarchive
+            # reads the image front to back and takes them only there.
             d.size = _records_size(self._iso_lengths(d))
             d.extent = pos
             pos += d.size // SECTOR
+            sector, offset = pos, 0
+            for piece in d.pieces:
+                if offset + piece.length > SECTOR:
+                    sector += 1
+                    offset = 0
+                piece.sector, piece.offset = sector, offset
+                offset += piece.length
+            d.ce_sectors = sector + 1 - pos if d.pieces else 0
+            pos += d.ce_sectors
         for d in self.jdirs:
             d.jsize = _records_size(self._joliet_lengths(d))
             d.jextent = pos
             pos += d.jsize // SECTOR
-        sector = offset = 0
-        for piece in self.pieces:
-            if offset + piece.length > SECTOR:
-                sector += 1
-                offset = 0
-            piece.sector, piece.offset = sector, offset
-            offset += piece.length
-        self.ce_base = pos
-        pos += sector + 1 if self.pieces else 0
         self.data_start = pos
         for node in self.files:
             size = node.size
@@ -465,7 +470,7 @@ class IsoLayout:
     # -- bytes -------------------------------------------------------------------------
     def _record(self, ident: bytes, extent: int, size: int, flags: int, node,
                 susp: bytes = b"", piece: _Piece | None = None) -> bytes:
-        ce = _ce(piece, self.ce_base) if piece is not None else b""
+        ce = _ce(piece) if piece is not None else b""
         length = _record_len(len(ident), len(susp) + len(ce))
         head = DIR_RECORD.pack(length, 0, extent, extent.to_bytes(4, "big"), size,
                                size.to_bytes(4, "big"), record_date(node.mtime_ns // NS), flags,
@@ -578,15 +583,16 @@ class IsoLayout:
             sink.pwrite(table, where * SECTOR)
         for d in self.dirs:
             sink.pwrite(self._directory(d, False), d.extent * SECTOR)
+            if d.pieces:
+                area = bytearray(d.ce_sectors * SECTOR)
+                first = d.extent + d.size // SECTOR
+                for piece in d.pieces:
+                    start = (piece.sector - first) * SECTOR + piece.offset
+                    data = piece.data + (_ce(piece.next) if piece.next else b"")
+                    area[start:start + len(data)] = data
+                sink.pwrite(bytes(area), first * SECTOR)
         for d in self.jdirs:
             sink.pwrite(self._directory(d, True), d.jextent * SECTOR)
-        if self.pieces:
-            area = bytearray((self.pieces[-1].sector + 1) * SECTOR)
-            for piece in self.pieces:
-                start = piece.sector * SECTOR + piece.offset
-                data = piece.data + (_ce(piece.next, self.ce_base) if piece.next else b"")
-                area[start:start + len(data)] = data
-            sink.pwrite(bytes(area), self.ce_base * SECTOR)
         for node in self.files:
             if node.size:
                 sink.copy_at(node.data, self.extents[id(node)] * SECTOR)
