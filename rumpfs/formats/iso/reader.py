@@ -156,9 +156,8 @@ class IsoReader(ImageReader):
                 if len(body) >= start + 7:
                     mtime = _record_seconds(body[start:start + 7])
             elif sig == b"PN" and len(body) >= 16:
-                import os
-                rdev = os.makedev(struct.unpack_from("<I", body, 0)[0],
-                                  struct.unpack_from("<I", body, 8)[0])
+                rdev = (struct.unpack_from("<I", body, 0)[0] << 32) | struct.unpack_from(
+                    "<I", body, 8)[0]
             elif sig == b"SL" and body:
                 parts.append(body[1:])
         if parts:

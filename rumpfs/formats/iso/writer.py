@@ -37,7 +37,6 @@ Choices:
 
 from __future__ import annotations
 
-import os
 import stat
 
 from ...errors import RumpfsError
@@ -142,7 +141,9 @@ def _sl(target: bytes) -> list[bytes]:
 
 
 def _pn(rdev: int) -> bytes:
-    return _entry(b"PN", both32(os.major(rdev)) + both32(os.minor(rdev)))
+    # The host's 64-bit dev_t in two halves, as mkisofs and libisofs write
+    # it: Linux reads a high half of 0 as the 16-bit major/minor word.
+    return _entry(b"PN", both32(rdev >> 32) + both32(rdev & 0xFFFFFFFF))
 
 
 _SP = _entry(b"SP", SP_CHECK + b"\0")
