@@ -297,8 +297,17 @@ class FatLayout:
             avail = total - reserved - root_sectors
             if avail <= 0:
                 return None
-            fat_sectors = self._fat_sectors(fat, avail // spc)
-            clusters = (avail - NUM_FATS * fat_sectors) // spc
+            # The most clusters whose FATs and data fit what is left.
+            clusters = avail // spc
+            while True:
+                fit = (avail - NUM_FATS * self._fat_sectors(fat, clusters)) // spc
+                if fit >= clusters:
+                    break
+                clusters = fit
+            while (NUM_FATS * self._fat_sectors(fat, clusters + 1) + (clusters + 1) * spc
+                   <= avail):
+                clusters += 1
+            fat_sectors = self._fat_sectors(fat, clusters)
             if clusters < needed:
                 return None
         if not MIN_CLUSTERS[fat] <= clusters <= MAX_CLUSTERS[fat]:
