@@ -129,19 +129,23 @@ def _plain_short(text: str) -> bytes | None:
     return base.encode().ljust(8, b" ") + ext.encode().ljust(3, b" ")
 
 
-def _generated_short(text: str, taken: set) -> bytes:
+def _generated_short(text: str, taken: set, counters: dict) -> bytes:
+    """``BASE~N.EXT`` with the first N not taken; ``counters`` remembers
+    where each base and extension stopped, so that thousands of names with
+    one prefix cost one step each."""
     stem, dot, ext = text.lstrip(".").rpartition(".")
     if not dot:
         stem, ext = ext, ""
     base = _short_part(stem.replace(" ", "").replace(".", ""), 8) or b"_"
     ext11 = _short_part(ext.replace(" ", ""), 3).ljust(3, b" ")
-    n = 1
+    n = counters.get((base, ext11), 1)
     while True:
         tail = b"~%d" % n
         candidate = (base[:8 - len(tail)] + tail).ljust(8, b" ") + ext11
-        if candidate not in taken:
-            return candidate
         n += 1
+        if candidate not in taken:
+            counters[(base, ext11)] = n
+            return candidate
 
 
 def _lfn_entries(text: str, checksum: int) -> list[bytes]:
@@ -219,6 +223,7 @@ class FatLayout:
         d.children = []
         folded: dict[str, bytes] = {}
         taken: set[bytes] = set()
+        counters: dict = {}
         entries = 0 if d.is_root else 2
         if d.is_root and self.label is not None:
             entries += 1
@@ -250,7 +255,7 @@ class FatLayout:
         for text, short, path, child in named:
             long_text = None
             if short is None:
-                short = _generated_short(text, taken)
+                short = _generated_short(text, taken, counters)
                 taken.add(short)
                 long_text = text
             obj = _Obj(child, path, d)
