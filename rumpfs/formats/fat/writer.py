@@ -28,6 +28,7 @@ import time
 from array import array
 
 from ...errors import RumpfsError
+from ...output import BATCH_JOBS
 from ...tree import KIND_NAMES, REG, display, join
 from .layout import (
     ATTR_ARCHIVE,
@@ -138,13 +139,16 @@ def _generated_short(text: str, taken: set, counters: dict) -> bytes:
         stem, ext = ext, ""
     base = _short_part(stem.replace(" ", "").replace(".", ""), 8) or b"_"
     ext11 = _short_part(ext.replace(" ", ""), 3).ljust(3, b" ")
-    n = counters.get((base, ext11), 1)
+    # Keyed by what the first nine candidates share: names that differ
+    # only after six characters count on from one another.
+    key = (base[:6], ext11)
+    n = counters.get(key, 1)
     while True:
         tail = b"~%d" % n
         candidate = (base[:8 - len(tail)] + tail).ljust(8, b" ") + ext11
         n += 1
         if candidate not in taken:
-            counters[(base, ext11)] = n
+            counters[key] = n
             return candidate
 
 
@@ -282,8 +286,8 @@ class FatLayout:
                     return None
                 continue
             total += max(1, -(-d.entries * DIR_ENTRY_SIZE // cluster))
-        for f in self.files:
-            total += -(-f.node.size // cluster)
+        for size in self.file_sizes:
+            total += -(-size // cluster)
         return total
 
     def _geometry(self, fat: int, spc: int, needed: int):
@@ -325,6 +329,7 @@ class FatLayout:
         return -(-(entries * fat // 8 + (1 if fat == 12 else 0)) // SECTOR)
 
     def choose(self) -> None:
+        self.file_sizes = [f.node.size for f in self.files]
         types = (self.fat_type,) if self.fat_type else (12, 16, 32)
         best = None
         spc = 1
@@ -472,9 +477,22 @@ class FatLayout:
             else:
                 sink.pwrite(data.ljust(d.clusters * self.cluster_bytes, b"\0"),
                             self._offset(d.first))
+        # The copies go to the sink's workers a batch at a time (one
+        # copy_at per file costs more than laying out its entries).
+        jobs = []
         for f in self.files:
-            if f.node.size:
-                sink.copy_at(f.node.data, self._offset(f.first))
+            data, size = f.node.data, f.node.size
+            if not size:
+                continue
+            if not hasattr(data, "path"):
+                sink.pwrite(data.data, self._offset(f.first))
+                continue
+            jobs.append((data, 0, self._offset(f.first), size))
+            if len(jobs) >= BATCH_JOBS:
+                sink.copier.add(jobs)
+                jobs = []
+        if jobs:
+            sink.copier.add(jobs)
         return self.total * SECTOR
 
 

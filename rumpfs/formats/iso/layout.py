@@ -11,6 +11,7 @@ little-endian first (ECMA-119 7.2.3, 7.3.3).
 
 from __future__ import annotations
 
+import functools
 import struct
 import time
 
@@ -78,9 +79,11 @@ def both32(v: int) -> bytes:
     return struct.pack("<I", v) + struct.pack(">I", v)
 
 
+@functools.lru_cache(maxsize=4096)
 def record_date(seconds: int) -> bytes:
     """The 7-byte date of a directory record (ECMA-119 9.1.5), in UTC:
-    years since 1900, month, day, hour, minute, second, GMT offset 0."""
+    years since 1900, month, day, hour, minute, second, GMT offset 0.
+    (Cached: a tree has few distinct times.)"""
     seconds = clamp_date(seconds)
     t = time.gmtime(seconds)
     return bytes((t.tm_year - 1900, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, 0))
