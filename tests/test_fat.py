@@ -272,3 +272,19 @@ def test_reader_survives_damaged_metadata(tmp_path, rumpfs):
             reader.check()
         except RumpfsError:
             pass
+
+
+def test_pyfatfs_reads_every_file(fat_image, fixture_tree):
+    import hashlib
+
+    from pyfatfs.PyFatFS import PyFatFS
+    fs = PyFatFS(str(fat_image[0]), read_only=True)
+    try:
+        got = {}
+        for path in fs.walk.files("/"):
+            got[os.fsencode(path.lstrip("/"))] = hashlib.sha256(fs.readbytes(path)).hexdigest()
+    finally:
+        fs.close()
+    want = {p: r["sha256"] for p, r in expected_fat(fixture_tree).items()
+            if r["type"] == "file" and p != b"caf\xe9-latin1"}
+    assert got == want
