@@ -216,3 +216,34 @@ def test_reader_survives_damaged_metadata(tmp_path, rumpfs):
             reader.check()
         except RumpfsError:
             pass
+
+
+def test_long_symlink_target_and_name(tmp_path, rumpfs):
+    # 255-byte name and a 1007-byte target: Rock Ridge entries continued in
+    # a continuation area; libarchive and libisofs read them back.
+    src = tmp_path / "src"
+    src.mkdir()
+    target = "/".join("c%03d-" % i + "x" * 30 for i in range(28))
+    name = "L" * 255
+    os.symlink(target, src / name)
+    out = tmp_path / "l.iso"
+    rumpfs("pack", src, "--no-stubetc", "-o", out, env=ENV)
+    dest = tmp_path / "x"
+    dest.mkdir()
+    subprocess.run(["bsdtar", "-xf", str(out)], cwd=dest, check=True)
+    assert os.readlink(dest / name) == target
+    listing = subprocess.run(["xorriso", "-indev", str(out), "-find", "/", "-exec", "lsdl"],
+                             capture_output=True, check=True).stdout.decode()
+    assert f"'/{name}' -> '{target}'" in listing
+
+
+def test_symlink_target_over_1024_bytes_is_an_error(tmp_path, rumpfs):
+    src = tmp_path / "src"
+    src.mkdir()
+    os.symlink("t" * 1025, src / "link")
+    out = tmp_path / "e.iso"
+    res = rumpfs("pack", src, "--no-stubetc", "-o", out, check=False)
+    assert res.returncode == 1
+    assert res.err == ("rumpfs: error: /link: symlink target of 1025 bytes; ISO 9660 Rock Ridge "
+                       "readers take at most 1024 (libisofs)\n")
+    assert not out.exists()

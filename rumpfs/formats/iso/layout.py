@@ -67,6 +67,10 @@ TF_FLAGS = TF_MODIFY | TF_ACCESS | TF_ATTRIBUTES
 NM_CONTINUE = 0x01
 SL_CONTINUE = 0x01
 SL_CURRENT, SL_PARENT, SL_ROOT = 0x02, 0x04, 0x08
+#: Longest symlink target kept: libisofs (xorriso) refuses a longer Rock
+#: Ridge path, and with a 255-byte name it still fits one continuation area,
+#: which is all libarchive follows.
+SYMLINK_TARGET_MAX = 1024
 #: Longest System Use entry (its length is one byte).
 SUSP_ENTRY_MAX = 255
 

@@ -70,6 +70,7 @@ from .layout import (
     SUSP_ENTRY_MAX,
     SUSP_HEADER,
     SUSP_VERSION,
+    SYMLINK_TARGET_MAX,
     SYSTEM_AREA_SECTORS,
     TF_FLAGS,
     VD_PRIMARY,
@@ -383,6 +384,10 @@ class IsoLayout:
             iso_id, key = _iso_name(name, is_dir, taken)
             rec = _Name(iso_id, key, child)
             path = join(d.path, name)
+            if child.target is not None and len(child.target) > SYMLINK_TARGET_MAX:
+                raise RumpfsError(f"{display(path)}: symlink target of {len(child.target)} "
+                                  f"bytes; ISO 9660 Rock Ridge readers take at most "
+                                  f"{SYMLINK_TARGET_MAX} (libisofs)")
             if is_dir:
                 links = 2 + self._subdirs(child)
                 rec.dir = _Dir(child, path, d)
