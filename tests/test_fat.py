@@ -288,3 +288,22 @@ def test_pyfatfs_reads_every_file(fat_image, fixture_tree):
     want = {p: r["sha256"] for p, r in expected_fat(fixture_tree).items()
             if r["type"] == "file" and p != b"caf\xe9-latin1"}
     assert got == want
+
+
+def test_reader_reads_what_mkfs_fat_and_mcopy_wrote(tmp_path):
+    # The reader against an image nobody here wrote: short names with the
+    # lower-case flags, long names, nested directories.
+    from rumpfs.api import open_image
+    src = tmp_path / "src"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    (src / "lower.txt").write_bytes(b"lower")
+    (src / "A Long Name.data").write_bytes(b"long" * 1000)
+    (src / "sub" / "deeper" / "x").write_bytes(b"")
+    image = tmp_path / "m.fat"
+    subprocess.run(["mkfs.fat", "-C", str(image), "1024"], check=True, capture_output=True)
+    subprocess.run(["mcopy", "-s", "-i", str(image), *map(str, src.iterdir()), "::/"],
+                   check=True, capture_output=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+    reader = open_image(str(image))
+    got = tc.from_entries(reader.entries(), reader.read)
+    tc.assert_same(tc.scan_host(src), got, keys=("type", "size", "sha256"), ignore={b""})
+    assert reader.check() == []

@@ -247,3 +247,17 @@ def test_symlink_target_over_1024_bytes_is_an_error(tmp_path, rumpfs):
     assert res.err == ("rumpfs: error: /link: symlink target of 1025 bytes; ISO 9660 Rock Ridge "
                        "readers take at most 1024 (libisofs)\n")
     assert not out.exists()
+
+
+def test_reader_reads_what_xorriso_wrote(fixture_tree, tmp_path):
+    # The reader against an image nobody here wrote, file by file.
+    from rumpfs.api import open_image
+    image = tmp_path / "x.iso"
+    subprocess.run(["xorriso", "-as", "mkisofs", "-R", "-J", "-o", str(image),
+                    str(fixture_tree)], capture_output=True, check=True)
+    reader = open_image(str(image))
+    got = tc.from_entries(reader.entries(), reader.read)
+    want = tc.scan_host(fixture_tree)
+    tc.assert_same(want, got, keys=("type", "mode", "uid", "gid", "size", "target", "rdev",
+                                    "sha256"), ignore={b""})
+    assert reader.check() == []

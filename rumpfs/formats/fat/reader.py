@@ -29,6 +29,8 @@ NS = 1_000_000_000
 _CHUNK = 1 << 20
 _BPB = struct.Struct("<3s8sHBHBHHBHHHII")
 _DELETED = 0xE5
+_NT_LOWER_BASE = 0x08
+_NT_LOWER_EXT = 0x10
 _VALID_SECTOR_SIZES = (512, 1024, 2048, 4096)
 
 
@@ -168,6 +170,11 @@ class FatReader(ImageReader):
                 name = units[:end].decode("utf-16-le", "replace").encode("utf-8")
             else:
                 base, ext = raw[:8].rstrip(b" "), raw[8:11].rstrip(b" ")
+                # Windows NT's case flags: an all-lower-case base or extension.
+                if f[2] & _NT_LOWER_BASE:
+                    base = base.lower()
+                if f[2] & _NT_LOWER_EXT:
+                    ext = ext.lower()
                 name = base + (b"." + ext if ext else b"")
             lfn = []
             yield name, f
