@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import functools
 import stat
 import sys
 import time
@@ -114,9 +115,14 @@ def _long_name(path: bytes, name: bytes) -> str:
     return text
 
 
+#: Bytes a short name drops ("?" stays: it stands for a character that is
+#: not ASCII, and becomes "_").
+_SHORT_DROP = bytes(c for c in range(256) if c not in _SHORT_OK and c != ord("?"))
+
+
 def _short_part(text: str, size: int) -> bytes:
     raw = text.upper().encode("ascii", "replace")
-    return bytes(c for c in raw if c in _SHORT_OK or c == ord("?"))[:size].replace(b"?", b"_")
+    return raw.translate(None, _SHORT_DROP)[:size].replace(b"?", b"_")
 
 
 def _plain_short(text: str) -> bytes | None:
@@ -186,6 +192,13 @@ class _Obj:
 
 def _clamped(seconds: int) -> time.struct_time:
     return time.gmtime(max(_FIRST_SECOND, min(seconds, _LAST_SECOND)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _date_time(seconds: int) -> tuple[int, int]:
+    """(FAT date, FAT time) of a Unix time (cached: a tree has few distinct times)."""
+    t = _clamped(seconds)
+    return fat_date(t), fat_time(t)
 
 
 class FatLayout:
@@ -263,7 +276,10 @@ class FatLayout:
                 taken.add(short)
                 long_text = text
             obj = _Obj(child, path, d)
-            entries += 1 + (len(_lfn_entries(long_text, 0)) if long_text else 0)
+            if long_text:
+                units = len(long_text.encode("utf-16-le")) // 2
+                entries += -(-units // LFN_CHARS)
+            entries += 1
             d.children.append((short, long_text, obj))
             if child.children is not None:
                 subdirs.append(obj)
@@ -286,9 +302,11 @@ class FatLayout:
                     return None
                 continue
             total += max(1, -(-d.entries * DIR_ENTRY_SIZE // cluster))
-        for size in self.file_sizes:
-            total += -(-size // cluster)
-        return total
+        files = self._file_clusters.get(cluster)
+        if files is None:
+            files = self._file_clusters[cluster] = sum(-(-size // cluster)
+                                                       for size in self.file_sizes)
+        return total + files
 
     def _geometry(self, fat: int, spc: int, needed: int):
         """(total sectors, clusters, FAT sectors, root entries) or None."""
@@ -330,6 +348,7 @@ class FatLayout:
 
     def choose(self) -> None:
         self.file_sizes = [f.node.size for f in self.files]
+        self._file_clusters: dict[int, int] = {}  # cluster size -> clusters of the files
         types = (self.fat_type,) if self.fat_type else (12, 16, 32)
         best = None
         spc = 1
@@ -380,9 +399,9 @@ class FatLayout:
 
     # -- pass 4: bytes -------------------------------------------------------------------------
     def _entry(self, short: bytes, attr: int, node, first: int, size: int) -> bytes:
-        t = _clamped(node.mtime_ns // NS)
-        return DIR_ENTRY.pack(short, attr, 0, 0, fat_time(t), fat_date(t), fat_date(t),
-                              first >> 16, fat_time(t), fat_date(t), first & 0xFFFF, size)
+        date, tm = _date_time(node.mtime_ns // NS)
+        return DIR_ENTRY.pack(short, attr, 0, 0, tm, date, date, first >> 16, tm, date,
+                              first & 0xFFFF, size)
 
     def _directory(self, d: _Obj) -> bytes:
         out = bytearray()
