@@ -307,3 +307,18 @@ def test_reader_reads_what_mkfs_fat_and_mcopy_wrote(tmp_path):
     got = tc.from_entries(reader.entries(), reader.read)
     tc.assert_same(tc.scan_host(src), got, keys=("type", "size", "sha256"), ignore={b""})
     assert reader.check() == []
+
+
+def test_struct_formats_mirror_the_construct_declarations():
+    from rumpfs.formats.fat import layout
+    names = ("DIR_Name", "DIR_Attr", "DIR_NTRes", "DIR_CrtTimeTenth", "DIR_CrtTime",
+             "DIR_CrtDate", "DIR_LstAccDate", "DIR_FstClusHI", "DIR_WrtTime", "DIR_WrtDate",
+             "DIR_FstClusLO", "DIR_FileSize")
+    values = (b"HELLO   TXT", 0x20, 0, 0, 0x1234, 0x5678, 0x5678, 1, 0x1234, 0x5678, 2, 99999)
+    assert layout.DirEntry.build(dict(zip(names, values))) == layout.DIR_ENTRY.pack(*values)
+    lfn = (0x41, bytes(range(10)), 0x0F, 0, 0x5A, bytes(range(12)), 0, bytes(range(4)))
+    lfn_names = ("LDIR_Ord", "LDIR_Name1", "LDIR_Attr", "LDIR_Type", "LDIR_Chksum",
+                 "LDIR_Name2", "LDIR_FstClusLO", "LDIR_Name3")
+    assert layout.LfnEntry.build(dict(zip(lfn_names, lfn))) == layout.LFN_ENTRY.pack(*lfn)
+    assert layout.DIR_ENTRY.size == layout.LFN_ENTRY.size == layout.DIR_ENTRY_SIZE
+    assert layout.FsInfo.sizeof() == layout.SECTOR

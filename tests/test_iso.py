@@ -261,3 +261,18 @@ def test_reader_reads_what_xorriso_wrote(fixture_tree, tmp_path):
     tc.assert_same(want, got, keys=("type", "mode", "uid", "gid", "size", "target", "rdev",
                                     "sha256"), ignore={b""})
     assert reader.check() == []
+
+
+def test_struct_formats_mirror_the_construct_declarations():
+    from rumpfs.formats.iso import layout
+    values = dict(length=40, ext_attr_length=0, extent=dict(le=0x1234, be=0x1234),
+                  data_length=dict(le=70000, be=70000), recording_date=bytes(range(7)),
+                  flags=2, file_unit_size=0, interleave_gap=0,
+                  volume_sequence=dict(le=1, be=1), name_length=5)
+    packed = layout.DIR_RECORD.pack(40, 0, 0x1234, (0x1234).to_bytes(4, "big"), 70000,
+                                    (70000).to_bytes(4, "big"), bytes(range(7)), 2, 0, 0, 1,
+                                    b"\0\1", 5)
+    assert layout.DirectoryRecord.build(values) == packed
+    assert layout.PathTableRecord.build(dict(name_length=3, ext_attr_length=0, extent=99,
+                                             parent=7)) == layout.PATH_RECORD_L.pack(3, 0, 99, 7)
+    assert layout.VolumeDescriptor.sizeof() == layout.SECTOR
