@@ -36,7 +36,6 @@ FIRST_CLUSTER = 2
 RESERVED_SECTORS = {12: 1, 16: 1, 32: 32}
 FSINFO_SECTOR = 1
 BACKUP_BOOT_SECTOR = 6
-ROOT_CLUSTER = 2
 #: Largest cluster the specification calls compatible (32 KiB).
 MAX_CLUSTER_BYTES = 32768
 

@@ -65,7 +65,6 @@ from .layout import (
     NUM_FATS,
     OEM_NAME,
     RESERVED_SECTORS,
-    ROOT_CLUSTER,
     SECTOR,
     SECTORS_PER_TRACK,
     SHORT_EXTRA,
@@ -75,6 +74,8 @@ from .layout import (
 )
 
 NS = 1_000_000_000
+#: BPB_TotSec32 is 32 bits: 2 TiB of 512-byte sectors.
+MAX_SECTORS = 0xFFFFFFFF
 SKIP_OPTION = "--fat-skip-special"
 _SHORT_OK = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" + SHORT_EXTRA)
 _FIRST_SECOND = 315532800  # 1980-01-01 00:00:00 UTC
@@ -337,7 +338,7 @@ class FatLayout:
             fat_sectors = self._fat_sectors(fat, clusters)
             if clusters < needed:
                 return None
-        if not MIN_CLUSTERS[fat] <= clusters <= MAX_CLUSTERS[fat]:
+        if not MIN_CLUSTERS[fat] <= clusters <= MAX_CLUSTERS[fat] or total > MAX_SECTORS:
             return None
         return total, clusters, fat_sectors, root_entries
 
@@ -467,7 +468,7 @@ class FatLayout:
         f32 = None
         if fat32:
             f32 = dict(BPB_FATSz32=self.fat_sectors, BPB_ExtFlags=0, BPB_FSVer=0,
-                       BPB_RootClus=ROOT_CLUSTER, BPB_FSInfo=FSINFO_SECTOR,
+                       BPB_RootClus=self.dirs[0].first, BPB_FSInfo=FSINFO_SECTOR,
                        BPB_BkBootSec=BACKUP_BOOT_SECTOR, BPB_Reserved=bytes(12))
         head = BootSector.build(dict(bpb=bpb, fat32=f32, ext=ext), fat_bits=self.fat)
         return head.ljust(SECTOR - len(BOOT_SIGNATURE), b"\0") + BOOT_SIGNATURE

@@ -83,6 +83,8 @@ from .layout import (
 NS = 1_000_000_000
 #: Path table records name their parent by a 16-bit number.
 MAX_DIRECTORIES = 0xFFFF
+#: The volume space size is a 32-bit count of sectors (8 TiB).
+MAX_SECTORS = 0xFFFFFFFF
 DEFAULT_LABEL = "RUMPFS"
 LABEL_MAX = 32
 JOLIET_LABEL_MAX = 16
@@ -476,6 +478,9 @@ class IsoLayout:
             size = node.size
             self.extents[id(node)] = pos if size else 0
             pos += -(-size // SECTOR)
+        if pos > MAX_SECTORS:
+            raise RumpfsError(f"the image needs {pos} sectors of {SECTOR} bytes; an ISO 9660 "
+                              f"volume has at most {MAX_SECTORS} (32-bit volume space size)")
         self.sectors = pos
         return pos
 
