@@ -165,8 +165,13 @@ def fat_time(t) -> int:
     return (t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2)
 
 
+#: A byte rotated right by one bit, by value (the checksum's step).
+_ROTATE_RIGHT = bytes(((s & 1) << 7) | (s >> 1) for s in range(256))
+
+
 def short_name_checksum(name11: bytes) -> int:
+    """The long-name entries' checksum of their short name (specification 7.2)."""
     s = 0
     for c in name11:
-        s = (((s & 1) << 7) + (s >> 1) + c) & 0xFF
+        s = (_ROTATE_RIGHT[s] + c) & 0xFF
     return s

@@ -98,22 +98,28 @@ def parse_size(text) -> int:
 
 
 # -- names -------------------------------------------------------------------------------
-def _long_name(path: bytes, name: bytes) -> str:
+#: str.translate table deleting what a long name must not hold.
+_LFN_DELETE = dict.fromkeys([*map(ord, LFN_FORBIDDEN), *range(0x20)])
+
+
+def _long_name(path: bytes, name: bytes) -> tuple[str, bytes]:
+    """The name as text and as UTF-16 units, or an error naming the path."""
     try:
         text = name.decode("utf-8")
     except UnicodeDecodeError:
         raise RumpfsError(f"{display(path)}: the name is not UTF-8; FAT long names are "
                           "Unicode") from None
-    bad = [c for c in text if c in LFN_FORBIDDEN or ord(c) < 0x20]
-    if bad:
-        raise RumpfsError(f"{display(path)}: FAT names cannot hold {bad[0]!r} "
+    if len(text.translate(_LFN_DELETE)) != len(text):
+        bad = next(c for c in text if ord(c) in _LFN_DELETE)
+        raise RumpfsError(f"{display(path)}: FAT names cannot hold {bad!r} "
                           f"(nor any of {LFN_FORBIDDEN} or control characters)")
     if text.endswith((".", " ")):
         raise RumpfsError(f"{display(path)}: FAT names cannot end with a dot or a space")
-    if len(text.encode("utf-16-le")) // 2 > LFN_MAX:
+    units = text.encode("utf-16-le")
+    if len(units) // 2 > LFN_MAX:
         raise RumpfsError(f"{display(path)}: name longer than {LFN_MAX} UTF-16 units, "
                           "the most a FAT long name holds")
-    return text
+    return text, units
 
 
 #: Bytes a short name drops ("?" stays: it stands for a character that is
@@ -128,11 +134,13 @@ def _short_part(text: str, size: int) -> bytes:
 
 def _plain_short(text: str) -> bytes | None:
     """The 11-byte short name when ``text`` is itself a valid upper-case 8.3 name."""
+    if len(text) > 12 or text != text.upper():
+        return None
     base, dot, ext = text.partition(".")
     if "." in ext or not base or len(base) > 8 or len(ext) > 3 or (dot and not ext):
         return None
     raw = (base + ext).encode("ascii", "replace")
-    if text != text.upper() or any(c not in _SHORT_OK for c in raw):
+    if raw.translate(None, _SHORT_DROP + b"?") != raw:
         return None
     return base.encode().ljust(8, b" ") + ext.encode().ljust(3, b" ")
 
@@ -159,8 +167,8 @@ def _generated_short(text: str, taken: set, counters: dict) -> bytes:
             return candidate
 
 
-def _lfn_entries(text: str, checksum: int) -> list[bytes]:
-    units = text.encode("utf-16-le")
+def _lfn_entries(units: bytes, checksum: int) -> list[bytes]:
+    """The long-name entries of a name given as UTF-16 units."""
     count = -(-len(units) // (2 * LFN_CHARS))
     padded = units + b"\0\0"
     padded = padded[:count * 2 * LFN_CHARS].ljust(count * 2 * LFN_CHARS, b"\xff")
@@ -178,7 +186,7 @@ class _Obj:
     """A directory or a file of the image: where its clusters go."""
 
     __slots__ = ("node", "path", "entries", "children", "first", "clusters", "parent",
-                 "is_root")
+                 "is_root", "size")
 
     def __init__(self, node, path: bytes, parent):
         self.node = node
@@ -189,6 +197,7 @@ class _Obj:
         self.first = 0
         self.clusters = 0
         self.is_root = False
+        self.size = 0  # bytes of a file
 
 
 def _clamped(seconds: int) -> time.struct_time:
@@ -259,7 +268,7 @@ class FatLayout:
             if kind == REG and child.size > FILE_SIZE_MAX:
                 raise RumpfsError(f"{display(path)}: file is {child.size} bytes; a FAT file "
                                   f"holds at most {FILE_SIZE_MAX} bytes (32-bit size field)")
-            text = _long_name(path, name)
+            text, units = _long_name(path, name)
             key = text.upper()
             if key in folded:
                 raise RumpfsError(f"{display(path)}: same name as {display(folded[key])} "
@@ -268,20 +277,20 @@ class FatLayout:
             short = _plain_short(text)
             if short is not None:
                 taken.add(short)
-            named.append((text, short, path, child))
+            named.append((text, units, short, path, child))
         subdirs = []
-        for text, short, path, child in named:
-            long_text = None
+        for text, units, short, path, child in named:
+            long_units = None
             if short is None:
                 short = _generated_short(text, taken, counters)
                 taken.add(short)
-                long_text = text
-            obj = _Obj(child, path, d)
-            if long_text:
-                units = len(long_text.encode("utf-16-le")) // 2
-                entries += -(-units // LFN_CHARS)
+                long_units = units
+                entries += -(-len(units) // (2 * LFN_CHARS))
             entries += 1
-            d.children.append((short, long_text, obj))
+            obj = _Obj(child, path, d)
+            if child.children is None:
+                obj.size = child.size
+            d.children.append((short, long_units, obj))
             if child.children is not None:
                 subdirs.append(obj)
             else:
@@ -348,7 +357,7 @@ class FatLayout:
         return -(-(entries * fat // 8 + (1 if fat == 12 else 0)) // SECTOR)
 
     def choose(self) -> None:
-        self.file_sizes = [f.node.size for f in self.files]
+        self.file_sizes = [f.size for f in self.files]
         self._file_clusters: dict[int, int] = {}  # cluster size -> clusters of the files
         types = (self.fat_type,) if self.fat_type else (12, 16, 32)
         best = None
@@ -388,7 +397,7 @@ class FatLayout:
         order.extend(self.files)
         for obj in order:
             if obj.clusters == 0 and obj.children is None:
-                obj.clusters = -(-obj.node.size // self.cluster_bytes)
+                obj.clusters = -(-obj.size // self.cluster_bytes)
             if obj.clusters:
                 obj.first = nxt
                 nxt += obj.clusters
@@ -416,15 +425,15 @@ class FatLayout:
             parent = d.parent
             up = 0 if parent.is_root else parent.first
             out += self._entry(b"..".ljust(11), ATTR_DIRECTORY, parent.node, up, 0)
-        for short, long_text, obj in d.children:
-            if long_text is not None:
-                for e in _lfn_entries(long_text, short_name_checksum(short)):
+        for short, long_units, obj in d.children:
+            if long_units is not None:
+                for e in _lfn_entries(long_units, short_name_checksum(short)):
                     out += e
             node = obj.node
             if obj.children is not None:
                 attr, size = ATTR_DIRECTORY, 0
             else:
-                attr, size = ATTR_ARCHIVE, node.size
+                attr, size = ATTR_ARCHIVE, obj.size
                 if not node.mode & stat.S_IWUSR:
                     attr |= ATTR_READ_ONLY
             out += self._entry(short, attr, node, obj.first, size)
@@ -501,7 +510,7 @@ class FatLayout:
         # copy_at per file costs more than laying out its entries).
         jobs = []
         for f in self.files:
-            data, size = f.node.data, f.node.size
+            data, size = f.node.data, f.size
             if not size:
                 continue
             if not hasattr(data, "path"):
