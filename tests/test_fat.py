@@ -322,3 +322,22 @@ def test_struct_formats_mirror_the_construct_declarations():
     assert layout.LfnEntry.build(dict(zip(lfn_names, lfn))) == layout.LFN_ENTRY.pack(*lfn)
     assert layout.DIR_ENTRY.size == layout.LFN_ENTRY.size == layout.DIR_ENTRY_SIZE
     assert layout.FsInfo.sizeof() == layout.SECTOR
+
+
+def test_check_finds_a_broken_chain_as_fsck_fat_does(tmp_path, rumpfs):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x" * 2000)  # four 512-byte clusters
+    image = tmp_path / "c.fat"
+    rumpfs("pack", src, "--no-stubetc", "--fat-type", "16", "-o", image, env=ENV)
+    data = bytearray(image.read_bytes())
+    reserved = int.from_bytes(data[14:16], "little")
+    fat = reserved * 512
+    # The file's chain starts at cluster 2: end it after the first cluster.
+    data[fat + 4:fat + 6] = (0xFFFF).to_bytes(2, "little")
+    image.write_bytes(bytes(data))
+    res = rumpfs("check", image, check=False)
+    assert res.returncode == 1
+    assert "/f: 1 clusters for 2000 bytes (want 4)" in res.out + res.err
+    assert "3 clusters in use by no file or directory" in res.out + res.err
+    assert subprocess.run(["fsck.fat", "-n", str(image)], capture_output=True).returncode != 0

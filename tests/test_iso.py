@@ -287,3 +287,20 @@ def test_rumpfs_extract_gives_back_the_tree(iso, fixture_tree, tmp_path, rumpfs)
     if not os.path.exists(os.path.join(fixture_tree, "dev", "null")):
         skip |= {p for p, r in want.items() if r["type"] in ("chardev", "blockdev")}
     tc.assert_same(want, tc.scan_host(dest), ignore=skip | {b""})
+
+
+def test_check_finds_a_wrong_path_table(tmp_path, rumpfs):
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    image = tmp_path / "p.iso"
+    rumpfs("pack", src, "--no-stubetc", "-o", image, env=ENV)
+    data = bytearray(image.read_bytes())
+    pt_l = int.from_bytes(data[16 * 2048 + 140:16 * 2048 + 144], "little")
+    second = pt_l * 2048 + 10  # the record after the root's (8 + 2 bytes)
+    extent = int.from_bytes(data[second + 2:second + 6], "little")
+    data[second + 2:second + 6] = (extent + 1).to_bytes(4, "little")
+    image.write_bytes(bytes(data))
+    res = rumpfs("check", image, check=False)
+    assert res.returncode == 1
+    assert "the L and M path tables differ" in res.out + res.err
+    assert "not those of the tree's 2 directories" in res.out + res.err

@@ -14,7 +14,6 @@ from .layout import (
     DIR_RECORD,
     FLAG_DIRECTORY,
     FLAG_MULTI_EXTENT,
-    PATH_RECORD_L,
     SECTOR,
     STANDARD_ID,
     SYSTEM_AREA_SECTORS,
@@ -78,6 +77,7 @@ class IsoReader(ImageReader):
                 self.volume_sectors = struct.unpack_from("<I", vd, 80)[0]
                 self.pt_size = struct.unpack_from("<I", vd, 132)[0]
                 self.pt_l = struct.unpack_from("<I", vd, 140)[0]
+                self.pt_m = struct.unpack_from(">I", vd, 148)[0]
                 return
             if vd[0] == VD_TERMINATOR:
                 break
@@ -181,6 +181,7 @@ class IsoReader(ImageReader):
         yield root
         stack = [(b"", self.root, 0)]
         seen_dirs = {self.root.extent}
+        self.dir_extents = seen_dirs
         first_of: dict[int, bytes] = {}
         while stack:
             path, d, depth = stack.pop()
@@ -245,28 +246,42 @@ class IsoReader(ImageReader):
         naming the same directories as the tree."""
         problems = []
         try:
-            entries = list(self.entries())
+            list(self.entries())
         except RumpfsError as e:
             return [str(e)]
         problems += self.problems
         if self.volume_sectors * SECTOR > self.size:
             problems.append(f"volume of {self.volume_sectors} sectors is larger than the image")
-        dirs = sum(1 for e in entries if stat.S_ISDIR(e.mode))
         try:
-            table = self._read(self.pt_l, self.pt_size)
+            little = self._path_table(self.pt_l, "<")
+            big = self._path_table(self.pt_m, ">")
         except RumpfsError as e:
             return problems + [str(e)]
-        count, pos = 0, 0
-        while pos + PATH_RECORD_L.size <= len(table):
-            name_len = table[pos]
-            if name_len == 0:
-                problems.append(f"path table record {count + 1}: empty name")
+        if little != big:
+            problems.append("the L and M path tables differ")
+        listed = [extent for extent, _parent in little]
+        if sorted(listed) != sorted(self.dir_extents):
+            problems.append(f"path table lists {len(listed)} directories at sectors that are "
+                            f"not those of the tree's {len(self.dir_extents)} directories")
+        for number, (_extent, parent) in enumerate(little, 1):
+            if not 1 <= parent <= number:
+                problems.append(f"path table record {number}: parent {parent} does not come "
+                                "before it")
                 break
-            count += 1
-            pos += PATH_RECORD_L.size + name_len + name_len % 2
-        if count != dirs:
-            problems.append(f"path table lists {count} directories, the tree has {dirs}")
         return problems
+
+    def _path_table(self, sector: int, order: str) -> list[tuple[int, int]]:
+        """(extent, parent number) of each path table record."""
+        table = self._read(sector, self.pt_size)
+        fmt = struct.Struct(order + "BBIH")
+        out, pos = [], 0
+        while pos + fmt.size <= len(table):
+            name_len, _ext, extent, parent = fmt.unpack_from(table, pos)
+            if name_len == 0:
+                raise RumpfsError(f"path table record {len(out) + 1}: empty name")
+            out.append((extent, parent))
+            pos += fmt.size + name_len + name_len % 2
+        return out
 
 
 def _plain_name(ident: bytes) -> bytes:

@@ -26,8 +26,8 @@ Choices:
   most 30 characters, made unique in their directory by a ``~N`` suffix.
 * Joliet holds directories and regular files only (it has no other types),
   names as UCS-2 cut to 64 characters, made unique the same way.
-* Directories deeper than 8 levels stay where they are (as ``mkisofs -D``
-  and ``xorriso -disable-deep-relocation`` write them): Linux, libisofs,
+* Directories deeper than 8 levels stay where they are (as ``xorriso -as
+  mkisofs -R`` and ``mkisofs -D`` write them): Linux, libisofs,
   libarchive and pycdlib read them; no RR_MOVED relocation.
 * Files of 4 GiB and more are cut into extents of ``EXTENT_MAX`` bytes,
   one directory record each (multi-extent, level 3).
