@@ -341,3 +341,21 @@ def test_check_finds_a_broken_chain_as_fsck_fat_does(tmp_path, rumpfs):
     assert "/f: 1 clusters for 2000 bytes (want 4)" in res.out + res.err
     assert "3 clusters in use by no file or directory" in res.out + res.err
     assert subprocess.run(["fsck.fat", "-n", str(image)], capture_output=True).returncode != 0
+
+
+def test_inside_an_object(tmp_path, rumpfs):
+    # --image-format fat: objcopy takes the image out of the object, and
+    # fsck.fat and mcopy judge it; rumpfs reads it straight from the object.
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "Hello World.txt").write_bytes(b"inside an object\n")
+    obj = tmp_path / "root.o"
+    rumpfs("pack", src, "--no-stubetc", "--image-format", "fat", "-o", obj, env=ENV)
+    image = tmp_path / "image.fat"
+    subprocess.run(["objcopy", "-O", "binary", "--only-section", ".rodata.rumpfs.root",
+                    str(obj), str(image)], check=True)
+    fsck(image)
+    dest = tmp_path / "x"
+    mcopy_out(image, dest)
+    assert (dest / "Hello World.txt").read_bytes() == b"inside an object\n"
+    assert rumpfs("cat", obj, "/Hello World.txt").stdout == b"inside an object\n"

@@ -304,3 +304,22 @@ def test_check_finds_a_wrong_path_table(tmp_path, rumpfs):
     assert res.returncode == 1
     assert "the L and M path tables differ" in res.out + res.err
     assert "not those of the tree's 2 directories" in res.out + res.err
+
+
+def test_inside_an_object(tmp_path, rumpfs):
+    # --image-format iso: objcopy takes the image out of the object, and
+    # bsdtar judges it; rumpfs reads it straight from the object.
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "hello.txt").write_bytes(b"inside an object\n")
+    obj = tmp_path / "root.o"
+    rumpfs("pack", src, "--no-stubetc", "--image-format", "iso", "-o", obj, env=ENV)
+    image = tmp_path / "image.iso"
+    subprocess.run(["objcopy", "-O", "binary", "--only-section", ".rodata.rumpfs.root",
+                    str(obj), str(image)], check=True)
+    dest = tmp_path / "x"
+    dest.mkdir()
+    subprocess.run(["bsdtar", "-xf", str(image)], cwd=dest, check=True)
+    assert (dest / "hello.txt").read_bytes() == b"inside an object\n"
+    assert rumpfs("cat", obj, "/hello.txt").stdout == b"inside an object\n"
+    assert "format: iso" in rumpfs("info", obj).out
