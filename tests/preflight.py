@@ -46,6 +46,13 @@ COMMANDS = {
     "dpkg-deb": "dpkg",
     "setpriv": "util-linux",
     "file": "file",
+    "xorriso": "xorriso",
+    "isoinfo": "genisoimage",
+    "isovfy": "genisoimage",
+    "fsck.fat": "dosfstools",
+    "mkfs.fat": "dosfstools",
+    "mcopy": "mtools",
+    "mdir": "mtools",
 }
 
 #: Shared libraries the tests load with ctypes -> their Debian package.
@@ -62,6 +69,8 @@ MODULES = {
     "libarchive": "libarchive-c",
     "zstandard": "zstandard",
     "lz4": "lz4",
+    "pycdlib": "pycdlib",
+    "pyfatfs": "pyfatfs",
 }
 
 #: A target the host objcopy must know: tests take sections out of objects

@@ -188,8 +188,11 @@ _MODULES = {
     "cpio": "rumpfs.formats.cpio",
     "ffs": "rumpfs.formats.ffs",
     "ffs2": "rumpfs.formats.ffs",
+    "iso": "rumpfs.formats.iso",
+    "fat": "rumpfs.formats.fat",
 }
-_ALIASES = {"newc": "cpio", "ffs1": "ffs", "ufs1": "ffs", "ufs2": "ffs2"}
+_ALIASES = {"newc": "cpio", "ffs1": "ffs", "ufs1": "ffs", "ufs2": "ffs2", "iso9660": "iso",
+            "vfat": "fat"}
 
 
 def names() -> list[str]:

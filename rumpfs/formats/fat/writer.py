@@ -1,0 +1,551 @@
+"""Writing FAT12/16/32 images from the tree.
+
+* The FAT type follows from the cluster count, as the specification says
+  (fewer than 4085 clusters: FAT12; fewer than 65525: FAT16; else FAT32).
+  By default every type and cluster size up to 32 KiB is tried and the
+  smallest image wins (ties: the smaller cluster); ``--fat-type`` keeps one
+  type (padding the image up to the type's least cluster count), ``--size``
+  fixes the image size.
+* Long names are VFAT (UTF-16) entries; every name also gets a short 8.3
+  name, the name itself when it is a valid upper-case 8.3 name, else
+  ``BASE~N.EXT``, N counting up in name order: deterministic and unique.
+  Names FAT cannot tell apart (differing only in case) are an error.
+* Times: the modification time in FAT's 2-second resolution, UTC, clamped
+  to 1980-2107; creation = modification, access date = its date.
+* Owners and modes are not kept (FAT has none); a file without the owner's
+  write bit gets the read-only attribute.  Hard links become copies.
+  Symlinks, devices, FIFOs and sockets are refused, or left out with
+  ``--fat-skip-special`` (one warning per kind).
+* Objects are laid out in walk order, each in contiguous clusters: the FAT
+  is a run of chains.  The volume ID is derived from the root's time.
+"""
+
+from __future__ import annotations
+
+import functools
+import stat
+import sys
+import time
+from array import array
+
+from ...errors import RumpfsError
+from ...output import BATCH_JOBS
+from ...tree import KIND_NAMES, REG, display, join
+from .layout import (
+    ATTR_ARCHIVE,
+    ATTR_DIRECTORY,
+    ATTR_LONG_NAME,
+    ATTR_READ_ONLY,
+    ATTR_VOLUME_ID,
+    BACKUP_BOOT_SECTOR,
+    BOOT_SIGNATURE,
+    DIR_ENTRY,
+    DIR_ENTRY_SIZE,
+    DRIVE_NUMBER,
+    EOC,
+    EXT_BOOT_SIGNATURE,
+    FILE_SIZE_MAX,
+    FIRST_CLUSTER,
+    FSINFO_SECTOR,
+    FSINFO_UNKNOWN,
+    HEADS,
+    JUMP_FAT16,
+    JUMP_FAT32,
+    LFN_CHARS,
+    LFN_ENTRY,
+    LFN_FORBIDDEN,
+    LFN_LAST,
+    LFN_MAX,
+    MAX_CLUSTER_BYTES,
+    MAX_CLUSTERS,
+    MAX_DIR_ENTRIES,
+    MAX_ROOT_ENTRIES,
+    MEDIA_FIXED,
+    MIN_CLUSTERS,
+    NUM_FATS,
+    OEM_NAME,
+    RESERVED_SECTORS,
+    SECTOR,
+    SECTORS_PER_TRACK,
+    SHORT_EXTRA,
+    fat_date,
+    fat_time,
+    short_name_checksum,
+)
+
+NS = 1_000_000_000
+#: BPB_TotSec32 is 32 bits: 2 TiB of 512-byte sectors.
+MAX_SECTORS = 0xFFFFFFFF
+SKIP_OPTION = "--fat-skip-special"
+_SHORT_OK = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" + SHORT_EXTRA)
+_FIRST_SECOND = 315532800  # 1980-01-01 00:00:00 UTC
+_LAST_SECOND = 4354819198  # 2107-12-31 23:59:58 UTC
+
+
+def parse_size(text) -> int:
+    if isinstance(text, int):
+        return text
+    s = str(text).strip().lower()
+    mult = 1
+    if s and s[-1] in "kmgt":
+        mult = 1024 ** ("kmgt".index(s[-1]) + 1)
+        s = s[:-1]
+    try:
+        value = int(s)
+    except ValueError:
+        raise RumpfsError(f"--size {text}: not a size (bytes, or with a k/m/g/t suffix)") from None
+    return value * mult
+
+
+# -- names -------------------------------------------------------------------------------
+#: str.translate table deleting what a long name must not hold.
+_LFN_DELETE = dict.fromkeys([*map(ord, LFN_FORBIDDEN), *range(0x20)])
+
+
+def _long_name(path: bytes, name: bytes) -> tuple[str, bytes]:
+    """The name as text and as UTF-16 units, or an error naming the path."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RumpfsError(f"{display(path)}: the name is not UTF-8; FAT long names are "
+                          "Unicode") from None
+    if len(text.translate(_LFN_DELETE)) != len(text):
+        bad = next(c for c in text if ord(c) in _LFN_DELETE)
+        raise RumpfsError(f"{display(path)}: FAT names cannot hold {bad!r} "
+                          f"(nor any of {LFN_FORBIDDEN} or control characters)")
+    if text.endswith((".", " ")):
+        raise RumpfsError(f"{display(path)}: FAT names cannot end with a dot or a space")
+    units = text.encode("utf-16-le")
+    if len(units) // 2 > LFN_MAX:
+        raise RumpfsError(f"{display(path)}: name longer than {LFN_MAX} UTF-16 units, "
+                          "the most a FAT long name holds")
+    return text, units
+
+
+#: Bytes a short name drops ("?" stays: it stands for a character that is
+#: not ASCII, and becomes "_").
+_SHORT_DROP = bytes(c for c in range(256) if c not in _SHORT_OK and c != ord("?"))
+
+
+def _short_part(text: str, size: int) -> bytes:
+    raw = text.upper().encode("ascii", "replace")
+    return raw.translate(None, _SHORT_DROP)[:size].replace(b"?", b"_")
+
+
+def _plain_short(text: str) -> bytes | None:
+    """The 11-byte short name when ``text`` is itself a valid upper-case 8.3 name."""
+    if len(text) > 12 or text != text.upper():
+        return None
+    base, dot, ext = text.partition(".")
+    if "." in ext or not base or len(base) > 8 or len(ext) > 3 or (dot and not ext):
+        return None
+    raw = (base + ext).encode("ascii", "replace")
+    if raw.translate(None, _SHORT_DROP + b"?") != raw:
+        return None
+    return base.encode().ljust(8, b" ") + ext.encode().ljust(3, b" ")
+
+
+def _generated_short(text: str, taken: set, counters: dict) -> bytes:
+    """``BASE~N.EXT`` with the first N not taken; ``counters`` remembers
+    where each base and extension stopped, so that thousands of names with
+    one prefix cost one step each."""
+    stem, dot, ext = text.lstrip(".").rpartition(".")
+    if not dot:
+        stem, ext = ext, ""
+    base = _short_part(stem.replace(" ", "").replace(".", ""), 8) or b"_"
+    ext11 = _short_part(ext.replace(" ", ""), 3).ljust(3, b" ")
+    # Keyed by what the first nine candidates share: names that differ
+    # only after six characters count on from one another.
+    key = (base[:6], ext11)
+    n = counters.get(key, 1)
+    while True:
+        tail = b"~%d" % n
+        candidate = (base[:8 - len(tail)] + tail).ljust(8, b" ") + ext11
+        n += 1
+        if candidate not in taken:
+            counters[key] = n
+            return candidate
+
+
+def _lfn_entries(units: bytes, checksum: int) -> list[bytes]:
+    """The long-name entries of a name given as UTF-16 units."""
+    count = -(-len(units) // (2 * LFN_CHARS))
+    padded = units + b"\0\0"
+    padded = padded[:count * 2 * LFN_CHARS].ljust(count * 2 * LFN_CHARS, b"\xff")
+    out = []
+    for seq in range(count, 0, -1):  # stored last part first
+        chunk = padded[(seq - 1) * 26:seq * 26]
+        ordinal = seq | (LFN_LAST if seq == count else 0)
+        out.append(LFN_ENTRY.pack(ordinal, chunk[:10], ATTR_LONG_NAME, 0, checksum,
+                                  chunk[10:22], 0, chunk[22:26]))
+    return out
+
+
+# -- the model ------------------------------------------------------------------------------
+class _Obj:
+    """A directory or a file of the image: where its clusters go."""
+
+    __slots__ = ("node", "path", "entries", "children", "first", "clusters", "parent",
+                 "is_root", "size")
+
+    def __init__(self, node, path: bytes, parent):
+        self.node = node
+        self.path = path
+        self.parent = parent
+        self.children = None  # [(short11, long text or None, _Obj)] of a directory
+        self.entries = 0  # directory entries of a directory
+        self.first = 0
+        self.clusters = 0
+        self.is_root = False
+        self.size = 0  # bytes of a file
+
+
+def _clamped(seconds: int) -> time.struct_time:
+    return time.gmtime(max(_FIRST_SECOND, min(seconds, _LAST_SECOND)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _date_time(seconds: int) -> tuple[int, int]:
+    """(FAT date, FAT time) of a Unix time (cached: a tree has few distinct times)."""
+    t = _clamped(seconds)
+    return fat_date(t), fat_time(t)
+
+
+class FatLayout:
+    def __init__(self, tree, options: dict):
+        self.tree = tree
+        self.fat_type = options.get("fat_type")
+        if self.fat_type is not None:
+            self.fat_type = int(self.fat_type)
+        self.size = parse_size(options["size"]) if options.get("size") is not None else None
+        self.skip = bool(options.get("fat_skip_special"))
+        label = options.get("label")
+        self.label = None
+        if label is not None:
+            raw = label.upper().encode("ascii", "replace")
+            if len(raw) > 11 or not raw or any(c not in _SHORT_OK and c != 0x20 for c in raw):
+                raise RumpfsError(f"--label {label!r}: a FAT volume label is 1 to 11 of "
+                                  "A-Z, 0-9, space and $%'-_@~`!(){}^#&")
+            self.label = raw.ljust(11, b" ")
+        self.dirs: list[_Obj] = []
+        self.files: list[_Obj] = []
+        self.skipped: dict[int, int] = {}
+
+    # -- pass 1: names and entry counts -------------------------------------------------
+    def build(self) -> None:
+        root = _Obj(self.tree.root, b"", None)
+        root.is_root = True
+        stack = [root]
+        while stack:
+            d = stack.pop()
+            self.dirs.append(d)
+            subdirs = self._build_dir(d)
+            stack.extend(reversed(subdirs))
+        for kind, count in sorted(self.skipped.items()):
+            print(f"rumpfs: warning: {count} {KIND_NAMES[kind]} entr"
+                  f"{'y' if count == 1 else 'ies'} left out of the FAT image ({SKIP_OPTION})",
+                  file=sys.stderr)
+
+    def _build_dir(self, d: _Obj) -> list[_Obj]:
+        d.children = []
+        folded: dict[str, bytes] = {}
+        taken: set[bytes] = set()
+        counters: dict = {}
+        entries = 0 if d.is_root else 2
+        if d.is_root and self.label is not None:
+            entries += 1
+        named = []
+        for name, child in sorted(d.node.children.items()):
+            path = join(d.path, name)
+            kind = stat.S_IFMT(child.mode)
+            if child.children is None and kind != REG:
+                if not self.skip:
+                    raise RumpfsError(f"{display(path)}: a FAT image cannot hold a "
+                                      f"{KIND_NAMES.get(kind, 'special file')}; give "
+                                      f"{SKIP_OPTION} to leave such entries out")
+                self.skipped[kind] = self.skipped.get(kind, 0) + 1
+                continue
+            if kind == REG and child.size > FILE_SIZE_MAX:
+                raise RumpfsError(f"{display(path)}: file is {child.size} bytes; a FAT file "
+                                  f"holds at most {FILE_SIZE_MAX} bytes (32-bit size field)")
+            text, units = _long_name(path, name)
+            key = text.upper()
+            if key in folded:
+                raise RumpfsError(f"{display(path)}: same name as {display(folded[key])} "
+                                  "to FAT, whose names ignore case")
+            folded[key] = path
+            short = _plain_short(text)
+            if short is not None:
+                taken.add(short)
+            named.append((text, units, short, path, child))
+        subdirs = []
+        for text, units, short, path, child in named:
+            long_units = None
+            if short is None:
+                short = _generated_short(text, taken, counters)
+                taken.add(short)
+                long_units = units
+                entries += -(-len(units) // (2 * LFN_CHARS))
+            entries += 1
+            obj = _Obj(child, path, d)
+            if child.children is None:
+                obj.size = child.size
+            d.children.append((short, long_units, obj))
+            if child.children is not None:
+                subdirs.append(obj)
+            else:
+                self.files.append(obj)
+        if entries > MAX_DIR_ENTRIES:
+            raise RumpfsError(f"{display(d.path)}: needs {entries} directory entries; a FAT "
+                              f"directory holds at most {MAX_DIR_ENTRIES}")
+        d.entries = entries
+        return subdirs
+
+    # -- pass 2: geometry ---------------------------------------------------------------
+    def _needed(self, cluster: int, fat: int) -> int | None:
+        """Clusters the tree takes with this cluster size, or None when the
+        FAT12/16 root directory cannot hold the root's entries."""
+        total = 0
+        for d in self.dirs:
+            if d.is_root and fat != 32:
+                if d.entries > MAX_ROOT_ENTRIES:
+                    return None
+                continue
+            total += max(1, -(-d.entries * DIR_ENTRY_SIZE // cluster))
+        files = self._file_clusters.get(cluster)
+        if files is None:
+            files = self._file_clusters[cluster] = sum(-(-size // cluster)
+                                                       for size in self.file_sizes)
+        return total + files
+
+    def _geometry(self, fat: int, spc: int, needed: int):
+        """(total sectors, clusters, FAT sectors, root entries) or None."""
+        reserved = RESERVED_SECTORS[fat]
+        root_entries = 0
+        if fat != 32:
+            root_entries = max(16, -(-self.dirs[0].entries // 16) * 16)
+        root_sectors = root_entries * DIR_ENTRY_SIZE // SECTOR
+        if self.size is None:
+            clusters = max(needed, MIN_CLUSTERS[fat])
+            fat_sectors = self._fat_sectors(fat, clusters)
+            total = reserved + NUM_FATS * fat_sectors + root_sectors + clusters * spc
+        else:
+            total = self.size // SECTOR
+            avail = total - reserved - root_sectors
+            if avail <= 0:
+                return None
+            # The most clusters whose FATs and data fit what is left.
+            clusters = avail // spc
+            while True:
+                fit = (avail - NUM_FATS * self._fat_sectors(fat, clusters)) // spc
+                if fit >= clusters:
+                    break
+                clusters = fit
+            while (NUM_FATS * self._fat_sectors(fat, clusters + 1) + (clusters + 1) * spc
+                   <= avail):
+                clusters += 1
+            fat_sectors = self._fat_sectors(fat, clusters)
+            if clusters < needed:
+                return None
+        if not MIN_CLUSTERS[fat] <= clusters <= MAX_CLUSTERS[fat] or total > MAX_SECTORS:
+            return None
+        return total, clusters, fat_sectors, root_entries
+
+    @staticmethod
+    def _fat_sectors(fat: int, clusters: int) -> int:
+        entries = clusters + FIRST_CLUSTER
+        return -(-(entries * fat // 8 + (1 if fat == 12 else 0)) // SECTOR)
+
+    def choose(self) -> None:
+        self.file_sizes = [f.size for f in self.files]
+        self._file_clusters: dict[int, int] = {}  # cluster size -> clusters of the files
+        types = (self.fat_type,) if self.fat_type else (12, 16, 32)
+        best = None
+        spc = 1
+        while spc * SECTOR <= MAX_CLUSTER_BYTES:
+            for fat in types:
+                needed = self._needed(spc * SECTOR, fat)
+                if needed is None:
+                    continue
+                g = self._geometry(fat, spc, needed)
+                if g is not None and (best is None or g[0] < best[0][0]):
+                    best = (g, fat, spc)
+            spc *= 2
+        if best is None:
+            what = f"FAT{self.fat_type}" if self.fat_type else "FAT12, FAT16 or FAT32"
+            where = f" of {self.size} bytes" if self.size is not None else ""
+            raise RumpfsError(f"the tree does not fit a {what} image{where} "
+                              f"(cluster counts: FAT12 up to {MAX_CLUSTERS[12]}, FAT16 "
+                              f"{MIN_CLUSTERS[16]}-{MAX_CLUSTERS[16]}, FAT32 from "
+                              f"{MIN_CLUSTERS[32]})")
+        (self.total, self.clusters, self.fat_sectors, self.root_entries), self.fat, self.spc = best
+        self.cluster_bytes = self.spc * SECTOR
+        reserved = RESERVED_SECTORS[self.fat]
+        self.fat_start = reserved
+        self.root_start = reserved + NUM_FATS * self.fat_sectors
+        self.data_start = self.root_start + self.root_entries * DIR_ENTRY_SIZE // SECTOR
+
+    # -- pass 3: clusters ------------------------------------------------------------------
+    def allocate(self) -> None:
+        nxt = FIRST_CLUSTER
+        order = []
+        for d in self.dirs:
+            if d.is_root and self.fat != 32:
+                continue
+            d.clusters = max(1, -(-d.entries * DIR_ENTRY_SIZE // self.cluster_bytes))
+            order.append(d)
+        order.extend(self.files)
+        for obj in order:
+            if obj.clusters == 0 and obj.children is None:
+                obj.clusters = -(-obj.size // self.cluster_bytes)
+            if obj.clusters:
+                obj.first = nxt
+                nxt += obj.clusters
+        self.used = nxt - FIRST_CLUSTER
+        self.order = order
+
+    def _offset(self, cluster: int) -> int:
+        return (self.data_start + (cluster - FIRST_CLUSTER) * self.spc) * SECTOR
+
+    # -- pass 4: bytes -------------------------------------------------------------------------
+    def _entry(self, short: bytes, attr: int, node, first: int, size: int) -> bytes:
+        date, tm = _date_time(node.mtime_ns // NS)
+        return DIR_ENTRY.pack(short, attr, 0, 0, tm, date, date, first >> 16, tm, date,
+                              first & 0xFFFF, size)
+
+    def _directory(self, d: _Obj) -> bytes:
+        out = bytearray()
+        if d.is_root:
+            if self.label is not None:
+                t = _clamped(d.node.mtime_ns // NS)
+                out += DIR_ENTRY.pack(self.label, ATTR_VOLUME_ID, 0, 0, 0, 0, 0, 0, fat_time(t),
+                                      fat_date(t), 0, 0)
+        else:
+            out += self._entry(b".".ljust(11), ATTR_DIRECTORY, d.node, d.first, 0)
+            parent = d.parent
+            up = 0 if parent.is_root else parent.first
+            out += self._entry(b"..".ljust(11), ATTR_DIRECTORY, parent.node, up, 0)
+        for short, long_units, obj in d.children:
+            if long_units is not None:
+                for e in _lfn_entries(long_units, short_name_checksum(short)):
+                    out += e
+            node = obj.node
+            if obj.children is not None:
+                attr, size = ATTR_DIRECTORY, 0
+            else:
+                attr, size = ATTR_ARCHIVE, obj.size
+                if not node.mode & stat.S_IWUSR:
+                    attr |= ATTR_READ_ONLY
+            out += self._entry(short, attr, node, obj.first, size)
+        return bytes(out)
+
+    def _fat_table(self) -> bytes:
+        eoc = EOC[self.fat]
+        entries = array("I", [(0x0FFFFF00 | MEDIA_FIXED) & eoc, eoc])
+        for obj in self.order:
+            if obj.clusters:
+                entries.extend(range(obj.first + 1, obj.first + obj.clusters))
+                entries.append(eoc)
+        count = self.clusters + FIRST_CLUSTER
+        entries.extend([0] * (count - len(entries)))
+        if self.fat == 32:
+            data = entries.tobytes() if sys.byteorder == "little" else _swapped(entries)
+        elif self.fat == 16:
+            data = array("H", entries).tobytes() if sys.byteorder == "little" else \
+                _swapped(array("H", entries))
+        else:
+            data = _pack12(entries)
+        return data.ljust(self.fat_sectors * SECTOR, b"\0")
+
+    def _volume_id(self) -> int:
+        return (self.tree.root.mtime_ns // NS) & 0xFFFFFFFF
+
+    def _boot_sector(self) -> bytes:
+        from .layout import BootSector
+        fat32 = self.fat == 32
+        total16 = self.total if self.total < 0x10000 and not fat32 else 0
+        bpb = dict(BS_jmpBoot=JUMP_FAT32 if fat32 else JUMP_FAT16, BS_OEMName=OEM_NAME,
+                   BPB_BytsPerSec=SECTOR, BPB_SecPerClus=self.spc,
+                   BPB_RsvdSecCnt=RESERVED_SECTORS[self.fat], BPB_NumFATs=NUM_FATS,
+                   BPB_RootEntCnt=self.root_entries, BPB_TotSec16=total16, BPB_Media=MEDIA_FIXED,
+                   BPB_FATSz16=0 if fat32 else self.fat_sectors, BPB_SecPerTrk=SECTORS_PER_TRACK,
+                   BPB_NumHeads=HEADS, BPB_HiddSec=0,
+                   BPB_TotSec32=0 if total16 else self.total)
+        ext = dict(BS_DrvNum=DRIVE_NUMBER, BS_Reserved1=0, BS_BootSig=EXT_BOOT_SIGNATURE,
+                   BS_VolID=self._volume_id(), BS_VolLab=self.label or b"NO NAME    ",
+                   BS_FilSysType=b"FAT%d   " % self.fat)
+        f32 = None
+        if fat32:
+            f32 = dict(BPB_FATSz32=self.fat_sectors, BPB_ExtFlags=0, BPB_FSVer=0,
+                       BPB_RootClus=self.dirs[0].first, BPB_FSInfo=FSINFO_SECTOR,
+                       BPB_BkBootSec=BACKUP_BOOT_SECTOR, BPB_Reserved=bytes(12))
+        head = BootSector.build(dict(bpb=bpb, fat32=f32, ext=ext), fat_bits=self.fat)
+        return head.ljust(SECTOR - len(BOOT_SIGNATURE), b"\0") + BOOT_SIGNATURE
+
+    def _fsinfo(self) -> bytes:
+        from .layout import FsInfo
+        free = self.clusters - self.used
+        nxt = FIRST_CLUSTER + self.used if free else FSINFO_UNKNOWN
+        return FsInfo.build(dict(FSI_Reserved1=bytes(480), FSI_Free_Count=free,
+                                 FSI_Nxt_Free=nxt, FSI_Reserved2=bytes(12)))
+
+    def write(self, sink) -> int:
+        boot = self._boot_sector()
+        sink.pwrite(boot, 0)
+        if self.fat == 32:
+            fsinfo = self._fsinfo()
+            sink.pwrite(fsinfo, FSINFO_SECTOR * SECTOR)
+            sink.pwrite(boot + fsinfo, BACKUP_BOOT_SECTOR * SECTOR)
+        table = self._fat_table()
+        for i in range(NUM_FATS):
+            sink.pwrite(table, (self.fat_start + i * self.fat_sectors) * SECTOR)
+        for d in self.dirs:
+            data = self._directory(d)
+            if d.is_root and self.fat != 32:
+                sink.pwrite(data, self.root_start * SECTOR)
+            else:
+                sink.pwrite(data.ljust(d.clusters * self.cluster_bytes, b"\0"),
+                            self._offset(d.first))
+        # The copies go to the sink's workers a batch at a time (one
+        # copy_at per file costs more than laying out its entries).
+        jobs = []
+        for f in self.files:
+            data, size = f.node.data, f.size
+            if not size:
+                continue
+            if not hasattr(data, "path"):
+                sink.pwrite(data.data, self._offset(f.first))
+                continue
+            jobs.append((data, 0, self._offset(f.first), size))
+            if len(jobs) >= BATCH_JOBS:
+                sink.copier.add(jobs)
+                jobs = []
+        if jobs:
+            sink.copier.add(jobs)
+        return self.total * SECTOR
+
+
+def _swapped(a: array) -> bytes:
+    a = array(a.typecode, a)
+    a.byteswap()
+    return a.tobytes()
+
+
+def _pack12(entries) -> bytes:
+    out = bytearray()
+    for i in range(0, len(entries) - 1, 2):
+        a, b = entries[i], entries[i + 1]
+        out += bytes((a & 0xFF, (a >> 8) | ((b & 0xF) << 4), b >> 4))
+    if len(entries) % 2:
+        a = entries[-1]
+        out += bytes((a & 0xFF, a >> 8))
+    return bytes(out)
+
+
+def write_image(tree, sink, options: dict) -> int:
+    layout = FatLayout(tree, options)
+    layout.build()
+    layout.choose()
+    layout.allocate()
+    return layout.write(sink)
+

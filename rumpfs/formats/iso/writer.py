@@ -1,0 +1,641 @@
+"""Writing ISO 9660 images with Rock Ridge and Joliet from the tree.
+
+The image, sector by sector::
+
+    0-15   system area (zeros)
+    16     primary volume descriptor (ISO 9660 level 3 names, Rock Ridge)
+    17     supplementary volume descriptor (Joliet, UCS-2 level 3)
+    18     volume descriptor set terminator
+    19...  path tables: ISO L and M, Joliet L and M
+           ISO directories, breadth first (path table order), each followed
+           by its continuation areas (Rock Ridge entries that did not fit)
+           Joliet directories, same order
+           file data, in walk order, each file on a sector boundary
+
+Everything but the file data is laid out in memory first (record lengths do
+not depend on locations), then written directory by directory; the data is
+copied from the source files by the sink's copy workers, holes left holes.
+
+Choices:
+
+* Rock Ridge carries the real names (up to 255 bytes, in NM entries split as
+  needed), modes, owners, link counts and file serial numbers (PX, RRIP
+  1.12), modification/access/change times (TF), symlinks (SL), devices
+  (PN).  Hard links share one data extent and one serial number.
+* ISO 9660 names are level 3: upper-case d-characters, ``NAME.EXT;1`` of at
+  most 30 characters, made unique in their directory by a ``~N`` suffix.
+* Joliet holds directories and regular files only (it has no other types),
+  names as UCS-2 cut to 64 characters, made unique the same way.
+* Directories deeper than 8 levels stay where they are (as ``xorriso -as
+  mkisofs -R`` and ``mkisofs -D`` write them): Linux, libisofs,
+  libarchive and pycdlib read them; no RR_MOVED relocation.
+* Files of 4 GiB and more are cut into extents of ``EXTENT_MAX`` bytes,
+  one directory record each (multi-extent, level 3).
+* Every date is the tree's (the time policy); the volume dates are the root
+  directory's time.  Nothing random, nothing of the build host.
+"""
+
+from __future__ import annotations
+
+import functools
+import stat
+
+from ...errors import RumpfsError
+from ...output import BATCH_JOBS
+from ...tree import BLK, CHR, LNK, REG, display, join
+from .layout import (
+    CE_SIZE,
+    DIR_RECORD,
+    EXTENT_MAX,
+    FLAG_DIRECTORY,
+    FLAG_MULTI_EXTENT,
+    ISO_DIR_ID_MAX,
+    ISO_FILE_ID_MAX,
+    JOLIET_ESCAPE,
+    JOLIET_NAME_MAX,
+    NM_CONTINUE,
+    PATH_RECORD_L,
+    PATH_RECORD_M,
+    RECORD_FIXED,
+    RECORD_MAX,
+    RRIP_DESCRIPTOR,
+    RRIP_ID,
+    RRIP_SOURCE,
+    SECTOR,
+    SL_CONTINUE,
+    SL_CURRENT,
+    SL_PARENT,
+    SL_ROOT,
+    SP_CHECK,
+    SUSP_ENTRY_MAX,
+    SUSP_HEADER,
+    SUSP_VERSION,
+    SYMLINK_TARGET_MAX,
+    SYSTEM_AREA_SECTORS,
+    TF_FLAGS,
+    VD_PRIMARY,
+    VD_SUPPLEMENTARY,
+    both32,
+    record_date,
+    volume_date,
+)
+
+NS = 1_000_000_000
+#: Path table records name their parent by a 16-bit number.
+MAX_DIRECTORIES = 0xFFFF
+#: The volume space size is a 32-bit count of sectors (8 TiB).
+MAX_SECTORS = 0xFFFFFFFF
+DEFAULT_LABEL = "RUMPFS"
+LABEL_MAX = 32
+JOLIET_LABEL_MAX = 16
+_D_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_JOLIET_FORBIDDEN = str.maketrans({c: "_" for c in "*/:;?\\"})
+
+
+# -- System Use entries --------------------------------------------------------------
+def _entry(sig: bytes, body: bytes) -> bytes:
+    return SUSP_HEADER.pack(sig, 4 + len(body), SUSP_VERSION) + body
+
+
+def _px(mode: int, nlink: int, uid: int, gid: int, serial: int) -> bytes:
+    return _entry(b"PX", both32(mode) + both32(nlink) + both32(uid) + both32(gid)
+                  + both32(serial))
+
+
+def _tf(node) -> bytes:
+    return _tf_of(node.mtime_ns // NS, node.atime_ns // NS, node.ctime_ns // NS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tf_of(mtime: int, atime: int, ctime: int) -> bytes:
+    return _entry(b"TF", bytes((TF_FLAGS,)) + record_date(mtime) + record_date(atime)
+                  + record_date(ctime))
+
+
+def _nm(name: bytes) -> list[bytes]:
+    room = SUSP_ENTRY_MAX - 5
+    pieces = [name[i:i + room] for i in range(0, len(name), room)] or [b""]
+    return [_entry(b"NM", bytes((NM_CONTINUE if i < len(pieces) - 1 else 0,)) + p)
+            for i, p in enumerate(pieces)]
+
+
+def _sl(target: bytes) -> list[bytes]:
+    """SL entries for a symlink target (RRIP 4.1.3), long components split."""
+    components = []
+    if target.startswith(b"/"):
+        components.append((SL_ROOT, b""))
+    for part in target.split(b"/"):
+        if part == b".":
+            components.append((SL_CURRENT, b""))
+        elif part == b"..":
+            components.append((SL_PARENT, b""))
+        elif part:
+            components.append((0, part))
+    entries, body, last_continues = [], b"", False
+    room = SUSP_ENTRY_MAX - 5  # after the header and SL's flags byte
+    for flags, content in components:
+        while True:
+            space = room - len(body) - 2
+            if space < 1:
+                entries.append((body, last_continues))
+                body = b""
+                continue
+            chunk, content = content[:space], content[space:]
+            more = bool(content)
+            body += bytes((flags | (SL_CONTINUE if more else 0), len(chunk))) + chunk
+            last_continues = more
+            if not more:
+                break
+    entries.append((body, last_continues))
+    return [_entry(b"SL", bytes((SL_CONTINUE if cont else 0,)) + b) for b, cont in entries]
+
+
+def _pn(rdev: int) -> bytes:
+    # The host's 64-bit dev_t in two halves, as mkisofs and libisofs write
+    # it: Linux reads a high half of 0 as the 16-bit major/minor word.
+    return _entry(b"PN", both32(rdev >> 32) + both32(rdev & 0xFFFFFFFF))
+
+
+_SP = _entry(b"SP", SP_CHECK + b"\0")
+_ER = _entry(b"ER", bytes((len(RRIP_ID), len(RRIP_DESCRIPTOR), len(RRIP_SOURCE), 1))
+             + RRIP_ID + RRIP_DESCRIPTOR + RRIP_SOURCE)
+
+
+class _Piece:
+    """A run of System Use entries in a continuation area (SUSP 5.1)."""
+
+    __slots__ = ("data", "next", "sector", "offset")
+
+    def __init__(self, data: bytes, nxt):
+        self.data = data
+        self.next = nxt
+        self.sector = self.offset = 0
+
+    @property
+    def length(self) -> int:
+        return len(self.data) + (CE_SIZE if self.next else 0)
+
+
+def _ce(piece: _Piece) -> bytes:
+    return _entry(b"CE", both32(piece.sector) + both32(piece.offset)
+                  + both32(piece.length))
+
+
+def _split_susp(entries: list[bytes], room: int):
+    """(inline bytes, first continuation piece or None) for a record with
+    ``room`` bytes of System Use space."""
+    if sum(map(len, entries)) <= room:
+        return b"".join(entries), None
+    inline, i = b"", 0
+    while i < len(entries) and len(inline) + len(entries[i]) <= room - CE_SIZE:
+        inline += entries[i]
+        i += 1
+    pieces, body = [], b""
+    for e in entries[i:]:
+        if len(body) + len(e) > SECTOR - CE_SIZE:
+            pieces.append(body)
+            body = b""
+        body += e
+    pieces.append(body)
+    nxt = None
+    for data in reversed(pieces):
+        nxt = _Piece(data, nxt)
+    return inline, nxt
+
+
+# -- names -----------------------------------------------------------------------------
+def _d_chars(name: bytes) -> bytes:
+    return bytes(c if c in _D_CHARS else 0x5F for c in name.upper())
+
+
+def _unique(candidate, taken: set, make):
+    """``candidate``, or ``make(suffix)`` with the first ``~N`` not taken."""
+    n = 1
+    while candidate in taken:
+        candidate = make(b"~%d" % n)
+        n += 1
+    taken.add(candidate)
+    return candidate
+
+
+def _iso_name(name: bytes, is_dir: bool, taken: set) -> tuple[bytes, tuple]:
+    """(file identifier, sort key) of a level 3 name, unique in ``taken``."""
+    if is_dir:
+        base = _d_chars(name)[:ISO_DIR_ID_MAX] or b"_"
+
+        def make(suffix):
+            return base[:ISO_DIR_ID_MAX - len(suffix)] + suffix
+        ident = _unique(base, taken, make)
+        return ident, (ident.ljust(ISO_DIR_ID_MAX, b" "), b"")
+    stem, dot, ext = name.rpartition(b".")
+    if not dot or not stem:
+        stem, ext = name, b""
+    ext = _d_chars(ext)[:8]
+    limit = ISO_FILE_ID_MAX - len(ext)
+    base = _d_chars(stem)[:limit] or b"_"
+
+    def make_file(suffix):
+        return (base[:limit - len(suffix)] + suffix, ext)
+    stem_id, ext_id = _unique((base, ext), taken, make_file)
+    return stem_id + b"." + ext_id + b";1", (stem_id.ljust(ISO_FILE_ID_MAX, b" "),
+                                             ext_id.ljust(8, b" "))
+
+
+def _joliet_name(name: bytes, taken: set) -> bytes:
+    text = name.decode("utf-8", "replace").translate(_JOLIET_FORBIDDEN)
+    units = text.encode("utf-16-be")
+    limit = JOLIET_NAME_MAX * 2
+
+    def cut(data: bytes, size: int) -> bytes:
+        data = data[:size]
+        if len(data) >= 2 and 0xD8 <= data[-2] <= 0xDB:  # half a surrogate pair
+            data = data[:-2]
+        return data
+
+    base = cut(units, limit)
+    # Compared as Windows and Linux's Joliet do: case matters, exact units.
+    return _unique(base, taken, lambda s: cut(base, limit - 2 * len(s)) + s.decode().encode(
+        "utf-16-be"))
+
+
+# -- the layout --------------------------------------------------------------------------
+class _Name:
+    """One directory record (or several, for a multi-extent file)."""
+
+    __slots__ = ("iso_id", "key", "joliet_id", "node", "susp", "piece", "dir")
+
+    def __init__(self, iso_id, key, node):
+        self.iso_id = iso_id
+        self.key = key
+        self.node = node
+        self.joliet_id = None
+        self.susp = b""
+        self.piece = None
+        self.dir = None  # the _Dir of a directory
+
+
+class _Dir:
+    __slots__ = ("node", "path", "parent", "names", "number", "jnumber", "extent", "size",
+                 "jextent", "jsize", "dot", "dotdot", "jnames", "iso_id", "joliet_id",
+                 "pieces", "ce_sectors")
+
+    def __init__(self, node, path, parent):
+        self.node = node
+        self.path = path
+        self.parent = parent
+        self.names = []
+        self.jnames = []
+        self.number = self.jnumber = 0
+        self.extent = self.size = self.jextent = self.jsize = 0
+        self.dot = self.dotdot = None
+        #: Continuation areas of its records, in the sectors after its extent.
+        self.pieces = []
+        self.ce_sectors = 0
+        #: Its identifiers in its parent (the path tables name it so).
+        self.iso_id = self.joliet_id = b"\0"
+
+
+def _record_len(id_len: int, susp_len: int = 0) -> int:
+    return RECORD_FIXED + id_len + (1 - id_len % 2) + susp_len
+
+
+def _extent_count(size: int) -> int:
+    return max(1, -(-size // EXTENT_MAX))
+
+
+def _records_size(records) -> int:
+    """Bytes of a directory extent holding records of these lengths
+    (a record never crosses a sector boundary), in whole sectors."""
+    pos = 0
+    for n in records:
+        if pos % SECTOR + n > SECTOR:
+            pos += SECTOR - pos % SECTOR
+        pos += n
+    return max(SECTOR, -(-pos // SECTOR) * SECTOR)
+
+
+class IsoLayout:
+    def __init__(self, tree, label: str | None):
+        self.tree = tree
+        self.label = DEFAULT_LABEL if label is None else label
+        if len(self.label) > LABEL_MAX or not self.label:
+            raise RumpfsError(f"--label {self.label!r}: an ISO 9660 volume label is 1 to "
+                              f"{LABEL_MAX} characters")
+        self.nlinks = tree.name_counts()
+        self.serials: dict[int, int] = {}
+        self.dirs: list[_Dir] = []
+        self.jdirs: list[_Dir] = []
+        self.files: list = []  # nodes with data, in order
+        self.extents: dict[int, int] = {}  # id(node) -> first data sector
+
+    def _serial(self, node) -> int:
+        return self.serials.setdefault(id(node), len(self.serials) + 1)
+
+    def _susp(self, node, nlink: int, name: bytes | None, first: list[bytes] = ()) -> list[bytes]:
+        entries = list(first)
+        entries.append(_px(node.mode, nlink, node.uid, node.gid, self._serial(node)))
+        entries.append(_tf(node))
+        if name is not None:
+            entries.extend(_nm(name))
+        kind = stat.S_IFMT(node.mode)
+        if kind == LNK:
+            entries.extend(_sl(node.target))
+        elif kind in (CHR, BLK):
+            entries.append(_pn(node.rdev))
+        return entries
+
+    def _place(self, d: _Dir, rec: _Name, entries: list[bytes], id_len: int) -> None:
+        rec.susp, rec.piece = _split_susp(entries, RECORD_MAX - _record_len(id_len))
+        piece = rec.piece
+        while piece is not None:
+            d.pieces.append(piece)
+            piece = piece.next
+
+    def build(self) -> None:
+        root = _Dir(self.tree.root, b"", None)
+        root.parent = root
+        queue = [root]
+        i = 0
+        while i < len(queue):
+            d = queue[i]
+            i += 1
+            d.number = i
+            if i > MAX_DIRECTORIES:
+                raise RumpfsError(f"{display(d.path)}: more than {MAX_DIRECTORIES} directories; "
+                                  "ISO 9660 path tables number at most that many")
+            self.dirs.append(d)
+            queue.extend(self._build_dir(d))
+        self._joliet_order(root)
+
+    def _subdirs(self, node) -> int:
+        return sum(1 for c in node.children.values() if c.children is not None)
+
+    def _build_dir(self, d: _Dir) -> list[_Dir]:
+        node = d.node
+        links = 2 + self._subdirs(node)
+        d.dot = _Name(b"\0", None, node)
+        first = [_SP] if d.parent is d else []
+        self._place(d, d.dot, self._susp(node, links, None, first) + ([_ER] if first else []), 1)
+        parent = d.parent.node
+        d.dotdot = _Name(b"\1", None, parent)
+        self._place(d, d.dotdot, self._susp(parent, 2 + self._subdirs(parent), None), 1)
+        taken, jtaken = set(), set()
+        subdirs = []
+        for name, child in sorted(node.children.items()):
+            is_dir = child.children is not None
+            iso_id, key = _iso_name(name, is_dir, taken)
+            rec = _Name(iso_id, key, child)
+            path = join(d.path, name)
+            if child.target is not None and len(child.target) > SYMLINK_TARGET_MAX:
+                raise RumpfsError(f"{display(path)}: symlink target of {len(child.target)} "
+                                  f"bytes; ISO 9660 Rock Ridge readers take at most "
+                                  f"{SYMLINK_TARGET_MAX} (libisofs)")
+            if is_dir:
+                links = 2 + self._subdirs(child)
+                rec.dir = _Dir(child, path, d)
+                rec.dir.iso_id = iso_id
+                subdirs.append(rec)
+            else:
+                links = self.nlinks[id(child)]
+                if stat.S_IFMT(child.mode) == REG and id(child) not in self.extents:
+                    self.extents[id(child)] = 0
+                    self.files.append(child)
+            self._place(d, rec, self._susp(child, links, name), len(iso_id))
+            if is_dir or stat.S_IFMT(child.mode) == REG:
+                rec.joliet_id = _joliet_name(name, jtaken)
+                if rec.dir is not None:
+                    rec.dir.joliet_id = rec.joliet_id
+                d.jnames.append(rec)
+            d.names.append(rec)
+        d.names.sort(key=lambda r: r.key)
+        d.jnames.sort(key=lambda r: r.joliet_id)
+        subdirs.sort(key=lambda r: r.key)
+        return [r.dir for r in subdirs]
+
+    def _joliet_order(self, root: _Dir) -> None:
+        queue = [root]
+        i = 0
+        while i < len(queue):
+            d = queue[i]
+            i += 1
+            d.jnumber = i
+            self.jdirs.append(d)
+            queue.extend(r.dir for r in d.jnames if r.dir is not None)
+
+    # -- sizes and places ------------------------------------------------------------
+    def _iso_lengths(self, d: _Dir):
+        yield _record_len(1, len(d.dot.susp) + (CE_SIZE if d.dot.piece else 0))
+        yield _record_len(1, len(d.dotdot.susp) + (CE_SIZE if d.dotdot.piece else 0))
+        for r in d.names:
+            n = _record_len(len(r.iso_id), len(r.susp) + (CE_SIZE if r.piece else 0))
+            count = _extent_count(r.node.size) if r.dir is None and stat.S_IFMT(
+                r.node.mode) == REG else 1
+            for _ in range(count):
+                yield n
+
+    def _joliet_lengths(self, d: _Dir):
+        yield _record_len(1)
+        yield _record_len(1)
+        for r in d.jnames:
+            n = _record_len(len(r.joliet_id))
+            count = 1 if r.dir is not None else _extent_count(r.node.size)
+            for _ in range(count):
+                yield n
+
+    def allocate(self) -> int:
+        """Sectors of everything; returns the image size in sectors."""
+        self.pt_size = sum(PATH_RECORD_L.size + len(d.iso_id) + len(d.iso_id) % 2
+                           for d in self.dirs)
+        self.jpt_size = sum(PATH_RECORD_L.size + len(d.joliet_id) + len(d.joliet_id) % 2 for d in self.jdirs)
+        pt_sectors = -(-self.pt_size // SECTOR)
+        jpt_sectors = -(-self.jpt_size // SECTOR)
+        pos = SYSTEM_AREA_SECTORS + 3
+        self.pt_l, self.pt_m = pos, pos + pt_sectors
+        pos += 2 * pt_sectors
+        self.jpt_l, self.jpt_m = pos, pos + jpt_sectors
+        pos += 2 * jpt_sectors
+        for d in self.dirs:
+            # Continuation areas right after their directory: libarchive
+            # reads the image front to back and takes them only there.
+            d.size = _records_size(self._iso_lengths(d))
+            d.extent = pos
+            pos += d.size // SECTOR
+            sector, offset = pos, 0
+            for piece in d.pieces:
+                if offset + piece.length > SECTOR:
+                    sector += 1
+                    offset = 0
+                piece.sector, piece.offset = sector, offset
+                offset += piece.length
+            d.ce_sectors = sector + 1 - pos if d.pieces else 0
+            pos += d.ce_sectors
+        for d in self.jdirs:
+            d.jsize = _records_size(self._joliet_lengths(d))
+            d.jextent = pos
+            pos += d.jsize // SECTOR
+        self.data_start = pos
+        for node in self.files:
+            size = node.size
+            self.extents[id(node)] = pos if size else 0
+            pos += -(-size // SECTOR)
+        if pos > MAX_SECTORS:
+            raise RumpfsError(f"the image needs {pos} sectors of {SECTOR} bytes; an ISO 9660 "
+                              f"volume has at most {MAX_SECTORS} (32-bit volume space size)")
+        self.sectors = pos
+        return pos
+
+
+    # -- bytes -------------------------------------------------------------------------
+    def _record(self, ident: bytes, extent: int, size: int, flags: int, node,
+                susp: bytes = b"", piece: _Piece | None = None) -> bytes:
+        ce = _ce(piece) if piece is not None else b""
+        length = _record_len(len(ident), len(susp) + len(ce))
+        head = DIR_RECORD.pack(length, 0, extent, extent.to_bytes(4, "big"), size,
+                               size.to_bytes(4, "big"), record_date(node.mtime_ns // NS), flags,
+                               0, 0, 1, b"\0\1", len(ident))
+        return head + ident + (b"\0" if len(ident) % 2 == 0 else b"") + susp + ce
+
+    def _name_records(self, rec: _Name, ident: bytes, joliet: bool):
+        node = rec.node
+        susp, piece = (b"", None) if joliet else (rec.susp, rec.piece)
+        if rec.dir is not None:
+            d = rec.dir
+            extent, size = (d.jextent, d.jsize) if joliet else (d.extent, d.size)
+            yield self._record(ident, extent, size, FLAG_DIRECTORY, node, susp, piece)
+            return
+        if stat.S_IFMT(node.mode) != REG:
+            yield self._record(ident, 0, 0, 0, node, susp, piece)
+            return
+        size = node.size
+        first = self.extents[id(node)]
+        count = _extent_count(size)
+        for k in range(count):
+            part = min(EXTENT_MAX, size - k * EXTENT_MAX)
+            flags = FLAG_MULTI_EXTENT if k < count - 1 else 0
+            yield self._record(ident, first + k * (EXTENT_MAX // SECTOR) if size else 0, part,
+                               flags, node, susp, piece)
+
+    def _directory(self, d: _Dir, joliet: bool) -> bytes:
+        buf = bytearray()
+
+        def put(record: bytes) -> None:
+            if len(buf) % SECTOR + len(record) > SECTOR:
+                buf.extend(bytes(SECTOR - len(buf) % SECTOR))
+            buf.extend(record)
+
+        p = d.parent
+        if joliet:
+            put(self._record(b"\0", d.jextent, d.jsize, FLAG_DIRECTORY, d.node))
+            put(self._record(b"\1", p.jextent, p.jsize, FLAG_DIRECTORY, p.node))
+            for rec in d.jnames:
+                for r in self._name_records(rec, rec.joliet_id, True):
+                    put(r)
+            size = d.jsize
+        else:
+            put(self._record(b"\0", d.extent, d.size, FLAG_DIRECTORY, d.node, d.dot.susp,
+                             d.dot.piece))
+            put(self._record(b"\1", p.extent, p.size, FLAG_DIRECTORY, p.node, d.dotdot.susp,
+                             d.dotdot.piece))
+            for rec in d.names:
+                for r in self._name_records(rec, rec.iso_id, False):
+                    put(r)
+            size = d.size
+        buf.extend(bytes(size - len(buf)))
+        return bytes(buf)
+
+    def _path_table(self, dirs, joliet: bool, fmt) -> bytes:
+        out = bytearray()
+        for d in dirs:
+            name = d.joliet_id if joliet else d.iso_id
+            extent = d.jextent if joliet else d.extent
+            parent = d.parent.jnumber if joliet else d.parent.number
+            out += fmt.pack(len(name), 0, extent, parent) + name + b"\0" * (len(name) % 2)
+        return bytes(out)
+
+    def _descriptor(self, kind: int, root_record: bytes, pt_size: int, pt_l: int, pt_m: int,
+                    joliet: bool) -> bytes:
+        from .layout import VolumeDescriptor
+
+        def text(value: str, size: int) -> bytes:
+            # Unused text fields are spaces: UCS-2 ones in the Joliet descriptor.
+            if joliet:
+                return (value.encode("utf-16-be") + " ".encode("utf-16-be") * size)[:size]
+            return value.encode("ascii").ljust(size, b" ")
+
+        label = self.label
+        volume_id = (text(label[:JOLIET_LABEL_MAX], 32) if joliet
+                     else _d_chars(label.encode("utf-8", "replace")).ljust(32, b" "))
+        when = self.tree.root.mtime_ns // NS
+        return VolumeDescriptor.build(dict(
+            type=kind, flags=0, system_id=text("", 32), volume_id=volume_id,
+            volume_space_size=dict(le=self.sectors, be=self.sectors),
+            escape_sequences=(JOLIET_ESCAPE if joliet else b"").ljust(32, b"\0"),
+            volume_set_size=dict(le=1, be=1), volume_sequence_number=dict(le=1, be=1),
+            logical_block_size=dict(le=SECTOR, be=SECTOR),
+            path_table_size=dict(le=pt_size, be=pt_size),
+            l_path_table=pt_l, l_path_table_optional=0, m_path_table=pt_m,
+            m_path_table_optional=0, root_directory_record=root_record,
+            volume_set_id=text("", 128), publisher_id=text("", 128),
+            preparer_id=text("", 128), application_id=text("", 128),
+            copyright_file_id=text("", 37), abstract_file_id=text("", 37),
+            bibliographic_file_id=text("", 37),
+            creation_date=volume_date(when), modification_date=volume_date(when),
+            expiration_date=volume_date(None), effective_date=volume_date(None),
+            application_use=bytes(512)))
+
+    def write(self, sink) -> int:
+        from .layout import Terminator
+        root = self.dirs[0]
+        pvd = self._descriptor(VD_PRIMARY, self._record(b"\0", root.extent, root.size,
+                                                        FLAG_DIRECTORY, root.node),
+                               self.pt_size, self.pt_l, self.pt_m, False)
+        svd = self._descriptor(VD_SUPPLEMENTARY, self._record(b"\0", root.jextent, root.jsize,
+                                                              FLAG_DIRECTORY, root.node),
+                               self.jpt_size, self.jpt_l, self.jpt_m, True)
+        head = pvd + svd + Terminator.build({})
+        sink.pwrite(head, SYSTEM_AREA_SECTORS * SECTOR)
+        for where, table in ((self.pt_l, self._path_table(self.dirs, False, PATH_RECORD_L)),
+                             (self.pt_m, self._path_table(self.dirs, False, PATH_RECORD_M)),
+                             (self.jpt_l, self._path_table(self.jdirs, True, PATH_RECORD_L)),
+                             (self.jpt_m, self._path_table(self.jdirs, True, PATH_RECORD_M))):
+            sink.pwrite(table, where * SECTOR)
+        for d in self.dirs:
+            sink.pwrite(self._directory(d, False), d.extent * SECTOR)
+            if d.pieces:
+                area = bytearray(d.ce_sectors * SECTOR)
+                first = d.extent + d.size // SECTOR
+                for piece in d.pieces:
+                    start = (piece.sector - first) * SECTOR + piece.offset
+                    data = piece.data + (_ce(piece.next) if piece.next else b"")
+                    area[start:start + len(data)] = data
+                sink.pwrite(bytes(area), first * SECTOR)
+        for d in self.jdirs:
+            sink.pwrite(self._directory(d, True), d.jextent * SECTOR)
+        _copy_files(sink, self.files, lambda node: self.extents[id(node)] * SECTOR)
+        return self.sectors * SECTOR
+
+
+def _copy_files(sink, nodes, place) -> None:
+    """Hand the copies of the files' data to the sink's workers, a batch at
+    a time (one ``copy_at`` per file costs more than laying out its record)."""
+    jobs = []
+    for node in nodes:
+        data = node.data
+        if not node.size:
+            continue
+        if not hasattr(data, "path"):
+            sink.pwrite(data.data, place(node))
+            continue
+        jobs.append((data, 0, place(node), node.size))
+        if len(jobs) >= BATCH_JOBS:
+            sink.copier.add(jobs)
+            jobs = []
+    if jobs:
+        sink.copier.add(jobs)
+
+
+def write_image(tree, sink, options: dict) -> int:
+    layout = IsoLayout(tree, options.get("label"))
+    layout.build()
+    layout.allocate()
+    return layout.write(sink)
