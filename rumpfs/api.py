@@ -118,7 +118,8 @@ def choose_format(output: str, opts: PackOptions) -> tuple[str, str | None]:
                 raise OptionError(f"{output}: cannot tell the image format from the name; "
                                   f"give --format ({', '.join(formats.names())})")
             name = suffix_format
-        elif suffix_format is not None and _family(name) != _family(suffix_format):
+        elif (suffix_format is not None and _family(name) != _family(suffix_format)
+              and not (output.endswith(GENERIC_DISK_SUFFIX) and _family(name) != "cpio")):
             raise OptionError(f"--format {opts.format}: contradicts the output name {output} "
                               f"({suffix_format})")
     fmt = _format(name)
@@ -160,6 +161,11 @@ def _format(name: str):
         return formats.get(name)
     except RumpfsError as e:
         raise OptionError(str(e)) from None
+
+
+#: A disk image's name: FFS by default, and any file system named by --format
+#: (fat, iso...) fits it too; only a cpio archive contradicts it.
+GENERIC_DISK_SUFFIX = ".img"
 
 
 def _family(name: str) -> str:

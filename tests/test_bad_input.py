@@ -64,9 +64,9 @@ ROWS = [
 
     # -- format, output name, --image-format, --compress, template ---------------------------
     ("format-unknown", "x.img", ["pack", "{src}", "--format", "zip"],
-     "unknown image format 'zip' (known: cpio, ffs, ffs2)"),
+     "unknown image format 'zip' (known: cpio, fat, ffs, ffs2, iso)"),
     ("name-says-nothing", "x", ["pack", "{src}"],
-     "{out}: cannot tell the image format from the name; give --format (cpio, ffs, ffs2)"),
+     "{out}: cannot tell the image format from the name; give --format (cpio, fat, ffs, ffs2, iso)"),
     ("format-vs-image-format", "x.o", ["pack", "{src}", "--format", "cpio", "--image-format", "ffs"],
      "--format cpio: contradicts --image-format ffs"),
     ("image-format-for-an-image", "x.img", ["pack", "{src}", "--image-format", "cpio"],
@@ -75,6 +75,8 @@ ROWS = [
      "--format ffs: contradicts the output name {out} (cpio)"),
     ("format-cpio-vs-img-name", "x.img", ["pack", "{src}", "--format", "cpio"],
      "--format cpio: contradicts the output name {out} (ffs)"),
+    ("format-iso-vs-fat-name", "x.fat", ["pack", "{src}", "--format", "iso"],
+     "--format iso: contradicts the output name {out} (fat)"),
     ("format-ffs2-vs-cpio-xz-name", "x.cpio.xz", ["pack", "{src}", "--format", "ffs2"],
      "--format ffs2: contradicts the output name {out} (cpio)"),
     ("compress-vs-gz-name", "x.cpio.gz", ["pack", "{src}", "--compress", "xz"],

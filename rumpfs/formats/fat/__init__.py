@@ -17,6 +17,8 @@ class FatFormat(ImageFormat):
     name = "fat"
     suffixes = (".fat", ".vfat")
     description = "FAT12/16/32 with VFAT long names"
+    #: label and size are declared by the FFS format's arguments and serve FAT too.
+    option_names = ("fat_type", "fat_skip_special", "label", "size")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--fat-type", dest="fat_type", choices=["12", "16", "32"],

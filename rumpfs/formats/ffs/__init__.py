@@ -13,7 +13,7 @@ from .. import ImageFormat, WriteOptions
 
 #: Command-line option -> key in WriteOptions.extra (and PackOptions.format_options).
 _OPTIONS = (
-    ("--size", "size", "SIZE", "exact image size (bytes, or with k/m/g suffix)"),
+    ("--size", "size", "SIZE", "exact image size (bytes, or with k/m/g suffix; FFS and FAT)"),
     ("--min-size", "min_size", "SIZE", "make the image at least this large"),
     ("--max-size", "max_size", "SIZE", "fail when the tree needs a larger image"),
     ("--free-space", "free_space", "N[%]", "extra free space: bytes, or percent of the data"),
@@ -23,9 +23,12 @@ _OPTIONS = (
     ("--density", "density", "BYTES", "at least one inode per BYTES of image"),
     ("--minfree", "minfree", "PERCENT", "space reserved for root, recorded in the superblock "
                                         "(default 5; the image is sized without it)"),
-    ("--label", "label", "NAME", "volume label (UFS2 only)"),
+    ("--label", "label", "NAME", "volume label (UFS2, ISO 9660 and FAT)"),
 )
 
+
+#: Options other formats take too (they list them in their option_names).
+_SHARED_KEYS = ("size", "label")
 
 #: Largest --free-space / --free-inodes percentage (of the tree's data or inodes).
 MAX_PERCENT = 10000
@@ -81,7 +84,8 @@ class FfsFormat(ImageFormat):
         if self.ufs2:
             return
         for flag, key, metavar, text in _OPTIONS:
-            parser.add_argument(flag, dest="ffs_" + key, metavar=metavar, help="FFS: " + text)
+            prefix = "" if key in _SHARED_KEYS else "FFS: "
+            parser.add_argument(flag, dest="ffs_" + key, metavar=metavar, help=prefix + text)
         parser.add_argument("--optimization", dest="ffs_optimization", choices=OPTIMIZATIONS,
                             help="FFS: allocation preference recorded in the superblock")
 

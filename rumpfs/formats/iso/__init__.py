@@ -16,6 +16,8 @@ class IsoFormat(ImageFormat):
     name = "iso"
     suffixes = (".iso",)
     description = "ISO 9660 level 3 with Rock Ridge and Joliet"
+    #: label is declared by the FFS format's arguments and serves ISO too.
+    option_names = ("label",)
 
     def write(self, tree, sink, options: WriteOptions) -> int:
         from .writer import write_image
