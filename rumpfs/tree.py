@@ -54,11 +54,15 @@ NAME_MAX = 255
 class HostData:
     """File data read from a host file when the image is written."""
 
-    __slots__ = ("path", "size", "_extents", "dense")
+    __slots__ = ("path", "size", "_extents", "dense", "mtime_ns")
 
-    def __init__(self, path: bytes, size: int, sparse_hint: bool = False):
+    def __init__(self, path: bytes, size: int, sparse_hint: bool = False,
+                 mtime_ns: int | None = None):
         self.path = path
+        #: Size and modification time as the walk saw them: the copy checks
+        #: that the file is still so (None: no time to check).
         self.size = size
+        self.mtime_ns = mtime_ns
         #: Known to have no holes without looking (a file whose allocation
         #: hinted at holes may still turn out to have none: ``extents()``).
         self.dense = not sparse_hint

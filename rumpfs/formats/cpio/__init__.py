@@ -10,6 +10,7 @@ class CpioFormat(ImageFormat):
     suffixes = (".cpio",)
     description = "cpio newc (070701) or crc (070702) archive, optionally compressed"
     writes_while_listed = True
+    sequential = True
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--cpio-variant", choices=["newc", "crc"], default="newc",
