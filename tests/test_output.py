@@ -653,3 +653,106 @@ def test_signal_mid_pack_leaves_nothing(tmp_path, signum, tmpfile):
         assert proc.returncode == -signum
     assert os.listdir(outdir) == ["out.cpio"]
     assert out.read_bytes() == b"precious"
+
+
+# -- sources that change while they are packed ---------------------------------------
+
+#: Runs the CLI with RUMPFS_TEST_CHANGE (statements on ``victim``, a bytes
+#: path) run once when the file RUMPFS_TEST_VICTIM is about to be opened for
+#: its copy (after the walk saw it; in a copy worker, which inherits the
+#: hook, or here), or with RUMPFS_TEST_DURING, once while it is being copied
+#: (after the open, before the data runs are read).
+_CHANGING_PACK = (
+    "import os, runpy, sys\n"
+    "import rumpfs.output as o\n"
+    "victim = os.environ['RUMPFS_TEST_VICTIM'].encode()\n"
+    "change = os.environ['RUMPFS_TEST_CHANGE']\n"
+    "done = []\n"
+    "def run_once():\n"
+    "    if not done:\n"
+    "        done.append(1)\n"
+    "        exec(change, {'os': os, 'victim': victim})\n"
+    "real_open, real_runs = o._open_source, o.data_runs\n"
+    "def opening(path, *rest):\n"
+    "    if path == victim and not os.environ.get('RUMPFS_TEST_DURING'):\n"
+    "        run_once()\n"
+    "    return real_open(path, *rest)\n"
+    "def copying(fd, *rest):\n"
+    "    if os.environ.get('RUMPFS_TEST_DURING') and os.path.samestat(os.fstat(fd), os.stat(victim)):\n"
+    "        run_once()\n"
+    "    return real_runs(fd, *rest)\n"
+    "o._open_source, o.data_runs = opening, copying\n"
+    "sys.argv = ['rumpfs'] + sys.argv[1:]\n"
+    "runpy.run_module('rumpfs', run_name='__main__')\n")
+
+#: The victim's size: above GATHER_FILE_MAX, so that its copy reads data runs.
+VICTIM_SIZE = 100_000
+
+
+def _changing_pack(tmp_path, output: str, change: str, during: bool = False, args=()):
+    src = tmp_path / "src"
+    _small_tree(src)
+    victim = src / "sub" / "b"
+    assert victim.stat().st_size == VICTIM_SIZE
+    os.utime(victim, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RUMPFS_TEST_VICTIM=str(victim),
+               RUMPFS_TEST_CHANGE=change)
+    if during:
+        env["RUMPFS_TEST_DURING"] = "1"
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    proc = subprocess.run([sys.executable, "-c", _CHANGING_PACK, "pack", "--no-stubetc", *args,
+                           str(src), "-o", output], env=env, cwd=outdir, capture_output=True,
+                          timeout=120)
+    return proc, victim, outdir
+
+
+CHANGES = {
+    "grow": ("with open(victim, 'ab') as f: f.write(b'0123456789')",
+             f"size {VICTIM_SIZE} -> {VICTIM_SIZE + 10}"),
+    "shrink": ("os.truncate(victim, 10)", f"size {VICTIM_SIZE} -> 10"),
+    # Same size, new bytes, a new time: only the time tells.
+    "rewrite": ("with open(victim, 'r+b') as f: f.write(b'new bytes')\n"
+                "os.utime(victim, ns=(1_600_000_001_500_000_000, 1_600_000_001_500_000_000))",
+                "mtime 1600000000 -> 1600000001.5"),
+    "fifo": ("os.unlink(victim); os.mkfifo(victim)", "now a fifo"),
+    "symlink": ("os.unlink(victim); os.symlink('../a', victim)", "now a symlink"),
+}
+
+
+@pytest.mark.parametrize("output", ["out.cpio", "out.img"])
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_source_changed_before_its_copy_is_an_error(tmp_path, change, output):
+    """Between the walk and the copy the file grows, shrinks, is rewritten
+    with a new time, or becomes a fifo (which must not hang the copy) or a
+    symlink: one line naming the file, status 1, nothing written."""
+    statement, what = CHANGES[change]
+    proc, victim, outdir = _changing_pack(tmp_path, output, statement)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.decode() == f"rumpfs: error: {victim}: changed while being packed ({what})\n"
+    assert os.listdir(outdir) == []
+
+
+@pytest.mark.parametrize("output,args", [("out.cpio.gz", ()), ("-", ("--format", "cpio"))],
+                         ids=["compressed", "stdout"])
+@pytest.mark.parametrize("change", ["grow", "fifo"])
+def test_source_changed_before_a_sequential_copy_is_an_error(tmp_path, change, output, args):
+    """The same through the sinks that read files in order (compressed,
+    and a stream, where what went out before the error cannot be taken back)."""
+    statement, what = CHANGES[change]
+    proc, victim, outdir = _changing_pack(tmp_path, output, statement, args=args)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.decode() == f"rumpfs: error: {victim}: changed while being packed ({what})\n"
+    assert os.listdir(outdir) == []
+
+
+@pytest.mark.parametrize("output", ["out.cpio", "out.img"])
+def test_source_that_grows_during_its_copy_is_an_error(tmp_path, output):
+    """A file appended to after it was opened (its first bytes may already
+    be in the image) is caught by the check after the copy."""
+    proc, victim, outdir = _changing_pack(
+        tmp_path, output, "with open(victim, 'ab') as f: f.write(b'more')", during=True)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.decode() == (f"rumpfs: error: {victim}: changed while being packed "
+                                    f"(size {VICTIM_SIZE} -> {VICTIM_SIZE + 4})\n")
+    assert os.listdir(outdir) == []
