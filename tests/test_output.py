@@ -756,3 +756,87 @@ def test_source_that_grows_during_its_copy_is_an_error(tmp_path, output):
     assert proc.stderr.decode() == (f"rumpfs: error: {victim}: changed while being packed "
                                     f"(size {VICTIM_SIZE} -> {VICTIM_SIZE + 4})\n")
     assert os.listdir(outdir) == []
+
+
+# -- a full, read-only or forbidden output directory -------------------------------
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 1 MiB tmpfs (mounting needs root): an output directory that fills up."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        pytest.skip(f"cannot mount a small tmpfs to fill: {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def _free_bytes(path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+@pytest.mark.parametrize("name", ["out.cpio", "out.img", "out.cpio.gz", "out.o"])
+def test_full_output_file_system_is_named(small_tmpfs, tmp_path, name):
+    """ENOSPC, met by a copy worker (cpio, FFS, object) or by this process
+    (compressed), is one line naming the output; the unnamed file is gone
+    (the file system is as free as before)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(random.Random(1).randbytes(2 << 20))  # incompressible
+    free = _free_bytes(small_tmpfs)
+    out = small_tmpfs / name
+    res = run_rumpfs("pack", "--no-stubetc", src, "-o", out, check=False)
+    _assert_refused(res, f"{out}: cannot write: No space left on device")
+    assert os.listdir(small_tmpfs) == [] and _free_bytes(small_tmpfs) == free
+
+
+def test_full_output_file_system_with_many_workers_is_named(small_tmpfs, many_files):
+    out = small_tmpfs / "many.cpio"
+    res = run_rumpfs("pack", "--no-stubetc", many_files, "-o", out, check=False)
+    _assert_refused(res, f"{out}: cannot write: No space left on device")
+    assert os.listdir(small_tmpfs) == []
+
+
+def test_read_only_output_file_system_is_named(tmp_path):
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs: {proc.stderr.strip()}")
+    try:
+        src = tmp_path / "src"
+        _small_tree(src)
+        out = mnt / "out.cpio"
+        res = run_rumpfs("pack", "--no-stubetc", src, "-o", out, check=False)
+        _assert_refused(res, f"{out}: cannot create output: Read-only file system")
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_forbidden_output_directory_is_named(tmp_path, existing):
+    """A directory the user may not write (as root without the capability
+    to override permissions, as conftest's no_dac runs it): one line, and an
+    old output there unchanged."""
+    src = tmp_path / "src"
+    _small_tree(src)
+    outdir = tmp_path / "locked"
+    outdir.mkdir()
+    out = outdir / "out.cpio"
+    if existing:
+        out.write_bytes(b"precious")
+    os.chmod(outdir, 0o555)
+    try:
+        res = run_rumpfs("pack", "--no-stubetc", src, "-o", out, check=False, no_dac=True)
+    finally:
+        os.chmod(outdir, 0o755)
+    _assert_refused(res, f"{out}: cannot create output: Permission denied")
+    assert os.listdir(outdir) == (["out.cpio"] if existing else [])
+    if existing:
+        assert out.read_bytes() == b"precious"
