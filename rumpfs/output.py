@@ -1050,12 +1050,23 @@ def _copy_run(src: int, dst: int, path: bytes, src_off: int, dst_off: int, size:
     return use_range
 
 
-#: The progress line is drawn again at most this often (seconds).
+#: On a terminal the progress line is drawn again at most this often (seconds) ...
 REDRAW_SECONDS = 0.5
+#: ... and elsewhere (a log file, a CI job) a plain line is printed at most
+#: this often, the first one after as long.
+LOG_SECONDS = 5.0
+MiB = 1 << 20
 
 
 class Progress:
     """Bytes written so far, on stderr, for long work (a terminal or ``--progress``).
+
+    On a terminal one line is drawn over and over (``\\r``) with the rate and,
+    once the total is known, the percentage and the time left; elsewhere
+    (``terminal`` false: stderr is a file or a pipe) the same is printed as
+    plain lines, one every :data:`LOG_SECONDS`.  The rate is the average
+    since the progress was made; ``clock`` (default ``time.monotonic``) is
+    there for tests.
 
     ``done`` counts what this process reports with :meth:`advance` and what
     forked children (copy workers, walkers) report through
@@ -1067,14 +1078,20 @@ class Progress:
     """
 
     def __init__(self, total: int | None, label: str = "writing", enabled: bool | None = None,
-                 stream=None):
+                 stream=None, clock=None, terminal: bool | None = None):
         self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.terminal = self.stream.isatty() if terminal is None else terminal
+        self.enabled = self.terminal if enabled is None else enabled
         #: None until known (a tree listed while it is written).
         self.total = None if total is None else max(total, 1)
         self.label = label
+        self._clock = clock if clock is not None else time.monotonic
+        self._start = self._clock()
+        self._interval = REDRAW_SECONDS if self.terminal else LOG_SECONDS
         self._own = 0  # bytes advanced by this process
-        self._last = 0.0  # when the line was last drawn
+        # When the line was last drawn: a terminal's first line comes at
+        # once, a log's first after an interval.
+        self._last = -self._interval if self.terminal else self._start
         self._line = ""
         #: One native 64-bit counter per reporting child, in anonymous shared
         #: memory made before any child is forked (see worker_counter).
@@ -1112,7 +1129,7 @@ class Progress:
 
     def advance(self, n: int) -> None:
         self._own += n
-        if self.enabled and time.monotonic() - self._last >= REDRAW_SECONDS:
+        if self.enabled and self._clock() - self._last >= self._interval:
             self._draw(False)
 
     def worker_counter(self):
@@ -1141,21 +1158,38 @@ class Progress:
         if not self._lock.acquire(wait):
             return
         try:
-            now = time.monotonic()
-            if now - self._last < REDRAW_SECONDS:
+            now = self._clock()
+            if now - self._last < self._interval:
                 return
             self._last = now
-            done = self.done
-            line = f"\r{self.label}: {done / 1048576:.0f} MiB"
-            if self.total is not None:
-                line += f" ({min(100.0, 100.0 * done / self.total):.0f}%)"
+            line = self.status(now)
             if line == self._line:
                 return
+            if self.terminal:
+                # Blanks over what a longer line before left.
+                self.stream.write(f"\r{line}{' ' * (len(self._line) - len(line))}")
+            else:
+                self.stream.write(line + "\n")
             self._line = line
-            self.stream.write(line)
             self.stream.flush()
         finally:
             self._lock.release()
+
+    def status(self, now: float) -> str:
+        """The progress as one line (no \\r or newline): bytes done, and the
+        total's share, the rate and the time left as far as they are known."""
+        done = self.done
+        line = f"{self.label}: {done / MiB:.0f} MiB"
+        total = self.total
+        if total is not None:
+            line += f" of {total / MiB:.0f} MiB ({min(100.0, 100.0 * done / total):.0f}%)"
+        elapsed = now - self._start
+        if elapsed > 0 and done:
+            rate = done / elapsed
+            line += f", {rate / MiB:.1f} MiB/s"
+            if total is not None and total > done:
+                line += f", {_duration((total - done) / rate)} left"
+        return line
 
     def close(self, finished: bool = True) -> None:
         """Stop drawing.  A finished job's line ends with its total; an
@@ -1168,13 +1202,23 @@ class Progress:
             self._stop = None
         if not self.enabled:
             return
-        if finished and (self._last or self.done):
-            self.stream.write(f"\r{self.label}: {self.done / 1048576:.0f} MiB, done\n")
+        if finished and (self._line or self.done):
+            line = f"{self.label}: {self.done / MiB:.0f} MiB, done"
+            if self.terminal:
+                line = f"\r{line}{' ' * (len(self._line) - len(line))}"
+            self.stream.write(line + "\n")
             self.stream.flush()
-        elif not finished and self._line:
-            self.stream.write("\n")
+        elif not finished and self._line and self.terminal:
+            self.stream.write("\n")  # the error that follows gets a line of its own
             self.stream.flush()
-            self._line = ""
+        self._line = ""
+
+
+def _duration(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour."""
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class _SlotCounter:
