@@ -81,7 +81,7 @@ class AtomicOutput:
     """
 
     def __init__(self, path: str, mode: int = 0o666, sequential: bool = False,
-                 what: str = "this output"):
+                 what: str = "the image"):
         self.path = os.fspath(path)
         self.mode = mode
         self.sequential = sequential
