@@ -133,7 +133,10 @@ class AtomicOutput:
             raise self._seekable_needed()
         if os.isatty(STDOUT_FILENO):
             raise RumpfsError(f"{self.path}: not writing {self.what} to a terminal")
-        self.fd = os.dup(STDOUT_FILENO)
+        try:
+            self.fd = os.dup(STDOUT_FILENO)
+        except OSError as e:  # closed (>&-)
+            raise RumpfsError(f"{self.path}: cannot write to standard output: {e.strerror}") from None
         self.streaming = True
         st = os.fstat(self.fd)
         if stat.S_ISREG(st.st_mode):  # stdout redirected into a source tree
@@ -505,6 +508,8 @@ class StreamSink:
             try:
                 while view:
                     view = view[os.write(self.fd, view):]
+            except BrokenPipeError:
+                raise  # the reader is gone: the command ends quietly, as cat does
             except OSError as e:
                 raise output_error(e) from None
             finally:

@@ -110,11 +110,15 @@ class BytesData:
 
 def _data_extents(path: bytes, size: int) -> list[tuple[int, int]]:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # Never blocking nor following: the file may have been replaced by
+        # a fifo or a symlink since the walk.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY)
     except OSError:
         # Reported with its path when the data is copied.
         return [(0, size)] if size else []
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return [(0, size)] if size else []  # as above: the copy says what changed
         return data_runs(fd, 0, size)
     finally:
         os.close(fd)

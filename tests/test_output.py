@@ -394,15 +394,22 @@ def test_dash_writes_the_archive_to_stdout(tmp_path, compress):
     assert sorted(os.listdir(tmp_path)) == ["src", "x"]
 
 
-def test_stdout_stream_of_many_files_is_the_file_archive(many_files, tmp_path):
+def test_stdout_stream_of_many_files_is_the_file_archive(tmp_path):
     """The stream (written in order, without copy workers) holds the same
-    bytes as the archive written into a file, which bsdtar reads back."""
+    bytes as the archive written into a file (by copy workers, in batches),
+    which bsdtar reads back."""
+    src = tmp_path / "src"
+    rnd = random.Random(23)
+    for i in range(400):
+        d = src / f"d{i % 7}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}").write_bytes(rnd.randbytes(rnd.choice((0, 1, 511, 4096, 70000))))
     out = tmp_path / "many.cpio"
-    run_rumpfs("pack", "--no-stubetc", many_files, "-o", out)
-    streamed = run_rumpfs("pack", "--no-stubetc", "-f", "cpio", many_files, "-o", "-").stdout
+    run_rumpfs("pack", "--no-stubetc", src, "-o", out)
+    streamed = run_rumpfs("pack", "--no-stubetc", "-f", "cpio", src, "-o", "-").stdout
     assert streamed == out.read_bytes()
     _extract_with(["bsdtar", "-xpf", "-"], streamed, tmp_path / "x")
-    expected, actual = normalized(scan_host(many_files)), scan_host(tmp_path / "x")
+    expected, actual = normalized(scan_host(src)), scan_host(tmp_path / "x")
     expected[b""]["mtime"] = actual[b""]["mtime"] = None
     assert_same(expected, actual)
 
@@ -661,10 +668,12 @@ def test_signal_mid_pack_leaves_nothing(tmp_path, signum, tmpfile):
 #: path) run once when the file RUMPFS_TEST_VICTIM is about to be opened for
 #: its copy (after the walk saw it; in a copy worker, which inherits the
 #: hook, or here), or with RUMPFS_TEST_DURING, once while it is being copied
-#: (after the open, before the data runs are read).
+#: (after the open, before the data runs are read), or with
+#: RUMPFS_TEST_AT_LAYOUT, when the FFS layout looks for its holes.
 _CHANGING_PACK = (
     "import os, runpy, sys\n"
     "import rumpfs.output as o\n"
+    "import rumpfs.tree as t\n"
     "victim = os.environ['RUMPFS_TEST_VICTIM'].encode()\n"
     "change = os.environ['RUMPFS_TEST_CHANGE']\n"
     "done = []\n"
@@ -674,7 +683,8 @@ _CHANGING_PACK = (
     "        exec(change, {'os': os, 'victim': victim})\n"
     "real_open, real_runs = o._open_source, o.data_runs\n"
     "def opening(path, *rest):\n"
-    "    if path == victim and not os.environ.get('RUMPFS_TEST_DURING'):\n"
+    "    if path == victim and not (os.environ.get('RUMPFS_TEST_DURING')\n"
+    "                               or os.environ.get('RUMPFS_TEST_AT_LAYOUT')):\n"
     "        run_once()\n"
     "    return real_open(path, *rest)\n"
     "def copying(fd, *rest):\n"
@@ -682,6 +692,12 @@ _CHANGING_PACK = (
     "        run_once()\n"
     "    return real_runs(fd, *rest)\n"
     "o._open_source, o.data_runs = opening, copying\n"
+    "real_extents = t._data_extents\n"
+    "def laying_out(path, *rest):\n"
+    "    if path == victim and os.environ.get('RUMPFS_TEST_AT_LAYOUT'):\n"
+    "        run_once()\n"
+    "    return real_extents(path, *rest)\n"
+    "t._data_extents = laying_out\n"
     "sys.argv = ['rumpfs'] + sys.argv[1:]\n"
     "runpy.run_module('rumpfs', run_name='__main__')\n")
 
@@ -689,16 +705,24 @@ _CHANGING_PACK = (
 VICTIM_SIZE = 100_000
 
 
-def _changing_pack(tmp_path, output: str, change: str, during: bool = False, args=()):
+def _changing_pack(tmp_path, output: str, change: str, during: bool = False, args=(),
+                   at_layout: bool = False):
     src = tmp_path / "src"
     _small_tree(src)
     victim = src / "sub" / "b"
     assert victim.stat().st_size == VICTIM_SIZE
+    if at_layout:  # sparse, so that the FFS layout opens it to find the holes
+        os.truncate(victim, 0)
+        os.truncate(victim, VICTIM_SIZE)
+        with open(victim, "r+b") as f:
+            f.write(b"data")
     os.utime(victim, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
     env = dict(os.environ, PYTHONPATH=str(ROOT), RUMPFS_TEST_VICTIM=str(victim),
                RUMPFS_TEST_CHANGE=change)
     if during:
         env["RUMPFS_TEST_DURING"] = "1"
+    if at_layout:
+        env["RUMPFS_TEST_AT_LAYOUT"] = "1"
     outdir = tmp_path / "out"
     outdir.mkdir()
     proc = subprocess.run([sys.executable, "-c", _CHANGING_PACK, "pack", "--no-stubetc", *args,
@@ -840,3 +864,40 @@ def test_forbidden_output_directory_is_named(tmp_path, existing):
     assert os.listdir(outdir) == (["out.cpio"] if existing else [])
     if existing:
         assert out.read_bytes() == b"precious"
+
+
+def test_sparse_source_replaced_by_a_fifo_before_the_layout_does_not_hang(tmp_path):
+    """The FFS layout opens a sparse file to find its holes: a fifo put in
+    its place is not waited on, and the copy then says what changed."""
+    proc, victim, outdir = _changing_pack(tmp_path, "out.img", CHANGES["fifo"][0], at_layout=True)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.decode() == f"rumpfs: error: {victim}: changed while being packed (now a fifo)\n"
+    assert os.listdir(outdir) == []
+
+
+def test_stdout_closed_is_one_line(tmp_path):
+    src = tmp_path / "src"
+    _small_tree(src)
+    proc = subprocess.run([sys.executable, "-m", "rumpfs", "pack", "--no-stubetc", "-f", "cpio",
+                           str(src), "-o", "-"], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          preexec_fn=lambda: os.close(1))
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == ("rumpfs: error: -: cannot write to standard output: "
+                                    "Bad file descriptor\n")
+
+
+def test_stdout_reader_gone_ends_quietly(tmp_path):
+    """A reader that went away (``| head -c 10``): the command ends as cat
+    would, status 141 and no error line."""
+    src = tmp_path / "src"
+    _small_tree(src)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "rumpfs", "pack", "--no-stubetc", "-f", "cpio",
+                               str(src), "-o", "-"], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                              stdout=write_end, stderr=subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (141, b"")
