@@ -205,7 +205,7 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
 def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp, container,
                target, byteorder: str, progress: Progress) -> tuple[int, int]:
     """(image size, entries) of the image written to ``output``."""
-    what = CONTAINER_NAMES[container] if container else f"an {fmt_name} image"
+    what = CONTAINER_NAMES[container] if container else f"{_article(fmt_name)} {fmt_name} image"
     with AtomicOutput(output, sequential=container is None and fmt.sequential, what=what) as out:
         copier = None
         if not comp and container in (None, "elf") and not out.streaming:
@@ -272,6 +272,12 @@ def _write(tree: Tree, out: AtomicOutput, fmt, fmt_name: str, comp, container, t
         size = write_image(StreamSink(out.fd, progress) if out.streaming
                            else ImageSink(out.fd, 0, progress))
     return size, entries[-1]
+
+
+def _article(name: str) -> str:
+    """'an ffs image', 'a cpio image': format names are read letter by letter
+    (F, I for ISO) or as words."""
+    return "an" if name.startswith(("ffs", "iso")) else "a"
 
 
 def _data_bytes(tree: Tree) -> int:

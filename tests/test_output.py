@@ -901,3 +901,40 @@ def test_stdout_reader_gone_ends_quietly(tmp_path):
     finally:
         os.close(write_end)
     assert (proc.returncode, proc.stderr) == (141, b"")
+
+
+@pytest.mark.parametrize("kind", ["block device", "directory"])
+def test_block_device_or_directory_output_is_refused(tmp_path, kind):
+    src = tmp_path / "src"
+    _small_tree(src)
+    path = tmp_path / "out.cpio"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        try:
+            os.mknod(path, stat.S_IFBLK | 0o600, os.makedev(7, 200))
+        except PermissionError:
+            pytest.skip("making a block device node needs root")
+    before = os.lstat(path)
+    res = run_rumpfs("pack", "--no-stubetc", src, "-o", path, check=False)
+    _assert_refused(res, f"{path}: output is a {kind}; it is not replaced")
+    after = os.lstat(path)
+    assert (after.st_ino, after.st_mode, after.st_rdev) == (before.st_ino, before.st_mode,
+                                                             before.st_rdev)
+
+
+def test_dash_refuses_a_terminal(tmp_path):
+    """An archive is no use on a screen (bsdtar refuses it too)."""
+    import pty
+    src = tmp_path / "src"
+    _small_tree(src)
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "rumpfs", "pack", "--no-stubetc", "-f", "cpio",
+                               str(src), "-o", "-"], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                              stdout=terminal, stderr=subprocess.PIPE)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == "rumpfs: error: -: not writing a cpio image to a terminal\n"
