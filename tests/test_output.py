@@ -706,11 +706,11 @@ VICTIM_SIZE = 100_000
 
 
 def _changing_pack(tmp_path, output: str, change: str, during: bool = False, args=(),
-                   at_layout: bool = False):
+                   at_layout: bool = False, size: int = VICTIM_SIZE):
     src = tmp_path / "src"
     _small_tree(src)
     victim = src / "sub" / "b"
-    assert victim.stat().st_size == VICTIM_SIZE
+    os.truncate(victim, size)
     if at_layout:  # sparse, so that the FFS layout opens it to find the holes
         os.truncate(victim, 0)
         os.truncate(victim, VICTIM_SIZE)
@@ -938,3 +938,15 @@ def test_dash_refuses_a_terminal(tmp_path):
         os.close(controller)
     assert proc.returncode == 1
     assert proc.stderr.decode() == "rumpfs: error: -: not writing a cpio image to a terminal\n"
+
+
+@pytest.mark.parametrize("output", ["out.cpio", "out.img"])
+@pytest.mark.parametrize("change,what", [("grow", "size 1000 -> 1010"), ("fifo", "now a fifo")])
+def test_small_source_changed_before_its_gathered_copy_is_an_error(tmp_path, output, change,
+                                                                   what):
+    """A small file is read into a buffer gathered with its neighbours'
+    (one preadv): the same checks, the same line."""
+    proc, victim, outdir = _changing_pack(tmp_path, output, CHANGES[change][0], size=1000)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.decode() == f"rumpfs: error: {victim}: changed while being packed ({what})\n"
+    assert os.listdir(outdir) == []
