@@ -164,6 +164,10 @@ class AtomicOutput:
             self.fd = os.open(self.path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError as e:
             raise RumpfsError(f"{self.path}: cannot write: {e.strerror}") from None
+        if os.isatty(self.fd):
+            os.close(self.fd)
+            self.fd = -1
+            raise RumpfsError(f"{self.path}: not writing {self.what} to a terminal")
         self.streaming = True
 
     def _open_regular(self) -> None:

@@ -923,21 +923,24 @@ def test_block_device_or_directory_output_is_refused(tmp_path, kind):
                                                              before.st_rdev)
 
 
-def test_dash_refuses_a_terminal(tmp_path):
-    """An archive is no use on a screen (bsdtar refuses it too)."""
+@pytest.mark.parametrize("named", [False, True], ids=["dash", "device"])
+def test_a_terminal_is_refused(tmp_path, named):
+    """An archive is no use on a screen (bsdtar refuses it too): standard
+    output or a terminal's device named by -o (a pty here)."""
     import pty
     src = tmp_path / "src"
     _small_tree(src)
     controller, terminal = pty.openpty()
+    output = os.ttyname(terminal) if named else "-"
     try:
         proc = subprocess.run([sys.executable, "-m", "rumpfs", "pack", "--no-stubetc", "-f", "cpio",
-                               str(src), "-o", "-"], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                               str(src), "-o", output], env=dict(os.environ, PYTHONPATH=str(ROOT)),
                               stdout=terminal, stderr=subprocess.PIPE)
     finally:
         os.close(terminal)
         os.close(controller)
     assert proc.returncode == 1
-    assert proc.stderr.decode() == "rumpfs: error: -: not writing a cpio image to a terminal\n"
+    assert proc.stderr.decode() == f"rumpfs: error: {output}: not writing a cpio image to a terminal\n"
 
 
 @pytest.mark.parametrize("output", ["out.cpio", "out.img"])
