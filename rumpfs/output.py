@@ -109,7 +109,7 @@ class AtomicOutput:
             elif kind in _STREAMS:
                 self._open_stream(kind)
             elif kind is not None and kind != stat.S_IFREG:
-                raise RumpfsError(f"{self.path}: output is {_NOT_WRITTEN[kind]}; "
+                raise RumpfsError(f"{self.path}: output is {_NOT_WRITTEN.get(kind, 'a special file')}; "
                                   "it is not replaced")
             else:
                 self._open_regular()
