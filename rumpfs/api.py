@@ -19,13 +19,16 @@ from dataclasses import dataclass, field
 from . import formats
 from .errors import OptionError, RumpfsError
 from .hostwalk import HostStream
-from .output import AtomicOutput, Copier, ImageSink, Progress
+from .output import AtomicOutput, Copier, ImageSink, Progress, StreamSink
 from .sources import HostDirectory, Layer, Policy, Remove, build_tree, settle_times, stubetc_layer
 from .spec import SpecFile
 from .tree import Tree, split_path
 
 #: Output suffixes that ask for a container around the image.
 CONTAINER_SUFFIXES = {".o": "elf", ".S": "asm", ".s": "asm", ".c": "c"}
+
+#: What each container is, for messages.
+CONTAINER_NAMES = {"elf": "an ELF object", "asm": "an assembly file", "c": "a C file"}
 
 #: Image format inside a container when none is named.
 DEFAULT_CONTAINER_FORMAT = "ffs"
@@ -320,9 +323,10 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
 def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp, container,
                target, byteorder: str, progress: Progress) -> tuple[int, int]:
     """(image size, entries) of the image written to ``output``."""
-    with AtomicOutput(output) as out:
+    what = CONTAINER_NAMES[container] if container else f"{_article(fmt_name)} {fmt_name} image"
+    with AtomicOutput(output, sequential=container is None and fmt.sequential, what=what) as out:
         copier = None
-        if not comp and container in (None, "elf"):
+        if not comp and container in (None, "elf") and not out.streaming:
             # The image goes straight into OUT: its copy workers are forked
             # now, from a process that does not hold the tree yet.
             copier = Copier(out.fd, progress=progress)
@@ -383,8 +387,15 @@ def _write(tree: Tree, out: AtomicOutput, fmt, fmt_name: str, comp, container, t
         from .elf import container as elf_container
         size = elf_container.write(container, out, write_image, fmt_name, target, opts, tree)
     else:
-        size = write_image(ImageSink(out.fd, 0, progress))
+        size = write_image(StreamSink(out.fd, progress) if out.streaming
+                           else ImageSink(out.fd, 0, progress))
     return size, entries[-1]
+
+
+def _article(name: str) -> str:
+    """'an ffs image', 'a cpio image': format names are read letter by letter
+    (F, I for ISO) or as words."""
+    return "an" if name.startswith(("ffs", "iso")) else "a"
 
 
 def _data_bytes(tree: Tree) -> int:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import importlib
 import lzma
-import os
 import zlib
 
 from construct import Const, Int32ul, Struct
 
 from .errors import RumpfsError
-from .output import BUFFER_SIZE, open_source
+from .output import read_source
 
 METHODS = ("gzip", "xz", "zstd", "lz4")
 
@@ -169,20 +168,10 @@ class CompressingSink:
         if not hasattr(data, "path"):
             self.write(data.data[:size])
             return
-        fd = open_source(data)
-        try:
-            left = size
-            while left:
-                chunk = os.read(fd, min(left, BUFFER_SIZE))
-                if not chunk:
-                    raise RumpfsError(f"{os.fsdecode(data.path)}: file changed while it was read "
-                                      f"(expected {size} bytes)")
-                left -= len(chunk)
-                self.write(chunk)
-                if self.progress:
-                    self.progress.advance(len(chunk))
-        finally:
-            os.close(fd)
+        for chunk in read_source(data, size):
+            self.write(chunk)
+            if self.progress:
+                self.progress.advance(len(chunk))
 
     def finish(self) -> int:
         tail = self.comp.flush()

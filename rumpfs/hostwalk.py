@@ -24,6 +24,7 @@ from __future__ import annotations
 import marshal
 import os
 import struct
+import sys
 from operator import length_hint
 
 from .errors import RumpfsError
@@ -63,6 +64,42 @@ _ERROR = "error"
 _PLACE = struct.Struct("<QQ")
 
 
+#: st_ino -> [(st_dev, warn)] of files the walk leaves out: the output being
+#: written and its temporary file, when they are inside a source tree
+#: (see :class:`rumpfs.output.AtomicOutput`).  Looked up by inode first: one
+#: dict test per entry, and only while there is something to leave out.
+_LEFT_OUT: dict = {}
+
+
+def leave_out(dev: int, ino: int, warn: bool) -> tuple:
+    """Leave the file ``(dev, ino)`` out of every walk until
+    :func:`stop_leaving_out` is called with what this returns; when met, it is
+    reported with a warning if ``warn`` (an old output, not our temporary
+    file), as bsdtar says "Can't add archive to itself"."""
+    entry = (dev, warn)
+    _LEFT_OUT.setdefault(ino, []).append(entry)
+    return ino, entry
+
+
+def stop_leaving_out(token: tuple) -> None:
+    ino, entry = token
+    entries = _LEFT_OUT.get(ino, [])
+    if entry in entries:
+        entries.remove(entry)
+    if not entries:
+        _LEFT_OUT.pop(ino, None)
+
+
+def _left_out(path: bytes, st) -> bool:
+    for dev, warn in _LEFT_OUT[st.st_ino]:
+        if dev == st.st_dev:
+            if warn:
+                print(f"rumpfs: warning: {os.fsdecode(path)}: the output is not packed "
+                      "into itself", file=sys.stderr)
+            return True
+    return False
+
+
 def list_directory(path: bytes) -> list:
     """The entries of one host directory, as tuples
     ``(name, st_mode, uid, gid, size, sparse, mtime_ns, rdev, link_key,
@@ -72,6 +109,7 @@ def list_directory(path: bytes) -> list:
     ctime: the nodes take the mtime for both (see :func:`.sources.settle_times`)."""
     out = []
     append = out.append
+    left_out = _LEFT_OUT
     try:
         it = os.scandir(path)
     except OSError as e:
@@ -83,6 +121,8 @@ def list_directory(path: bytes) -> list:
                 raise RumpfsError(f"{os.fsdecode(entry.path)}: name is {len(name)} bytes, "
                                   f"longer than {NAME_MAX}")
             st = entry.stat(follow_symlinks=False)
+            if left_out and st.st_ino in left_out and _left_out(entry.path, st):
+                continue
             mode = st.st_mode
             kind = mode & IFMT
             size = st.st_size
@@ -136,7 +176,7 @@ class _Builder:
             node.data = None
             kind = mode & IFMT
             if kind == REG:
-                node.data = HostData(prefix + name, size, sparse)
+                node.data = HostData(prefix + name, size, sparse, mtime)
             elif kind == DIR:
                 node.children = {}
                 subdirs.append((prefix + name, node))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import struct
 import sys
 import time
@@ -24,7 +25,7 @@ from itertools import accumulate, chain, repeat
 from operator import add, attrgetter, itemgetter
 
 from .errors import RumpfsError
-from .tree import data_runs
+from .tree import IFMT, KIND_NAMES, REG, data_runs
 
 #: Small writes are gathered up to this size before one write(2).
 BUFFER_SIZE = 1 << 20
@@ -38,40 +39,223 @@ def _current_umask() -> int:
     return mask
 
 
-class AtomicOutput:
-    """``with AtomicOutput(path) as out:`` then ``out.fd`` / ``out.file``."""
+#: Kinds of output that are never replaced nor written, by their type bits.
+_NOT_WRITTEN = {stat.S_IFLNK: "a symlink", stat.S_IFSOCK: "a socket",
+                stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}
+#: Kinds that a sequential writer writes into as they are (no temporary file).
+_STREAMS = frozenset((stat.S_IFIFO, stat.S_IFCHR))
+#: The output named "-": standard output.
+STDOUT_NAME = "-"
+#: Errors of a write that say the output, not a source, is at fault.
+_OUTPUT_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS))
 
-    def __init__(self, path: str, mode: int = 0o666):
+
+class OutputError(RumpfsError):
+    """A write into the output failed; :class:`AtomicOutput` adds its name
+    (the code that writes knows only a file descriptor)."""
+
+
+def output_error(error: OSError) -> OutputError:
+    return OutputError(f"cannot write: {error.strerror}")
+
+
+class AtomicOutput:
+    """``with AtomicOutput(path) as out:`` then ``out.fd`` / ``out.file``.
+
+    A regular file (new, or replacing an old one) is created unnamed
+    (Linux ``O_TMPFILE``) in the output's directory and given its name only
+    once everything is written: an error, a signal or even SIGKILL leaves
+    neither a partial file nor a changed old one.  Where the file system
+    has no ``O_TMPFILE``, a named ``.OUT.RANDOM.part`` beside the output
+    is removed on errors and signals that Python sees.
+
+    A symlink, socket, block device or directory is never replaced.  A
+    fifo or character device, or standard output for ``-``, is written as
+    it is when the writer writes front to back (``sequential``; then
+    ``out.streaming`` is true and ``out.fd`` may be a pipe); else ``what``
+    (e.g. "an ffs image") says what needed a seekable output.
+
+    While the output is open, the host walk leaves out the old output and
+    the temporary file (:func:`rumpfs.hostwalk.leave_out`): an output
+    inside a source tree is never packed into itself.
+    """
+
+    def __init__(self, path: str, mode: int = 0o666, sequential: bool = False,
+                 what: str = "the image"):
         self.path = os.fspath(path)
         self.mode = mode
+        self.sequential = sequential
+        self.what = what
         self.fd = -1
-        self.tmp = None
+        self.tmp = None  # the named temporary file (no O_TMPFILE)
+        self.streaming = False
+        self._dir_fd = -1
+        self._left_out: list = []
 
     def __enter__(self) -> "AtomicOutput":
+        from .hostwalk import leave_out
+        if self.path == STDOUT_NAME:
+            self._open_stdout()
+        else:
+            try:
+                st = os.lstat(self.path)
+            except FileNotFoundError:
+                st = None
+            except OSError as e:
+                raise RumpfsError(f"{self.path}: cannot create output: {e.strerror}") from None
+            kind = None if st is None else stat.S_IFMT(st.st_mode)
+            if kind == stat.S_IFLNK:
+                self._check_symlink()
+            elif kind in _STREAMS:
+                self._open_stream(kind)
+            elif kind is not None and kind != stat.S_IFREG:
+                raise RumpfsError(f"{self.path}: output is {_NOT_WRITTEN.get(kind, 'a special file')}; "
+                                  "it is not replaced")
+            else:
+                self._open_regular()
+            if self.streaming:
+                st = os.fstat(self.fd)
+            if st is not None:
+                # "Can't add archive to itself", as bsdtar says.
+                self._left_out.append(leave_out(st.st_dev, st.st_ino, True))
+        if not self.streaming:
+            st = os.fstat(self.fd)  # the temporary file
+            self._left_out.append(leave_out(st.st_dev, st.st_ino, False))
+        self.file = os.fdopen(self.fd, "r+b" if not self.streaming else "wb",
+                              buffering=0, closefd=False)
+        return self
+
+    def _seekable_needed(self) -> RumpfsError:
+        return RumpfsError(f"{self.path}: {self.what} needs a seekable output (a regular file)")
+
+    def _open_stdout(self) -> None:
+        if not self.sequential:
+            raise self._seekable_needed()
+        if os.isatty(STDOUT_FILENO):
+            raise RumpfsError(f"{self.path}: not writing {self.what} to a terminal")
+        try:
+            self.fd = os.dup(STDOUT_FILENO)
+        except OSError as e:  # closed (>&-)
+            raise RumpfsError(f"{self.path}: cannot write to standard output: {e.strerror}") from None
+        self.streaming = True
+        st = os.fstat(self.fd)
+        if stat.S_ISREG(st.st_mode):  # stdout redirected into a source tree
+            from .hostwalk import leave_out
+            self._left_out.append(leave_out(st.st_dev, st.st_ino, True))
+
+    def _check_symlink(self) -> None:
+        """A symlink is followed only to a fifo or character device (as
+        /dev/stdout is to a pipe); it is never replaced."""
+        try:
+            kind = stat.S_IFMT(os.stat(self.path).st_mode)
+        except OSError:
+            kind = None
+        if kind in _STREAMS:
+            self._open_stream(kind)
+            return
+        raise RumpfsError(f"{self.path}: output is a symlink; it is not replaced "
+                          "(name the file it points to)")
+
+    def _open_stream(self, kind: int) -> None:
+        if not self.sequential:
+            raise self._seekable_needed()
+        try:
+            # A fifo waits here for its reader, as a shell redirection does.
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError as e:
+            raise RumpfsError(f"{self.path}: cannot write: {e.strerror}") from None
+        if os.isatty(self.fd):
+            os.close(self.fd)
+            self.fd = -1
+            raise RumpfsError(f"{self.path}: not writing {self.what} to a terminal")
+        self.streaming = True
+
+    def _open_regular(self) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
             raise RumpfsError(f"{self.path}: output directory {directory} does not exist")
-        if os.path.isdir(self.path):
-            raise RumpfsError(f"{self.path}: output is a directory")
-        self.fd, self.tmp = _create_temporary(directory, self.path)
-        self.file = os.fdopen(self.fd, "r+b", buffering=0, closefd=False)
-        return self
+        try:
+            self._dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise RumpfsError(f"{self.path}: cannot create output: {e.strerror}") from None
+        if _O_TMPFILE and os.path.isdir(_PROC_FD):
+            try:
+                self.fd = os.open(".", _O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600,
+                                  dir_fd=self._dir_fd)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+                    self._close_dir()
+                    raise RumpfsError(f"{self.path}: cannot create output: {e.strerror}") from None
+        try:
+            self.fd, self.tmp = _create_temporary(directory, self.path)
+        except BaseException:
+            self._close_dir()
+            raise
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        from .hostwalk import stop_leaving_out
+        for token in self._left_out:
+            stop_leaving_out(token)
+        self._left_out = []
         try:
             self.file.close()
-            if exc_type is None:
+            if exc_type is None and not self.streaming:
                 os.fchmod(self.fd, self.mode & ~_current_umask())
+                self._name()
+        except OSError as e:
+            exc_type = type(e)
+            raise RumpfsError(f"{self.path}: cannot write: {e.strerror}") from None
         finally:
             os.close(self.fd)
-            if exc_type is None:
-                os.replace(self.tmp, self.path)
-            else:
+            if exc_type is not None and self.tmp is not None:
                 try:
                     os.unlink(self.tmp)
                 except FileNotFoundError:
                     pass
+            self._close_dir()
+        if isinstance(exc, OutputError):
+            raise RumpfsError(f"{self.path}: {exc}") from None
+        if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
+            # From a writer that writes the output itself (an ELF header).
+            raise RumpfsError(f"{self.path}: cannot write: {exc.strerror}") from None
 
+    def _name(self) -> None:
+        """Give the finished file its name: the unnamed file linked in (to
+        a temporary name first when an old output is to be replaced, then
+        renamed over it: atomic), or the named temporary file renamed."""
+        name = os.path.basename(self.path)
+        if self.tmp is None:
+            source = f"{_PROC_FD}/{self.fd}"
+            try:
+                os.link(source, name, dst_dir_fd=self._dir_fd, follow_symlinks=True)
+                return
+            except FileExistsError:
+                pass
+            for _ in range(TEMPORARY_ATTEMPTS):
+                tmp = f".{name}.{os.urandom(6).hex()}.part"
+                try:
+                    os.link(source, tmp, dst_dir_fd=self._dir_fd, follow_symlinks=True)
+                    break
+                except FileExistsError:
+                    continue
+            else:
+                raise RumpfsError(f"{self.path}: cannot create output: no free temporary name")
+            self.tmp = os.path.join(os.path.dirname(os.path.abspath(self.path)), tmp)
+        os.replace(self.tmp, self.path)
+        self.tmp = None
+
+    def _close_dir(self) -> None:
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+
+
+STDOUT_FILENO = 1
+#: Linux's flag for an unnamed file (0: unknown here, use a named one).
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+#: Where an open file's magic link is, for linkat to give it a name.
+_PROC_FD = "/proc/self/fd"
 
 #: Attempts at a free temporary name before giving up.
 TEMPORARY_ATTEMPTS = 100
@@ -96,12 +280,69 @@ def _create_temporary(directory: str, output: str) -> tuple[int, str]:
     raise RumpfsError(f"{output}: cannot create output: no free temporary name in {directory}")
 
 
+#: How a source file is opened: never blocking (a fifo or a device put in
+#: its place since the walk), never through a symlink, never a terminal.
+_SOURCE_FLAGS = (os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY
+                 | getattr(os, "O_CLOEXEC", 0))
+#: A job's modification time when the walk did not record one.
+NO_MTIME = -(1 << 63)
+
+
 def open_source(data) -> int:
-    """An fd on a node's host data, with an error that names the path."""
+    """An fd on a node's host data, checked to be the regular file of the
+    size and time the walk saw; errors name the path."""
+    return _open_source(data.path, data.size, _mtime_of(data))
+
+
+def _mtime_of(data) -> int:
+    mtime = data.mtime_ns
+    return NO_MTIME if mtime is None else mtime
+
+
+def _open_source(path: bytes, size: int, mtime_ns: int) -> int:
     try:
-        return os.open(data.path, os.O_RDONLY)
+        fd = os.open(path, _SOURCE_FLAGS)
     except OSError as e:
-        raise _unreadable(data.path, e) from None
+        if e.errno == errno.ELOOP:
+            raise _changed(path, "now a symlink") from None
+        raise _unreadable(path, e) from None
+    try:
+        check_source(fd, path, size, mtime_ns)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_source(fd: int, path: bytes, size: int, mtime_ns: int = NO_MTIME) -> None:
+    """Raise if the open source ``fd`` is not (or no longer) the regular file
+    of ``size`` bytes and modification time ``mtime_ns`` that the walk saw:
+    the image would hold a mix of before and after."""
+    st = os.fstat(fd)
+    kind = st.st_mode & IFMT
+    if kind != REG:
+        raise _changed(path, f"now a {KIND_NAMES.get(kind, 'special file')}")
+    if st.st_size != size:
+        raise _changed(path, f"size {size} -> {st.st_size}")
+    if mtime_ns != NO_MTIME and st.st_mtime_ns != mtime_ns:
+        raise _changed(path, f"mtime {_show_ns(mtime_ns)} -> {_show_ns(st.st_mtime_ns)}")
+
+
+def _short(fd: int, path: bytes, size: int, mtime_ns: int) -> RumpfsError:
+    """The error for a read that came back short: what changed, if fstat
+    tells, else that the file is shorter."""
+    check_source(fd, path, size, mtime_ns)
+    return _changed(path, f"shorter than its {size} bytes")
+
+
+def _changed(path: bytes, what: str) -> RumpfsError:
+    return RumpfsError(f"{os.fsdecode(path)}: changed while being packed ({what})")
+
+
+def _show_ns(ns: int) -> str:
+    """A time in nanoseconds as seconds, with the fraction only when there is one."""
+    seconds, fraction = divmod(ns, 10**9)
+    return f"{seconds}.{fraction:09d}".rstrip("0").rstrip(".")
 
 
 def _unreadable(path: bytes, error: OSError) -> RumpfsError:
@@ -225,7 +466,10 @@ class ImageSink:
         self.copier.finish()
         end = self.base + size
         if os.fstat(self.fd).st_size < end:
-            os.ftruncate(self.fd, end)
+            try:
+                os.ftruncate(self.fd, end)
+            except OSError as e:
+                raise output_error(e) from None
 
     def wait_for_copies(self) -> None:
         """Return once every copy handed over so far is written (before
@@ -240,6 +484,83 @@ class ImageSink:
     # -- internals ----------------------------------------------------------------
     def _pwrite_all(self, data, offset: int) -> None:
         _pwrite_all(self.fd, data, offset)
+
+
+class StreamSink:
+    """The sequential part of :class:`ImageSink` for an output that cannot
+    seek (a pipe, a fifo, a character device: ``AtomicOutput.streaming``):
+    every byte in order with write(2), file data read in order here (no
+    copy workers: they write at offsets)."""
+
+    def __init__(self, fd: int, progress=None):
+        self.fd = fd
+        self.progress = progress
+        self.pos = 0
+        self._buf = bytearray()
+
+    def write(self, data) -> None:
+        self._buf += data
+        if len(self._buf) >= BUFFER_SIZE:
+            self.flush()
+
+    def tell(self) -> int:
+        return self.pos + len(self._buf)
+
+    def flush(self) -> None:
+        if self._buf:
+            view = memoryview(self._buf)
+            try:
+                while view:
+                    view = view[os.write(self.fd, view):]
+            except BrokenPipeError:
+                raise  # the reader is gone: the command ends quietly, as cat does
+            except OSError as e:
+                raise output_error(e) from None
+            finally:
+                view.release()
+            self.pos += len(self._buf)
+            self._buf.clear()
+
+    def copy(self, data, length: int | None = None) -> None:
+        """Append a node's data (``HostData`` or ``BytesData``)."""
+        size = data.size if length is None else length
+        if not hasattr(data, "path"):
+            self.write(data.data[:size])
+            return
+        for chunk in read_source(data, size):
+            self.write(chunk)
+            if self.progress:
+                self.progress.advance(len(chunk))
+
+    def finish(self, size: int) -> None:
+        self.flush()
+
+    def wait_for_copies(self) -> None:
+        self.flush()
+
+    def abort(self) -> None:
+        self._buf.clear()
+
+
+def read_source(data, size: int):
+    """The first ``size`` bytes of the host file ``data``, in chunks of at
+    most BUFFER_SIZE, checked before and after as :func:`open_source` does."""
+    mtime = _mtime_of(data)
+    fd = _open_source(data.path, data.size, mtime)
+    try:
+        left = size
+        while left:
+            try:
+                chunk = os.read(fd, min(left, BUFFER_SIZE))
+            except OSError as e:
+                raise _unreadable(data.path, e) from None
+            if not chunk:
+                raise _short(fd, data.path, data.size, mtime)
+            left -= len(chunk)
+            yield chunk
+        check_source(fd, data.path, data.size, mtime)
+    finally:
+        os.close(fd)
 
 
 #: Files up to this size keep their place in the write buffer (see ImageSink.copy).
@@ -259,20 +580,24 @@ FIRST_BATCH_JOBS = 16
 PARALLEL_MIN_JOBS = 1024
 PARALLEL_MIN_BYTES = 64 << 20
 
+#: Leads a copy worker's error message that is about the output.
+_OUTPUT_MARK = b"\0"
 #: Pipe capacity asked for (Linux allows up to /proc/sys/fs/pipe-max-size, 1 MiB).
 PIPE_SIZE = 1 << 20
 #: A batch of copy jobs on a worker's pipe: this head (the number of jobs,
 #: the bytes of their paths, the bytes of their headers, the unit the copies
-#: own as in ImageSink.copies_own_units or 0), then five native
+#: own as in ImageSink.copies_own_units or 0), then seven native signed
 #: 64-bit numbers per job (source offset, destination offset, length, length
-#: of the path, length of the header), then the paths one after the other,
+#: of the path, length of the header, and the file's size and mtime as the
+#: walk saw them, NO_MTIME for none), then the paths one after the other,
 #: then the headers.  Columns rather than one record per job: both ends
 #: build and read them with a few calls per batch, not per job.
 _FRAME_HEAD = struct.Struct("=QQQQ")
-_NUMBERS_PER_JOB = 5
-_NUMBER = "Q"
+_NUMBERS_PER_JOB = 7
+_NUMBER = "q"
 _SIZE_OF_JOB = itemgetter(3)
 _PATH_OF = attrgetter("path")
+_SIZE_OF = attrgetter("size")
 
 
 class Copier:
@@ -363,7 +688,9 @@ class Copier:
                 try:
                     _worker(self.fd, jr, counter)
                 except RumpfsError as e:
-                    os.write(rw, str(e).encode("utf-8", "surrogateescape"))
+                    # An error of the output is marked: the parent names it.
+                    marker = _OUTPUT_MARK if isinstance(e, OutputError) else b""
+                    os.write(rw, marker + str(e).encode("utf-8", "surrogateescape"))
                     code = 1
                 except BaseException as e:  # noqa: B036 - report anything, never unwind
                     os.write(rw, f"copy worker failed: {e!r}".encode())
@@ -443,6 +770,8 @@ class Copier:
             self.procs = []
             self.reporting = []
             if errors:
+                if errors[0].startswith(_OUTPUT_MARK.decode()):
+                    raise OutputError(errors[0][len(_OUTPUT_MARK):])
                 raise RumpfsError(errors[0])
             if self.unreported_bytes and self.progress is not None:
                 self.progress.advance(self.unreported_bytes)
@@ -481,11 +810,15 @@ def grow_pipe(fd: int) -> None:
 
 
 def _pwrite_all(fd: int, data, offset: int) -> None:
+    """Write all of ``data`` into the output at ``offset``."""
     view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
+    try:
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view = view[n:]
+            offset += n
+    except OSError as e:
+        raise output_error(e) from None
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -503,7 +836,8 @@ def _frame(jobs: list, headers: list, base: int, unit: int = 0) -> bytes:
     if base:
         dst_offsets = map(add, dst_offsets, repeat(base))
     numbers = array(_NUMBER, chain.from_iterable(
-        zip(src_offsets, dst_offsets, lengths, map(len, paths), map(len, headers))))
+        zip(src_offsets, dst_offsets, lengths, map(len, paths), map(len, headers),
+            map(_SIZE_OF, datas), map(_mtime_of, datas))))
     path_blob = b"".join(paths)
     header_blob = b"".join(headers)
     return (_FRAME_HEAD.pack(len(jobs), len(path_blob), len(header_blob), unit) + numbers.tobytes()
@@ -543,11 +877,12 @@ def _worker(out_fd: int, job_fd: int, counter=None) -> None:  # pragma: no cover
             numbers = array(_NUMBER)
             numbers.frombytes(pending[start + head:pos])
             start = end
-            src_offsets, dst_offsets, lengths, path_lengths, header_lengths = (
-                numbers[k::_NUMBERS_PER_JOB] for k in range(_NUMBERS_PER_JOB))
+            (src_offsets, dst_offsets, lengths, path_lengths, header_lengths, sizes,
+             mtimes) = (numbers[k::_NUMBERS_PER_JOB] for k in range(_NUMBERS_PER_JOB))
             paths = _slices(pending, pos, path_lengths)
             headers = _slices(pending, hpos, header_lengths) if headers_size else repeat(b"")
-            out.copy_run(zip(paths, src_offsets, dst_offsets, lengths, headers), unit)
+            out.copy_run(zip(paths, src_offsets, dst_offsets, lengths, headers, sizes, mtimes),
+                         unit)
         pending = pending[start:]
     out.close()
 
@@ -588,11 +923,13 @@ class StretchWriter:
 
     def copy(self, data, size: int, src_offset: int = 0) -> None:
         """``size`` bytes of the host file ``data`` (its ``path``) from ``src_offset``."""
-        self.copy_run(((data.path, src_offset, self.end, size, b""),))
+        self.copy_run(((data.path, src_offset, self.end, size, b"", data.size, _mtime_of(data)),))
 
     def copy_run(self, jobs, unit: int = 0) -> None:
         """Copy ``jobs`` ``(path, source offset, image offset, length,
-        header)``, each ``header`` written just before its data.  A gap
+        header, file size, mtime)``, each ``header`` written just before its
+        data; the file must still be the regular file of that size and
+        mtime (as the walk saw it) before and after the copy.  A gap
         shorter than ``unit`` before a job other than the first is written as
         zeros when it joins two buffered pieces (see
         :meth:`ImageSink.copies_own_units`; the gap before the first job may
@@ -604,7 +941,7 @@ class StretchWriter:
         filled, end, data = self._filled, self.end, 0
         room = 0
         try:
-            for path, src_offset, offset, size, header in jobs:
+            for path, src_offset, offset, size, header, file_size, mtime in jobs:
                 start = offset - len(header)
                 gap = start - end
                 gathered = size if size <= GATHER_FILE_MAX else 0
@@ -625,10 +962,7 @@ class StretchWriter:
                     buf[filled:filled + len(header)] = header
                     filled += len(header)
                 end = offset
-                try:
-                    src = os.open(path, os.O_RDONLY)
-                except OSError as e:
-                    raise _unreadable(path, e) from None
+                src = _open_source(path, file_size, mtime)
                 try:
                     if gathered:
                         try:
@@ -636,7 +970,7 @@ class StretchWriter:
                         except OSError as e:
                             raise _unreadable(path, e) from None
                         if got != size:
-                            raise _changed(path, src_offset + size)
+                            raise _short(src, path, file_size, mtime)
                         filled += size
                         data += size
                     elif size:
@@ -644,7 +978,9 @@ class StretchWriter:
                         self.flush()
                         filled = data = 0
                         self._use_range = _copy_fd(src, self.fd, path, src_offset, end, size,
-                                                   self._use_range, self.counter)
+                                                   self._use_range, self.counter, file_size,
+                                                   mtime)
+                    check_source(src, path, file_size, mtime)
                 finally:
                     os.close(src)
                 end = offset + size
@@ -665,7 +1001,7 @@ class StretchWriter:
 def _copy_jobs(fd: int, base: int, jobs: list, headers: list, progress) -> None:
     """Copy ``jobs`` and their headers here, as a worker copies a frame."""
     out = StretchWriter(fd, 0, progress)
-    out.copy_run((data.path, src_off, base + dst_off, size, header)
+    out.copy_run((data.path, src_off, base + dst_off, size, header, data.size, _mtime_of(data))
                  for (data, src_off, dst_off, size), header in zip(jobs, headers))
     out.close()
 
@@ -677,14 +1013,14 @@ def _slices(blob: bytes, pos: int, lengths) -> list[bytes]:
 
 
 def _copy_fd(src: int, dst: int, path: bytes, src_off: int, dst_off: int, size: int,
-             use_range: bool, progress) -> bool:
-    """Copy one range, its holes left unwritten (the image is a new file and
-    reads zeros there); returns whether copy_file_range still works here."""
-    if os.fstat(src).st_size < src_off + size:
-        raise _changed(path, src_off + size)
+             use_range: bool, progress, file_size: int, mtime: int) -> bool:
+    """Copy one range of a source checked by _open_source, its holes left
+    unwritten (the image is a new file and reads zeros there); returns
+    whether copy_file_range still works here."""
     copied = 0
     for off, n in data_runs(src, src_off, size):
-        use_range = _copy_run(src, dst, path, off, dst_off + off - src_off, n, use_range, progress)
+        use_range = _copy_run(src, dst, path, off, dst_off + off - src_off, n, use_range, progress,
+                              file_size, mtime)
         copied += n
     if progress and copied < size:
         progress.advance(size - copied)
@@ -692,7 +1028,7 @@ def _copy_fd(src: int, dst: int, path: bytes, src_off: int, dst_off: int, size: 
 
 
 def _copy_run(src: int, dst: int, path: bytes, src_off: int, dst_off: int, size: int,
-              use_range: bool, progress) -> bool:
+              use_range: bool, progress, file_size: int, mtime: int) -> bool:
     remaining = size
     while remaining > 0:
         n = 0
@@ -700,6 +1036,8 @@ def _copy_run(src: int, dst: int, path: bytes, src_off: int, dst_off: int, size:
             try:
                 n = os.copy_file_range(src, dst, min(remaining, COPY_CHUNK), src_off, dst_off)
             except OSError as e:
+                if e.errno in _OUTPUT_ERRNOS:
+                    raise output_error(e) from None
                 if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
                     raise _unreadable(path, e) from None
                 use_range = False
@@ -710,14 +1048,9 @@ def _copy_run(src: int, dst: int, path: bytes, src_off: int, dst_off: int, size:
             except OSError as e:
                 raise _unreadable(path, e) from None
             n = len(chunk)
-            view = memoryview(chunk)
-            off = dst_off
-            while view:
-                w = os.pwrite(dst, view, off)
-                view = view[w:]
-                off += w
+            _pwrite_all(dst, chunk, dst_off)
         if n == 0:
-            raise _changed(path, size)
+            raise _short(src, path, file_size, mtime)
         src_off += n
         dst_off += n
         remaining -= n
@@ -726,17 +1059,23 @@ def _copy_run(src: int, dst: int, path: bytes, src_off: int, dst_off: int, size:
     return use_range
 
 
-def _changed(path: bytes, size: int) -> RumpfsError:
-    return RumpfsError(f"{os.fsdecode(path)}: file changed while it was read "
-                       f"(expected {size} bytes)")
-
-
-#: The progress line is drawn again at most this often (seconds).
+#: On a terminal the progress line is drawn again at most this often (seconds) ...
 REDRAW_SECONDS = 0.5
+#: ... and elsewhere (a log file, a CI job) a plain line is printed at most
+#: this often, the first one after as long.
+LOG_SECONDS = 5.0
+MiB = 1 << 20
 
 
 class Progress:
     """Bytes written so far, on stderr, for long work (a terminal or ``--progress``).
+
+    On a terminal one line is drawn over and over (``\\r``) with the rate and,
+    once the total is known, the percentage and the time left; elsewhere
+    (``terminal`` false: stderr is a file or a pipe) the same is printed as
+    plain lines, one every :data:`LOG_SECONDS`.  The rate is the average
+    since the progress was made; ``clock`` (default ``time.monotonic``) is
+    there for tests.
 
     ``done`` counts what this process reports with :meth:`advance` and what
     forked children (copy workers, walkers) report through
@@ -748,14 +1087,20 @@ class Progress:
     """
 
     def __init__(self, total: int | None, label: str = "writing", enabled: bool | None = None,
-                 stream=None):
+                 stream=None, clock=None, terminal: bool | None = None):
         self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.terminal = self.stream.isatty() if terminal is None else terminal
+        self.enabled = self.terminal if enabled is None else enabled
         #: None until known (a tree listed while it is written).
         self.total = None if total is None else max(total, 1)
         self.label = label
+        self._clock = clock if clock is not None else time.monotonic
+        self._start = self._clock()
+        self._interval = REDRAW_SECONDS if self.terminal else LOG_SECONDS
         self._own = 0  # bytes advanced by this process
-        self._last = 0.0  # when the line was last drawn
+        # When the line was last drawn: a terminal's first line comes at
+        # once, a log's first after an interval.
+        self._last = -self._interval if self.terminal else self._start
         self._line = ""
         #: One native 64-bit counter per reporting child, in anonymous shared
         #: memory made before any child is forked (see worker_counter).
@@ -793,7 +1138,7 @@ class Progress:
 
     def advance(self, n: int) -> None:
         self._own += n
-        if self.enabled and time.monotonic() - self._last >= REDRAW_SECONDS:
+        if self.enabled and self._clock() - self._last >= self._interval:
             self._draw(False)
 
     def worker_counter(self):
@@ -822,21 +1167,38 @@ class Progress:
         if not self._lock.acquire(wait):
             return
         try:
-            now = time.monotonic()
-            if now - self._last < REDRAW_SECONDS:
+            now = self._clock()
+            if now - self._last < self._interval:
                 return
             self._last = now
-            done = self.done
-            line = f"\r{self.label}: {done / 1048576:.0f} MiB"
-            if self.total is not None:
-                line += f" ({min(100.0, 100.0 * done / self.total):.0f}%)"
+            line = self.status(now)
             if line == self._line:
                 return
+            if self.terminal:
+                # Blanks over what a longer line before left.
+                self.stream.write(f"\r{line}{' ' * (len(self._line) - len(line))}")
+            else:
+                self.stream.write(line + "\n")
             self._line = line
-            self.stream.write(line)
             self.stream.flush()
         finally:
             self._lock.release()
+
+    def status(self, now: float) -> str:
+        """The progress as one line (no \\r or newline): bytes done, and the
+        total's share, the rate and the time left as far as they are known."""
+        done = self.done
+        line = f"{self.label}: {done / MiB:.0f} MiB"
+        total = self.total
+        if total is not None:
+            line += f" of {total / MiB:.0f} MiB ({min(100.0, 100.0 * done / total):.0f}%)"
+        elapsed = now - self._start
+        if elapsed > 0 and done:
+            rate = done / elapsed
+            line += f", {rate / MiB:.1f} MiB/s"
+            if total is not None and total > done:
+                line += f", {_duration((total - done) / rate)} left"
+        return line
 
     def close(self, finished: bool = True) -> None:
         """Stop drawing.  A finished job's line ends with its total; an
@@ -849,13 +1211,23 @@ class Progress:
             self._stop = None
         if not self.enabled:
             return
-        if finished and (self._last or self.done):
-            self.stream.write(f"\r{self.label}: {self.done / 1048576:.0f} MiB, done\n")
+        if finished and (self._line or self.done):
+            line = f"{self.label}: {self.done / MiB:.0f} MiB, done"
+            if self.terminal:
+                line = f"\r{line}{' ' * (len(self._line) - len(line))}"
+            self.stream.write(line + "\n")
             self.stream.flush()
-        elif not finished and self._line:
-            self.stream.write("\n")
+        elif not finished and self._line and self.terminal:
+            self.stream.write("\n")  # the error that follows gets a line of its own
             self.stream.flush()
-            self._line = ""
+        self._line = ""
+
+
+def _duration(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour."""
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class _SlotCounter:

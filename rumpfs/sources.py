@@ -218,7 +218,8 @@ def node_from_stat(path: bytes, st: os.stat_result, target: bytes | None = None)
     kind = stat.S_IFMT(st.st_mode)
     data = None
     if kind == REG:
-        data = HostData(path, st.st_size, sparse_hint=st.st_blocks * 512 < st.st_size)
+        data = HostData(path, st.st_size, sparse_hint=st.st_blocks * 512 < st.st_size,
+                        mtime_ns=st.st_mtime_ns)
     return Node(st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_atime_ns,
                 st.st_ctime_ns, st.st_rdev, target, data, os.fsdecode(path))
 

@@ -54,11 +54,15 @@ NAME_MAX = 255
 class HostData:
     """File data read from a host file when the image is written."""
 
-    __slots__ = ("path", "size", "_extents", "dense")
+    __slots__ = ("path", "size", "_extents", "dense", "mtime_ns")
 
-    def __init__(self, path: bytes, size: int, sparse_hint: bool = False):
+    def __init__(self, path: bytes, size: int, sparse_hint: bool = False,
+                 mtime_ns: int | None = None):
         self.path = path
+        #: Size and modification time as the walk saw them: the copy checks
+        #: that the file is still so (None: no time to check).
         self.size = size
+        self.mtime_ns = mtime_ns
         #: Known to have no holes without looking (a file whose allocation
         #: hinted at holes may still turn out to have none: ``extents()``).
         self.dense = not sparse_hint
@@ -106,11 +110,15 @@ class BytesData:
 
 def _data_extents(path: bytes, size: int) -> list[tuple[int, int]]:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # Never blocking nor following: the file may have been replaced by
+        # a fifo or a symlink since the walk.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY)
     except OSError:
         # Reported with its path when the data is copied.
         return [(0, size)] if size else []
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return [(0, size)] if size else []  # as above: the copy says what changed
         return data_runs(fd, 0, size)
     finally:
         os.close(fd)

@@ -33,6 +33,8 @@ FILES = 24
 DATA = 2 * MiB
 _SLOW_PACK = (
     "import os, runpy, sys, time\n"
+    "import rumpfs.output as o\n"
+    "o.LOG_SECONDS = 0.2\n"  # a line in a log every 0.2 s rather than 5
     f"pause = 2.0 * min(os.cpu_count() or 1, 4) / {FILES}\n"  # the Copier's default workers
     "real = os.copy_file_range\n"
     "def slow(*args):\n"
@@ -63,12 +65,16 @@ def test_progress_moves_while_workers_copy(tmp_path, name):
         capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
     err = proc.stderr.decode()
     assert proc.returncode == 0, err
-    lines = [line for line in re.split(r"[\r\n]", err) if line]
+    # stderr is a pipe here, not a terminal: plain lines.
+    assert "\r" not in err and err.endswith("\n")
+    lines = err.splitlines()
     label = re.escape(f"rumpfs: {name}: ")
     assert re.fullmatch(label + r"(\d+) MiB, done", lines[-1]), err
     final = int(re.fullmatch(label + r"(\d+) MiB, done", lines[-1]).group(1))
     assert final == FILES * DATA // MiB
-    shown = [re.fullmatch(label + r"(\d+) MiB(?: \((\d+)%\))?", line) for line in lines[:-1]]
+    shown = [re.fullmatch(label + r"(\d+) MiB of \d+ MiB \(\d+%\)"
+                          r"(?:, [\d.]+ MiB/s(?:, \d+:\d\d left)?)?", line)
+             for line in lines[:-1]]
     assert all(shown), err
     values = [int(m.group(1)) for m in shown]
     assert values == sorted(values), err
@@ -224,7 +230,9 @@ def test_disabled_progress_has_no_thread_and_no_shared_memory(tmp_path, monkeypa
 def test_the_line_moves_while_this_process_waits():
     """Nothing advances here: the redraw thread shows what a child reported."""
     stream = _Stream()
-    progress = Progress(4 * MiB, "t", enabled=True, stream=stream)
+    ticks = iter(range(1, 1 << 30))  # a second later at every look: always due
+    progress = Progress(4 * MiB, "t", enabled=True, stream=stream, terminal=True,
+                        clock=lambda: next(ticks))
     try:
         counter = progress.worker_counter()
         pid = os.fork()
@@ -233,22 +241,22 @@ def test_the_line_moves_while_this_process_waits():
             os._exit(0)
         os.waitpid(pid, 0)
         for _ in range(50):
-            if "\rt: 3 MiB (75%)" in stream.getvalue():
+            if "\rt: 3 MiB of 4 MiB (75%)" in stream.getvalue():
                 break
             threading.Event().wait(0.1)
-        assert "\rt: 3 MiB (75%)" in stream.getvalue()
+        assert "\rt: 3 MiB of 4 MiB (75%)" in stream.getvalue()
     finally:
         progress.close()
-    assert stream.getvalue().endswith("\rt: 3 MiB, done\n")
+    assert re.search(r"\rt: 3 MiB, done *\n$", stream.getvalue())
     assert not progress._thread.is_alive()
 
 
 def test_redraws_are_spaced(monkeypatch):
     """advance() and the thread together draw at most once per REDRAW_SECONDS."""
     clock = [1000.0]
-    monkeypatch.setattr(output.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(output.time, "monotonic", lambda: clock[0])  # the default clock
     stream = _Stream()
-    progress = Progress(None, "t", enabled=True, stream=stream)
+    progress = Progress(None, "t", enabled=True, stream=stream, terminal=True)
     progress._stop.set()  # only advance() draws here
     progress._thread.join()
     try:
@@ -259,17 +267,28 @@ def test_redraws_are_spaced(monkeypatch):
         assert stream.getvalue() == "\rt: 1 MiB"
         clock[0] += output.REDRAW_SECONDS
         progress.advance(MiB)
-        assert stream.getvalue() == "\rt: 1 MiB\rt: 4 MiB"
+        assert stream.getvalue() == "\rt: 1 MiB\rt: 4 MiB, 6.7 MiB/s"
     finally:
         progress.close()
 
 
 def test_an_unfinished_progress_ends_its_line():
     stream = _Stream()
-    progress = Progress(None, "x", enabled=True, stream=stream)
+    progress = Progress(None, "x", enabled=True, stream=stream, terminal=True, clock=lambda: 5.0)
     progress.advance(3 * MiB)
     progress.close(finished=False)
     assert stream.getvalue() == "\rx: 3 MiB\n"
+
+
+def test_an_unfinished_progress_in_a_log_adds_nothing():
+    """Plain lines end themselves: the error that follows needs no newline."""
+    stream = _Stream()
+    clock = [0.0]
+    progress = Progress(None, "x", enabled=True, stream=stream, clock=lambda: clock[0])
+    clock[0] = output.LOG_SECONDS
+    progress.advance(3 * MiB)
+    progress.close(finished=False)
+    assert stream.getvalue() == "x: 3 MiB, 0.6 MiB/s\n"
 
 
 def test_a_failed_pack_leaves_the_error_its_own_line(tmp_path, capsys, monkeypatch):
@@ -284,9 +303,69 @@ def test_a_failed_pack_leaves_the_error_its_own_line(tmp_path, capsys, monkeypat
         raise RumpfsError("boom")
 
     monkeypatch.setattr(writer, "write_archive", failing)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     src = tmp_path / "src"
     src.mkdir()
     with pytest.raises(RumpfsError):
         api.pack([src], tmp_path / "o.cpio", stubetc=False, progress=True)
     err = capsys.readouterr().err
-    assert err == "\rrumpfs: o.cpio: 5 MiB\n", repr(err)
+    assert re.fullmatch(r"\rrumpfs: o\.cpio: 5 MiB(, [\d.]+ MiB/s)?\n", err), err
+
+
+# -- what the lines say --------------------------------------------------------------
+
+def _quiet(progress: Progress) -> Progress:
+    """Only advance() draws (no redraw thread): every line is the test's."""
+    progress._stop.set()
+    progress._thread.join()
+    return progress
+
+
+def test_log_lines_are_plain_and_periodic():
+    """Not on a terminal: no \\r, a whole line every LOG_SECONDS (none at
+    once), with the share, the rate and the time left; then the total."""
+    clock = [100.0]
+    stream = _Stream()
+    progress = _quiet(Progress(100 * MiB, "t", enabled=True, stream=stream,
+                               clock=lambda: clock[0]))
+    progress.advance(10 * MiB)
+    clock[0] += output.LOG_SECONDS - 0.1
+    progress.advance(10 * MiB)
+    assert stream.getvalue() == ""
+    clock[0] += 0.1
+    progress.advance(10 * MiB)  # 30 MiB in 5 s: 6 MiB/s, 70 MiB left: 12 s
+    assert stream.getvalue() == "t: 30 MiB of 100 MiB (30%), 6.0 MiB/s, 0:12 left\n"
+    clock[0] += 2
+    progress.advance(40 * MiB)
+    clock[0] += 3
+    progress.advance(0)  # 70 MiB in 10 s: 7 MiB/s, 30 MiB left: 4 s
+    progress.close()
+    assert stream.getvalue() == ("t: 30 MiB of 100 MiB (30%), 6.0 MiB/s, 0:12 left\n"
+                                 "t: 70 MiB of 100 MiB (70%), 7.0 MiB/s, 0:04 left\n"
+                                 "t: 70 MiB, done\n")
+
+
+def test_terminal_line_shows_rate_and_time_left_and_blanks_the_rest():
+    clock = [0.0]
+    stream = _Stream()
+    progress = _quiet(Progress(3000 * MiB, "t", enabled=True, stream=stream, terminal=True,
+                               clock=lambda: clock[0]))
+    progress.advance(0)
+    clock[0] = 1.0
+    progress.advance(1 * MiB)  # 1 MiB/s: 2999 s left
+    first = "\rt: 0 MiB of 3000 MiB (0%)"
+    second = "\rt: 1 MiB of 3000 MiB (0%), 1.0 MiB/s, 49:59 left"
+    assert stream.getvalue() == first + second
+    clock[0] = 2.0
+    progress.advance(2997 * MiB)  # 1499 MiB/s, 2 MiB left: 0 s
+    third = "\rt: 2998 MiB of 3000 MiB (100%), 1499.0 MiB/s, 0:00 left"
+    assert stream.getvalue() == first + second + third
+    progress.close()
+    done = "\rt: 2998 MiB, done"
+    assert stream.getvalue() == first + second + third + done + " " * (len(third) - len(done)) + "\n"
+
+
+@pytest.mark.parametrize("seconds,shown", [(0, "0:00"), (59.4, "0:59"), (61, "1:01"),
+                                           (3599.6, "1:00:00"), (36000 + 62, "10:01:02")])
+def test_time_left_reads_like_a_clock(seconds, shown):
+    assert output._duration(seconds) == shown

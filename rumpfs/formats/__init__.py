@@ -154,6 +154,9 @@ class ImageFormat:
     #: into a file it copes with a link count of 0 meaning "known at the end":
     #: a tree listed while it is written will do (see rumpfs.hostwalk.HostStream).
     writes_while_listed = False
+    #: ``write`` into a sequential sink (rumpfs.output.StreamSink) makes the
+    #: image front to back: a pipe or a fifo will do as the output.
+    sequential = False
 
     #: The keys of this format's options (PackOptions.format_options,
     #: WriteOptions.extra); the command-line option is ``--`` + key with - for _.

@@ -14,6 +14,7 @@ class CpioFormat(ImageFormat):
     description = "cpio newc (070701) or crc (070702) archive, optionally compressed"
     writes_while_listed = True
     option_names = ("cpio_variant",)
+    sequential = True
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--cpio-variant", choices=VARIANTS,

@@ -25,7 +25,7 @@ import sys
 import zlib
 
 from ...errors import RumpfsError
-from ...output import BATCH_JOBS, FIRST_BATCH_JOBS, StretchWriter, open_source
+from ...output import BATCH_JOBS, FIRST_BATCH_JOBS, StretchWriter, open_source, read_source
 from ...tree import IFMT, LNK, REG, HostData, WrittenSubtree, display
 from .layout import (
     ALIGNMENT,
@@ -339,12 +339,4 @@ def _dir_nlink(children: dict) -> int:
 def _read_small(data, size: int) -> bytes:
     if not hasattr(data, "path"):
         return data.data
-    fd = open_source(data)
-    try:
-        chunk = os.read(fd, size)
-    finally:
-        os.close(fd)
-    if len(chunk) != size:
-        raise RumpfsError(f"{os.fsdecode(data.path)}: file changed while it was read "
-                          f"(expected {size} bytes)")
-    return chunk
+    return b"".join(read_source(data, size))
