@@ -137,6 +137,8 @@ def build_parser():
     for ext in _extensions():
         if hasattr(ext, "add_commands"):
             ext.add_commands(sub)
+    from .bundle.cli import add_command as add_bundle_command  # issue 20
+    add_bundle_command(sub)
     return parser
 
 

@@ -45,6 +45,10 @@ COMMANDS = {
     "qemu-system-x86_64": "qemu-system-x86",
     "dpkg-deb": "dpkg",
     "setpriv": "util-linux",
+    "xorriso": "xorriso",
+    "sfdisk": "fdisk",
+    "qemu-img": "qemu-utils",
+    "tar": "tar",
 }
 
 #: Shared libraries the tests load with ctypes -> their Debian package.
