@@ -378,6 +378,15 @@ def test_bad_input(inputs, tmp_path):
            out)
 
 
+def test_linux_takes_no_modules_or_config(inputs, tmp_path):
+    bz = tmp_path / "bzImage"
+    bz.write_bytes(_bzimage())
+    out = tmp_path / "o.iso"
+    _fails([bz, "--module", inputs["mod2"], "-o", out],
+           f"{bz}: a Linux bzImage takes --root (its initrd) and --cmdline; "
+           f"--module and --config are for Multiboot kernels", out)
+
+
 def test_missing_debian_package_is_named(inputs, tmp_path, monkeypatch):
     from rumpfs.bundle import bundle
     from rumpfs.errors import RumpfsError
@@ -461,3 +470,41 @@ def test_boot_disk_formats(inputs, tmp_path):
     subprocess.run(["tar", "-xzf", str(tmp_path / "b.tar.gz"), "-C", str(tmp_path)], check=True)
     assert_boots(inputs, ["-drive", f"file={tmp_path / 'disk.raw'},format=raw"])
 
+
+
+# --- a Linux bzImage bundle: Debian's kernel, our cpio as its initrd ----------------
+
+@pytest.mark.slow
+def test_boot_linux_bundle(tmp_path, make_fixture_tree):
+    """ISOLINUX boots Debian's kernel with our cpio (behind the kernel
+    harness's helper archive) as initrd; the guest's listing of its
+    initramfs is compared with the source tree entry by entry."""
+    import treecompare
+    from kernel import harness
+    try:
+        linux = harness.Kernel.chosen()
+    except harness.KernelMissing as e:
+        pytest.skip(str(e))
+    src = tmp_path / "src"
+    make_fixture_tree(src)
+    archive = tmp_path / "root.cpio"
+    run_rumpfs("pack", "--no-stubetc", "--keep-owner", "--no-progress", src, "-o", archive)
+    helper = harness.build_helper(tmp_path / "helper.cpio", linux, "list_initramfs initramfs")
+    initrd = harness.initrd_with(tmp_path / "initrd", helper, archive)
+    iso = tmp_path / "linux.iso"
+    r = run_rumpfs("bundle", linux.image, "--root", initrd, "--cmdline", harness.KERNEL_CMDLINE,
+                   "-o", iso, "-v")
+    assert "Linux bzImage (boot protocol 2." in r.out
+    cfg = (extract(iso, tmp_path / "x") / "ISOLINUX" / "ISOLINUX.CFG").read_text()
+    assert f"  KERNEL /vmlinuz\n  APPEND initrd=/initrd.img {harness.KERNEL_CMDLINE}\n" in cfg
+    console, results = tmp_path / "console.log", tmp_path / "results.log"
+    proc = subprocess.run([testkernel.QEMU, "-accel", "tcg", "-cpu", "max", "-m", "768", "-display", "none",
+                           "-no-reboot", "-nic", "none", "-cdrom", str(iso),
+                           "-serial", f"file:{console}", "-serial", f"file:{results}"],
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=harness.DEFAULT_TIMEOUT)
+    boot = harness.Boot(console.read_text(errors="replace"), harness.parse_sections(results.read_bytes()),
+                        tmp_path, 0.0, proc.returncode)
+    boot.assert_clean()
+    expected = treecompare.scan_host(src)
+    harness.compare(expected, harness.initramfs_view(boot.listing("initramfs"), expected),
+                    what="initramfs from the bundle")
