@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import struct
 import subprocess
 import tarfile
@@ -246,6 +247,17 @@ def test_img_is_the_iso(inputs, tmp_path):
     assert (tmp_path / "b.img").read_bytes() == iso and (tmp_path / "b.raw").read_bytes() == iso
 
 
+def test_root_directory_is_packed_as_pack_does(inputs, tmp_path):
+    hello = ROOT / "examples" / "hello"
+    env = {"SOURCE_DATE_EPOCH": EPOCH}
+    run_rumpfs("bundle", inputs["kernel"], "--root", hello, "--remove", "/etc/motd", "-o", tmp_path / "b.iso",
+               env=env)
+    run_rumpfs("pack", hello, "--remove", "/etc/motd", "--no-progress", "-o", tmp_path / "root.ffs", env=env)
+    tree = extract(tmp_path / "b.iso", tmp_path / "x")
+    assert (tree / "ROOT.IMG").read_bytes() == (tmp_path / "root.ffs").read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["b.iso", "root.ffs", "x"]  # no scratch left behind
+
+
 # --- VHD and GCE -----------------------------------------------------------------
 
 #: (cylinders, heads, sectors per track) from the VHD specification's
@@ -368,7 +380,7 @@ def test_bad_input(inputs, tmp_path):
     bad.write_text('{"hostname": 1}')
     _fails([inputs["kernel"], "--config", bad, "-o", out],
            f"{bad}: hostname: expected a string, got a number", out)
-    _fails([inputs["kernel"], "-o", out], "SOURCE_DATE_EPOCH: 'soon' is not a whole number of seconds",
+    _fails([inputs["kernel"], "-o", out], "SOURCE_DATE_EPOCH='soon': not a whole number of seconds",
            out, env={"SOURCE_DATE_EPOCH": "soon"})
     # An existing output stays as it was.
     out.write_bytes(b"previous")

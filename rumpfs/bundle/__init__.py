@@ -115,11 +115,38 @@ def _digest(paths, texts) -> bytes:
 
 
 def bundle(kernel: str, output: str, *, root: str | None = None, modules=(), config: str | None = None,
-           cmdline: str = "", loader_dir: str | None = None, epoch: int = 0) -> BundleResult:
-    """Write the bootable image ``output``; nothing is written on an error."""
+           cmdline: str = "", loader_dir: str | None = None, epoch: int = 0,
+           pack_options=None) -> BundleResult:
+    """Write the bootable image ``output``; nothing is written on an error.
+
+    ``root`` is an image file, or a directory packed first with
+    ``pack_options`` (a :class:`rumpfs.api.PackOptions`; the format defaults
+    to ffs for a Multiboot kernel, cpio for Linux).
+    """
     kind = output_kind(output)
     info = detect(kernel)
     modules = [m if isinstance(m, Module) else Module.parse(m) for m in modules]
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(output)),
+                                     prefix=f".{os.path.basename(output)}.") as scratch:
+        if root is not None and os.path.isdir(root):
+            root = _pack_root(root, info, scratch, pack_options)
+        return _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_dir, epoch)
+
+
+def _pack_root(directory: str, info: KernelInfo, scratch: str, pack_options) -> str:
+    """Pack ``directory`` as ``rumpfs pack`` would (times clamped to
+    SOURCE_DATE_EPOCH when set) into ``scratch``."""
+    from .. import api
+    opts = pack_options or api.PackOptions()
+    if opts.format is None:
+        opts.format = "ffs" if info.kind == "multiboot" else "cpio"
+    opts.progress = False
+    image = os.path.join(scratch, f"root.{opts.format}")
+    api.pack([directory], image, opts)
+    return image
+
+
+def _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_dir, epoch) -> BundleResult:
     if root is not None:
         _check_readable(root, "root image")
     for m in modules:

@@ -36,7 +36,9 @@ def add_command(sub) -> None:
     p.add_argument("kernel", metavar="KERNEL", help="Multiboot 1 kernel (ELF) or Linux bzImage")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output file: .iso, .img, .raw, .vhd or .tar.gz")
-    p.add_argument("--root", metavar="IMAGE", help="root image: first Multiboot module, or the initrd")
+    p.add_argument("--root", metavar="IMAGE|DIR",
+                   help="root image: first Multiboot module, or the initrd; a directory is packed "
+                        "first (ffs for a Multiboot kernel, cpio for Linux, or --format)")
     p.add_argument("--module", action="append", default=[], metavar="FILE[=ARGS]",
                    help="another Multiboot module and the arguments of its string (repeatable)")
     p.add_argument("--config", metavar="JSON", help="rumprun JSON configuration (validated)")
@@ -44,6 +46,14 @@ def add_command(sub) -> None:
     p.add_argument("--loader-dir", metavar="DIR",
                    help="take isolinux.bin, isohdpfx.bin, ldlinux.c32, libcom32.c32 and mboot.c32 "
                         "from DIR instead of Debian's isolinux and syslinux-common directories")
+    g = p.add_argument_group("packing a --root DIR (as rumpfs pack)")
+    g.add_argument("-f", "--format", metavar="FMT", help="image format: cpio, ffs, ffs2")
+    g.add_argument("--no-stubetc", dest="stubetc", action="store_false",
+                   help="do not start from the default minimal /etc")
+    g.add_argument("--remove", action="append", default=[], metavar="GLOB",
+                   help="remove image paths matching a glob (repeatable)")
+    g.add_argument("--spec", action="append", default=[], metavar="FILE",
+                   help="spec file of devices, owners and modes (repeatable)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="say what was written and where the config went")
     p.set_defaults(func=cmd_bundle)
@@ -56,16 +66,19 @@ def source_date_epoch() -> int:
     try:
         value = int(text)
     except ValueError:
-        raise RumpfsError(f"SOURCE_DATE_EPOCH: {text!r} is not a whole number of seconds") from None
+        raise RumpfsError(f"SOURCE_DATE_EPOCH={text!r}: not a whole number of seconds") from None
     if value < 0:
-        raise RumpfsError(f"SOURCE_DATE_EPOCH: {value} is before 1970")
+        raise RumpfsError(f"SOURCE_DATE_EPOCH={text!r}: negative")
     return value
 
 
 def cmd_bundle(args) -> int:
+    from ..api import PackOptions
     from . import bundle
+    pack_options = PackOptions(format=args.format, stubetc=args.stubetc, remove=args.remove, spec=args.spec)
     result = bundle(args.kernel, args.output, root=args.root, modules=args.module, config=args.config,
-                    cmdline=args.cmdline, loader_dir=args.loader_dir, epoch=source_date_epoch())
+                    cmdline=args.cmdline, loader_dir=args.loader_dir, epoch=source_date_epoch(),
+                    pack_options=pack_options)
     if args.verbose:
         for line in result.describe():
             print(line)
