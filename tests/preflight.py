@@ -49,6 +49,9 @@ COMMANDS = {
     "sfdisk": "fdisk",
     "qemu-img": "qemu-utils",
     "tar": "tar",
+    "grub-mkstandalone": "grub-common",
+    "fsck.fat": "dosfstools",
+    "mcopy": "mtools",
 }
 
 #: Shared libraries the tests load with ctypes -> their Debian package.

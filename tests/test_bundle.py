@@ -120,12 +120,12 @@ def test_detect_kinds(tmp_path, name, data, kind):
     ("text", b"hello, world\n", "13 bytes starting 68 65 6c 6c 6f 2c 20 77"),
 ])
 def test_detect_rejects(tmp_path, name, data, found):
+    from rumpfs.errors import RumpfsError
     p = tmp_path / name
     p.write_bytes(data)
-    r = run_rumpfs("bundle", p, "-o", tmp_path / "out.iso", check=False)
-    assert (r.returncode, r.err) == (1, f"rumpfs: error: {p}: not a Multiboot kernel or a "
-                                        f"Linux bzImage: {found}\n")
-    assert not (tmp_path / "out.iso").exists()
+    with pytest.raises(RumpfsError) as e:
+        kernel.detect(str(p))
+    assert str(e.value) == f"{p}: not a Multiboot kernel or a Linux bzImage: {found}"
 
 
 def test_detect_multiboot_without_elf_or_addresses(tmp_path):
@@ -358,6 +358,8 @@ def test_bad_input(inputs, tmp_path):
     out = tmp_path / "o.iso"
     missing = tmp_path / "nothing"
     _fails([missing, "-o", out], f"{missing}: cannot read kernel: No such file or directory", out)
+    _fails([inputs["mod2"], "-o", out], f"{inputs['mod2']}: not a Multiboot kernel or a Linux bzImage: "
+           f"15 bytes starting 61 20 73 6d 61 6c 6c 20", out)
     _fails([inputs["kernel"], "-o", tmp_path / "o.qcow2"],
            f"{tmp_path / 'o.qcow2'}: unknown output kind; name it *.iso, *.img, *.raw, *.vhd, *.tar.gz",
            tmp_path / "o.qcow2")
@@ -520,3 +522,82 @@ def test_boot_linux_bundle(tmp_path, make_fixture_tree):
     expected = treecompare.scan_host(src)
     harness.compare(expected, harness.initramfs_view(boot.listing("initramfs"), expected),
                     what="initramfs from the bundle")
+
+
+# --- --uefi: an El Torito EFI entry and an EFI system partition with GRUB -------------
+
+OVMF = Path("/usr/share/ovmf/OVMF.fd")  # Debian package ovmf
+
+
+@pytest.fixture(scope="session")
+def grub_cache(tmp_path_factory):
+    """A cache of the GRUB EFI image of its own: grub-mkstandalone runs once per session."""
+    return {"XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))}
+
+
+def make_uefi(inputs, out, grub_cache, *extra):
+    return make(inputs, out, "--uefi", *extra, env=grub_cache)
+
+
+def test_uefi_catalog_partition_and_esp(inputs, tmp_path, grub_cache):
+    iso = tmp_path / "u.iso"
+    r = make_uefi(inputs, iso, grub_cache, "--cmdline", "x=1", "-v")
+    assert r.out.startswith(f"{iso}: iso (BIOS and UEFI), Multiboot 1 kernel")
+    et = el_torito(iso)
+    assert et["El Torito img path"] == ["1  /ISOLINUX/ISOLINUX.BIN", "2  /EFIBOOT.IMG"]
+    bios, efi = (line.split() for line in et["El Torito boot img"])
+    assert bios[1] == "BIOS" and efi[1:4] == ["UEFI", "y", "none"]
+    tree = extract(iso, tmp_path / "x")
+    esp = tree / "EFIBOOT.IMG"
+    # The MBR lists the ESP as partition 2 (type 0xEF) where the catalog says it is.
+    parts = json.loads(subprocess.run(["sfdisk", "--json", str(iso)], capture_output=True, check=True,
+                                      text=True).stdout)["partitiontable"]["partitions"]
+    assert parts[1] == {"node": f"{iso}2", "start": int(efi[7]) * 4, "size": -(-esp.stat().st_size // SECTOR),
+                        "type": "ef"}
+    assert iso.read_bytes()[int(efi[7]) * 2048:][:esp.stat().st_size] == esp.read_bytes()
+    # fsck.fat finds nothing to fix; mtools reads GRUB back byte for byte.
+    fsck = subprocess.run(["fsck.fat", "-n", "-v", str(esp)], capture_output=True, text=True)
+    assert fsck.returncode == 0 and "2 FATs, 16 bit entries" in fsck.stdout, fsck.stdout + fsck.stderr
+    assert int(fsck.stdout.split(" data clusters")[0].split()[-1]) >= 4085  # FAT16 by its cluster count
+    assert "Auto-" not in fsck.stdout and "Fix" not in fsck.stdout
+    grub_image = next(Path(grub_cache["XDG_CACHE_HOME"]).rglob("bootx64-*.efi"))
+    got = subprocess.run(["mcopy", "-n", "-i", str(esp), "::/EFI/BOOT/BOOTX64.EFI", "-"],
+                         capture_output=True, check=True).stdout
+    assert got == grub_image.read_bytes() and got[:2] == b"MZ"
+    cfg = (tree / "GRUB" / "BUNDLE.CFG").read_text()
+    assert cfg == ("set timeout=0\nmultiboot /kernel '/kernel' 'x=1'\n"
+                   "module --nounzip /root.img '/root.img'\n"
+                   "module --nounzip /mod1 '/mod1' 'data' 'x'\n"
+                   "module --nounzip /mod2 '/mod2'\nboot\n")
+    make_uefi(inputs, tmp_path / "v.iso", grub_cache, "--cmdline", "x=1")
+    assert (tmp_path / "v.iso").read_bytes() == iso.read_bytes()
+
+
+def test_uefi_config_goes_to_a_file_and_quotes_are_refused(inputs, tmp_path, grub_cache):
+    r = make_uefi(inputs, tmp_path / "u.iso", grub_cache, "--config", inputs["compact"], "-v")
+    assert r.out.splitlines()[1].endswith("named by _RUMPRUN_ROOTFSCFG=/json.cfg "
+                                          "(GRUB (--uefi) would escape its quotes)")
+    out = tmp_path / "q.iso"
+    _fails(["--uefi", inputs["kernel"], "--cmdline", 'a="b"', "-o", out],
+           "--cmdline: 'a=\"b\"' would not arrive intact through GRUB (--uefi): it escapes \"", out,
+           env=grub_cache)
+
+
+def boot_uefi(inputs, drive_args, cmdline=b"/kernel", config=None):
+    assert OVMF.exists(), f"{OVMF}: missing; install the Debian package ovmf"
+    booted = testkernel.boot(*drive_args, extra=["-bios", str(OVMF), "-m", "128"])
+    assert booted.returncode == testkernel.KERNEL_EXIT_STATUS, booted.serial[-2000:]
+    assert booted.report == testkernel.expected(cmdline, expected_modules(inputs, config))
+
+
+@pytest.mark.slow
+def test_boot_uefi_as_cdrom_and_as_disk_and_bios_still(inputs, tmp_path, grub_cache):
+    iso = tmp_path / "u.iso"
+    make_uefi(inputs, iso, grub_cache, "--config", inputs["compact"])
+    cmdline = b"/kernel _RUMPRUN_ROOTFSCFG=/json.cfg"
+    boot_uefi(inputs, ["-cdrom", str(iso)], cmdline, inputs["compact"])
+    boot_uefi(inputs, ["-drive", f"file={iso},format=raw"], cmdline, inputs["compact"])
+    assert_boots(inputs, ["-cdrom", str(iso)], cmdline, inputs["compact"])
+    assert_boots(inputs, ["-drive", f"file={iso},format=raw"], cmdline, inputs["compact"])
+    make_uefi(inputs, tmp_path / "u.vhd", grub_cache, "--config", inputs["compact"])
+    boot_uefi(inputs, ["-drive", f"file={tmp_path / 'u.vhd'},format=vpc"], cmdline, inputs["compact"])

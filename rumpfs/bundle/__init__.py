@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ..errors import RumpfsError
 from ..etc import config as rumprun_config
 from ..output import AtomicOutput
-from . import disk, iso, loader
+from . import disk, fat, grub, iso, loader
 from .kernel import KernelInfo, detect
 
 #: Output name ending -> kind.
@@ -36,6 +36,9 @@ CONFIG_PATH = "/json.cfg"
 #: rumprun reads its configuration from the file this names.
 ROOTFSCFG = "_RUMPRUN_ROOTFSCFG"
 LABEL = "bundle"
+#: The EFI system partition image in the ISO, and GRUB's place in it.
+ESP_PATH = "/efiboot.img"
+EFI_BOOT_FILE = "/EFI/BOOT/BOOTX64.EFI"
 VOLUME_PREFIX = "RUMPFS_"
 HASH_CHUNK = 1 << 20
 
@@ -64,9 +67,13 @@ class BundleResult:
     #: "cmdline", "file" or None; and why, for -v.
     config_delivery: str | None = None
     config_reason: str = ""
+    uefi: bool = False
+    #: GRUB's config (--uefi).
+    grub_cfg: str = ""
 
     def describe(self) -> list[str]:
-        lines = [f"{self.output}: {self.kind}, {self.kernel.describe()}, "
+        kind = f"{self.kind} (BIOS and UEFI)" if self.uefi else self.kind
+        lines = [f"{self.output}: {kind}, {self.kernel.describe()}, "
                  f"{len(self.modules)} module(s), {self.size} bytes"]
         if self.config_delivery == "cmdline":
             lines.append(f"{self.output}: config on the kernel command line ({self.config_reason})")
@@ -116,12 +123,13 @@ def _digest(paths, texts) -> bytes:
 
 def bundle(kernel: str, output: str, *, root: str | None = None, modules=(), config: str | None = None,
            cmdline: str = "", loader_dir: str | None = None, epoch: int = 0,
-           pack_options=None) -> BundleResult:
+           pack_options=None, uefi: bool = False) -> BundleResult:
     """Write the bootable image ``output``; nothing is written on an error.
 
     ``root`` is an image file, or a directory packed first with
     ``pack_options`` (a :class:`rumpfs.api.PackOptions`; the format defaults
-    to ffs for a Multiboot kernel, cpio for Linux).
+    to ffs for a Multiboot kernel, cpio for Linux).  ``uefi`` adds a GRUB
+    EFI system partition (Multiboot kernels only).
     """
     kind = output_kind(output)
     info = detect(kernel)
@@ -130,7 +138,8 @@ def bundle(kernel: str, output: str, *, root: str | None = None, modules=(), con
                                      prefix=f".{os.path.basename(output)}.") as scratch:
         if root is not None and os.path.isdir(root):
             root = _pack_root(root, info, scratch, pack_options)
-        return _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_dir, epoch)
+        return _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_dir, epoch,
+                       scratch if uefi else None)
 
 
 def _pack_root(directory: str, info: KernelInfo, scratch: str, pack_options) -> str:
@@ -146,7 +155,9 @@ def _pack_root(directory: str, info: KernelInfo, scratch: str, pack_options) -> 
     return image
 
 
-def _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_dir, epoch) -> BundleResult:
+def _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_dir, epoch,
+            uefi_scratch) -> BundleResult:
+    uefi = uefi_scratch is not None
     if root is not None:
         _check_readable(root, "root image")
     for m in modules:
@@ -156,13 +167,21 @@ def _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_d
     for m in modules:
         if m.args:
             _check_survives(m.args, f"{m.path}: module arguments")
-    result = BundleResult(output, kind, info)
+    if uefi:
+        if info.kind != "multiboot":
+            raise RumpfsError(f"{kernel}: --uefi bundles take a Multiboot kernel (a Linux bzImage "
+                              f"boots with BIOS only)")
+        grub.check_words(cmdline, "--cmdline")
+        for m in modules:
+            grub.check_words(m.args, f"{m.path}: module arguments")
+    result = BundleResult(output, kind, info, uefi=uefi)
     boot = loader.find_isolinux(loader_dir)
+    grub_image = grub.standalone_image() if uefi else None
 
     files = [iso.IsoFile(f"/{loader.ISOLINUX_DIR}/{name}", boot.path(name))
              for name in ("isolinux.bin", "ldlinux.c32", "libcom32.c32", "mboot.c32")]
     if info.kind == "multiboot":
-        append, extra = _multiboot_plan(info, result, root, modules, config, cmdline)
+        append, extra = _multiboot_plan(info, result, root, modules, config, cmdline, uefi)
         cfg = loader.isolinux_cfg(LABEL, loader.MBOOT, append)
         files.append(iso.IsoFile(KERNEL_PATH, kernel))
         if root is not None:
@@ -180,11 +199,22 @@ def _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_d
         if root is not None:
             files.append(iso.IsoFile(INITRD_PATH, root))
     files.append(iso.IsoFile(f"/{loader.ISOLINUX_DIR}/isolinux.cfg", cfg.encode()))
+    dirs = [f"/{loader.ISOLINUX_DIR}"]
+    if uefi:
+        dirs.append(os.path.dirname(grub.BUNDLE_CFG))
+        files.append(iso.IsoFile(grub.BUNDLE_CFG, result.grub_cfg.encode()))
 
     digest = _digest([f.source for f in files if isinstance(f.source, str)],
                      [cfg] + [f.source.decode() for f in files if isinstance(f.source, bytes)])
     volume_id = VOLUME_PREFIX + digest[:8].hex().upper()
     signature = int.from_bytes(digest[8:12], "little")
+    efi_image = None
+    if uefi:
+        esp = os.path.join(uefi_scratch, "efiboot.img")
+        with open(esp, "w+b") as f:
+            fat.write_fat16(f, {EFI_BOOT_FILE: grub_image}, int.from_bytes(digest[12:16], "little"), epoch)
+        files.append(iso.IsoFile(ESP_PATH, esp))
+        efi_image = ESP_PATH
     with open(boot.path("isohdpfx.bin"), "rb") as f:
         mbr_code = f.read(iso.MBR_CODE_SIZE)
     if len(mbr_code) < iso.MBR_CODE_SIZE:
@@ -195,22 +225,22 @@ def _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_d
         if kind == "gce":
             # The raw disk first (its size goes into the tar header), beside the output.
             with tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(output))) as raw:
-                size = iso.write_hybrid_iso(raw, files, [f"/{loader.ISOLINUX_DIR}"],
+                size = iso.write_hybrid_iso(raw, files, dirs,
                                             f"/{loader.ISOLINUX_DIR}/isolinux.bin", mbr_code,
-                                            volume_id, signature, epoch)
+                                            volume_id, signature, epoch, efi_image)
                 disk.write_gce_tar_gz(out.file, raw, size, epoch)
             result.size = out.file.seek(0, os.SEEK_END)
         else:
-            size = iso.write_hybrid_iso(out.file, files, [f"/{loader.ISOLINUX_DIR}"],
+            size = iso.write_hybrid_iso(out.file, files, dirs,
                                         f"/{loader.ISOLINUX_DIR}/isolinux.bin", mbr_code,
-                                        volume_id, signature, epoch)
+                                        volume_id, signature, epoch, efi_image)
             if kind == "vhd":
                 size = disk.append_vhd_footer(out.file, size, epoch, digest[16:32])
             result.size = size
     return result
 
 
-def _multiboot_plan(info, result, root, modules, config, cmdline):
+def _multiboot_plan(info, result, root, modules, config, cmdline, uefi):
     """The APPEND line of mboot.c32 and the extra files (the config)."""
     mods = []
     if root is not None:
@@ -224,7 +254,7 @@ def _multiboot_plan(info, result, root, modules, config, cmdline):
         inline = f"{cmdline} {text}" if cmdline else text
         trial = loader.mboot_append(KERNEL_PATH, inline, [(p, a) for p, a, _ in mods])
         fits = len(loader.MBOOT) + 1 + len(trial.encode()) <= loader.ISOLINUX_CMDLINE_MAX
-        if loader.survives_isolinux(text) and fits:
+        if loader.survives_isolinux(text) and fits and not uefi:
             kernel_args = inline
             result.config_delivery = "cmdline"
             result.config_reason = f"{len(data)} bytes, kept intact by ISOLINUX"
@@ -234,10 +264,15 @@ def _multiboot_plan(info, result, root, modules, config, cmdline):
             mods.append((CONFIG_PATH, "", config))
             extra.append(iso.IsoFile(CONFIG_PATH, data))
             result.config_delivery = "file"
-            result.config_reason = ("too long for ISOLINUX's command line" if not fits and
-                                    loader.survives_isolinux(text) else
-                                    "ISOLINUX would change its blanks or line breaks")
+            if uefi:
+                result.config_reason = "GRUB (--uefi) would escape its quotes"
+            elif not fits and loader.survives_isolinux(text):
+                result.config_reason = "too long for ISOLINUX's command line"
+            else:
+                result.config_reason = "ISOLINUX would change its blanks or line breaks"
     append = loader.mboot_append(KERNEL_PATH, kernel_args, [(p, a) for p, a, _ in mods])
     loader.check_cmdline(loader.MBOOT, append, info.path)
     result.modules = [(loader._words(p, a), host) for p, a, host in mods]
+    if uefi:
+        result.grub_cfg = grub.grub_cfg(KERNEL_PATH, kernel_args, [(p, a) for p, a, _ in mods])
     return append, extra

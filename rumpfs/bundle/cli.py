@@ -43,6 +43,9 @@ def add_command(sub) -> None:
                    help="another Multiboot module and the arguments of its string (repeatable)")
     p.add_argument("--config", metavar="JSON", help="rumprun JSON configuration (validated)")
     p.add_argument("--cmdline", default="", metavar="ARGS", help="kernel command line arguments")
+    p.add_argument("--uefi", action="store_true",
+                   help="also boot under UEFI: an El Torito EFI entry and an EFI system partition "
+                        "with a standalone GRUB (made once by grub-mkstandalone and cached)")
     p.add_argument("--loader-dir", metavar="DIR",
                    help="take isolinux.bin, isohdpfx.bin, ldlinux.c32, libcom32.c32 and mboot.c32 "
                         "from DIR instead of Debian's isolinux and syslinux-common directories")
@@ -78,7 +81,7 @@ def cmd_bundle(args) -> int:
     pack_options = PackOptions(format=args.format, stubetc=args.stubetc, remove=args.remove, spec=args.spec)
     result = bundle(args.kernel, args.output, root=args.root, modules=args.module, config=args.config,
                     cmdline=args.cmdline, loader_dir=args.loader_dir, epoch=source_date_epoch(),
-                    pack_options=pack_options)
+                    pack_options=pack_options, uefi=args.uefi)
     if args.verbose:
         for line in result.describe():
             print(line)

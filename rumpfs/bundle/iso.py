@@ -38,6 +38,9 @@ PARTITION_ACTIVE = 0x80
 #: isohybrid's partition type (0x17: "hidden NTFS/IFS", as isohybrid writes).
 ISOHYBRID_PART_TYPE = 0x17
 CHS_MAX_CYLINDER = 1023
+EFI_SYSTEM_PART_TYPE = 0xEF
+#: El Torito platform ID of UEFI.
+PLATFORM_EFI = 0xEF
 
 PartitionEntry = Struct(
     "status" / Int8ul,
@@ -69,16 +72,24 @@ def chs(lba: int) -> bytes:
     return bytes((head, sector | (cylinder >> 8) << 6, cylinder & 0xFF))
 
 
-def isohybrid_mbr(boot_code: bytes, isolinux_lba: int, signature: int, size: int) -> bytes:
-    sectors = size // SECTOR
+def _partition(status: int, kind: int, first: int, sectors: int) -> dict:
+    return dict(status=status, chs_first=chs(first), type=kind, chs_last=chs(first + sectors - 1),
+                lba_first=first, sectors=sectors)
+
+
+def isohybrid_mbr(boot_code: bytes, isolinux_lba: int, signature: int, size: int,
+                  esp: tuple[int, int] | None = None) -> bytes:
+    """``esp``: (first sector, sectors) of the EFI system partition image
+    inside the ISO, listed as partition 2 (type 0xEF) for UEFI disk boots."""
     empty = dict(status=0, chs_first=bytes(3), type=0, chs_last=bytes(3), lba_first=0, sectors=0)
-    first = dict(status=PARTITION_ACTIVE, chs_first=chs(0), type=ISOHYBRID_PART_TYPE,
-                 chs_last=chs(sectors - 1), lba_first=0, sectors=sectors)
+    parts = [_partition(PARTITION_ACTIVE, ISOHYBRID_PART_TYPE, 0, size // SECTOR)]
+    if esp is not None:
+        parts.append(_partition(0, EFI_SYSTEM_PART_TYPE, *esp))
     return IsohybridMbr.build(dict(
         boot_code=boot_code[:MBR_CODE_SIZE],
         isolinux_lba=isolinux_lba * (ISO_BLOCK // SECTOR),
         disk_signature=signature,
-        partitions=[first, empty, empty, empty],
+        partitions=parts + [empty] * (4 - len(parts)),
     ))
 
 
@@ -131,8 +142,10 @@ def iso_name(path: str) -> str:
 
 
 def write_hybrid_iso(out, files: list[IsoFile], dirs: list[str], boot_file: str, mbr_code: bytes,
-                     volume_id: str, signature: int, epoch: int) -> int:
-    """Write the ISO to the binary file ``out`` (at 0); returns its size."""
+                     volume_id: str, signature: int, epoch: int, efi_image: str | None = None) -> int:
+    """Write the ISO to the binary file ``out`` (at 0); returns its size.
+    ``efi_image``: the ISO path of an EFI system partition image, booted by
+    a second El Torito entry (platform 0xEF) and listed in the MBR."""
     with contextlib.ExitStack() as stack, fixed_clock(epoch):
         iso = pycdlib.PyCdlib()
         iso.new(interchange_level=1, vol_ident=volume_id, sys_ident="")
@@ -148,11 +161,17 @@ def write_hybrid_iso(out, files: list[IsoFile], dirs: list[str], boot_file: str,
         boot_dir = os.path.dirname(boot_file)
         iso.add_eltorito(iso_name(boot_file), bootcatfile=iso_name(f"{boot_dir}/boot.cat"),
                          boot_load_size=ELTORITO_LOAD_SECTORS, boot_info_table=True)
+        esp = None
+        if efi_image is not None:
+            iso.add_eltorito(iso_name(efi_image), efi=True, platform_id=PLATFORM_EFI)
         iso.write_fp(out)
         boot_lba = iso.get_record(iso_path=iso_name(boot_file)).extent_location()
+        if efi_image is not None:
+            record = iso.get_record(iso_path=iso_name(efi_image))
+            esp = (record.extent_location() * (ISO_BLOCK // SECTOR), -(-record.get_data_length() // SECTOR))
     size = out.seek(0, os.SEEK_END)
     padded = -(-size // CYLINDER) * CYLINDER
     out.truncate(padded)
     out.seek(0)
-    out.write(isohybrid_mbr(mbr_code, boot_lba, signature, padded))
+    out.write(isohybrid_mbr(mbr_code, boot_lba, signature, padded, esp))
     return padded
