@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import struct
 import subprocess
 import tarfile
@@ -57,6 +58,15 @@ def inputs(tmp_path_factory):
     ins["pretty"] = d / "pretty.json"
     ins["pretty"].write_text(json.dumps(CONFIG, indent=2) + "\n")
     return ins
+
+
+@pytest.fixture(scope="session")
+def built(inputs, tmp_path_factory) -> Path:
+    """The same bundle in every output kind, made once: b.iso, b.img, b.raw, b.vhd, b.tar.gz."""
+    d = tmp_path_factory.mktemp("built")
+    for suffix in ("iso", "img", "raw", "vhd", "tar.gz"):
+        make(inputs, d / f"b.{suffix}")
+    return d
 
 
 def bundle_args(inputs, out, *extra):
@@ -178,9 +188,8 @@ def extract(iso, dest: Path) -> Path:
     return dest
 
 
-def test_iso_catalog_files_and_boot_info_table(inputs, tmp_path):
-    iso = tmp_path / "b.iso"
-    make(inputs, iso)
+def test_iso_catalog_files_and_boot_info_table(inputs, built, tmp_path):
+    iso = built / "b.iso"
     et = el_torito(iso)
     assert et["El Torito img path"] == ["1  /ISOLINUX/ISOLINUX.BIN"]
     fields = et["El Torito boot img"][0].split()
@@ -204,9 +213,8 @@ def test_iso_catalog_files_and_boot_info_table(inputs, tmp_path):
     assert "  KERNEL mboot.c32\n  APPEND /kernel --- /root.img --- /mod1 data x --- /mod2\n" in cfg
 
 
-def test_iso_isohybrid_mbr(inputs, tmp_path):
-    iso = tmp_path / "b.iso"
-    make(inputs, iso)
+def test_iso_isohybrid_mbr(built):
+    iso = built / "b.iso"
     data = iso.read_bytes()
     size = len(data)
     assert size % MIB == 0
@@ -222,8 +230,8 @@ def test_iso_isohybrid_mbr(inputs, tmp_path):
     assert int(table["id"], 16) != 0
 
 
-def test_reproducible_and_dated(inputs, tmp_path):
-    make(inputs, tmp_path / "a.iso")
+def test_reproducible_and_dated(inputs, built, tmp_path):
+    shutil.copyfile(built / "b.iso", tmp_path / "a.iso")
     make(inputs, tmp_path / "b.iso")
     make(inputs, tmp_path / "c.iso", env={"SOURCE_DATE_EPOCH": "1800000000"})
     a, b, c = ((tmp_path / n).read_bytes() for n in ("a.iso", "b.iso", "c.iso"))
@@ -239,12 +247,9 @@ def test_reproducible_and_dated(inputs, tmp_path):
     assert d[440:444] != a[440:444] and d[0x8028:0x8048] != a[0x8028:0x8048]
 
 
-def test_img_is_the_iso(inputs, tmp_path):
-    make(inputs, tmp_path / "b.iso")
-    make(inputs, tmp_path / "b.img")
-    make(inputs, tmp_path / "b.raw")
-    iso = (tmp_path / "b.iso").read_bytes()
-    assert (tmp_path / "b.img").read_bytes() == iso and (tmp_path / "b.raw").read_bytes() == iso
+def test_img_is_the_iso(built):
+    iso = (built / "b.iso").read_bytes()
+    assert (built / "b.img").read_bytes() == iso and (built / "b.raw").read_bytes() == iso
 
 
 def test_root_directory_is_packed_as_pack_does(inputs, tmp_path):
@@ -270,11 +275,9 @@ def test_vhd_geometry(size):
     assert disk.vhd_geometry(size) == VHD_CHS[size]
 
 
-def test_vhd_footer(inputs, tmp_path):
-    make(inputs, tmp_path / "b.img")
-    make(inputs, tmp_path / "b.vhd")
-    raw = (tmp_path / "b.img").read_bytes()
-    vhd = (tmp_path / "b.vhd").read_bytes()
+def test_vhd_footer(built):
+    raw = (built / "b.img").read_bytes()
+    vhd = (built / "b.vhd").read_bytes()
     assert len(vhd) == len(raw) + 512 and vhd[:-512] == raw and len(raw) % MIB == 0
     footer = vhd[-512:]
     (cookie, features, version, data_offset, timestamp, app, app_version, host, original, current,
@@ -288,7 +291,7 @@ def test_vhd_footer(inputs, tmp_path):
     assert unique != bytes(16) and footer[85:] == bytes(427)
     # qemu's vpc driver: the size from the footer, and from the CHS geometry.
     def qemu_size(*opts):
-        spec = ",".join(["driver=vpc", f"file.filename={tmp_path / 'b.vhd'}", *opts])
+        spec = ",".join(["driver=vpc", f"file.filename={built / 'b.vhd'}", *opts])
         out = subprocess.run(["qemu-img", "info", "--output=json", "--image-opts", spec],
                              capture_output=True, text=True, check=True).stdout
         return json.loads(out)["virtual-size"]
@@ -296,18 +299,16 @@ def test_vhd_footer(inputs, tmp_path):
     assert qemu_size() == cylinders * heads * spt * SECTOR
 
 
-def test_gce_tar_gz(inputs, tmp_path):
-    make(inputs, tmp_path / "b.img")
-    make(inputs, tmp_path / "b.tar.gz")
-    listing = subprocess.run(["tar", "-tvzf", str(tmp_path / "b.tar.gz")], capture_output=True,
+def test_gce_tar_gz(built, tmp_path):
+    listing = subprocess.run(["tar", "-tvzf", str(built / "b.tar.gz")], capture_output=True,
                              text=True, check=True).stdout.splitlines()
     assert len(listing) == 1 and listing[0].split()[-1] == "disk.raw"
-    with gzip.open(tmp_path / "b.tar.gz") as gz:
+    with gzip.open(built / "b.tar.gz") as gz:
         header = gz.read(512)
     assert header[257:265] == b"ustar  \0"  # GNU tar's magic and version
-    subprocess.run(["tar", "-xzf", str(tmp_path / "b.tar.gz"), "-C", str(tmp_path)], check=True)
-    assert (tmp_path / "disk.raw").read_bytes() == (tmp_path / "b.img").read_bytes()
-    with tarfile.open(tmp_path / "b.tar.gz") as t:
+    subprocess.run(["tar", "-xzf", str(built / "b.tar.gz"), "-C", str(tmp_path)], check=True)
+    assert (tmp_path / "disk.raw").read_bytes() == (built / "b.img").read_bytes()
+    with tarfile.open(built / "b.tar.gz") as t:
         assert t.getmember("disk.raw").mtime == int(EPOCH)
 
 
@@ -422,18 +423,16 @@ def assert_boots(inputs, drive_args, cmdline=b"/kernel", config=None):
 
 
 @pytest.mark.slow
-def test_boot_iso_as_cdrom_and_as_disk(inputs, tmp_path):
-    iso = tmp_path / "b.iso"
-    make(inputs, iso)
+def test_boot_iso_as_cdrom_and_as_disk(inputs, built):
+    iso = built / "b.iso"
     assert_boots(inputs, ["-cdrom", str(iso)])
-    assert_boots(inputs, ["-drive", f"file={iso},format=raw"])
+    assert_boots(inputs, ["-drive", f"file={iso},format=raw,snapshot=on"])
 
 
 @pytest.mark.slow
-def test_boot_catches_a_flipped_module_byte(inputs, tmp_path):
+def test_boot_catches_a_flipped_module_byte(inputs, built, tmp_path):
     iso = tmp_path / "b.iso"
-    make(inputs, iso)
-    data = bytearray(iso.read_bytes())
+    data = bytearray((built / "b.iso").read_bytes())
     needle = inputs["mod1"].read_bytes()[5000:5064]
     at = data.index(needle)
     data[at] ^= 0xFF
@@ -472,16 +471,13 @@ def test_boot_longest_command_line(inputs, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_boot_disk_formats(inputs, tmp_path):
-    make(inputs, tmp_path / "b.img")
-    assert_boots(inputs, ["-drive", f"file={tmp_path / 'b.img'},format=raw"])
-    make(inputs, tmp_path / "b.vhd")
-    assert_boots(inputs, ["-drive", f"file={tmp_path / 'b.vhd'},format=vpc"])
+def test_boot_disk_formats(inputs, built, tmp_path):
+    assert_boots(inputs, ["-drive", f"file={built / 'b.img'},format=raw,snapshot=on"])
+    assert_boots(inputs, ["-drive", f"file={built / 'b.vhd'},format=vpc,snapshot=on"])
     stripped = tmp_path / "stripped.raw"
-    stripped.write_bytes((tmp_path / "b.vhd").read_bytes()[:-512])
+    stripped.write_bytes((built / "b.vhd").read_bytes()[:-512])
     assert_boots(inputs, ["-drive", f"file={stripped},format=raw"])
-    make(inputs, tmp_path / "b.tar.gz")
-    subprocess.run(["tar", "-xzf", str(tmp_path / "b.tar.gz"), "-C", str(tmp_path)], check=True)
+    subprocess.run(["tar", "-xzf", str(built / "b.tar.gz"), "-C", str(tmp_path)], check=True)
     assert_boots(inputs, ["-drive", f"file={tmp_path / 'disk.raw'},format=raw"])
 
 

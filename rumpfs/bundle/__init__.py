@@ -272,7 +272,7 @@ def _multiboot_plan(info, result, root, modules, config, cmdline, uefi):
                 result.config_reason = "ISOLINUX would change its blanks or line breaks"
     append = loader.mboot_append(KERNEL_PATH, kernel_args, [(p, a) for p, a, _ in mods])
     loader.check_cmdline(loader.MBOOT, append, info.path)
-    result.modules = [(loader._words(p, a), host) for p, a, host in mods]
+    result.modules = [(loader.words(p, a), host) for p, a, host in mods]
     if uefi:
         result.grub_cfg = grub.grub_cfg(KERNEL_PATH, kernel_args, [(p, a) for p, a, _ in mods])
     return append, extra

@@ -87,13 +87,13 @@ def survives_isolinux(text: str) -> bool:
 
 def mboot_append(kernel: str, kernel_args: str, modules) -> str:
     """The APPEND line: ``modules`` is a list of (path, args)."""
-    parts = [_words(kernel, kernel_args)]
+    parts = [words(kernel, kernel_args)]
     for path, args in modules:
-        parts.append(_words(path, args))
+        parts.append(words(path, args))
     return f" {MBOOT_SEPARATOR} ".join(parts)
 
 
-def _words(path: str, args: str) -> str:
+def words(path: str, args: str) -> str:
     return f"{path} {args}" if args else path
 
 
