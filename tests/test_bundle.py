@@ -597,3 +597,33 @@ def test_boot_uefi_as_cdrom_and_as_disk_and_bios_still(inputs, tmp_path, grub_ca
     assert_boots(inputs, ["-drive", f"file={iso},format=raw"], cmdline, inputs["compact"])
     make_uefi(inputs, tmp_path / "u.vhd", grub_cache, "--config", inputs["compact"])
     boot_uefi(inputs, ["-drive", f"file={tmp_path / 'u.vhd'},format=vpc"], cmdline, inputs["compact"])
+
+
+def test_uefi_disk_has_a_gpt(inputs, tmp_path, grub_cache):
+    """--uefi disks: a protective MBR (keeping the isohybrid code) and a GPT
+    whose one partition is the ESP where the El Torito catalog puts it."""
+    img = tmp_path / "u.img"
+    make_uefi(inputs, img, grub_cache)
+    verify = subprocess.run(["sfdisk", "-V", str(img)], capture_output=True, text=True)
+    assert verify.returncode == 0 and "No errors detected." in verify.stdout, verify.stdout + verify.stderr
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(img)], capture_output=True, check=True,
+                                      text=True).stdout)["partitiontable"]
+    efi = next(line.split() for line in el_torito(img)["El Torito boot img"] if " UEFI " in line)
+    esp_size = (extract(img, tmp_path / "x") / "EFIBOOT.IMG").stat().st_size
+    data = img.read_bytes()
+    sectors = len(data) // SECTOR
+    assert (table["label"], table["firstlba"], table["lastlba"]) == ("gpt", 34, sectors - 34)
+    [part] = table["partitions"]
+    assert (part["start"], part["size"], part["type"]) == (int(efi[7]) * 4, -(-esp_size // SECTOR),
+                                                          "C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
+    assert data[-SECTOR:][:8] == b"EFI PART"  # the backup header in the last sector
+    assert data[:432] == ISOHDPFX.read_bytes()[:432] and data[446 + 4] == 0xEE
+    assert len(data) % MIB == 0
+
+
+@pytest.mark.slow
+def test_boot_uefi_gpt_disk(inputs, tmp_path, grub_cache):
+    img = tmp_path / "u.img"
+    make_uefi(inputs, img, grub_cache, "--cmdline", "x=1")
+    boot_uefi(inputs, ["-drive", f"file={img},format=raw"], b"/kernel x=1")
+    assert_boots(inputs, ["-drive", f"file={img},format=raw"], b"/kernel x=1")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ..errors import RumpfsError
 from ..etc import config as rumprun_config
 from ..output import AtomicOutput
-from . import disk, fat, grub, iso, loader
+from . import disk, fat, gpt, grub, iso, loader
 from .kernel import KernelInfo, detect
 
 #: Output name ending -> kind.
@@ -208,7 +208,10 @@ def _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_d
                      [cfg] + [f.source.decode() for f in files if isinstance(f.source, bytes)])
     volume_id = VOLUME_PREFIX + digest[:8].hex().upper()
     signature = int.from_bytes(digest[8:12], "little")
-    efi_image = None
+    efi_image = gpt_guids = None
+    if uefi and kind != "iso":
+        # Disks for UEFI get a GPT; the .iso keeps the MBR (both boot under OVMF).
+        gpt_guids = (gpt.guid_from(digest[16:32]), gpt.guid_from(digest[:16]))
     if uefi:
         esp = os.path.join(uefi_scratch, "efiboot.img")
         with open(esp, "w+b") as f:
@@ -227,13 +230,13 @@ def _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_d
             with tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(output))) as raw:
                 size = iso.write_hybrid_iso(raw, files, dirs,
                                             f"/{loader.ISOLINUX_DIR}/isolinux.bin", mbr_code,
-                                            volume_id, signature, epoch, efi_image)
+                                            volume_id, signature, epoch, efi_image, gpt_guids)
                 disk.write_gce_tar_gz(out.file, raw, size, epoch)
             result.size = out.file.seek(0, os.SEEK_END)
         else:
             size = iso.write_hybrid_iso(out.file, files, dirs,
                                         f"/{loader.ISOLINUX_DIR}/isolinux.bin", mbr_code,
-                                        volume_id, signature, epoch, efi_image)
+                                        volume_id, signature, epoch, efi_image, gpt_guids)
             if kind == "vhd":
                 size = disk.append_vhd_footer(out.file, size, epoch, digest[16:32])
             result.size = size

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import pycdlib
 from construct import Array, Bytes, Const, Int8ul, Int32ul, Padding, Struct
 
+from . import gpt
+
 SECTOR = 512
 ISO_BLOCK = 2048
 #: isolinux.bin is loaded as 4 virtual (512-byte) sectors, as ISOLINUX expects.
@@ -93,6 +95,19 @@ def isohybrid_mbr(boot_code: bytes, isolinux_lba: int, signature: int, size: int
     ))
 
 
+def protective_mbr(boot_code: bytes, isolinux_lba: int, signature: int, size: int) -> bytes:
+    """The isohybrid MBR's code with GPT's protective entry (type 0xEE from
+    LBA 1 over the disk) as its only partition."""
+    empty = dict(status=0, chs_first=bytes(3), type=0, chs_last=bytes(3), lba_first=0, sectors=0)
+    sectors = min(size // SECTOR - 1, 0xFFFFFFFF)
+    return IsohybridMbr.build(dict(
+        boot_code=boot_code[:MBR_CODE_SIZE],
+        isolinux_lba=isolinux_lba * (ISO_BLOCK // SECTOR),
+        disk_signature=signature,
+        partitions=[_partition(0, gpt.PROTECTIVE_TYPE, 1, sectors)] + [empty] * 3,
+    ))
+
+
 class _Clock:
     """The ``time`` module as pycdlib sees it while a bundle is written: every
     date is the bundle's epoch, in UTC, so the same input gives the same bytes."""
@@ -142,10 +157,13 @@ def iso_name(path: str) -> str:
 
 
 def write_hybrid_iso(out, files: list[IsoFile], dirs: list[str], boot_file: str, mbr_code: bytes,
-                     volume_id: str, signature: int, epoch: int, efi_image: str | None = None) -> int:
+                     volume_id: str, signature: int, epoch: int, efi_image: str | None = None,
+                     gpt_guids: tuple | None = None) -> int:
     """Write the ISO to the binary file ``out`` (at 0); returns its size.
     ``efi_image``: the ISO path of an EFI system partition image, booted by
-    a second El Torito entry (platform 0xEF) and listed in the MBR."""
+    a second El Torito entry (platform 0xEF) and listed in the MBR, or, with
+    ``gpt_guids`` (disk GUID, partition GUID), in a GPT behind a protective
+    MBR entry."""
     with contextlib.ExitStack() as stack, fixed_clock(epoch):
         iso = pycdlib.PyCdlib()
         iso.new(interchange_level=1, vol_ident=volume_id, sys_ident="")
@@ -170,8 +188,13 @@ def write_hybrid_iso(out, files: list[IsoFile], dirs: list[str], boot_file: str,
             record = iso.get_record(iso_path=iso_name(efi_image))
             esp = (record.extent_location() * (ISO_BLOCK // SECTOR), -(-record.get_data_length() // SECTOR))
     size = out.seek(0, os.SEEK_END)
-    padded = -(-size // CYLINDER) * CYLINDER
+    backup = gpt.BACKUP_SECTORS * SECTOR if gpt_guids else 0
+    padded = -(-(size + backup) // CYLINDER) * CYLINDER
     out.truncate(padded)
     out.seek(0)
-    out.write(isohybrid_mbr(mbr_code, boot_lba, signature, padded, esp))
+    if gpt_guids:
+        out.write(protective_mbr(mbr_code, boot_lba, signature, padded))
+        gpt.write_gpt(out, padded // SECTOR, esp, *gpt_guids)
+    else:
+        out.write(isohybrid_mbr(mbr_code, boot_lba, signature, padded, esp))
     return padded
