@@ -366,6 +366,16 @@ def test_bad_input(inputs, tmp_path):
            tmp_path / "o.qcow2")
     _fails([inputs["kernel"], "--module", missing, "-o", out],
            f"{missing}: cannot read module: No such file or directory", out)
+    empty_file = tmp_path / "empty"
+    empty_file.write_bytes(b"")
+    _fails([inputs["kernel"], "--module", empty_file, "-o", out],
+           f"{empty_file}: empty module; the loaders cannot load an empty file", out)
+    huge = tmp_path / "huge"
+    with open(huge, "wb") as f:
+        f.truncate(1 << 32)  # sparse: 4 GiB of nothing on disk
+    _fails([inputs["kernel"], "--root", huge, "-o", out],
+           f"{huge}: root image of {1 << 32} bytes, larger than 4294967295 "
+           f"(one ISO 9660 extent, and 32-bit Multiboot memory)", out)
     empty = tmp_path / "loaders"
     empty.mkdir()
     _fails([inputs["kernel"], "--loader-dir", empty, "-o", out],

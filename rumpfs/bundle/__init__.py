@@ -41,6 +41,8 @@ ESP_PATH = "/efiboot.img"
 EFI_BOOT_FILE = "/EFI/BOOT/BOOTX64.EFI"
 VOLUME_PREFIX = "RUMPFS_"
 HASH_CHUNK = 1 << 20
+#: The largest file of a bundle: one ISO 9660 extent (a 32-bit length).
+MAX_FILE_SIZE = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -93,12 +95,18 @@ def output_kind(output: str) -> str:
 
 def _check_readable(path: str, what: str) -> None:
     try:
-        with open(path, "rb"):
-            pass
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
     except OSError as e:
         raise RumpfsError(f"{path}: cannot read {what}: {e.strerror}") from None
     if not os.path.isfile(path):
         raise RumpfsError(f"{path}: {what} is not a regular file")
+    if size == 0:
+        # Measured: mboot.c32 stops at "Loading ... failed!" on an empty file.
+        raise RumpfsError(f"{path}: empty {what}; the loaders cannot load an empty file")
+    if size > MAX_FILE_SIZE:
+        raise RumpfsError(f"{path}: {what} of {size} bytes, larger than {MAX_FILE_SIZE} "
+                          f"(one ISO 9660 extent, and 32-bit Multiboot memory)")
 
 
 def _check_survives(text: str, what: str) -> None:
