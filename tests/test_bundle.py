@@ -495,10 +495,11 @@ def test_boot_disk_formats(inputs, built, tmp_path):
 # --- a Linux bzImage bundle: Debian's kernel, our cpio as its initrd ----------------
 
 @pytest.mark.slow
-def test_boot_linux_bundle(tmp_path, make_fixture_tree):
-    """ISOLINUX boots Debian's kernel with our cpio (behind the kernel
-    harness's helper archive) as initrd; the guest's listing of its
-    initramfs is compared with the source tree entry by entry."""
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+def test_boot_linux_bundle(tmp_path, make_fixture_tree, grub_cache, firmware):
+    """ISOLINUX (BIOS) or GRUB (--uefi, OVMF) boots Debian's kernel with our
+    cpio (behind the kernel harness's helper archive) as initrd; the guest's
+    listing of its initramfs is compared with the source tree entry by entry."""
     import treecompare
     from kernel import harness
     try:
@@ -512,14 +513,22 @@ def test_boot_linux_bundle(tmp_path, make_fixture_tree):
     helper = harness.build_helper(tmp_path / "helper.cpio", linux, "list_initramfs initramfs")
     initrd = harness.initrd_with(tmp_path / "initrd", helper, archive)
     iso = tmp_path / "linux.iso"
+    uefi = ["--uefi"] if firmware == "uefi" else []
     r = run_rumpfs("bundle", linux.image, "--root", initrd, "--cmdline", harness.KERNEL_CMDLINE,
-                   "-o", iso, "-v")
+                   "-o", iso, "-v", *uefi, env=grub_cache)
     assert "Linux bzImage (boot protocol 2." in r.out
-    cfg = (extract(iso, tmp_path / "x") / "ISOLINUX" / "ISOLINUX.CFG").read_text()
+    tree = extract(iso, tmp_path / "x")
+    cfg = (tree / "ISOLINUX" / "ISOLINUX.CFG").read_text()
     assert f"  KERNEL /vmlinuz\n  APPEND initrd=/initrd.img {harness.KERNEL_CMDLINE}\n" in cfg
+    if uefi:
+        words = " ".join(f"'{w}'" for w in harness.KERNEL_CMDLINE.split())
+        assert (tree / "GRUB" / "BUNDLE.CFG").read_text() == (
+            f"set timeout=0\nlinux /vmlinuz {words}\ninitrd /initrd.img\nboot\n")
+        assert OVMF.exists(), f"{OVMF}: missing; install the Debian package ovmf"
+    firmware_args = ["-bios", str(OVMF)] if uefi else []
     console, results = tmp_path / "console.log", tmp_path / "results.log"
     proc = subprocess.run([testkernel.QEMU, "-accel", "tcg", "-cpu", "max", "-m", "768", "-display", "none",
-                           "-no-reboot", "-nic", "none", "-cdrom", str(iso),
+                           "-no-reboot", "-nic", "none", "-cdrom", str(iso), *firmware_args,
                            "-serial", f"file:{console}", "-serial", f"file:{results}"],
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=harness.DEFAULT_TIMEOUT)
     boot = harness.Boot(console.read_text(errors="replace"), harness.parse_sections(results.read_bytes()),

@@ -137,7 +137,7 @@ def bundle(kernel: str, output: str, *, root: str | None = None, modules=(), con
     ``root`` is an image file, or a directory packed first with
     ``pack_options`` (a :class:`rumpfs.api.PackOptions`; the format defaults
     to ffs for a Multiboot kernel, cpio for Linux).  ``uefi`` adds a GRUB
-    EFI system partition (Multiboot kernels only).
+    EFI system partition.
     """
     kind = output_kind(output)
     info = detect(kernel)
@@ -176,9 +176,6 @@ def _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_d
         if m.args:
             _check_survives(m.args, f"{m.path}: module arguments")
     if uefi:
-        if info.kind != "multiboot":
-            raise RumpfsError(f"{kernel}: --uefi bundles take a Multiboot kernel (a Linux bzImage "
-                              f"boots with BIOS only)")
         grub.check_words(cmdline, "--cmdline")
         for m in modules:
             grub.check_words(m.args, f"{m.path}: module arguments")
@@ -206,6 +203,8 @@ def _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_d
         files.append(iso.IsoFile(LINUX_PATH, kernel))
         if root is not None:
             files.append(iso.IsoFile(INITRD_PATH, root))
+        if uefi:
+            result.grub_cfg = grub.linux_cfg(LINUX_PATH, cmdline, INITRD_PATH if root else None)
     files.append(iso.IsoFile(f"/{loader.ISOLINUX_DIR}/isolinux.cfg", cfg.encode()))
     dirs = [f"/{loader.ISOLINUX_DIR}"]
     if uefi:

@@ -28,7 +28,7 @@ GRUB_COMMON = "grub-common"
 EFI_MODULES_DIR = "/usr/lib/grub/x86_64-efi"
 GRUB_EFI_PACKAGE = "grub-efi-amd64-bin"
 #: Modules built into the image (and nothing else: no fonts, locales, themes).
-MODULES = ("multiboot", "iso9660", "part_msdos", "part_gpt", "fat", "search", "search_fs_file",
+MODULES = ("multiboot", "linux", "iso9660", "part_msdos", "part_gpt", "fat", "search", "search_fs_file",
            "configfile", "normal", "serial", "terminal", "echo", "gzio")
 #: Where the bundle's grub.cfg is on the ISO (ISO 9660 level 1 names).
 BUNDLE_CFG = "/grub/bundle.cfg"
@@ -90,6 +90,16 @@ def check_words(text: str, what: str) -> None:
 
 def _quoted(words: str) -> str:
     return " ".join(f"'{w}'" for w in words.split(" ") if w)
+
+
+def linux_cfg(kernel: str, kernel_args: str, initrd: str | None) -> str:
+    """grub.cfg booting a Linux ``kernel`` (GRUB puts BOOT_IMAGE=KERNEL first
+    on its command line) with ``initrd``."""
+    lines = ["set timeout=0", f"linux {kernel} {_quoted(kernel_args)}".rstrip()]
+    if initrd:
+        lines.append(f"initrd {initrd}")
+    lines.append("boot")
+    return "\n".join(lines) + "\n"
 
 
 def grub_cfg(kernel: str, kernel_args: str, modules) -> str:
