@@ -263,6 +263,29 @@ def test_root_directory_is_packed_as_pack_does(inputs, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["b.iso", "root.ffs", "x"]  # no scratch left behind
 
 
+def test_describe_reads_the_bundle_back(inputs, built, tmp_path):
+    """rumpfs.bundle.inspect.describe (for rumpfs info): every module's string
+    and size, and the config, as the inputs give them."""
+    from rumpfs.bundle.inspect import describe
+    info = describe(str(built / "b.vhd"))
+    assert (info["container"], info["partition_table"], info["uefi"]) == ("vhd", "mbr", False)
+    assert info["loader"].startswith("ISOLINUX 6.")
+    assert info["kernel"] == {"kind": "multiboot", "path": "/kernel", "size": inputs["kernel"].stat().st_size,
+                              "cmdline": ""}
+    assert info["modules"] == [{"string": s.decode(), "size": p.stat().st_size}
+                               for p, s in expected_modules(inputs)]
+    assert "config" not in info
+    make(inputs, tmp_path / "c.iso", "--config", inputs["compact"])
+    assert describe(str(tmp_path / "c.iso"))["config"] == {"delivery": "cmdline",
+                                                           "text": inputs["compact"].read_text()}
+    make(inputs, tmp_path / "p.img", "--config", inputs["pretty"])
+    assert describe(str(tmp_path / "p.img"))["config"] == {"delivery": "file", "path": "/json.cfg",
+                                                           "text": inputs["pretty"].read_text()}
+    from rumpfs.errors import RumpfsError
+    with pytest.raises(RumpfsError, match="not a bundle"):
+        describe(str(inputs["root"]))
+
+
 # --- VHD and GCE -----------------------------------------------------------------
 
 #: (cylinders, heads, sectors per track) from the VHD specification's
@@ -638,6 +661,10 @@ def test_uefi_disk_has_a_gpt(inputs, tmp_path, grub_cache):
     assert data[-SECTOR:][:8] == b"EFI PART"  # the backup header in the last sector
     assert data[:432] == ISOHDPFX.read_bytes()[:432] and data[446 + 4] == 0xEE
     assert len(data) % MIB == 0
+    from rumpfs.bundle.inspect import describe
+    info = describe(str(img))
+    assert (info["partition_table"], info["uefi"]) == ("gpt", True)
+    assert info["loader"].endswith("+ GRUB (UEFI)")
 
 
 @pytest.mark.slow
