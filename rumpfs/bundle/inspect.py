@@ -58,9 +58,12 @@ class _VolumeOnly(io.RawIOBase):
         return n
 
 
-def _read(iso, path: str) -> bytes:
+def _read(iso, path: str, image: str) -> bytes:
     out = io.BytesIO()
-    iso.get_file_from_iso_fp(out, iso_path=iso_name(path))
+    try:
+        iso.get_file_from_iso_fp(out, iso_path=iso_name(path))
+    except pycdlib.pycdlibexception.PyCdlibException:
+        raise RumpfsError(f"{image}: not a bundle (no {path})") from None
     return out.getvalue()
 
 
@@ -91,12 +94,9 @@ def describe(path: str) -> dict:
             iso.open_fp(_VolumeOnly(f))
         except pycdlib.pycdlibexception.PyCdlibException as e:
             raise RumpfsError(f"{path}: unreadable ISO 9660 volume: {e}") from None
-        try:
-            cfg = _read(iso, ISOLINUX_CFG).decode()
-        except pycdlib.pycdlibexception.PyCdlibException:
-            raise RumpfsError(f"{path}: not a bundle (no {ISOLINUX_CFG})") from None
+        cfg = _read(iso, ISOLINUX_CFG, path).decode(errors="replace")
         lines = dict(line.strip().split(" ", 1) for line in cfg.splitlines() if " " in line.strip())
-        boot = _read(iso, f"/{loader.ISOLINUX_DIR}/isolinux.bin")[:4096]
+        boot = _read(iso, f"/{loader.ISOLINUX_DIR}/isolinux.bin", path)[:4096]
         at = boot.find(BANNER)
         banner = boot[at:boot.find(b" ", at + len(BANNER))].decode() if at >= 0 else "ISOLINUX"
         catalog = iso.eltorito_boot_catalog
@@ -113,7 +113,7 @@ def describe(path: str) -> dict:
             cfg_path = next((w[len(marker):] for w in kargs.split(" ") if w.startswith(marker)), None)
             if cfg_path:
                 info["config"] = {"delivery": "file", "path": cfg_path,
-                                  "text": _read(iso, cfg_path).decode(errors="replace")}
+                                  "text": _read(iso, cfg_path, path).decode(errors="replace")}
             elif "{" in kargs:
                 info["config"] = {"delivery": "cmdline", "text": kargs[kargs.index("{"):]}
         else:
