@@ -8,16 +8,18 @@ from ..errors import RumpfsError
 
 EPILOG = """\
 output kinds, from OUT's name:
-  .iso          hybrid ISO: boots as a CD-ROM and as a hard disk (ISOLINUX, BIOS)
-  .img, .raw    the same bytes, a bootable MBR disk
+  .iso          hybrid ISO: boots as a CD-ROM and as a hard disk (ISOLINUX, BIOS;
+                with --uefi also GRUB under UEFI)
+  .img, .raw    the same bytes, a bootable MBR disk (GPT with --uefi)
   .vhd          Azure's fixed VHD (raw disk of whole MiB + 512-byte footer)
   .tar.gz       GCE's import format: one member disk.raw, GNU tar, gzip
 
 A Multiboot kernel gets the root image and each --module as Multiboot modules,
 in order; --config is validated and put on the kernel command line when
 ISOLINUX keeps it intact, else into the file /json.cfg named by
-_RUMPRUN_ROOTFSCFG=/json.cfg (-v says which). A Linux bzImage gets --root as
-its initrd. Dates come from SOURCE_DATE_EPOCH (default 0).
+_RUMPRUN_ROOTFSCFG=/json.cfg (-v says which; always the file with --uefi, as
+GRUB escapes quotes). A Linux bzImage gets --root as its initrd. Dates come
+from SOURCE_DATE_EPOCH (default 0). See docs/bundle.md.
 
 example:
   rumpfs pack rootfs/ -o root.ffs
