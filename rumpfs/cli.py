@@ -149,6 +149,8 @@ def build_parser() -> Parser:
     for ext in _extensions():
         if hasattr(ext, "add_commands"):
             ext.add_commands(sub)
+    from .bundle.cli import add_command as add_bundle_command
+    add_bundle_command(sub)
     for command in sub.choices.values():
         # Words no option takes are reported by the command's parser, with its help.
         command.set_defaults(command_parser=command)

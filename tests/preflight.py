@@ -53,6 +53,10 @@ COMMANDS = {
     "mkfs.fat": "dosfstools",
     "mcopy": "mtools",
     "mdir": "mtools",
+    "sfdisk": "fdisk",
+    "qemu-img": "qemu-utils",
+    "tar": "tar",
+    "grub-mkstandalone": "grub-common",
 }
 
 #: Shared libraries the tests load with ctypes -> their Debian package.
