@@ -438,7 +438,7 @@ def test_linux_takes_no_modules_or_config(inputs, tmp_path):
 
 
 def test_missing_debian_package_is_named(inputs, tmp_path, monkeypatch):
-    from rumpfs.bundle import bundle
+    from rumpfs.bundle.build import bundle
     from rumpfs.errors import RumpfsError
     monkeypatch.setitem(loader.ISOLINUX_FILES, "mboot.c32", (str(tmp_path / "nowhere"), "syslinux-common"))
     with pytest.raises(RumpfsError) as e:
@@ -494,7 +494,7 @@ def test_boot_config_both_ways(inputs, tmp_path):
 def test_boot_longest_command_line(inputs, tmp_path, monkeypatch):
     """2047 bytes of KERNEL + APPEND boot; one more is refused by rumpfs, and
     by ISOLINUX too (which stops at its prompt) when rumpfs's check is lifted."""
-    from rumpfs.bundle import bundle
+    from rumpfs.bundle.build import bundle
     arg = "a" * (loader.ISOLINUX_CMDLINE_MAX - len("mboot.c32 /kernel "))
     run_rumpfs("bundle", inputs["kernel"], "--cmdline", arg, "-o", tmp_path / "ok.iso")
     booted = testkernel.boot("-cdrom", str(tmp_path / "ok.iso"))

@@ -67,7 +67,7 @@ def _pack_with_a_file_changed(many_files, tmp_path, victim, change: str):
         "runpy.run_module('rumpfs', run_name='__main__')\n")
     out = tmp_path / "fail.cpio"
     proc = subprocess.run(
-        ["python3", "-c", code, "pack", "--no-stubetc", str(many_files), "-o", str(out)],
+        [sys.executable, "-c", code, "pack", "--no-stubetc", str(many_files), "-o", str(out)],
         capture_output=True, env=dict(os.environ, RUMPFS_TEST_SWAP=str(victim),
                                       PYTHONPATH=str(os.path.dirname(os.path.dirname(__file__)))))
     return proc, out

@@ -1,4 +1,4 @@
-"""The ``rumpfs bundle`` subcommand: argparse setup over :func:`rumpfs.bundle.bundle`."""
+"""The ``rumpfs bundle`` subcommand: argparse setup over :func:`rumpfs.bundle.build.bundle`."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def source_date_epoch() -> int:
 
 def cmd_bundle(args) -> int:
     from ..api import PackOptions
-    from . import bundle
+    from .build import bundle
     pack_options = PackOptions(format=args.format, stubetc=args.stubetc, remove=args.remove, spec=args.spec)
     result = bundle(args.kernel, args.output, root=args.root, modules=args.module, config=args.config,
                     cmdline=args.cmdline, loader_dir=args.loader_dir, epoch=source_date_epoch(),
