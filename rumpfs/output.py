@@ -97,11 +97,15 @@ def _create_temporary(directory: str, output: str) -> tuple[int, str]:
 
 
 def open_source(data) -> int:
-    """An fd on a node's host data, with an error that names the path."""
+    """An fd on a node's host data, positioned where the data starts (an
+    archive member's offset), with an error that names the path."""
     try:
-        return os.open(data.path, os.O_RDONLY)
+        fd = os.open(data.path, os.O_RDONLY)
     except OSError as e:
         raise _unreadable(data.path, e) from None
+    if data.offset:
+        os.lseek(fd, data.offset, os.SEEK_SET)
+    return fd
 
 
 def _unreadable(path: bytes, error: OSError) -> RumpfsError:
@@ -273,6 +277,7 @@ _NUMBERS_PER_JOB = 5
 _NUMBER = "Q"
 _SIZE_OF_JOB = itemgetter(3)
 _PATH_OF = attrgetter("path")
+_OFFSET_OF = attrgetter("offset")
 
 
 class Copier:
@@ -500,6 +505,8 @@ def _frame(jobs: list, headers: list, base: int, unit: int = 0) -> bytes:
     (see :meth:`ImageSink.copies_own_units`)."""
     datas, src_offsets, dst_offsets, lengths = zip(*jobs)
     paths = list(map(_PATH_OF, datas))
+    # Offsets within the data; an archive member's data starts inside its archive.
+    src_offsets = list(map(add, src_offsets, map(_OFFSET_OF, datas)))
     if base:
         dst_offsets = map(add, dst_offsets, repeat(base))
     numbers = array(_NUMBER, chain.from_iterable(
@@ -588,7 +595,7 @@ class StretchWriter:
 
     def copy(self, data, size: int, src_offset: int = 0) -> None:
         """``size`` bytes of the host file ``data`` (its ``path``) from ``src_offset``."""
-        self.copy_run(((data.path, src_offset, self.end, size, b""),))
+        self.copy_run(((data.path, data.offset + src_offset, self.end, size, b""),))
 
     def copy_run(self, jobs, unit: int = 0) -> None:
         """Copy ``jobs`` ``(path, source offset, image offset, length,
@@ -665,7 +672,7 @@ class StretchWriter:
 def _copy_jobs(fd: int, base: int, jobs: list, headers: list, progress) -> None:
     """Copy ``jobs`` and their headers here, as a worker copies a frame."""
     out = StretchWriter(fd, 0, progress)
-    out.copy_run((data.path, src_off, base + dst_off, size, header)
+    out.copy_run((data.path, data.offset + src_off, base + dst_off, size, header)
                  for (data, src_off, dst_off, size), header in zip(jobs, headers))
     out.close()
 

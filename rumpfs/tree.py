@@ -52,13 +52,19 @@ NAME_MAX = 255
 
 
 class HostData:
-    """File data read from a host file when the image is written."""
+    """File data read from a host file when the image is written.
 
-    __slots__ = ("path", "size", "_extents", "dense")
+    ``offset`` is where the data starts in that file: a member of an
+    uncompressed archive is ``(archive, offset, size)`` and is copied by the
+    same machinery as a whole file (see rumpfs.archives).
+    """
 
-    def __init__(self, path: bytes, size: int, sparse_hint: bool = False):
+    __slots__ = ("path", "size", "_extents", "dense", "offset")
+
+    def __init__(self, path: bytes, size: int, sparse_hint: bool = False, offset: int = 0):
         self.path = path
         self.size = size
+        self.offset = offset
         #: Known to have no holes without looking (a file whose allocation
         #: hinted at holes may still turn out to have none: ``extents()``).
         self.dense = not sparse_hint
@@ -73,11 +79,15 @@ class HostData:
         if self.dense:
             return [(0, self.size)] if self.size else []
         if self._extents is None:
-            self._extents = _data_extents(self.path, self.size)
+            self._extents = _data_extents(self.path, self.size, self.offset)
         return self._extents
 
     def open(self):
-        return open(self.path, "rb", buffering=0)
+        """The file, positioned at the data (read at most ``size`` bytes)."""
+        f = open(self.path, "rb", buffering=0)
+        if self.offset:
+            f.seek(self.offset)
+        return f
 
     def __repr__(self):
         return f"HostData({self.path!r}, {self.size})"
@@ -104,14 +114,14 @@ class BytesData:
         return f"BytesData({len(self.data)} bytes)"
 
 
-def _data_extents(path: bytes, size: int) -> list[tuple[int, int]]:
+def _data_extents(path: bytes, size: int, offset: int = 0) -> list[tuple[int, int]]:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         # Reported with its path when the data is copied.
         return [(0, size)] if size else []
     try:
-        return data_runs(fd, 0, size)
+        return [(start - offset, n) for start, n in data_runs(fd, offset, size)]
     finally:
         os.close(fd)
 
