@@ -98,11 +98,22 @@ class PackResult:
 def make_layers(sources, opts: PackOptions) -> list[Layer]:
     layers: list[Layer] = [stubetc_layer()] if opts.stubetc else []
     for src in sources:
-        layers.append(src if isinstance(src, Layer) else HostDirectory.parse(os.fspath(src)))
+        # A SRC that is a file is a tar or cpio archive (rumpfs.archives).
+        layers.append(src if isinstance(src, Layer) else source_layer(os.fspath(src)))
     layers.extend(SpecFile(s) for s in opts.spec)
     layers.extend(opts.layers)
     layers.extend(Remove(p) for p in opts.remove)
     return layers
+
+
+def source_layer(spec: str) -> Layer:
+    """The layer of a SRC argument: a host directory, or a tar or cpio
+    archive when it names a file (``X:/dest`` grafts either)."""
+    layer = HostDirectory.parse(spec)
+    if os.path.isfile(layer.path):
+        from .archives import ArchiveLayer  # tarfile and friends only when needed
+        return ArchiveLayer(layer.path, layer.dest)
+    return layer
 
 
 def container_of(output: str) -> str | None:
