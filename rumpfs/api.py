@@ -61,6 +61,14 @@ class PackOptions:
         "progress": None,
         #: Extra layers applied after the host directories (API users).
         "layers": list,
+        #: An mtree(5) spec applied after the spec files (rumpfs.mtree) ...
+        "mtree": None,
+        #: ... and whether only the entries it lists are kept (makefs -x).
+        "mtree_only": False,
+        #: Write a Make rule naming every input here (rumpfs.depfile).
+        "depfile": None,
+        #: Find the inputs for PackResult.inputs even without a depfile (--json).
+        "list_inputs": False,
     }
 
     def __init__(self, **options):
@@ -81,15 +89,32 @@ class PackOptions:
 class PackResult:
     """What :func:`pack` wrote."""
 
-    __slots__ = ("output", "format", "container", "image_size", "entries")
+    __slots__ = ("output", "format", "container", "image_size", "entries", "side_outputs",
+                 "inputs", "compression", "warnings")
 
     def __init__(self, output: str, format: str, container: str | None, image_size: int,
-                 entries: int):
+                 entries: int, side_outputs=(), inputs=(), compression: str | None = None,
+                 warnings=()):
         self.output = output
         self.format = format
         self.container = container
         self.image_size = image_size
         self.entries = entries
+        #: Files written besides ``output`` (``-o root.S`` writes ``root.S.img``).
+        self.side_outputs = list(side_outputs)
+        #: Every file and directory the pack read (what the depfile names).
+        self.inputs = list(inputs)
+        self.compression = compression
+        #: The warnings printed while packing.
+        self.warnings = list(warnings)
+
+    def to_json(self) -> dict:
+        """What ``rumpfs pack --json`` prints."""
+        return {"output": self.output, "side_outputs": self.side_outputs, "format": self.format,
+                "compression": self.compression, "container": self.container,
+                "image_size": self.image_size,
+                "output_size": os.stat(self.output).st_size, "entries": self.entries,
+                "warnings": self.warnings, "inputs": self.inputs}
 
     def __repr__(self):
         return "PackResult(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
@@ -101,6 +126,9 @@ def make_layers(sources, opts: PackOptions) -> list[Layer]:
         # A SRC that is a file is a tar or cpio archive (rumpfs.archives).
         layers.append(src if isinstance(src, Layer) else source_layer(os.fspath(src)))
     layers.extend(SpecFile(s) for s in opts.spec)
+    if opts.mtree:
+        from .mtree import MtreeSpec
+        layers.append(MtreeSpec(os.fspath(opts.mtree), opts.mtree_only))
     layers.extend(opts.layers)
     layers.extend(Remove(p) for p in opts.remove)
     return layers
@@ -200,19 +228,29 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
     byteorder = opts.byteorder or (target.byteorder if target else sys.byteorder)
     # Before the copy workers: they report their bytes through it.
     progress = Progress(0, f"rumpfs: {os.path.basename(output)}", enabled=opts.progress)
+    from .sources import WARNINGS
+    warned = len(WARNINGS)
+    inputs: list = []
     try:
         size, count = _pack_into(output, sources, opts, fmt, fmt_name, comp, container, target,
-                                 byteorder, progress)
+                                 byteorder, progress, inputs)
     except BaseException:
         progress.close(finished=False)  # the error goes on a line of its own
         raise
     progress.close()
-    return PackResult(output, fmt_name, container, size, count)
+    side = [output + ".img"] if container == "asm" else []
+    result = PackResult(output, fmt_name, container, size, count, side, inputs, comp,
+                        WARNINGS[warned:])
+    if opts.depfile:
+        from .depfile import write_depfile
+        write_depfile(os.fspath(opts.depfile), [output, *side], inputs)
+    return result
 
 
 def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp, container,
-               target, byteorder: str, progress: Progress) -> tuple[int, int]:
-    """(image size, entries) of the image written to ``output``."""
+               target, byteorder: str, progress: Progress, inputs: list) -> tuple[int, int]:
+    """(image size, entries) of the image written to ``output``; ``inputs``
+    gets every file and directory read (rumpfs.depfile)."""
     with AtomicOutput(output) as out:
         copier = None
         if not comp and container in (None, "elf"):
@@ -228,6 +266,9 @@ def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp
                 tree = listed_while_written(layers, opts, policy)
             if tree is None:
                 tree = prepare_tree(layers, opts, byteorder, policy)
+            if opts.depfile or opts.list_inputs:
+                from .depfile import pack_inputs
+                inputs += pack_inputs(layers, opts, tree)
             return _write(tree, out, fmt, fmt_name, comp, container, target, byteorder,
                           opts, copier, progress)
         except BaseException:

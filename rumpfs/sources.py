@@ -205,7 +205,12 @@ class StubEtc(HostDirectory):
                 del children[name]
 
 
+#: Every warning printed in this process, in order (``pack --json`` reports them).
+WARNINGS: list[str] = []
+
+
 def warn(message: str) -> None:
+    WARNINGS.append(message)
     print(f"rumpfs: warning: {message}", file=sys.stderr)
 
 

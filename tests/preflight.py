@@ -45,6 +45,14 @@ COMMANDS = {
     "qemu-system-x86_64": "qemu-system-x86",
     "dpkg-deb": "dpkg",
     "setpriv": "util-linux",
+    # archive layers, mtree specs, depfiles and build-system examples (issue 21)
+    "tar": "tar",
+    "bzip2": "bzip2",
+    "mtree": "mtree-netbsd",
+    "make": "make",
+    "ninja": "ninja-build",
+    "cmake": "cmake",
+    "meson": "meson",
 }
 
 #: Shared libraries the tests load with ctypes -> their Debian package.
