@@ -39,7 +39,7 @@ import zlib
 
 from .errors import RumpfsError
 from .sources import Layer, Policy, warn
-from .tree import BLK, CHR, DIR, FIFO, LNK, REG, HostData, Node, Tree, TreeError, display, split_path
+from .tree import BLK, CHR, DIR, FIFO, LNK, REG, HostData, Node, Tree, TreeError, display, join, split_path
 
 #: Leading bytes of compressed archives, and the stream that reads them.
 COMPRESSED_MAGICS = (
@@ -70,6 +70,11 @@ CHUNK = 1 << 20
 #: Members laid out in the spool (sparse ones) start on this boundary, so
 #: that their holes are holes of the spool file too.
 SPOOL_ALIGN = 1 << 16
+
+#: OCI layer whiteouts: ``.wh.NAME`` deletes NAME from the layers below;
+#: ``.wh..wh..opq`` in a directory hides everything the layers below put there.
+WHITEOUT_PREFIX = b".wh."
+OPAQUE_WHITEOUT = b".wh..wh..opq"
 
 TAR_KINDS = {
     tarfile.REGTYPE: REG, tarfile.AREGTYPE: REG, tarfile.CONTTYPE: REG,
@@ -149,12 +154,24 @@ class ArchiveLayer(Layer):
 
 
 class ArchiveReader:
-    """Reads one archive into a tree of its own (its top is the root)."""
+    """Reads one archive into a tree of its own (its top is the root).
 
-    def __init__(self, path: str, f, st: os.stat_result):
-        self.path = path
+    The archive is ``length`` bytes from ``start`` of the file (a layer
+    inside a ``docker save`` tar); None: to the end.  With ``whiteouts``
+    (OCI layers), ``.wh.NAME`` members are collected in ``self.whiteouts``
+    and ``.wh..wh..opq`` in ``self.opaque`` instead of being placed."""
+
+    def __init__(self, path: str, f, st: os.stat_result, start: int = 0,
+                 length: int | None = None, whiteouts: bool = False, label: str | None = None):
+        self.path = label or path
+        self.file_path = path
         self.f = f
         self.st = st
+        self.start = start
+        self.end = st.st_size if length is None else start + length
+        self.oci = whiteouts
+        self.whiteouts: list[bytes] = []
+        self.opaque: list[bytes] = []
         self.spool: Spool | None = None
         self.stripped_slash = False
         #: The archive was decompressed into the spool, which is read instead.
@@ -167,14 +184,15 @@ class ArchiveReader:
         return RumpfsError(f"{self.path}: {message}")
 
     def read(self) -> Tree:
-        head = self.f.read(TAR_BLOCK)
+        self.f.seek(self.start)
+        head = self.f.read(min(TAR_BLOCK, self.end - self.start))
         for magic, method in COMPRESSED_MAGICS:
             if head.startswith(magic):
                 self.decompress(method)
                 head = self.f.read(TAR_BLOCK)
                 break
         try:
-            self.f.seek(0)
+            self.f.seek(self.start)
             if head[:6] in (NEWC_MAGIC, CRC_MAGIC, ODC_MAGIC):
                 self.read_cpio()
             elif head[USTAR_MAGIC_OFFSET:USTAR_MAGIC_OFFSET + 5] == b"ustar" or _is_v7_tar(head):
@@ -189,10 +207,10 @@ class ArchiveReader:
     # -- compressed archives ----------------------------------------------------
     def decompress(self, method: str) -> None:
         """Decompress the archive once into a spool and read that instead."""
-        self.f.seek(0)
+        self.f.seek(self.start)
         spool = self.spool = Spool(self.path)
         try:
-            stream = _decompressing(method, self.f)
+            stream = _decompressing(method, _Window(self.f, self.start, self.end))
             with stream:
                 offset = 0
                 while True:
@@ -207,12 +225,13 @@ class ArchiveReader:
         spool.size = offset
         self.spooled_archive = True
         self.f = open(spool.path, "rb")
+        self.start, self.end = 0, offset
 
     def data(self, offset: int, size: int) -> HostData:
         """A member's data at ``offset`` of the (decompressed) archive."""
         if self.spooled_archive:
             return HostData(self.spool.path, size, False, offset)
-        return HostData(os.fsencode(self.path), size, False, offset)
+        return HostData(os.fsencode(self.file_path), size, False, offset)
 
     # -- names ---------------------------------------------------------------------
     def name(self, raw: bytes, quiet: bool = False) -> bytes:
@@ -234,6 +253,17 @@ class ArchiveReader:
             self.tree.put(path, node)
         except TreeError as e:
             raise self.error(f"member {_show(raw)}: {e}") from None
+
+    def whiteout(self, path: bytes) -> bool:
+        """An OCI whiteout member: recorded for the layers below, not placed."""
+        parent, _, base = path.rpartition(b"/")
+        if base == OPAQUE_WHITEOUT:
+            self.opaque.append(parent)
+        elif base.startswith(WHITEOUT_PREFIX):
+            self.whiteouts.append(join(parent, base[len(WHITEOUT_PREFIX):]))
+        else:
+            return False
+        return True
 
     def check_symlink(self, path: bytes, target: bytes, raw: bytes) -> None:
         """A relative target may not climb above the archive's top."""
@@ -264,7 +294,7 @@ class ArchiveReader:
                                    errors="surrogateescape")
         except tarfile.TarError as e:
             raise self.error(f"not a readable tar archive: {e}") from None
-        size = os.fstat(self.f.fileno()).st_size
+        size = self.end
         while True:
             try:
                 info = archive.next()
@@ -278,6 +308,8 @@ class ArchiveReader:
     def tar_member(self, info: tarfile.TarInfo, archive_size: int) -> None:
         raw = os.fsencode(info.name)
         path = self.name(raw)
+        if self.oci and self.whiteout(path):
+            return
         mtime_ns = _pax_time(info)
         kind = TAR_KINDS.get(info.type)
         if info.type == tarfile.LNKTYPE:
@@ -332,8 +364,8 @@ class ArchiveReader:
     # -- cpio ----------------------------------------------------------------------
     def read_cpio(self) -> None:
         fd = self.f.fileno()
-        size = os.fstat(fd).st_size
-        offset = 0
+        size = self.end
+        offset = self.start
         links: dict[tuple, Node] = {}
         while True:
             magic = os.pread(fd, 6, offset)
@@ -419,6 +451,25 @@ class ArchiveReader:
             self.tree.root.copy_meta_from(node)
             return
         self.place(path, node, raw)
+
+
+class _Window:
+    """Bytes ``start`` to ``end`` of a file, for a decompressor that would
+    otherwise read on past a layer inside a larger tar."""
+
+    def __init__(self, f, start: int, end: int):
+        self.f = f
+        self.pos = start
+        self.end = end
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.end - self.pos if n is None or n < 0 else min(n, self.end - self.pos)
+        data = os.pread(self.f.fileno(), n, self.pos) if n > 0 else b""
+        self.pos += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
 
 
 def _decompressing(method: str, f):
