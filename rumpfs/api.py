@@ -137,6 +137,11 @@ def make_layers(sources, opts: PackOptions) -> list[Layer]:
 def source_layer(spec: str) -> Layer:
     """The layer of a SRC argument: a host directory, or a tar or cpio
     archive when it names a file (``X:/dest`` grafts either)."""
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in ("oci", "docker-archive"):
+        from .oci import image_layer  # container images (rumpfs.oci)
+        layer = HostDirectory.parse(rest)
+        return image_layer(f"{kind}:{layer.path}", layer.dest)
     layer = HostDirectory.parse(spec)
     if os.path.isfile(layer.path):
         from .archives import ArchiveLayer  # tarfile and friends only when needed

@@ -71,6 +71,8 @@ CHUNK = 1 << 20
 #: that their holes are holes of the spool file too.
 SPOOL_ALIGN = 1 << 16
 
+#: The origin of directories an archive implies without listing them.
+IMPLIED = "(a directory the archive implies)"
 #: OCI layer whiteouts: ``.wh.NAME`` deletes NAME from the layers below;
 #: ``.wh..wh..opq`` in a directory hides everything the layers below put there.
 WHITEOUT_PREFIX = b".wh."
@@ -139,18 +141,39 @@ class ArchiveLayer(Layer):
             reader = ArchiveReader(self.path, f, st)
             layer_tree = reader.read()
         self.spool = reader.spool
-        root = layer_tree.root
-        try:
-            dest = split_path(self.dest)
-            if dest:
-                existing = tree.lookup(b"/".join(dest))
-                if existing is not None and not existing.is_dir:
-                    raise RumpfsError(f"{self.path}: graft target {display(self.dest)} "
-                                      f"is not a directory in the image (from {existing.describe_origin()})")
-                tree.mkdirs(b"/".join(dest[:-1]))
-            tree.put(b"/".join(dest), root)
-        except TreeError as e:
-            raise RumpfsError(f"{self.path}: {e}") from None
+        graft(tree, self.dest, layer_tree.root, self.path)
+
+
+def graft(tree: Tree, dest: bytes, root: Node, label: str) -> None:
+    """Lay an archive's tree over ``tree`` at ``dest``."""
+    try:
+        parts = split_path(dest)
+        existing = tree.lookup(b"/".join(parts))
+        if existing is not None and not existing.is_dir:
+            raise RumpfsError(f"{label}: graft target {display(dest)} "
+                              f"is not a directory in the image (from {existing.describe_origin()})")
+        if existing is None:
+            tree.mkdirs(b"/".join(parts[:-1]))
+            tree.put(b"/".join(parts), root)
+        else:
+            overlay(existing, root)
+    except TreeError as e:
+        raise RumpfsError(f"{label}: {e}") from None
+
+
+def overlay(into: Node, other: Node) -> None:
+    """Lay directory ``other`` over ``into``: entries of ``other`` win and
+    directories merge, as rumpfs.tree.merge_dir; a directory the archive
+    only implied keeps the metadata the layers below gave it."""
+    if other.origin is not IMPLIED:
+        into.copy_meta_from(other)
+    children = into.children
+    for name, child in other.children.items():
+        old = children.get(name)
+        if old is not None and old.is_dir and child.is_dir and old is not child:
+            overlay(old, child)
+        else:
+            children[name] = child
 
 
 class ArchiveReader:
@@ -176,9 +199,10 @@ class ArchiveReader:
         self.stripped_slash = False
         #: The archive was decompressed into the spool, which is read instead.
         self.spooled_archive = False
-        # Directories the archive implies but does not list: 0755, the archive's time.
-        self.template = Node(DIR | 0o755, 0, 0, st.st_mtime_ns, origin=path)
-        self.tree = Tree(Node(DIR | 0o755, 0, 0, st.st_mtime_ns, origin=path))
+        # Directories the archive implies but does not list: 0755, the
+        # archive's time, unless a layer below has them (see overlay).
+        self.template = Node(DIR | 0o755, 0, 0, st.st_mtime_ns, origin=IMPLIED)
+        self.tree = Tree(Node(DIR | 0o755, 0, 0, st.st_mtime_ns, origin=IMPLIED))
 
     def error(self, message: str) -> RumpfsError:
         return RumpfsError(f"{self.path}: {message}")

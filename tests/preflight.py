@@ -53,6 +53,7 @@ COMMANDS = {
     "ninja": "ninja-build",
     "cmake": "cmake",
     "meson": "meson",
+    "umoci": "umoci",
 }
 
 #: Shared libraries the tests load with ctypes -> their Debian package.

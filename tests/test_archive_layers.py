@@ -240,3 +240,26 @@ def test_absolute_names_are_stripped_with_one_warning(tmp_path):
     listing = subprocess.run(["cpio", "-it", "--quiet"], stdin=open(out, "rb"),
                              capture_output=True, text=True, check=True).stdout.split()
     assert listing == [".", "etc", "etc/a", "etc/b"]
+
+
+def test_directory_an_archive_only_implies_keeps_its_metadata(tmp_path):
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "motd").write_text("from the tar\n")
+    archive = tmp_path / "motd.tar"
+    # Only the file: the archive implies /etc without a header for it.
+    subprocess.run(["tar", "-C", str(src), "-cf", str(archive), "etc/motd"], check=True)
+    assert subprocess.run(["tar", "-tf", str(archive)], capture_output=True, text=True,
+                          check=True).stdout == "etc/motd\n"
+    os.utime(archive, (978_307_200, 978_307_200))  # 2001: what an implied directory would get
+
+    def etc_line(*sources):
+        out = tmp_path / "r.cpio"
+        run_rumpfs("pack", *sources, "-o", out)
+        lines = subprocess.run(["bsdtar", "-tvf", str(out), "--numeric-owner"], capture_output=True,
+                               text=True, check=True).stdout.splitlines()
+        return [line for line in lines if line.endswith((" etc", " etc/motd"))]
+
+    plain, layered = etc_line(), etc_line(archive)
+    assert layered[0] == plain[0]  # the default /etc's mode, owner and time
+    assert layered[1].split()[4] == "13"  # the tar's motd
