@@ -137,12 +137,14 @@ def make_layers(sources, opts: PackOptions) -> list[Layer]:
 def source_layer(spec: str) -> Layer:
     """The layer of a SRC argument: a host directory, or a tar or cpio
     archive when it names a file (``X:/dest`` grafts either)."""
+    layer = HostDirectory.parse(spec)
     kind, sep, rest = spec.partition(":")
-    if sep and kind in ("oci", "docker-archive"):
+    # oci:DIR[:REF][:/dest], docker-archive:FILE[:/dest] (unless a directory
+    # of that name is meant: oci:/dest grafts ./oci when it exists).
+    if sep and kind in ("oci", "docker-archive") and not os.path.exists(layer.path):
         from .oci import image_layer  # container images (rumpfs.oci)
         layer = HostDirectory.parse(rest)
         return image_layer(f"{kind}:{layer.path}", layer.dest)
-    layer = HostDirectory.parse(spec)
     if os.path.isfile(layer.path):
         from .archives import ArchiveLayer  # tarfile and friends only when needed
         return ArchiveLayer(layer.path, layer.dest)
