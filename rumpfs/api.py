@@ -69,6 +69,9 @@ class PackOptions:
         "depfile": None,
         #: Find the inputs for PackResult.inputs even without a depfile (--json).
         "list_inputs": False,
+        #: OS/ARCH[/VARIANT] picked from a multi-platform container image;
+        #: None: linux and the object's target (the build host's without one).
+        "platform": None,
     }
 
     def __init__(self, **options):
@@ -120,11 +123,14 @@ class PackResult:
         return "PackResult(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
 
-def make_layers(sources, opts: PackOptions) -> list[Layer]:
+def make_layers(sources, opts: PackOptions, target=None) -> list[Layer]:
     layers: list[Layer] = [stubetc_layer()] if opts.stubetc else []
+    platform = opts.platform
+    if platform is None and target is not None:
+        platform = f"linux/{target.name}"
     for src in sources:
         # A SRC that is a file is a tar or cpio archive (rumpfs.archives).
-        layers.append(src if isinstance(src, Layer) else source_layer(os.fspath(src)))
+        layers.append(src if isinstance(src, Layer) else source_layer(os.fspath(src), platform))
     layers.extend(SpecFile(s) for s in opts.spec)
     if opts.mtree:
         from .mtree import MtreeSpec
@@ -134,7 +140,7 @@ def make_layers(sources, opts: PackOptions) -> list[Layer]:
     return layers
 
 
-def source_layer(spec: str) -> Layer:
+def source_layer(spec: str, platform: str | None = None) -> Layer:
     """The layer of a SRC argument: a host directory, or a tar or cpio
     archive when it names a file (``X:/dest`` grafts either)."""
     layer = HostDirectory.parse(spec)
@@ -144,7 +150,7 @@ def source_layer(spec: str) -> Layer:
     if sep and kind in ("oci", "docker-archive") and not os.path.exists(layer.path):
         from .oci import image_layer  # container images (rumpfs.oci)
         layer = HostDirectory.parse(rest)
-        return image_layer(f"{kind}:{layer.path}", layer.dest)
+        return image_layer(f"{kind}:{layer.path}", layer.dest, platform)
     if os.path.isfile(layer.path):
         from .archives import ArchiveLayer  # tarfile and friends only when needed
         return ArchiveLayer(layer.path, layer.dest)
@@ -267,7 +273,7 @@ def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp
             copier.start()
         try:
             policy = Policy.from_environment(opts.keep_owner, opts.timestamp)
-            layers = make_layers(sources, opts)
+            layers = make_layers(sources, opts, target)
             tree = None
             if copier is not None and container is None and fmt.writes_while_listed:
                 tree = listed_while_written(layers, opts, policy)

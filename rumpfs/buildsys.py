@@ -28,6 +28,9 @@ def add_pack_arguments(p) -> None:
     group.add_argument("--depfile", metavar="FILE",
                        help="write a Make rule 'OUT: every file and directory read' "
                             "(for make, ninja, cmake DEPFILE, meson depfile:)")
+    group.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                       help="image of a multi-platform oci: source (default: linux and the "
+                            "object's target, else the build host's)")
     group.add_argument("--json", action="store_true",
                        help="print one JSON object: output, format, sizes, entries, "
                             "warnings, inputs")
@@ -41,6 +44,7 @@ def pack_options(args, opts) -> None:
     opts.mtree_only = args.mtree_only
     opts.depfile = args.depfile
     opts.list_inputs = args.json
+    opts.platform = args.platform
 
 
 def print_pack_json(result) -> None:

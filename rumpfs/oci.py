@@ -31,18 +31,18 @@ REF_ANNOTATION = "org.opencontainers.image.ref.name"
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
 #: Python's machine names -> OCI architectures.
-ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
+ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "i386": "386",
                  "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 HASH_CHUNK = 1 << 20
 
 
-def image_layer(spec: str, dest: bytes = b"") -> "ImageLayer":
+def image_layer(spec: str, dest: bytes = b"", platform: str | None = None) -> "ImageLayer":
     if spec.startswith("oci:"):
         location, ref = spec[len("oci:"):], None
         head, sep, tail = location.rpartition(":")
         if sep and head and "/" not in tail and not os.path.exists(location):
             location, ref = head, tail
-        return OciLayout(location, ref, dest)
+        return OciLayout(location, ref, dest, platform)
     return DockerArchive(spec[len("docker-archive:"):], dest)
 
 
@@ -105,9 +105,11 @@ class ImageLayer(ArchiveLayer):
 class OciLayout(ImageLayer):
     """``oci:DIR[:REF]``: an OCI image layout directory."""
 
-    def __init__(self, path: str, ref: str | None, dest: bytes = b""):
+    def __init__(self, path: str, ref: str | None, dest: bytes = b"", platform: str | None = None):
         super().__init__(path, dest)
         self.ref = ref
+        #: OS/ARCH[/VARIANT]; ARCH may be a machine name (x86_64, aarch64).
+        self.platform = platform
         self.label = f"oci:{path}" + (f":{ref}" if ref else "")
 
     def describe(self) -> str:
@@ -166,15 +168,24 @@ class OciLayout(ImageLayer):
         return document
 
     def platform_manifest(self, index: dict) -> dict:
-        arch = ARCHITECTURES.get(platform.machine(), platform.machine())
+        wanted = self.platform or f"linux/{platform.machine()}"
+        parts = wanted.split("/")
+        if len(parts) not in (2, 3):
+            raise self.error(f"platform {wanted!r}: not OS/ARCH[/VARIANT]")
+        os_name, arch = parts[0], ARCHITECTURES.get(parts[1], parts[1])
+        variant = parts[2] if len(parts) == 3 else None
         found = [m for m in index.get("manifests", [])
-                 if m.get("platform", {}).get("os") == "linux"
-                 and m.get("platform", {}).get("architecture") == arch]
+                 if m.get("platform", {}).get("os") == os_name
+                 and m.get("platform", {}).get("architecture") == arch
+                 and (variant is None or m.get("platform", {}).get("variant") == variant)]
         if not found:
-            have = sorted("{os}/{architecture}".format(**{"os": "?", "architecture": "?",
-                                                          **m.get("platform", {})})
+            have = sorted("/".join(str(v) for v in (m.get("platform", {}).get("os", "?"),
+                                                     m.get("platform", {}).get("architecture", "?"),
+                                                     m.get("platform", {}).get("variant")) if v)
                           for m in index.get("manifests", []))
-            raise self.error(f"no linux/{arch} image in the index (it has: {', '.join(have)})")
+            shown = "/".join(p for p in (os_name, arch, variant) if p)
+            raise self.error(f"no {shown} image in the index (it has: {', '.join(have)}; "
+                             f"choose with --platform)")
         return found[0]
 
     def layers(self):

@@ -138,3 +138,42 @@ def test_docker_archive_with_opaque_directory(tmp_path):
                        f"(bbb/layer.tar): sha256 is {tampered}, the image says "
                        f"{json.loads(config)['rootfs']['diff_ids'][1][7:]}\n")
     assert os.path.exists(out)  # the earlier output, unchanged
+
+
+@needs_root
+def test_multi_platform_index_picks_the_target(layout, tmp_path):
+    """An image index (written here, over umoci's manifests): v1 for amd64, v2 for arm64."""
+    index = json.loads((layout / "index.json").read_text())
+    by_ref = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in index["manifests"]}
+    platforms = {"v1": {"os": "linux", "architecture": "amd64"},
+                 "v2": {"os": "linux", "architecture": "arm64", "variant": "v8"}}
+    multi = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": [dict(by_ref[ref], platform=p) for ref, p in platforms.items()]})
+    digest = hashlib.sha256(multi.encode()).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_text(multi)
+    index["manifests"] = [{"mediaType": "application/vnd.oci.image.index.v1+json",
+                           "digest": f"sha256:{digest}", "size": len(multi),
+                           "annotations": {"org.opencontainers.image.ref.name": "multi"}}]
+    (layout / "index.json").write_text(json.dumps(index))
+
+    def names(*options):
+        out = tmp_path / "r.cpio"
+        run_rumpfs("pack", "--no-stubetc", f"oci:{layout}", "-o", out, *options)
+        return subprocess.run(["bsdtar", "-tf", str(out)], capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    v1_only, v2_only = "opt/app/b", "opt/app/c"
+    assert v2_only in names("--platform", "linux/arm64")
+    assert v1_only in names("--platform", "linux/amd64")
+    assert v2_only in names("--platform", "linux/aarch64/v8")
+    # An object's target picks its platform.
+    obj = tmp_path / "r.o"
+    run_rumpfs("pack", "--no-stubetc", f"oci:{layout}", "-o", obj, "--target", "aarch64",
+               "--image-format", "cpio")
+    listing = run_rumpfs("ls", obj).out
+    assert "/opt/app/c" in listing and "/opt/app/b" not in listing
+    res = run_rumpfs("pack", "--no-stubetc", f"oci:{layout}", "-o", tmp_path / "x.cpio",
+                     "--platform", "linux/s390x", check=False)
+    assert (res.returncode, res.err) == (
+        1, f"rumpfs: error: oci:{layout}: no linux/s390x image in the index "
+           f"(it has: linux/amd64, linux/arm64/v8; choose with --platform)\n")
