@@ -252,12 +252,11 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
         raise
     progress.close()
     side = [output + ".img"] if container == "asm" else []
-    result = PackResult(output, fmt_name, container, size, count, side, inputs, comp,
-                        WARNINGS[warned:])
     if opts.depfile:
         from .depfile import write_depfile
         write_depfile(os.fspath(opts.depfile), [output, *side], inputs)
-    return result
+    return PackResult(output, fmt_name, container, size, count, side, inputs, comp,
+                      WARNINGS[warned:])
 
 
 def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp, container,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import stat
 
-from .errors import RumpfsError
 from .tree import Tree
 
 
@@ -94,17 +93,23 @@ def escape(name: str) -> str:
             out.append("$")
         elif c in "#:":
             out.append("\\")
-        elif c == "\n":
-            raise RumpfsError(f"{name!r}: a name with a newline cannot be written in a depfile")
         slashes = 0
         out.append(c)
     return "".join(out)
 
 
 def rule(targets, inputs) -> str:
-    """``TARGETS: INPUTS`` with one input per continued line."""
+    """``TARGETS: INPUTS`` with one input per continued line.  Make cannot
+    name a file with a newline: such inputs are left out with a warning."""
+    from .sources import warn
     head = " ".join(escape(t) for t in targets) + ":"
-    return " \\\n ".join([head, *(escape(i) for i in inputs)]) + "\n"
+    lines = [head]
+    for name in inputs:
+        if "\n" in name:
+            warn(f"{name!r}: a name with a newline cannot be written in a depfile; left out")
+        else:
+            lines.append(escape(name))
+    return " \\\n ".join(lines) + "\n"
 
 
 def write_depfile(path: str, targets, inputs) -> None:

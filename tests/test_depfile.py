@@ -127,3 +127,18 @@ def test_print_include_dir(tmp_path):
     # gcc finds the header there.
     (tmp_path / "t.c").write_text('#include "rumpfs_images.h"\nint main(void) { return 0; }\n')
     subprocess.run(["gcc", "-fsyntax-only", "-I", include, "t.c"], cwd=tmp_path, check=True)
+
+
+def test_a_name_with_a_newline_is_left_out_with_a_warning(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok").write_text("ok\n")
+    (src / "two\nlines").write_text("x\n")
+    out, dep = tmp_path / "r.cpio", tmp_path / "r.d"
+    res = run_rumpfs("pack", "--no-stubetc", src, "-o", out, "--depfile", dep, "--json")
+    bad = str(src / "two\nlines")
+    assert res.err == (f"rumpfs: warning: {bad!r}: a name with a newline cannot be written "
+                       f"in a depfile; left out\n")
+    assert dep.read_text() == f"{out}: \\\n {src} \\\n {src / 'ok'}\n"
+    assert json.loads(res.out)["warnings"] == [f"{bad!r}: a name with a newline cannot be "
+                                               f"written in a depfile; left out"]
