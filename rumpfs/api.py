@@ -66,6 +66,17 @@ class PackOptions:
     progress: bool | None = None
     #: Extra layers applied after the host directories (API users).
     layers: list = field(default_factory=list)
+    #: An mtree(5) spec applied after the spec files (rumpfs.mtree) ...
+    mtree: str | None = None
+    #: ... and whether only the entries it lists are kept (makefs -x).
+    mtree_only: bool = False
+    #: Write a Make rule naming every input here (rumpfs.depfile).
+    depfile: str | None = None
+    #: Find the inputs for PackResult.inputs even without a depfile (--json).
+    list_inputs: bool = False
+    #: OS/ARCH[/VARIANT] picked from a multi-platform container image;
+    #: None: linux and the object's target (the build host's without one).
+    platform: str | None = None
 
 
 @dataclass
@@ -77,16 +88,55 @@ class PackResult:
     container: str | None
     image_size: int
     entries: int
+    #: Files written besides ``output`` (``-o root.S`` writes ``root.S.img``).
+    side_outputs: list = field(default_factory=list)
+    #: Every file and directory the pack read (what the depfile names).
+    inputs: list = field(default_factory=list)
+    compression: str | None = None
+    #: The warnings given while packing.
+    warnings: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        """What ``rumpfs pack --json`` prints."""
+        return {"output": self.output, "side_outputs": self.side_outputs, "format": self.format,
+                "compression": self.compression, "container": self.container,
+                "image_size": self.image_size,
+                "output_size": os.stat(self.output).st_size, "entries": self.entries,
+                "warnings": self.warnings, "inputs": self.inputs}
 
 
-def make_layers(sources, opts: PackOptions) -> list[Layer]:
+def make_layers(sources, opts: PackOptions, target=None) -> list[Layer]:
     layers: list[Layer] = [stubetc_layer()] if opts.stubetc else []
+    platform = opts.platform
+    if platform is None and target is not None:
+        platform = f"linux/{target.name}"
     for src in sources:
-        layers.append(src if isinstance(src, Layer) else HostDirectory.parse(os.fspath(src)))
+        # A SRC that is a file is a tar or cpio archive (rumpfs.archives).
+        layers.append(src if isinstance(src, Layer) else source_layer(os.fspath(src), platform))
     layers.extend(SpecFile(s) for s in opts.spec)
+    if opts.mtree:
+        from .mtree import MtreeSpec
+        layers.append(MtreeSpec(os.fspath(opts.mtree), opts.mtree_only))
     layers.extend(opts.layers)
     layers.extend(Remove(p) for p in opts.remove)
     return layers
+
+
+def source_layer(spec: str, platform: str | None = None) -> Layer:
+    """The layer of a SRC argument: a host directory, or a tar or cpio
+    archive when it names a file (``X:/dest`` grafts either)."""
+    layer = HostDirectory.parse(spec)
+    kind, sep, rest = spec.partition(":")
+    # oci:DIR[:REF][:/dest], docker-archive:FILE[:/dest] (unless a directory
+    # of that name is meant: oci:/dest grafts ./oci when it exists).
+    if sep and kind in ("oci", "docker-archive") and not os.path.exists(layer.path):
+        from .oci import image_layer  # container images (rumpfs.oci)
+        layer = HostDirectory.parse(rest)
+        return image_layer(f"{kind}:{layer.path}", layer.dest, platform)
+    if os.path.isfile(layer.path):
+        from .archives import ArchiveLayer  # tarfile and friends only when needed
+        return ArchiveLayer(layer.path, layer.dest)
+    return layer
 
 
 def container_of(output: str) -> str | None:
@@ -310,19 +360,28 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
     byteorder = opts.byteorder or (target.byteorder if target else sys.byteorder)
     # Before the copy workers: they report their bytes through it.
     progress = Progress(0, f"rumpfs: {os.path.basename(output)}", enabled=opts.progress)
+    from .sources import WARNINGS
+    warned = len(WARNINGS)
+    inputs: list = []
     try:
         size, count = _pack_into(output, sources, opts, fmt, fmt_name, comp, container, target,
-                                 byteorder, progress)
+                                 byteorder, progress, inputs)
     except BaseException:
         progress.close(finished=False)  # the error goes on a line of its own
         raise
     progress.close()
-    return PackResult(output, fmt_name, container, size, count)
+    side = [output + ".img"] if container == "asm" else []
+    if opts.depfile:
+        from .depfile import write_depfile
+        write_depfile(os.fspath(opts.depfile), [output, *side], inputs)
+    return PackResult(output, fmt_name, container, size, count, side_outputs=side, inputs=inputs,
+                      compression=comp, warnings=WARNINGS[warned:])
 
 
 def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp, container,
-               target, byteorder: str, progress: Progress) -> tuple[int, int]:
-    """(image size, entries) of the image written to ``output``."""
+               target, byteorder: str, progress: Progress, inputs: list) -> tuple[int, int]:
+    """(image size, entries) of the image written to ``output``; ``inputs``
+    gets every file and directory read (rumpfs.depfile)."""
     what = CONTAINER_NAMES[container] if container else f"{_article(fmt_name)} {fmt_name} image"
     with AtomicOutput(output, sequential=container is None and fmt.sequential, what=what) as out:
         copier = None
@@ -333,12 +392,15 @@ def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp
             copier.start()
         try:
             policy = Policy.from_environment(opts.keep_owner, opts.timestamp)
-            layers = make_layers(sources, opts)
+            layers = make_layers(sources, opts, target)
             tree = None
             if copier is not None and container is None and fmt.writes_while_listed:
                 tree = listed_while_written(layers, opts, policy)
             if tree is None:
                 tree = prepare_tree(layers, opts, byteorder, policy)
+            if opts.depfile or opts.list_inputs:
+                from .depfile import pack_inputs
+                inputs += pack_inputs(layers, opts, tree)
             return _write(tree, out, fmt, fmt_name, comp, container, target, byteorder,
                           opts, copier, progress)
         except BaseException:

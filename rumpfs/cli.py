@@ -22,7 +22,7 @@ import sys
 from . import __version__, formats, sources
 from .errors import RumpfsError
 
-EXTENSIONS = ("rumpfs.elf.cli", "rumpfs.etc.cli")
+EXTENSIONS = ("rumpfs.elf.cli", "rumpfs.etc.cli", "rumpfs.buildsys")
 
 DESCRIPTION = """\
 Bake a directory tree into a filesystem image (NetBSD FFS, cpio initrd) and,
@@ -111,6 +111,10 @@ def build_parser() -> Parser:
         prog="rumpfs", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rumpfs {__version__}")
+    from .buildsys import print_include_dir_action
+    parser.add_argument("--print-include-dir", action=print_include_dir_action(), nargs=0,
+                        default=argparse.SUPPRESS,
+                        help="print the directory of rumpfs_images.h (for -I) and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -142,7 +146,8 @@ def build_parser() -> Parser:
     q.add_argument("directory", metavar="DIR", help="target directory (created if needed)")
     q.add_argument("paths", nargs="*", metavar="PATH",
                    help="extract only these paths inside the image, with everything below them")
-    image_command("check", "check an image's consistency", cmd_check)
+    q = image_command("check", "check an image's consistency", cmd_check)
+    q.add_argument("--json", action="store_true", help="print one JSON object")
     q = image_command("info", "describe an image or object", cmd_info)
     q.add_argument("--json", action="store_true")
 
@@ -232,9 +237,14 @@ def cmd_pack(args) -> int:
         raise RumpfsError("nothing to pack: give a source directory or drop --no-stubetc")
     sources.QUIET = args.quiet
     result = pack(args.sources, args.output, pack_options(args))
-    if args.verbose:
+    if args.json:
+        from .buildsys import print_pack_json
+        print_pack_json(result)
+    elif args.verbose:
         what = result.format + (f" in {result.container}" if result.container else "")
         print(f"{result.output}: {what}, {result.entries} entries, image {result.image_size} bytes")
+        for side in result.side_outputs:
+            print(f"{side}: the image, which {result.output} includes")
     return 0
 
 
@@ -296,6 +306,9 @@ def cmd_check(args) -> int:
     from .inspect import open_image
     reader = open_image(args.image)
     problems = reader.check()
+    if args.json:
+        from .buildsys import print_check_json
+        return print_check_json(args.image, reader.format_name, problems)
     for p in problems:
         print(f"{args.image}: {p}")
     if problems:

@@ -25,7 +25,7 @@ from itertools import accumulate, chain, repeat
 from operator import add, attrgetter, itemgetter
 
 from .errors import RumpfsError
-from .tree import IFMT, KIND_NAMES, REG, data_runs
+from .tree import IFMT, KIND_NAMES, REG, UNCHECKED_SIZE, data_runs
 
 #: Small writes are gathered up to this size before one write(2).
 BUFFER_SIZE = 1 << 20
@@ -290,8 +290,12 @@ NO_MTIME = -(1 << 63)
 
 def open_source(data) -> int:
     """An fd on a node's host data, checked to be the regular file of the
-    size and time the walk saw; errors name the path."""
-    return _open_source(data.path, data.size, _mtime_of(data))
+    size and time the walk saw, positioned where the data starts (an archive
+    member's offset); errors name the path."""
+    fd = _open_source(data.path, data.file_size, _mtime_of(data))
+    if data.offset:
+        os.lseek(fd, data.offset, os.SEEK_SET)
+    return fd
 
 
 def _mtime_of(data) -> int:
@@ -322,7 +326,7 @@ def check_source(fd: int, path: bytes, size: int, mtime_ns: int = NO_MTIME) -> N
     kind = st.st_mode & IFMT
     if kind != REG:
         raise _changed(path, f"now a {KIND_NAMES.get(kind, 'special file')}")
-    if st.st_size != size:
+    if size != UNCHECKED_SIZE and st.st_size != size:
         raise _changed(path, f"size {size} -> {st.st_size}")
     if mtime_ns != NO_MTIME and st.st_mtime_ns != mtime_ns:
         raise _changed(path, f"mtime {_show_ns(mtime_ns)} -> {_show_ns(st.st_mtime_ns)}")
@@ -597,7 +601,8 @@ _NUMBERS_PER_JOB = 7
 _NUMBER = "q"
 _SIZE_OF_JOB = itemgetter(3)
 _PATH_OF = attrgetter("path")
-_SIZE_OF = attrgetter("size")
+_FILE_SIZE_OF = attrgetter("file_size")
+_OFFSET_OF = attrgetter("offset")
 
 
 class Copier:
@@ -833,11 +838,13 @@ def _frame(jobs: list, headers: list, base: int, unit: int = 0) -> bytes:
     (see :meth:`ImageSink.copies_own_units`)."""
     datas, src_offsets, dst_offsets, lengths = zip(*jobs)
     paths = list(map(_PATH_OF, datas))
+    # Offsets within the data; an archive member's data starts inside its archive.
+    src_offsets = list(map(add, src_offsets, map(_OFFSET_OF, datas)))
     if base:
         dst_offsets = map(add, dst_offsets, repeat(base))
     numbers = array(_NUMBER, chain.from_iterable(
         zip(src_offsets, dst_offsets, lengths, map(len, paths), map(len, headers),
-            map(_SIZE_OF, datas), map(_mtime_of, datas))))
+            map(_FILE_SIZE_OF, datas), map(_mtime_of, datas))))
     path_blob = b"".join(paths)
     header_blob = b"".join(headers)
     return (_FRAME_HEAD.pack(len(jobs), len(path_blob), len(header_blob), unit) + numbers.tobytes()
@@ -923,7 +930,8 @@ class StretchWriter:
 
     def copy(self, data, size: int, src_offset: int = 0) -> None:
         """``size`` bytes of the host file ``data`` (its ``path``) from ``src_offset``."""
-        self.copy_run(((data.path, src_offset, self.end, size, b"", data.size, _mtime_of(data)),))
+        self.copy_run(((data.path, data.offset + src_offset, self.end, size, b"", data.file_size,
+                        _mtime_of(data)),))
 
     def copy_run(self, jobs, unit: int = 0) -> None:
         """Copy ``jobs`` ``(path, source offset, image offset, length,
@@ -1001,7 +1009,8 @@ class StretchWriter:
 def _copy_jobs(fd: int, base: int, jobs: list, headers: list, progress) -> None:
     """Copy ``jobs`` and their headers here, as a worker copies a frame."""
     out = StretchWriter(fd, 0, progress)
-    out.copy_run((data.path, src_off, base + dst_off, size, header, data.size, _mtime_of(data))
+    out.copy_run((data.path, data.offset + src_off, base + dst_off, size, header, data.file_size,
+                  _mtime_of(data))
                  for (data, src_off, dst_off, size), header in zip(jobs, headers))
     out.close()
 

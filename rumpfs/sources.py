@@ -207,9 +207,12 @@ class StubEtc(HostDirectory):
 
 #: Set by ``-q``/``--quiet``: warnings are not printed.
 QUIET = False
+#: Every warning of this process, in order (``pack --json`` reports them, even with -q).
+WARNINGS: list[str] = []
 
 
 def warn(message: str) -> None:
+    WARNINGS.append(message)
     if not QUIET:
         print(f"rumpfs: warning: {message}", file=sys.stderr)
 

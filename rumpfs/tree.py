@@ -51,18 +51,32 @@ KIND_LETTERS = {REG: "-", DIR: "d", LNK: "l", CHR: "c", BLK: "b", FIFO: "p", SOC
 NAME_MAX = 255
 
 
-class HostData:
-    """File data read from a host file when the image is written."""
+#: HostData.file_size of data that is part of a larger file: not checked.
+UNCHECKED_SIZE = -1
 
-    __slots__ = ("path", "size", "_extents", "dense", "mtime_ns")
+
+class HostData:
+    """File data read from a host file when the image is written.
+
+    ``offset`` is where the data starts in that file: a member of an
+    uncompressed archive is ``(archive, offset, size)`` and is copied by the
+    same machinery as a whole file (see rumpfs.archives).
+    """
+
+    __slots__ = ("path", "size", "_extents", "dense", "mtime_ns", "offset", "file_size")
 
     def __init__(self, path: bytes, size: int, sparse_hint: bool = False,
-                 mtime_ns: int | None = None):
+                 mtime_ns: int | None = None, *, offset: int = 0, file_size: int | None = None):
         self.path = path
         #: Size and modification time as the walk saw them: the copy checks
         #: that the file is still so (None: no time to check).
         self.size = size
         self.mtime_ns = mtime_ns
+        self.offset = offset
+        #: The whole file's size as the walk saw it, which the copy checks:
+        #: the data's own size for a host file; UNCHECKED_SIZE for data inside
+        #: a file that holds more (an archive member, a spool).
+        self.file_size = size if file_size is None else file_size
         #: Known to have no holes without looking (a file whose allocation
         #: hinted at holes may still turn out to have none: ``extents()``).
         self.dense = not sparse_hint
@@ -77,11 +91,15 @@ class HostData:
         if self.dense:
             return [(0, self.size)] if self.size else []
         if self._extents is None:
-            self._extents = _data_extents(self.path, self.size)
+            self._extents = _data_extents(self.path, self.size, self.offset)
         return self._extents
 
     def open(self):
-        return open(self.path, "rb", buffering=0)
+        """The file, positioned at the data (read at most ``size`` bytes)."""
+        f = open(self.path, "rb", buffering=0)
+        if self.offset:
+            f.seek(self.offset)
+        return f
 
     def __repr__(self):
         return f"HostData({self.path!r}, {self.size})"
@@ -108,7 +126,7 @@ class BytesData:
         return f"BytesData({len(self.data)} bytes)"
 
 
-def _data_extents(path: bytes, size: int) -> list[tuple[int, int]]:
+def _data_extents(path: bytes, size: int, offset: int = 0) -> list[tuple[int, int]]:
     try:
         # Never blocking nor following: the file may have been replaced by
         # a fifo or a symlink since the walk.
@@ -119,7 +137,7 @@ def _data_extents(path: bytes, size: int) -> list[tuple[int, int]]:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return [(0, size)] if size else []  # as above: the copy says what changed
-        return data_runs(fd, 0, size)
+        return [(start - offset, n) for start, n in data_runs(fd, offset, size)]
     finally:
         os.close(fd)
 

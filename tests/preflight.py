@@ -57,6 +57,14 @@ COMMANDS = {
     "qemu-img": "qemu-utils",
     "tar": "tar",
     "grub-mkstandalone": "grub-common",
+    # archive layers, mtree specs, depfiles and build-system examples (issue 21)
+    "bzip2": "bzip2",
+    "mtree": "mtree-netbsd",
+    "make": "make",
+    "ninja": "ninja-build",
+    "cmake": "cmake",
+    "meson": "meson",
+    "umoci": "umoci",
 }
 
 #: Shared libraries the tests load with ctypes -> their Debian package.

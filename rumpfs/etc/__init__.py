@@ -41,7 +41,7 @@ def read_node(node: Node, path: str) -> bytes:
         return data.data
     try:
         with data.open() as f:
-            return f.read()
+            return f.read(data.size) if data.offset else f.read()
     except OSError as e:
         raise RumpfsError(f"{path}: cannot read {os.fsdecode(data.path)}: {e.strerror}") from None
 

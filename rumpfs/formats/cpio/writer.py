@@ -66,11 +66,13 @@ def data_checksum(data) -> int:
         return byte_sum(data.data) & FIELD_MAX
     fd = open_source(data)
     total = 0
+    left = data.size  # an archive member's data ends before its archive does
     try:
-        while True:
-            chunk = os.read(fd, _READ_CHUNK)
+        while left:
+            chunk = os.read(fd, min(left, _READ_CHUNK))
             if not chunk:
                 break
+            left -= len(chunk)
             total += byte_sum(chunk)
     finally:
         os.close(fd)

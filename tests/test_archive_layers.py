@@ -1,0 +1,265 @@
+"""Tar and cpio archives as layers.
+
+GNU tar, bsdtar and GNU cpio make the archives from the fixture tree;
+rumpfs packs each archive into cpio and FFS; GNU cpio, bsdtar and dissect.ffs
+read the result, compared file by file with the source tree.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+
+import pytest
+from conftest import IS_ROOT, run_rumpfs
+from ffs_testlib import dissect_records
+from treecompare import assert_same, normalized, scan_host
+
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="the fixture's devices and owners need root")
+
+
+def source_records(tree) -> dict:
+    """The source tree as an archive carries it: owners kept; no socket (tar
+    and cpio -H newc keep no sockets... GNU cpio does: see cpio_records)."""
+    records = normalized(scan_host(tree), uid=None, gid=None)
+    return {p: r for p, r in records.items() if r["type"] != "socket"}
+
+
+def gnu_tar(tree, archive, *options):
+    subprocess.run(["tar", "-C", str(tree), *options, "-cf", str(archive), "."], check=True,
+                   capture_output=True)
+    return archive
+
+
+def gnu_cpio(tree, archive, fmt):
+    names = subprocess.run(["find", "."], cwd=tree, check=True, capture_output=True).stdout
+    with open(archive, "wb") as f:
+        subprocess.run(["cpio", "-o", "--quiet", "-H", fmt], cwd=tree, input=names, stdout=f,
+                       check=True)
+    return archive
+
+
+def bsdtar_records(archive, dest) -> dict:
+    dest.mkdir()
+    subprocess.run(["bsdtar", "-xpf", str(archive), "--numeric-owner"], cwd=dest, check=True)
+    return scan_host(dest)
+
+
+def gnu_cpio_records(archive, dest) -> dict:
+    dest.mkdir()
+    with open(archive, "rb") as f:
+        subprocess.run(["cpio", "-idm", "--quiet", "--numeric-uid-gid"], stdin=f, cwd=dest,
+                       check=True)
+    return scan_host(dest)
+
+
+def no_dir_times(records):
+    # Extractors set a directory's time before filling it; "." is left alone.
+    return {p: dict(r, mtime=None) if r["type"] == "dir" else r for p, r in records.items()}
+
+
+TARS = {
+    "gnu": ["--format=gnu", "-S"],
+    "posix-sparse-xz": ["--format=posix", "-S", "-J"],
+    "gnu-gzip": ["--format=gnu", "-z"],
+    "posix-zstd": ["--format=posix", "--zstd"],
+    "gnu-bzip2": ["--format=gnu", "-j"],
+}
+
+
+@needs_root
+@pytest.mark.parametrize("kind", sorted(TARS))
+def test_gnu_tar_into_ffs_read_by_dissect(fixture_tree, tmp_path, kind):
+    archive = gnu_tar(fixture_tree, tmp_path / "root.tar", *TARS[kind])
+    out = tmp_path / "r.img"
+    run_rumpfs("pack", "--no-stubetc", archive, "-o", out, "--endian", "little")
+    assert_same(source_records(fixture_tree), dissect_records(out))
+
+
+@needs_root
+def test_sparse_member_keeps_its_holes(fixture_tree, tmp_path):
+    archive = gnu_tar(fixture_tree, tmp_path / "root.tar", "--format=gnu", "-S")
+    out = tmp_path / "r.img"
+    run_rumpfs("pack", "--no-stubetc", archive, "-o", out, "--endian", "little")
+    expanded = gnu_tar(fixture_tree, tmp_path / "dense.tar", "--format=gnu")
+    dense = tmp_path / "d.img"
+    run_rumpfs("pack", "--no-stubetc", expanded, "-o", dense, "--endian", "little")
+    # The fixture's sparse file is mostly holes: the image from the sparse
+    # archive allocates megabytes less than the one whose archive wrote zeros.
+    assert os.stat(out).st_blocks * 512 + (4 << 20) < os.stat(dense).st_blocks * 512
+
+
+@needs_root
+@pytest.mark.parametrize("fmt", ["newc", "crc", "odc"])
+def test_gnu_cpio_archive_into_cpio_read_by_gnu_cpio(fixture_tree, tmp_path, fmt):
+    archive = gnu_cpio(fixture_tree, tmp_path / "root.cpio", fmt)
+    out = tmp_path / "r.cpio"
+    run_rumpfs("pack", "--no-stubetc", archive, "-o", out)
+    expected = normalized(scan_host(fixture_tree), uid=None, gid=None)
+    actual = gnu_cpio_records(out, tmp_path / "x")
+    expected[b""]["mtime"] = actual[b""]["mtime"] = None
+    # GNU cpio -m sets no symlink's time: those are compared in the FFS test.
+    for records in (expected, actual):
+        for r in records.values():
+            if r["type"] == "symlink":
+                r["mtime"] = None
+    assert_same(no_dir_times(expected), no_dir_times(actual))
+
+
+@needs_root
+@pytest.mark.parametrize("fmt", ["newc", "odc"])
+def test_gnu_cpio_archive_into_ffs_read_by_dissect(fixture_tree, tmp_path, fmt):
+    archive = gnu_cpio(fixture_tree, tmp_path / "root.cpio", fmt)
+    out = tmp_path / "r.img"
+    run_rumpfs("pack", "--no-stubetc", archive, "-o", out, "--endian", "little")
+    # GNU cpio keeps the fixture's socket, and so does FFS.
+    expected = normalized(scan_host(fixture_tree), uid=None, gid=None)
+    assert_same(expected, dissect_records(out))
+
+
+@needs_root
+@pytest.mark.parametrize("fmt", ["ustar", "pax"])
+def test_bsdtar_archive_grafted_into_cpio_read_by_bsdtar(tmp_path, fmt, make_fixture_tree):
+    # ustar cannot hold the fixture's long names: a small tree for both.
+    src = tmp_path / "src"
+    (src / "bin").mkdir(parents=True)
+    (src / "bin" / "tool").write_bytes(b"#!/bin/sh\necho hi\n" * 100)
+    (src / "bin" / "tool").chmod(0o755)
+    os.link(src / "bin" / "tool", src / "bin" / "alias")
+    (src / "lib").symlink_to("bin")
+    os.mkfifo(src / "fifo")
+    os.mknod(src / "null", 0o20666, os.makedev(1, 3))
+    os.chown(src / "bin", 1234, 5678)
+    for p in (src, src / "bin"):
+        os.utime(p, ns=(1_600_000_000_123_456_789,) * 2)
+    archive = tmp_path / "app.tar"
+    subprocess.run(["bsdtar", "-C", str(src), f"--format={fmt}", "-cf", str(archive), "."],
+                   check=True)
+    out = tmp_path / "r.cpio"
+    run_rumpfs("pack", "--no-stubetc", f"{archive}:/opt/app", "-o", out)
+    actual = bsdtar_records(out, tmp_path / "x")
+    grafted = {p.removeprefix(b"opt/app/") if p != b"opt/app" else b"": r
+               for p, r in actual.items() if p == b"opt/app" or p.startswith(b"opt/app/")}
+    expected = normalized(scan_host(src), uid=None, gid=None)
+    assert expected[b"bin"]["uid"] == 1234
+    assert_same(no_dir_times(expected), no_dir_times(grafted))
+
+
+def test_pax_times_keep_nanoseconds(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    os.utime(src / "f", ns=(1_600_000_000_123_456_789,) * 2)
+    archive = tmp_path / "a.tar"
+    subprocess.run(["tar", "-C", str(src), "--format=posix", "-cf", str(archive), "f"], check=True)
+    out = tmp_path / "r.img"
+    run_rumpfs("pack", "--no-stubetc", "--format", "ffs2", archive, "-o", out,
+               "--endian", "little")
+    from dissect.ffs import FFS
+    with open(out, "rb") as f:
+        inode = FFS(f).get("f").inode
+        assert (inode.di_mtime, inode.di_mtimensec) == (1_600_000_000, 123_456_789)
+
+
+# -- bad input: one line, exit 1, nothing written --------------------------------
+
+def tar_with(tmp_path, *members) -> str:
+    """A tar made with Python's tarfile, holding what GNU tar would refuse to write."""
+    path = tmp_path / "bad.tar"
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as t:
+        for info, data in members:
+            t.addfile(info, io.BytesIO(data) if data is not None else None)
+    return str(path)
+
+
+def member(name, type_=tarfile.REGTYPE, data=b"", linkname=""):
+    info = tarfile.TarInfo(name)
+    info.type = type_
+    info.size = len(data) if type_ == tarfile.REGTYPE else 0
+    info.linkname = linkname
+    return info, data if type_ == tarfile.REGTYPE else None
+
+
+def refused(tmp_path, archive, line):
+    out = tmp_path / "r.cpio"
+    out.write_bytes(b"old")
+    res = run_rumpfs("pack", "--no-stubetc", archive, "-o", out, check=False)
+    assert (res.returncode, res.err) == (1, f"rumpfs: error: {line}\n")
+    assert out.read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(archive), "r.cpio"])
+
+
+def test_dotdot_member_is_refused(tmp_path):
+    archive = tar_with(tmp_path, member("a/../../etc/passwd", data=b"x"))
+    refused(tmp_path, archive, f"{archive}: member a/../../etc/passwd: '..' in the name")
+
+
+def test_hard_link_to_no_member_is_refused(tmp_path):
+    archive = tar_with(tmp_path, member("a", tarfile.LNKTYPE, linkname="/etc/shadow"))
+    refused(tmp_path, archive, f"{archive}: member a: hard link to /etc/shadow, "
+                               f"which is not an earlier file of the archive")
+
+
+def test_symlink_out_of_the_archive_is_refused(tmp_path):
+    archive = tar_with(tmp_path, member("d", tarfile.DIRTYPE),
+                       member("d/up", tarfile.SYMTYPE, linkname="../../outside"))
+    refused(tmp_path, archive, f"{archive}: member d/up: symlink to ../../outside "
+                               f"points outside the archive")
+
+
+def test_truncated_archive_is_refused(tmp_path):
+    archive = tar_with(tmp_path, member("big", data=b"y" * 10000))
+    with open(archive, "r+b") as f:
+        f.truncate(4096)
+    refused(tmp_path, archive, f"{archive}: member big: truncated: its data ends past "
+                               f"the archive's 4096 bytes")
+
+
+def test_a_file_that_is_no_archive_is_refused(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello\n" * 200)
+    refused(tmp_path, str(path), f"{path}: source is neither a directory nor a tar or cpio archive")
+
+
+def test_corrupt_compressed_archive_is_refused(tmp_path):
+    path = tmp_path / "a.tar.gz"
+    path.write_bytes(b"\x1f\x8b\x08\x00" + b"\xff" * 100)
+    out = tmp_path / "r.cpio"
+    res = run_rumpfs("pack", "--no-stubetc", path, "-o", out, check=False)
+    assert res.returncode == 1 and res.err.startswith(f"rumpfs: error: {path}: corrupt gzip data: ")
+    assert res.err.count("\n") == 1 and not out.exists()
+
+
+def test_absolute_names_are_stripped_with_one_warning(tmp_path):
+    archive = tar_with(tmp_path, member("/etc/a", data=b"A"), member("/etc/b", data=b"B"))
+    out = tmp_path / "r.cpio"
+    res = run_rumpfs("pack", "--no-stubetc", archive, "-o", out)
+    assert res.err == f"rumpfs: warning: {archive}: removing leading '/' from member names\n"
+    listing = subprocess.run(["cpio", "-it", "--quiet"], stdin=open(out, "rb"),
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert listing == [".", "etc", "etc/a", "etc/b"]
+
+
+def test_directory_an_archive_only_implies_keeps_its_metadata(tmp_path):
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "motd").write_text("from the tar\n")
+    archive = tmp_path / "motd.tar"
+    # Only the file: the archive implies /etc without a header for it.
+    subprocess.run(["tar", "-C", str(src), "-cf", str(archive), "etc/motd"], check=True)
+    assert subprocess.run(["tar", "-tf", str(archive)], capture_output=True, text=True,
+                          check=True).stdout == "etc/motd\n"
+    os.utime(archive, (978_307_200, 978_307_200))  # 2001: what an implied directory would get
+
+    def etc_line(*sources):
+        out = tmp_path / "r.cpio"
+        run_rumpfs("pack", *sources, "-o", out)
+        lines = subprocess.run(["bsdtar", "-tvf", str(out), "--numeric-owner"], capture_output=True,
+                               text=True, check=True).stdout.splitlines()
+        return [line for line in lines if line.endswith((" etc", " etc/motd"))]
+
+    plain, layered = etc_line(), etc_line(archive)
+    assert layered[0] == plain[0]  # the default /etc's mode, owner and time
+    assert layered[1].split()[4] == "13"  # the tar's motd
