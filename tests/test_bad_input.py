@@ -223,7 +223,10 @@ ROWS = [
 
     # -- sources and outputs ---------------------------------------------------------------------
     ("source-missing", "x.cpio", ["pack", "{d}/nowhere"], "{d}/nowhere: source does not exist"),
-    ("source-is-a-file", "x.cpio", ["pack", "{d}/image.cpio"], "{d}/image.cpio: source is not a directory"),
+    ("source-is-a-text-file", "x.cpio", ["pack", "{d}/words.json"],
+     "{d}/words.json: source is neither a directory nor a tar or cpio archive"),
+    ("source-is-a-cut-cpio", "x.cpio", ["pack", "{d}/image.cpio"],
+     "{d}/image.cpio: offset 0: cpio member name runs past the archive's end"),
     ("nothing-to-pack", "x.cpio", ["pack", "--no-stubetc"],
      "nothing to pack: give a source directory or drop --no-stubetc"),
 ]
