@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import IS_ROOT, ROOT, leftovers, run_rumpfs
@@ -255,27 +254,41 @@ def test_interrupt_leaves_no_partial_output(tmp_path):
     out = tmp_path / "out.cpio"
     out.write_bytes(b"precious")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    # Each read of a run waits a little (the forked copy workers inherit
-    # it), so the pack lasts seconds however fast the machine is.
+    # Every copy of a run (copy_file_range or preadv) is gated by two pipes
+    # (the forked copy workers inherit them): it tells the test it has begun,
+    # then waits until the test has sent SIGINT.  So the interrupt comes mid-copy however fast or
+    # slow the machine is, with no sleep or poll.
     # SIGINT as a terminal's foreground job has it: a runner started in the
     # background may hand it down ignored, and then there is no interrupt.
-    code = ("import os, runpy, signal, sys, time\n"
+    began_r, began_w = os.pipe()
+    go_r, go_w = os.pipe()
+    code = ("import os, runpy, signal, sys\n"
             "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-            "real = os.preadv\n"
-            "def slow(*args):\n"
-            "    time.sleep(0.05)\n"
-            "    return real(*args)\n"
-            "os.preadv = slow\n"
+            f"BEGAN, GO = {began_w}, {go_r}\n"
+            "def gate(real):\n"
+            "    def gated(*args):\n"
+            "        os.write(BEGAN, b'r')\n"
+            "        os.read(GO, 1)\n"
+            "        return real(*args)\n"
+            "    return gated\n"
+            "os.preadv = gate(os.preadv)\n"
+            "os.copy_file_range = gate(os.copy_file_range)\n"
             "sys.argv = ['rumpfs'] + sys.argv[1:]\n"
             "runpy.run_module('rumpfs', run_name='__main__')\n")
     proc = subprocess.Popen([sys.executable, "-c", code, "pack", "--no-stubetc", str(src),
-                             "-o", str(out)], env=env, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    while not leftovers(tmp_path) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    assert proc.poll() is None, "finished before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+                             "-o", str(out)], env=env, stderr=subprocess.PIPE,
+                            pass_fds=(began_w, go_r))
+    os.close(began_w)
+    os.close(go_r)
+    try:
+        # Blocks until a read has begun (b"" if the pack ended without one).
+        assert os.read(began_r, 1) == b"r", "finished before it could be interrupted"
+        assert leftovers(tmp_path), "no partial output while copying"
+        proc.send_signal(signal.SIGINT)
+    finally:
+        os.close(go_w)
     _, err = proc.communicate(timeout=60)
+    os.close(began_r)
     assert proc.returncode == 130
     assert b"interrupted; no output written" in err
     assert out.read_bytes() == b"precious"
