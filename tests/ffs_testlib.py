@@ -16,6 +16,7 @@ import subprocess
 
 import pytest
 import treecompare as tc
+from conftest import require_tool
 
 from rumpfs.formats.ffs import layout as L
 from rumpfs.formats.ffs.reader import FfsReader
@@ -24,7 +25,8 @@ HAVE_MAKEFS = shutil.which("makefs") is not None
 #: Session fixtures are imported by two test modules; build them once.
 _CACHE: dict = {}
 
-needs_makefs = pytest.mark.skipif(not HAVE_MAKEFS, reason="makefs (Debian package) not installed")
+#: A missing makefs is a failure naming its Debian package (conftest.makefs_tool).
+needs_makefs = pytest.mark.usefixtures("makefs_tool")
 
 
 def makefs(image, tree, *opts, version=1, endian=None, size=None, minsize="1m"):
@@ -140,8 +142,7 @@ def _variants():
 @pytest.fixture(scope="session")
 def makefs_images(tmp_path_factory, fixture_tree, extra_tree):
     """{name: (image, source tree)} for every makefs variant tested."""
-    if not HAVE_MAKEFS:
-        pytest.skip("makefs (Debian package) not installed")
+    require_tool("makefs", "makefs")
     if "makefs_images" in _CACHE:
         return _CACHE["makefs_images"]
     d = tmp_path_factory.mktemp("ffs-makefs")

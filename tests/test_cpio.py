@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import stat
 import subprocess
 
 import pytest
-from conftest import IS_ROOT, run_rumpfs
+from conftest import IS_ROOT, require_module, require_tool, run_rumpfs
 from treecompare import assert_same, normalized, record, scan_host
 
-libarchive = pytest.importorskip("libarchive")
+libarchive = require_module("libarchive", "libarchive-c")
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="extracting owners and devices needs root")
 
@@ -183,8 +182,7 @@ def test_alignment_and_trailer(archives):
 @pytest.mark.parametrize("method,tool", [("gzip", "gzip"), ("xz", "xz"), ("zstd", "zstd"), ("lz4", "lz4")])
 def test_compressed_archives_decompress_with_the_standard_tools(fixture_tree, tmp_path, method, tool,
                                                                 archives):
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} not installed")
+    require_tool(tool, {"gzip": "gzip", "xz": "xz-utils", "zstd": "zstd", "lz4": "lz4"}[tool])
     suffix = {"gzip": "gz", "xz": "xz", "zstd": "zst", "lz4": "lz4"}[method]
     out = tmp_path / f"root.cpio.{suffix}"
     run_rumpfs("pack", "--no-stubetc", fixture_tree, "-o", out)

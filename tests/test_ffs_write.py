@@ -22,15 +22,16 @@ import struct
 import subprocess
 
 import pytest
+from conftest import require_module, require_tool
 from treecompare import ALL_KEYS, assert_same, normalized, record, scan_host
 
 from rumpfs.api import pack
 from rumpfs.errors import RumpfsError
 
-dissect_ffs = pytest.importorskip("dissect.ffs")
+dissect_ffs = require_module("dissect.ffs", "dissect.ffs")
 
 MAKEFS = shutil.which("makefs")
-needs_makefs = pytest.mark.skipif(MAKEFS is None, reason="makefs (Debian package makefs) not installed")
+needs_makefs = pytest.mark.usefixtures("makefs_tool")
 
 FORMATS = ("ffs", "ffs2")
 #: Byte offsets in struct fs (NetBSD sys/ufs/ffs/fs.h), read independently.
@@ -584,10 +585,6 @@ def test_atime_mtime_ctime_kept_apart(tmp_path, fmt):
 
 # --- inside an object ------------------------------------------------------------------------
 
-OBJCOPY = shutil.which("objcopy")
-
-
-@pytest.mark.skipif(OBJCOPY is None, reason="binutils objcopy not installed")
 @pytest.mark.parametrize("target,order", [("x86_64", "little"), ("ppc64", "big")])
 def test_in_object_takes_target_byte_order(fixture_tree, tmp_path, rumpfs, target, order):
     """An object's image is FFS by default, in the target's byte order;
@@ -595,7 +592,8 @@ def test_in_object_takes_target_byte_order(fixture_tree, tmp_path, rumpfs, targe
     obj = tmp_path / "root.o"
     rumpfs("pack", fixture_tree, "-o", obj, "--target", target)  # with the default /etc
     image = tmp_path / "root.img"
-    subprocess.run([OBJCOPY, "-O", "binary", "--only-section=.rodata.rumpfs.root", str(obj), str(image)],
+    objcopy = require_tool("objcopy", "binutils")
+    subprocess.run([objcopy, "-O", "binary", "--only-section=.rodata.rumpfs.root", str(obj), str(image)],
                    check=True)
     magic = sb_int(raw_superblock(image, 8192), FS_MAGIC_OFF, "<i" if order == "little" else ">i")
     assert magic == UFS1_MAGIC
