@@ -374,6 +374,8 @@ def test_free_space_and_inodes(fixture_tree, tmp_path):
         free_bytes = (sb.fs_cstotal.cs_nbfree * sb.fs_frag + sb.fs_cstotal.cs_nffree) * sb.fs_fsize
         assert free_bytes >= 1 << 20
         assert sb.fs_cstotal.cs_nifree >= 500
+    # The totals read above are the image's claims: recounted from the maps.
+    assert recount_summaries(roomy) == []
     assert our_check(roomy) == []
     pct = tmp_path / "pct.img"
     write(fixture_tree, pct, free_space="50%", free_inodes="100%")
@@ -710,6 +712,7 @@ def test_auto_size_is_the_smallest(fixture_tree, tmp_path, fmt):
         assert sb.fs_cstotal.cs_nbfree == 0
         assert sb.fs_cstotal.cs_nffree < sb.fs_frag
         bsize = sb.fs_bsize
+    assert recount_summaries(image) == []
     with pytest.raises(RumpfsError, match=f"too small, the tree needs at least {need} bytes"):
         write(fixture_tree, tmp_path / "smaller.img", fmt, size=need - bsize)
     write(fixture_tree, tmp_path / "same.img", fmt, size=need)
