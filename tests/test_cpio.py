@@ -260,6 +260,22 @@ def test_crc_checksums_match_gnu_cpio(archives):
     assert run_rumpfs("check", archives["crc"]).returncode == 0
 
 
+def test_crc_of_generated_files(tmp_path):
+    """The default /etc's generated files (pwd.db, passwd: data made in memory,
+    not copied from a source file) carry the 070702 checksum too: summed in
+    the test at the header's offsets, and verified by GNU cpio."""
+    out = tmp_path / "etc.cpio"
+    run_rumpfs("pack", "--cpio-variant", "crc", "-o", out)
+    headers = newc_headers(out.read_bytes())
+    assert {b"etc/pwd.db", b"etc/spwd.db", b"etc/passwd"} <= set(headers)
+    for path, h in headers.items():
+        if stat.S_ISREG(h["c_mode"]):
+            assert h["c_check"] == sum(h["data"]) & 0xFFFFFFFF, path
+    with open(out, "rb") as f:
+        proc = subprocess.run(["cpio", "-it", "--only-verify-crc"], stdin=f, capture_output=True)
+    assert proc.returncode == 0 and b"checksum error" not in proc.stderr.lower(), proc.stderr
+
+
 def test_crc_check_catches_a_flipped_byte(archives, tmp_path):
     bad = tmp_path / "bad.cpio"
     data = bytearray(archives["crc"].read_bytes())
