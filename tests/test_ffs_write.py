@@ -47,11 +47,6 @@ FS_BSIZE_OFF = 48
 FS_NCG_OFF = 44
 UFS1_MAGIC, UFS2_MAGIC = 0x011954, 0x19540119
 
-_TYPES = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
-          stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev", stat.S_IFIFO: "fifo",
-          stat.S_IFSOCK: "socket"}
-
-
 # --- helpers ------------------------------------------------------------------
 
 def dissect_scan(image, byteorder="little") -> dict:
