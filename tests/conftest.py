@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,11 +14,52 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "fixtures"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The checkout itself (for ``bench``): plain ``pytest`` does not put the current
+# directory on sys.path the way ``python -m pytest`` does.
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
 
 import make_tree as _make_tree  # noqa: E402
 import preflight  # noqa: E402
 
 IS_ROOT = os.geteuid() == 0
+
+#: What the tests assume of the environment they run in, whatever the caller's
+#: holds: no SOURCE_DATE_EPOCH (tests that want one pass it), times shown in
+#: UTC, a UTF-8 locale whose messages are the untranslated ones, and the
+#: common umask (the fixture tree's modes are written through it).
+TEST_ENV = {"TZ": "UTC", "LC_ALL": "C.UTF-8"}
+CLEARED_ENV = ("SOURCE_DATE_EPOCH", "LANG", "LANGUAGE", "LC_CTYPE", "LC_MESSAGES", "LC_TIME")
+TEST_UMASK = 0o022
+
+
+def pytest_configure(config):
+    # Before any fixture or collection, and inherited by the xdist workers and
+    # every subprocess (rumpfs, cpio, bsdtar, makefs).
+    for name in CLEARED_ENV:
+        os.environ.pop(name, None)
+    os.environ.update(TEST_ENV)
+    time.tzset()
+    os.umask(TEST_UMASK)
+
+
+def require_tool(tool: str, package: str) -> str:
+    """The path of ``tool``; a missing tool the CI installs is a failure, not a skip."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} not found: install the Debian package {package} "
+                    "(scripts/apt-test-packages.txt)", pytrace=False)
+    return path
+
+
+def require_module(name: str, pypi: str):
+    """Import ``name``; a missing test dependency is a failure naming the PyPI package."""
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        pytest.fail(f"cannot import {name} ({e}): install the PyPI package {pypi} "
+                    "(pip install -e '.[test]')", pytrace=False)
 
 
 def pytest_report_header(config):
@@ -89,3 +132,18 @@ def rumpfs():
 def leftovers(directory) -> list[str]:
     """Temporary files an interrupted write could leave beside the output."""
     return [n for n in os.listdir(directory) if n.endswith(".part")]
+
+
+@pytest.fixture(scope="session")
+def makefs_tool() -> str:
+    return require_tool("makefs", "makefs")
+
+
+@pytest.fixture(scope="session")
+def libdb1_installed() -> None:
+    import ctypes
+    try:
+        ctypes.CDLL("libdb1.so.2")
+    except OSError as e:
+        pytest.fail(f"libdb1.so.2 cannot be loaded ({e}): install the Debian package libdb1-compat",
+                    pytrace=False)

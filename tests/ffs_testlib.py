@@ -1,8 +1,10 @@
 """Helpers shared by the FFS reader and checker tests.
 
 Images come from NetBSD's makefs (Debian package ``makefs``), which nobody on
-this project wrote; dissect.ffs (PyPI) is the independent reader of the
-little-endian ones.  Patching helpers find their offsets through
+this project wrote; dissect.ffs (PyPI) is the independent reader of every
+image, of either byte order (``dissect_records``, the one dissect judge of
+the tests), and ``recount_summaries`` recounts every free count from the
+cylinder-group maps.  Patching helpers find their offsets through
 ``rumpfs.formats.ffs.layout`` so corruption tests hit exactly one field.
 """
 
@@ -16,6 +18,7 @@ import subprocess
 
 import pytest
 import treecompare as tc
+from conftest import require_module, require_tool
 
 from rumpfs.formats.ffs import layout as L
 from rumpfs.formats.ffs.reader import FfsReader
@@ -24,7 +27,8 @@ HAVE_MAKEFS = shutil.which("makefs") is not None
 #: Session fixtures are imported by two test modules; build them once.
 _CACHE: dict = {}
 
-needs_makefs = pytest.mark.skipif(not HAVE_MAKEFS, reason="makefs (Debian package) not installed")
+#: A missing makefs is a failure naming its Debian package (conftest.makefs_tool).
+needs_makefs = pytest.mark.usefixtures("makefs_tool")
 
 
 def makefs(image, tree, *opts, version=1, endian=None, size=None, minsize="1m"):
@@ -56,15 +60,59 @@ def reader_records(path) -> dict:
         r.f.close()
 
 
-def dissect_records(path) -> dict:
+# --- the shared dissect.ffs judge ---------------------------------------------------
+
+_DISSECT: dict = {}
+
+
+def dissect_module(byteorder: str = "little"):
+    """dissect.ffs's reader module for one byte order.
+
+    dissect.ffs parses every on-disk structure through one cstruct instance
+    (``dissect.ffs.c_ffs.c_ffs``, little-endian); for big-endian images the
+    same module is loaded a second time with that instance rebuilt from
+    dissect's own definitions as big-endian.  Its code and struct layouts
+    stay dissect's: only the byte order differs.
+    """
+    if byteorder not in _DISSECT:
+        ffs_mod = require_module("dissect.ffs.ffs", "dissect.ffs")
+        if byteorder == "little":
+            _DISSECT[byteorder] = ffs_mod
+        else:
+            import importlib.util
+
+            from dissect.cstruct import cstruct
+            from dissect.ffs import c_ffs as c_ffs_mod
+            spec = importlib.util.find_spec("dissect.ffs.ffs")
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            mod.c_ffs = cstruct(endian=">").load(c_ffs_mod.ffs_def)
+            _DISSECT[byteorder] = mod
+    return _DISSECT[byteorder]
+
+
+def dissect_open(f, byteorder: str | None = None):
+    """dissect.ffs's FFS object for an open image; ``byteorder=None`` tries
+    little-endian, then big-endian (so the judge names the order it read)."""
+    orders = [byteorder] if byteorder else ["little", "big"]
+    for order in orders:
+        mod = dissect_module(order)
+        try:
+            fs = mod.FFS(f)
+        except mod.Error:
+            continue
+        fs.byteorder, fs.module = order, mod
+        return fs
+    raise AssertionError(f"dissect.ffs finds no {byteorder or 'FFS'} superblock in {f.name}")
+
+
+def dissect_records(path, byteorder: str | None = None) -> dict:
     """The image as dissect.ffs sees it, in treecompare records."""
     import hashlib
 
-    from dissect.ffs import FFS
-
     out = {}
     with open(path, "rb") as f:
-        fs = FFS(f)
+        fs = dissect_open(f, byteorder)
         stack = [(b"", fs.root)]
         while stack:
             rel, node = stack.pop()
@@ -85,8 +133,7 @@ def dissect_records(path) -> dict:
                     h.update(chunk)
                 digest = h.hexdigest()
             elif t in ("chardev", "blockdev"):
-                raw = din.di_db[0] & 0xFFFFFFFF
-                rdev = ((raw >> 8) & 0xFFF, (raw & 0xFF) | ((raw >> 12) & 0xFFF00))
+                rdev = netbsd_rdev(din.di_db[0])
             out[rel] = tc.record(t, mode, din.di_uid, din.di_gid, din.di_size, din.di_nlink,
                                  din.di_mtime, target, rdev, digest)
             if t == "dir":
@@ -98,6 +145,92 @@ def dissect_records(path) -> dict:
                     b = os.fsencode(name)
                     stack.append((rel + b"/" + b if rel else b, child))
     return out
+
+
+def netbsd_rdev(raw: int):
+    """(major, minor) from NetBSD's dev_t encoding (sys/types.h major/minor)."""
+    raw &= 0xFFFFFFFF
+    return (raw >> 8) & 0xFFF, (raw & 0xFF) | ((raw >> 12) & 0xFFF00)
+
+
+# --- free counts recounted from the bitmaps ----------------------------------------------
+
+#: NetBSD fs.h: fs_flags holds the flags (and the 64-bit fields are used) for UFS1 too.
+FS_FLAGS_UPDATED = 0x80
+CSUM_FIELDS = ("cs_ndir", "cs_nbfree", "cs_nifree", "cs_nffree")
+
+
+def _bits(bitmap: bytes) -> str:
+    """A cg map as "0"/"1" per bit, bit 0 of byte 0 (the first fragment or inode) first."""
+    return format(int.from_bytes(bitmap, "little"), f"0{len(bitmap) * 8}b")[::-1]
+
+
+def recount_summaries(path, byteorder: str | None = None) -> list[str]:
+    """Every free count the image claims, against counts made here from its
+    cylinder-group maps (inode map, free-fragment map, cluster map) and
+    inode modes, through dissect.ffs's structs: each cg's cg_cs and
+    cg_frsum, the csum array at fs_csaddr, and the superblock's totals.
+    Returns the differences, one line each."""
+    bad = []
+    with open(path, "rb") as f:
+        fs = dissect_open(f, byteorder)
+        mod, sb = fs.module, fs.sb
+        c = mod.c_ffs
+        ufs1 = fs.version == 1
+        updated = bool(sb.fs_flags & FS_FLAGS_UPDATED)
+        csaddr = sb.fs_old_csaddr if ufs1 and not updated else sb.fs_csaddr
+        if ufs1 and updated and sb.fs_old_csaddr != sb.fs_csaddr:
+            bad.append(f"fs_old_csaddr {sb.fs_old_csaddr} != fs_csaddr {sb.fs_csaddr}")
+        frag, fpg, ipg = sb.fs_frag, sb.fs_fpg, sb.fs_ipg
+        total = dict.fromkeys(CSUM_FIELDS, 0)
+        for cgx in range(sb.fs_ncg):
+            group = mod.CylinderGroup(fs, cgx)
+            cg = group.cg
+            f.seek(group.offset)
+            raw = f.read(sb.fs_cgsize)
+            ndblk = cg.cg_ndblk
+            assert 0 < ndblk <= fpg, (cgx, ndblk)
+            free = _bits(raw[cg.cg_freeoff:cg.cg_freeoff + (fpg + 7) // 8])[:ndblk]
+            iused = _bits(raw[cg.cg_iusedoff:cg.cg_iusedoff + (ipg + 7) // 8])[:ipg]
+            whole = ndblk // frag * frag
+            blocks = [free[i:i + frag] for i in range(0, whole, frag)]
+            full = "1" * frag
+            nbfree = blocks.count(full)
+            # Free fragments outside free blocks, also in a last partial block.
+            nffree = free.count("1") - nbfree * frag
+            frsum = [0] * c.MAXFRAG
+            for b in blocks:
+                if b != full and "1" in b:
+                    for run in b.split("0"):
+                        if run:
+                            frsum[len(run)] += 1
+            if sb.fs_contigsumsize > 0:
+                cluster = _bits(raw[cg.cg_clusteroff:cg.cg_clusteroff + (len(blocks) + 7) // 8])
+                want = "".join("1" if b == full else "0" for b in blocks)
+                if cluster[:len(blocks)] != want:
+                    bad.append(f"cg {cgx}: cluster map is not the free map's whole blocks")
+            ifree = iused.count("0")
+            ndir = sum(stat.S_ISDIR(fs.inode(cgx * ipg + i).inode.di_mode)
+                       for i, used in enumerate(iused) if used == "1")
+            counted = dict(cs_ndir=ndir, cs_nbfree=nbfree, cs_nifree=ifree, cs_nffree=nffree)
+            f.seek(csaddr * sb.fs_fsize + cgx * len(c.csum))
+            array = c.csum(f)
+            for k, v in counted.items():
+                total[k] += v
+                if getattr(cg.cg_cs, k) != v:
+                    bad.append(f"cg {cgx}: cg_cs.{k} {getattr(cg.cg_cs, k)}, counted {v}")
+                if getattr(array, k) != v:
+                    bad.append(f"cg {cgx}: csum[{cgx}].{k} {getattr(array, k)}, counted {v}")
+            if list(cg.cg_frsum)[1:frag] != frsum[1:frag]:
+                bad.append(f"cg {cgx}: cg_frsum {list(cg.cg_frsum)[1:frag]}, counted {frsum[1:frag]}")
+        totals = [("fs_cstotal", sb.fs_cstotal)] if not ufs1 or updated else []
+        if ufs1:
+            totals.append(("fs_old_cstotal", sb.fs_old_cstotal))
+        for name, claimed in totals:
+            for k, v in total.items():
+                if getattr(claimed, k) != v:
+                    bad.append(f"{name}.{k} {getattr(claimed, k)}, counted {v}")
+    return bad
 
 
 def host_records(tree, sockets=False) -> dict:
@@ -140,8 +273,7 @@ def _variants():
 @pytest.fixture(scope="session")
 def makefs_images(tmp_path_factory, fixture_tree, extra_tree):
     """{name: (image, source tree)} for every makefs variant tested."""
-    if not HAVE_MAKEFS:
-        pytest.skip("makefs (Debian package) not installed")
+    require_tool("makefs", "makefs")
     if "makefs_images" in _CACHE:
         return _CACHE["makefs_images"]
     d = tmp_path_factory.mktemp("ffs-makefs")

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
-import shutil
 import stat
 import subprocess
 
 import pytest
-from conftest import IS_ROOT, run_rumpfs
+from conftest import IS_ROOT, require_module, require_tool, run_rumpfs
 from treecompare import assert_same, normalized, record, scan_host
 
-libarchive = pytest.importorskip("libarchive")
+libarchive = require_module("libarchive", "libarchive-c")
+require_module("libarchive.ffi", "libarchive-c")
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="extracting owners and devices needs root")
 
@@ -92,17 +93,128 @@ def libarchive_records(archive) -> dict:
             kind = kinds[stat.S_IFMT(e.mode)]
             rdev = (e.rdevmajor, e.rdevminor) if kind in ("chardev", "blockdev") else None
             target = os.fsencode(e.linkpath) if e.issym else None
-            out[path] = record(kind, e.mode, e.uid, e.gid, e.size, 1, int(e.mtime), target, rdev, digest)
+            nlink = _archive_entry_nlink(e._entry_p)
+            out[path] = record(kind, e.mode, e.uid, e.gid, e.size, nlink, int(e.mtime), target, rdev, digest)
     for path, first in hardlinks:
         out[path] = dict(out[first])
     return out
 
 
+def _libarchive_fn(name, restype):
+    """A libarchive C function libarchive-c does not wrap (archive_entry(3))."""
+    fn = getattr(libarchive.ffi.libarchive, name)
+    fn.argtypes, fn.restype = [ctypes.c_void_p], restype
+    return fn
+
+
+_archive_entry_nlink = _libarchive_fn("archive_entry_nlink", ctypes.c_uint)
+
+
+def source_nlinks(top) -> dict[bytes, int]:
+    """Link counts as the archive must give them, from the source tree alone:
+    a directory has 2 + its subdirectories (its name, its "." and each
+    child's ".."), whatever the host file system says (btrfs says 1); a
+    hard-linked file has the number of its names inside the tree."""
+    top = os.fsencode(top)
+    out, names = {}, {}
+    for root, _dirs, _files in os.walk(top):
+        rel = os.path.relpath(root, top)
+        rel = b"" if rel == b"." else rel
+        with os.scandir(root) as it:
+            entries = list(it)
+        out[rel] = 2 + sum(e.is_dir(follow_symlinks=False) for e in entries)
+        for e in entries:
+            if not e.is_dir(follow_symlinks=False):
+                st = e.stat(follow_symlinks=False)
+                names.setdefault((st.st_dev, st.st_ino), []).append(os.path.join(rel, e.name) if rel
+                                                                    else e.name)
+    for group in names.values():
+        for path in group:
+            out[path] = len(group)
+    return out
+
+
 def test_libarchive_reads_every_entry(archives, fixture_tree):
     expected = normalized(scan_host(fixture_tree))
+    for path, nlink in source_nlinks(fixture_tree).items():
+        expected[path]["nlink"] = nlink
     actual = libarchive_records(archives["newc"])
-    keys = ("type", "mode", "uid", "gid", "size", "mtime", "target", "rdev", "sha256")
-    assert_same(expected, actual, keys=keys)
+    assert_same(expected, actual)
+
+
+# --- the headers at the specification's offsets ------------------------------------
+
+#: The "new" ASCII header (cpio(5), and the kernel's initramfs buffer format):
+#: a 6-byte magic, then these 13 fields of 8 hexadecimal digits; the name
+#: (with its NUL) follows, then the data, each padded to 4 bytes.
+NEWC_FIELDS = ("c_ino", "c_mode", "c_uid", "c_gid", "c_nlink", "c_mtime", "c_filesize",
+               "c_devmajor", "c_devminor", "c_rdevmajor", "c_rdevminor", "c_namesize", "c_check")
+NEWC_MAGIC, CRC_MAGIC = b"070701", b"070702"
+MAGIC_LEN, FIELD_LEN = 6, 8
+HEADER_LEN = MAGIC_LEN + FIELD_LEN * len(NEWC_FIELDS)  # 110
+TRAILER = b"TRAILER!!!"
+
+
+def newc_headers(data: bytes) -> dict[bytes, dict]:
+    """{path: header fields (and "data")} of every member before the trailer,
+    parsed here at the specification's offsets (no cpio code of ours)."""
+    out, pos = {}, 0
+    while True:
+        magic = data[pos:pos + MAGIC_LEN]
+        assert magic in (NEWC_MAGIC, CRC_MAGIC), (pos, magic)
+        h = {"magic": magic}
+        for i, name in enumerate(NEWC_FIELDS):
+            at = pos + MAGIC_LEN + i * FIELD_LEN
+            h[name] = int(data[at:at + FIELD_LEN], 16)
+        name_at = pos + HEADER_LEN
+        name = data[name_at:name_at + h["c_namesize"] - 1]
+        assert data[name_at + h["c_namesize"] - 1] == 0
+        data_at = name_at + h["c_namesize"]
+        data_at += -data_at % 4
+        h["data"] = data[data_at:data_at + h["c_filesize"]]
+        pos = data_at + h["c_filesize"]
+        pos += -pos % 4
+        if name == TRAILER:
+            return out
+        out[b"" if name == b"." else name.removeprefix(b"./")] = h
+
+
+@pytest.mark.parametrize("variant", ["newc", "crc"])
+def test_headers_link_counts_and_inodes_as_the_source_tree(archives, fixture_tree, variant):
+    """c_nlink of every member against the source tree (directories: 2 + their
+    subdirectories; hard links: their group's size), one c_ino per group and
+    a different one for every other member, the data on the first name only
+    (later names of a group have c_filesize 0), and c_check as the variant
+    defines it (070702: the sum of a regular file's data bytes; 070701: 0)."""
+    headers = newc_headers(archives[variant].read_bytes())
+    nlinks = source_nlinks(fixture_tree)
+    assert sorted(headers) == sorted(nlinks)
+    assert {p: h["c_nlink"] for p, h in headers.items()} == nlinks
+    host = {}
+    for path in headers:
+        st = os.lstat(os.path.join(os.fsencode(fixture_tree), path) if path else fixture_tree)
+        host.setdefault((st.st_dev, st.st_ino), []).append(path)
+    groups = sorted(sorted(g) for g in host.values())
+    by_ino = {}
+    for path, h in headers.items():
+        by_ino.setdefault(h["c_ino"], []).append(path)
+    assert sorted(sorted(g) for g in by_ino.values()) == groups
+    assert 0 not in by_ino
+    order = list(headers)
+    for group in groups:
+        first, *later = sorted(group, key=order.index)
+        st = os.lstat(os.path.join(os.fsencode(fixture_tree), first) if first else fixture_tree)
+        if stat.S_ISREG(st.st_mode):
+            assert headers[first]["c_filesize"] == st.st_size, first
+        for path in later:
+            assert headers[path]["c_filesize"] == 0, path
+    magic = {"newc": NEWC_MAGIC, "crc": CRC_MAGIC}[variant]
+    for path, h in headers.items():
+        assert h["magic"] == magic
+        if variant == "newc":
+            assert h["c_check"] == 0, path
+        elif stat.S_ISREG(h["c_mode"]):  # GNU cpio sums (and verifies) regular files' data only
+            assert h["c_check"] == sum(h["data"]) & 0xFFFFFFFF, path
 
 
 def test_gnu_cpio_lists_every_entry(archives, fixture_tree):
@@ -148,6 +260,22 @@ def test_crc_checksums_match_gnu_cpio(archives):
     assert run_rumpfs("check", archives["crc"]).returncode == 0
 
 
+def test_crc_of_generated_files(tmp_path):
+    """The default /etc's generated files (pwd.db, passwd: data made in memory,
+    not copied from a source file) carry the 070702 checksum too: summed in
+    the test at the header's offsets, and verified by GNU cpio."""
+    out = tmp_path / "etc.cpio"
+    run_rumpfs("pack", "--cpio-variant", "crc", "-o", out)
+    headers = newc_headers(out.read_bytes())
+    assert {b"etc/pwd.db", b"etc/spwd.db", b"etc/passwd"} <= set(headers)
+    for path, h in headers.items():
+        if stat.S_ISREG(h["c_mode"]):
+            assert h["c_check"] == sum(h["data"]) & 0xFFFFFFFF, path
+    with open(out, "rb") as f:
+        proc = subprocess.run(["cpio", "-it", "--only-verify-crc"], stdin=f, capture_output=True)
+    assert proc.returncode == 0 and b"checksum error" not in proc.stderr.lower(), proc.stderr
+
+
 def test_crc_check_catches_a_flipped_byte(archives, tmp_path):
     bad = tmp_path / "bad.cpio"
     data = bytearray(archives["crc"].read_bytes())
@@ -183,8 +311,7 @@ def test_alignment_and_trailer(archives):
 @pytest.mark.parametrize("method,tool", [("gzip", "gzip"), ("xz", "xz"), ("zstd", "zstd"), ("lz4", "lz4")])
 def test_compressed_archives_decompress_with_the_standard_tools(fixture_tree, tmp_path, method, tool,
                                                                 archives):
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} not installed")
+    require_tool(tool, {"gzip": "gzip", "xz": "xz-utils", "zstd": "zstd", "lz4": "lz4"}[tool])
     suffix = {"gzip": "gz", "xz": "xz", "zstd": "zst", "lz4": "lz4"}[method]
     out = tmp_path / f"root.cpio.{suffix}"
     run_rumpfs("pack", "--no-stubetc", fixture_tree, "-o", out)

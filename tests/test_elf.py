@@ -23,8 +23,18 @@ from conftest import leftovers, run_rumpfs
 from elf import toolchains as TC
 
 HOST = TC.TOOLCHAINS["x86_64"]
-needs_host_gcc = pytest.mark.skipif(platform.machine() != "x86_64" or not HOST.available,
-                                    reason="needs an x86_64 host with gcc")
+_x86_64_host = pytest.mark.skipif(platform.machine() != "x86_64", reason="the host programs are x86_64 ones")
+
+
+@pytest.fixture
+def host_gcc():
+    HOST.require()
+
+
+def needs_host_gcc(test):
+    """x86_64 hosts only; there, a missing gcc is a failure naming its package."""
+    return _x86_64_host(pytest.mark.usefixtures("host_gcc")(test))
+
 
 ALL_TARGETS = ["x86_64", "i386", "aarch64", "aarch64_be", "arm", "riscv64", "riscv32",
                "ppc64le", "ppc64", "ppc", "mips", "mipsel", "mips64el", "mips64", "s390x",
@@ -92,8 +102,7 @@ def section_bytes(obj, section) -> bytes:
 @pytest.mark.parametrize("key", list(TC.TOOLCHAINS))
 def test_header_matches_the_target_gcc(key, images, tmp_path):
     tc = TC.TOOLCHAINS[key]
-    if not tc.available:
-        pytest.skip(f"{tc.gcc} not installed")
+    tc.require()
     empty = tmp_path / "empty.c"
     empty.write_text("")
     TC.run([tc.gcc, *tc.cflags, "-c", empty, "-o", tmp_path / "gcc.o"])
@@ -101,6 +110,53 @@ def test_header_matches_the_target_gcc(key, images, tmp_path):
     ours, theirs = TC.readelf_header(tmp_path / "ours.o"), TC.readelf_header(tmp_path / "gcc.o")
     assert ours == theirs
     assert ours["Type"].startswith("REL")
+
+
+#: A record of the registry as C code declares it: the target's gcc says what
+#: section alignment and flags the linker must see (an image pointer needs a
+#: relocation, so the section is writable for the dynamic linker), and, as
+#: the sizes of two symbols, the record's _Alignof and sizeof.
+REGISTRY_PROBE_C = """\
+#include "rumpfs_images.h"
+extern const char image[];
+const char rumpfs_image_alignof[_Alignof(struct rumpfs_image)] = { 1 };
+const char rumpfs_image_sizeof[sizeof(struct rumpfs_image)] = { 1 };
+const struct rumpfs_image rec __attribute__((section("rumpfs_images"), used)) = {
+\t.ri_magic = RUMPFS_IMAGE_MAGIC, .ri_image = { .ri_ptr = (void *)image } };
+"""
+
+
+@pytest.mark.parametrize("key", list(TC.TOOLCHAINS))
+def test_registry_section_as_the_target_gcc_lays_out_the_record(key, images, tmp_path):
+    """readelf -SW of our registry section against what the target's gcc makes
+    of struct rumpfs_image (rumpfs/data/rumpfs_images.h): aligned to at least
+    the record's _Alignof (a lesser one is a bus error on strict-alignment
+    targets), the same flags, whole records."""
+    tc = TC.TOOLCHAINS[key]
+    tc.require()
+    probe = tmp_path / "probe.c"
+    probe.write_text(REGISTRY_PROBE_C)
+    TC.run([tc.gcc, *tc.cflags, "-ffreestanding", "-fPIC", "-I", TC.HEADER_DIR, "-c", probe,
+            "-o", tmp_path / "gcc.o"])
+    theirs = sections(tmp_path / "gcc.o")["rumpfs_images"]
+    syms = symbols(tmp_path / "gcc.o")
+    alignof, sizeof = syms["rumpfs_image_alignof"][1], syms["rumpfs_image_sizeof"][1]
+    wrap(images[0], tmp_path / "ours.o", "--target", tc.target, *tc.rumpfs_args)
+    ours = sections(tmp_path / "ours.o")["rumpfs_images"]
+    assert ours["align"] >= alignof and ours["align"] % alignof == 0, (ours, alignof)
+    assert ours["flags"] == theirs["flags"] == "WA"
+    assert ours["type"] == theirs["type"] == "PROGBITS"
+    assert ours["size"] == sizeof == theirs["size"]
+    assert ours["offset"] % ours["align"] == 0
+
+
+def test_registry_section_on_loongarch64(images, tmp_path):
+    """No loongarch gcc in Debian 12: the LP64 psABI aligns uint64_t, and so
+    the record, to 8 bytes; readelf must see at least that."""
+    wrap(images[0], tmp_path / "ours.o", "--target", "loongarch64")
+    ours = sections(tmp_path / "ours.o")["rumpfs_images"]
+    assert ours["align"] >= 8 and ours["align"] % 8 == 0
+    assert ours["flags"] == "WA" and ours["size"] == 128
 
 
 @pytest.mark.parametrize("target", ALL_TARGETS)
@@ -154,8 +210,7 @@ def test_float_abi_flags(images, tmp_path):
 @pytest.mark.parametrize("linker", ["bfd", "gold", "lld"])
 @pytest.mark.parametrize("pie", [True, False], ids=["pie", "nopie"])
 def test_host_program_finds_two_components(linker, pie, images, tmp_path):
-    if not TC.have_linker(linker):
-        pytest.skip(f"ld.{linker} not installed")
+    TC.require_linker(linker)
     one, two = images
     wrap(one, tmp_path / "one.o", "--name", "one")
     wrap(two, tmp_path / "two.o", "--name", "two", "--mount-point", "/data", "--writable")
@@ -371,8 +426,7 @@ def test_same_input_same_bytes(images, tmp_path):
 @pytest.mark.parametrize("key", ["aarch64", "mips64el", "arm", "ppc64"])
 def test_like_copies_the_header_of_a_cross_object(key, images, tmp_path):
     tc = TC.TOOLCHAINS[key]
-    if not tc.available:
-        pytest.skip(f"{tc.gcc} not installed")
+    tc.require()
     (tmp_path / "k.c").write_text("int kernel_thing = 1;\n")
     TC.run([tc.gcc, *tc.cflags, "-c", tmp_path / "k.c", "-o", tmp_path / "k.o"])
     wrap(images[0], tmp_path / "like.o", "--like", tmp_path / "k.o")

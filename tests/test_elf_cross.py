@@ -33,8 +33,7 @@ def images(tmp_path_factory):
 
 
 def _need(tc):
-    if not tc.runnable:
-        pytest.skip(f"{tc.gcc} or {tc.qemu} not installed")
+    tc.require(run=True)
 
 
 def _check(got, one, two):
@@ -51,8 +50,7 @@ def _check(got, one, two):
 def test_cross_program_finds_both_images(key, linker, mode, images, tmp_path):
     tc = TC.TOOLCHAINS[key]
     _need(tc)
-    if not TC.have_linker(linker):
-        pytest.skip(f"ld.{linker} not installed")
+    TC.require_linker(linker)
     one, two = images
     run_rumpfs("wrap", one, "-o", tmp_path / "one.o", "--target", tc.target, "--name", "one",
                *tc.rumpfs_args)

@@ -67,7 +67,8 @@ def _load():
 
 
 LIBDB1 = _load()
-needs_libdb1 = pytest.mark.skipif(LIBDB1 is None, reason="libdb1-compat is not installed")
+#: A missing libdb1 is a failure naming libdb1-compat (conftest.libdb1_installed).
+needs_libdb1 = pytest.mark.usefixtures("libdb1_installed")
 
 
 def _dbt(data: bytes):

@@ -16,11 +16,13 @@ from conftest import leftovers, run_rumpfs
 from ffs_testlib import (
     IMAGE_NAMES,
     Patcher,
+    dissect_records,
     extra_tree,
     makefs_images,
     needs_makefs,
     open_reader,
     reader_records,
+    recount_summaries,
 )
 
 from rumpfs.formats.ffs import layout as L
@@ -226,12 +228,14 @@ def test_rumpfs_images_check_and_read_back(fixture_tree, tmp_path, fmt, endian):
     r.f.close()
     expected = tc.normalized(tc.scan_host(fixture_tree))
     tc.assert_same(expected, reader_records(out))
+    # The independent judges of the same image: dissect.ffs and the recount.
+    tc.assert_same(expected, dissect_records(out, endian))
+    assert recount_summaries(out, endian) == []
     assert problems(out) == []
 
 
 @needs_makefs
 def test_rumpfs_image_read_by_dissect(fixture_tree, tmp_path):
-    from ffs_testlib import dissect_records
     for fmt in ("ffs", "ffs2"):
         out = tmp_path / f"{fmt}.img"
         run_rumpfs("pack", "--no-stubetc", "--format", fmt, "--endian", "little",
@@ -260,7 +264,11 @@ def test_rumpfs_variants_check_and_read_back(extra_tree, tmp_path, fmt, opts):
     if "4096" in opts:
         assert r.inode(r.find(b"big20").ino)["di_ib"][1] != 0
     r.f.close()
-    tc.assert_same(tc.normalized(tc.scan_host(extra_tree)), reader_records(out))
+    expected = tc.normalized(tc.scan_host(extra_tree))
+    tc.assert_same(expected, reader_records(out))
+    endian = opts[opts.index("--endian") + 1]
+    tc.assert_same(expected, dissect_records(out, endian))
+    assert recount_summaries(out, endian) == []
     assert problems(out) == []
 
 

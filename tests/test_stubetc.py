@@ -9,6 +9,8 @@ import stat
 
 import pytest
 from conftest import ROOT, run_rumpfs
+from test_etc_db185 import needs_libdb1
+from test_etc_passwd import check_db, unpack
 
 from rumpfs.etc import passwd
 
@@ -122,8 +124,12 @@ def test_stubetc_command(tmp_path):
     assert (dest / "hosts").read_bytes() == (STUB / "hosts").read_bytes()
 
 
-@pytest.mark.parametrize("endian", ["little"])
+@needs_libdb1
+@pytest.mark.parametrize("endian", ["little", "big"])
 def test_edited_copy_packs_as_a_layer(tmp_path, endian):
+    """The edited master.passwd becomes pwd.db and spwd.db in the image's byte
+    order: bsdtar unpacks them, glibc's db 1.85 (libdb1) reads every record
+    and key, each compared with its master.passwd line parsed in the test."""
     dest = tmp_path / "myetc"
     run_rumpfs("stubetc", dest)
     with open(dest / "master.passwd", "a") as f:
@@ -132,5 +138,9 @@ def test_edited_copy_packs_as_a_layer(tmp_path, endian):
         f.write("www:*:80:\n")
     out = tmp_path / "a.cpio"
     run_rumpfs("pack", "--endian", endian, f"{dest}:/etc", "-o", out)
-    pwd = run_rumpfs("cat", out, "/etc/pwd.db").stdout
-    assert b"1www" in pwd and b"Web server" in pwd
+    etc = unpack(out, tmp_path / "x") / "etc"
+    master = (dest / "master.passwd").read_bytes()
+    assert master.endswith(b"www:*:80:80::0:0:Web server:/nonexistent:/sbin/nologin\n")
+    assert (etc / "master.passwd").read_bytes() == master
+    check_db(etc / "pwd.db", master, endian, secure=False)
+    check_db(etc / "spwd.db", master, endian, secure=True)

@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conftest import require_tool
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 HEADER_DIR = ROOT / "rumpfs" / "data"
@@ -35,6 +37,17 @@ class Toolchain:
     @property
     def available(self) -> bool:
         return shutil.which(self.gcc) is not None
+
+    @property
+    def package(self) -> str:
+        """The Debian package of the compiler (scripts/apt-test-packages.txt)."""
+        return "gcc" if self.gcc == "gcc" else "gcc-" + self.gcc[:-len("-gcc")]
+
+    def require(self, run=False) -> None:
+        """Fail, naming the Debian package, when the compiler (or qemu-user) is missing."""
+        require_tool(self.gcc, self.package)
+        if run and self.qemu:
+            require_tool(self.qemu, "qemu-user")
 
     @property
     def runnable(self) -> bool:
@@ -96,6 +109,13 @@ def linker_flags(linker: str, tmp: Path) -> list[str]:
     if linker == "lld":
         return ["-B", str(lld_dir(tmp))]
     raise ValueError(linker)
+
+
+LINKER_PACKAGES = {"bfd": ("ld.bfd", "binutils"), "gold": ("ld.gold", "binutils"), "lld": ("ld.lld", "lld")}
+
+
+def require_linker(linker: str) -> None:
+    require_tool(*LINKER_PACKAGES[linker])
 
 
 def have_linker(linker: str) -> bool:
