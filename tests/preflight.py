@@ -21,9 +21,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from elf.toolchains import TOOLCHAINS  # noqa: E402
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
 
 #: Program a test runs -> the Debian package that installs it.
 COMMANDS = {
@@ -93,6 +92,8 @@ MULTIARCH_PACKAGE = "binutils-multiarch"
 
 def toolchain_commands() -> dict[str, str]:
     """The cross compilers and qemu-user programs of tests/elf/toolchains.py."""
+    # Imported here: toolchains imports conftest, which imports this module.
+    from elf.toolchains import TOOLCHAINS
     out = {}
     for tc in TOOLCHAINS.values():
         if tc.gcc != "gcc":
