@@ -583,10 +583,11 @@ _SEEDS: dict = {}
 
 
 def _load_seeds(workdir: str) -> dict:
-    if not _SEEDS:
-        for kind, path in sorted(build_seeds(workdir).items()):
-            _SEEDS[kind] = Seed(kind, path)
-    return _SEEDS
+    """kind -> Seed of the images in ``workdir`` (built there when missing)."""
+    if workdir not in _SEEDS:
+        _SEEDS[workdir] = {kind: Seed(kind, path)
+                           for kind, path in sorted(build_seeds(workdir).items())}
+    return _SEEDS[workdir]
 
 
 class Summary:
