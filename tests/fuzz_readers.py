@@ -112,17 +112,31 @@ def make_tree(root: str) -> None:
             os.utime(os.path.join(dirpath, n), (stamp, stamp), follow_symlinks=False)
 
 
+SPEC = """\
+dir /dev 0755 0 0
+nod /dev/console 0600 0 0 c 5 1
+nod /dev/sda 0660 0 6 b 8 0
+pipe /dev/initctl 0600 0 0
+meta /etc/f3 uid=1000 gid=100 mode=4755
+"""
+
+
 def build_seeds(directory: str) -> dict[str, str]:
     """Pack the seed tree into every kind; returns kind -> path."""
     tree = os.path.join(directory, "tree")
     if not os.path.isdir(tree):
         make_tree(tree)
     os.environ.setdefault("SOURCE_DATE_EPOCH", "1700000000")
+    # Devices, a fifo and owners, which need no root through a spec file.
+    spec = os.path.join(directory, "tree.spec")
+    with open(spec, "w") as f:
+        f.write(SPEC)
     out = {}
     for kind, (suffix, options) in KINDS.items():
         path = os.path.join(directory, kind + suffix)
         if not os.path.exists(path):
-            api.pack([tree], path, api.PackOptions(stubetc=False, pwdb=False, **options))
+            api.pack([tree], path, api.PackOptions(stubetc=False, pwdb=False, spec=[spec],
+                                                   **options))
         out[kind] = path
     return out
 

@@ -103,6 +103,23 @@ def test_ffs_nindir_that_no_struct_format_takes(images, tmp_path):
               f"fs_fsize 1024 (expected 2048)")
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("fs_ipg", 1 << 20, "fs_ipg 1048576 is more than the 8192-byte cylinder group block can "
+                        "map (65536)"),
+    ("fs_fpg", 1 << 30, "fs_fpg 1073741824 is more than the 8192-byte cylinder group block can "
+                        "map (65536)"),
+    ("fs_iblkno", 155, "fs_ipg 64 inodes from fragment 155 do not fit in a cylinder group "
+                       "of 160 fragments"),
+])
+def test_ffs_geometry_beyond_the_image(images, tmp_path, field, value, message):
+    data = bytearray(images["u1.img"])
+    assert len(data) == 160 * 1024  # the message below counts 1 KiB fragments
+    assert sb_field(data, "fs_ipg") == 64 and sb_field(data, "fs_fpg") == 160
+    sb_field(data, field, value)
+    path = write(tmp_path, "x.img", data)
+    one_error(run_rumpfs("ls", path, check=False), f"{path}: ffs superblock at 8192: {message}")
+
+
 def test_ffs_truncated(images, tmp_path):
     data = images["u1.img"]
     path = write(tmp_path, "x.img", data[:len(data) // 2])

@@ -174,6 +174,12 @@ class FfsReader(ImageReader):
         if self.fpg % self.frag:
             raise self.error(f"{where}: fs_fpg {self.fpg} is not a whole number of "
                              f"{self.frag}-fragment blocks")
+        # A cylinder group's maps (a bit per fragment, a bit per inode) live
+        # in its one cg block.
+        for field, value in (("fs_fpg", self.fpg), ("fs_ipg", self.ipg)):
+            if value > self.bsize * L.NBBY:
+                raise self.error(f"{where}: {field} {value} is more than the {self.bsize}-byte "
+                                 f"cylinder group block can map ({self.bsize * L.NBBY})")
         frags = self.size // self.fsize
         if self.ncg > L.howmany(frags, self.fpg):
             raise self.error(f"{where}: fs_ncg {self.ncg} cylinder groups of {self.fpg} "
@@ -185,6 +191,11 @@ class FfsReader(ImageReader):
             raise self.error(f"{where}: fs_ipg {self.ipg} inodes from fragment "
                              f"{fs['fs_iblkno']} do not fit in a cylinder group of "
                              f"{self.fpg} fragments")
+        last = self.cgstart(self.ncg - 1) + fs["fs_iblkno"] + \
+            L.howmany(self.ipg, self.inopb) * self.frag
+        if last > frags:
+            raise self.error(f"{where}: the inodes of cylinder group {self.ncg - 1} end at "
+                             f"fragment {last}, beyond the image ({frags} fragments)")
         inline = (L.UFS_NDADDR + L.UFS_NIADDR) * (8 if ufs2 else 4)
         if not 0 <= fs["fs_maxsymlinklen"] <= inline:
             raise self.error(f"{where}: fs_maxsymlinklen {fs['fs_maxsymlinklen']} out of "
