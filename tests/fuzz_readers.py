@@ -613,6 +613,7 @@ class Summary:
         self.hangs = 0
         self.peak_rss_kib = 0
         self.seconds = 0.0
+        self.interrupted = False
 
     def signatures(self, which=None) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -621,7 +622,8 @@ class Summary:
         return out
 
     def report(self) -> str:
-        lines = [f"{sum(self.mutants.values())} mutants in {self.seconds:.0f} s, "
+        lines = [("interrupted: " if self.interrupted else "") +
+                 f"{sum(self.mutants.values())} mutants in {self.seconds:.0f} s, "
                  f"peak worker RSS {self.peak_rss_kib // 1024} MiB, "
                  f"{len(self.failures)} failures ({self.hangs} hangs), "
                  f"{len(self.extract_failures)} extract-only failures"]
@@ -638,10 +640,12 @@ class Summary:
 
 class _Worker:
     def __init__(self, workdir, run_seed):
+        # Workers' warnings and deaths go to a log beside the seeds.
+        self.log = open(os.path.join(workdir, "workers.log"), "a")
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--worker", workdir, "--seed",
              str(run_seed)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            bufsize=1, stderr=open(os.path.join(workdir, "workers.log"), "a"))
+            bufsize=1, stderr=self.log)
         self.job = None
         self.started = 0.0
 
@@ -655,6 +659,9 @@ class _Worker:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+        self.log.close()
 
 
 def run(kinds=None, mutants: int = 100, run_seed: int = 0, jobs: int = 2,
@@ -668,7 +675,14 @@ def run(kinds=None, mutants: int = 100, run_seed: int = 0, jobs: int = 2,
     todo.reverse()
     summary = Summary()
     start = time.monotonic()
-    workers = [_Worker(workdir, run_seed) for _ in range(max(1, min(jobs, len(todo))))]
+    workers = []
+
+    def _spawn():
+        workers.append(_Worker(workdir, run_seed))
+        return workers[-1]
+
+    for _ in range(max(1, min(jobs, len(todo)))):
+        _spawn()
     deadline = TIME_LIMIT * 3
     try:
         idle = list(workers)
@@ -690,17 +704,20 @@ def run(kinds=None, mutants: int = 100, run_seed: int = 0, jobs: int = 2,
                 rc = w.proc.wait()
                 _record(summary, _lost(w.job, f"worker died (exit status {rc})"), run_seed,
                         out, workdir)
-                idle.append(_Worker(workdir, run_seed))
+                idle.append(_spawn())
             for fd, w in list(busy.items()):
                 if now - w.started > deadline:
                     busy.pop(fd)
                     w.stop()
                     _record(summary, _lost(w.job, "hang"), run_seed, out, workdir)
-                    idle.append(_Worker(workdir, run_seed))
+                    idle.append(_spawn())
             if progress:
                 progress(summary)
+    except KeyboardInterrupt:
+        # A long run stopped by hand still reports what it did.
+        summary.interrupted = True
     finally:
-        for w in workers + list(locals().get("idle", [])):
+        for w in workers:
             w.stop()
         if own:
             shutil.rmtree(workdir, ignore_errors=True)
