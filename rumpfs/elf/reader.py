@@ -307,8 +307,6 @@ def locate_image(f, path: str) -> ElfObject:
 
 
 def open_object(path: str) -> ElfObject:
-    try:
-        with open(path, "rb") as f:
-            return parse(f, path)
-    except FileNotFoundError:
-        raise RumpfsError(f"{path}: no such file") from None
+    from ..inspect import _open_file  # a FIFO must not block, a directory is refused
+    with _open_file(path) as f:
+        return parse(f, path)
