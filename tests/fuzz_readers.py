@@ -748,7 +748,7 @@ def _record(summary: Summary, result: dict, run_seed: int, out: str | None, work
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "failures.jsonl"), "a") as fh:
             for f in result["failures"] + result["extract_failures"]:
-                fh.write(json.dumps(dict(where, **f)) + "\n")
+                fh.write(json.dumps(dict(where, clean=result["clean"], **f)) + "\n")
         seeds = _load_seeds(workdir)
         data, _ = mutant(seeds[kind], run_seed, result["index"], [s.data for s in seeds.values()])
         with open(os.path.join(out, f"{kind}-{run_seed}-{result['index']}.bin"), "wb") as fh:

@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 from conftest import run_rumpfs
-from fuzz_readers import make_tree
+from fuzz_readers import SPEC, make_tree
 
 from rumpfs import api
 from rumpfs.elf import layout as E
@@ -31,12 +31,14 @@ def images(tmp_path_factory):
     d = tmp_path_factory.mktemp("robust")
     make_tree(str(d / "tree"))
     os.environ.setdefault("SOURCE_DATE_EPOCH", "1700000000")
+    (d / "tree.spec").write_text(SPEC)
     out = {}
     for name, opts in (("u1.img", {"format": "ffs", "byteorder": "little"}),
                        ("u2.img", {"format": "ffs2", "byteorder": "big"}),
                        ("a.cpio", {}),
                        ("a.o", {"container_options": {"target": "x86_64"}})):
-        api.pack([str(d / "tree")], str(d / name), api.PackOptions(stubetc=False, pwdb=False, **opts))
+        api.pack([str(d / "tree")], str(d / name),
+                 api.PackOptions(stubetc=False, pwdb=False, spec=[str(d / "tree.spec")], **opts))
         out[name] = (d / name).read_bytes()
     return out
 
@@ -180,6 +182,31 @@ def test_cpio_header_fields(images, tmp_path, field, value, message):
         res = run_rumpfs(cmd, path, check=False)
         one_error(res, f"{path}: {message}")
         assert res.out == ""
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("c_rdevmajor", b"00001000", "device number 4096, 1 is beyond what Linux holds "
+                                 "(major < 4096, minor < 1048576)"),
+    ("c_rdevminor", b"00100000", "device number 5, 1048576 is beyond what Linux holds "
+                                 "(major < 4096, minor < 1048576)"),
+    ("c_mode", b"000221A4", "c_mode 0o420644 has bits beyond the file type and permissions"),
+])
+def test_cpio_check_reports_what_extract_cannot_make(images, tmp_path, field, value, problem):
+    """Device numbers mknod refuses on Linux and modes with bits beyond
+    st_mode are problems for check (found by the fuzzer: extract failed on
+    archives check called clean)."""
+    data = bytearray(images["a.cpio"])
+    listing = run_rumpfs("ls", write(tmp_path, "ok.cpio", data)).out.splitlines()
+    console = next(i for i, line in enumerate(listing) if line.endswith(" /dev/console"))
+    if field == "c_mode":
+        console = next(i for i, line in enumerate(listing) if line.endswith(" /etc/f0"))
+    cpio_field(data, console, field, value)
+    path = write(tmp_path, "x.cpio", data)
+    res = run_rumpfs("check", path, check=False)
+    assert res.returncode == 1
+    name = "/dev/console" if field != "c_mode" else "/etc/f0"
+    assert res.out == f"{path}: {name}: {problem}\n"
+    assert run_rumpfs("ls", path).out.count("\n") == len(listing)
 
 
 def test_cpio_symlink_size_of_4_gib(images, tmp_path):

@@ -190,6 +190,15 @@ class CpioReader(ImageReader):
             if m.header_offset % ALIGNMENT:
                 problems.append(f"{where}: header at offset {m.header_offset} is not "
                                 f"{ALIGNMENT}-byte aligned")
+            if e.mode > _MODE_MAX:
+                problems.append(f"{where}: c_mode {e.mode:#o} has bits beyond the file type "
+                                f"and permissions")
+            if kind in (stat.S_IFCHR, stat.S_IFBLK):
+                major, minor = os.major(e.rdev), os.minor(e.rdev)
+                if major >> LINUX_MAJOR_BITS or minor >> LINUX_MINOR_BITS:
+                    problems.append(f"{where}: device number {major}, {minor} is beyond what "
+                                    f"Linux holds (major < {1 << LINUX_MAJOR_BITS}, "
+                                    f"minor < {1 << LINUX_MINOR_BITS})")
             if kind not in (stat.S_IFREG, stat.S_IFLNK) and m.size:
                 problems.append(f"{where}: {_KINDS.get(kind, 'entry')} with c_filesize "
                                 f"{m.size} (expected 0)")
@@ -245,6 +254,13 @@ class CpioReader(ImageReader):
                 return m
         raise self.error(f"/{_show(path)}: not in the archive")
 
+
+#: c_mode holds st_mode: file type and permission bits, nothing above.
+_MODE_MAX = 0o177777
+#: The Linux kernel's dev_t (MINORBITS in include/linux/kdev_t.h): what an
+#: initramfs device can be.
+LINUX_MAJOR_BITS = 12
+LINUX_MINOR_BITS = 20
 
 _KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "directory", stat.S_IFLNK: "symlink",
           stat.S_IFCHR: "character device", stat.S_IFBLK: "block device", stat.S_IFIFO: "fifo",
