@@ -35,3 +35,14 @@ bench:
 
 bench-quick:
 	$(PYTHON) -m bench --quick $(ARGS)
+
+# The readers' mutation fuzzer (issue 17; see docs/fuzzing.md).
+# make fuzz FUZZ_MUTANTS=100000 FUZZ_SEED=2 FUZZ_OUT=/tmp/fuzz-failures
+FUZZ_MUTANTS ?= 10000
+FUZZ_SEED ?= 1
+FUZZ_JOBS ?= $(JOBS)
+FUZZ_OUT ?= /tmp/rumpfs-fuzz-failures
+.PHONY: fuzz
+fuzz:
+	$(PYTHON) tests/fuzz_readers.py --mutants $(FUZZ_MUTANTS) --seed $(FUZZ_SEED) \
+		--jobs $(FUZZ_JOBS) --out $(FUZZ_OUT)

@@ -98,8 +98,133 @@ def compressor(method: str, level: int | None = None):
     raise RumpfsError(f"unknown compression {method!r} (known: {', '.join(METHODS)}, none)")
 
 
+#: Compressed bytes fed to a decompressor at once.
+_IN_PIECE = 64 << 10
+#: Most bytes a decompressor hands back at once: memory stays bounded
+#: whatever the compression ratio (zstd and gzip reach 1000:1 and more).
+_OUT_PIECE = 1 << 20
+#: Memory an xz or zstd stream may ask for its window (the kernel's own
+#: decoders are given far less; xz -9 needs 64 MiB).
+DECODER_MEMORY = 128 << 20
+#: lz4 legacy blocks hold at most LZ4_LEGACY_CHUNK bytes; compressed, at most
+#: LZ4_compressBound of that.
+LZ4_LEGACY_MAX_BLOCK = LZ4_LEGACY_CHUNK + LZ4_LEGACY_CHUNK // 255 + 16
+
+
+class CorruptStream(ValueError):
+    """Compressed data that does not decompress (damaged, truncated, too demanding)."""
+
+
+def decompressed(f, method: str):
+    """The decompressed bytes of the stream(s) read from ``f``, in pieces of
+    at most about a MiB.  Streams may follow each other (a kernel initramfs
+    may be several archives back to back).  Damaged, truncated or
+    over-demanding input raises :class:`CorruptStream`."""
+    if method == "zstd":
+        yield from _zstd_stream(f)
+        return
+    dec = _decoder(method)
+    while True:
+        chunk = f.read(_IN_PIECE)
+        if not chunk:
+            break
+        while chunk:
+            yield from dec.feed(chunk)
+            chunk = b""
+            if dec.eof:
+                chunk = dec.unused_data + f.read(_IN_PIECE)
+                if not chunk:
+                    return
+                dec = _decoder(sniff(chunk) or method)
+    if not dec.finished():
+        raise CorruptStream("the compressed data ends in the middle of a stream")
+
+
+def _decoder(method: str):
+    if method == "gzip":
+        return _ZlibDecoder()
+    if method == "xz":
+        return _XzDecoder()
+    if method == "lz4":
+        return _Lz4LegacyReader()
+    raise RumpfsError(f"unknown compression {method!r}")
+
+
+class _ZlibDecoder:
+    def __init__(self):
+        self.d = zlib.decompressobj(47)
+        self.started = False
+
+    @property
+    def eof(self):
+        return self.d.eof
+
+    @property
+    def unused_data(self):
+        return self.d.unused_data
+
+    def finished(self):
+        return self.d.eof
+
+    def feed(self, data):
+        d = self.d
+        try:
+            while data:
+                out = d.decompress(data, _OUT_PIECE)
+                if out:
+                    yield out
+                data = d.unconsumed_tail
+        except zlib.error as e:
+            raise CorruptStream(str(e)) from None
+
+
+class _XzDecoder:
+    def __init__(self):
+        self.d = lzma.LZMADecompressor(memlimit=DECODER_MEMORY)
+
+    @property
+    def eof(self):
+        return self.d.eof
+
+    @property
+    def unused_data(self):
+        return self.d.unused_data
+
+    def finished(self):
+        return self.d.eof
+
+    def feed(self, data):
+        d = self.d
+        try:
+            out = d.decompress(data, _OUT_PIECE)
+            while True:
+                if out:
+                    yield out
+                if d.eof or d.needs_input:
+                    return
+                out = d.decompress(b"", _OUT_PIECE)
+        except lzma.LZMAError as e:
+            raise CorruptStream(str(e)) from None
+
+
+def _zstd_stream(f):
+    zstandard = _library("zstandard", "zstd")
+    dctx = zstandard.ZstdDecompressor(max_window_size=DECODER_MEMORY)
+    try:
+        with dctx.stream_reader(f, read_size=_IN_PIECE, read_across_frames=True,
+                                closefd=False) as reader:
+            while True:
+                out = reader.read(_OUT_PIECE)
+                if not out:
+                    return
+                yield out
+    except zstandard.ZstdError as e:
+        raise CorruptStream(str(e)) from None
+
+
 def decompressor(method: str):
-    """An object with ``decompress(bytes) -> bytes`` for reading images back."""
+    """An object with ``decompress(bytes) -> bytes`` (whole streams, in
+    memory: for tests and small data; readers use :func:`decompressed`)."""
     if method == "gzip":
         return zlib.decompressobj(47)
     if method == "xz":
@@ -112,18 +237,30 @@ def decompressor(method: str):
 
 
 class _Lz4LegacyReader:
+    """The legacy frame: a magic, then blocks each led by its compressed size,
+    to the end of the input (a magic again starts a concatenated frame)."""
+
+    eof = False
+    unused_data = b""
+
     def __init__(self):
         self.block = _library("lz4.block", "lz4")
         self.buf = bytearray()
         self.started = False
 
+    def finished(self):
+        return self.started and not self.buf
+
     def decompress(self, data):
+        return b"".join(self.feed(data))
+
+    def feed(self, data):
         self.buf += data
-        out = bytearray()
         if not self.started:
             if len(self.buf) < 4:
-                return b""
-            LZ4_LEGACY_HEADER.parse(bytes(self.buf[:4]))
+                return
+            if bytes(self.buf[:4]) != MAGICS["lz4"]:
+                raise CorruptStream("not an lz4 legacy frame")
             del self.buf[:4]
             self.started = True
         while len(self.buf) >= 4:
@@ -131,11 +268,17 @@ class _Lz4LegacyReader:
             if n == LZ4_LEGACY_MAGIC:  # a concatenated frame
                 del self.buf[:4]
                 continue
+            if n > LZ4_LEGACY_MAX_BLOCK:
+                raise CorruptStream(f"lz4 block of {n} bytes (at most {LZ4_LEGACY_MAX_BLOCK})")
             if len(self.buf) < 4 + n:
-                break
-            out += self.block.decompress(bytes(self.buf[4:4 + n]), uncompressed_size=LZ4_LEGACY_CHUNK)
+                return
+            try:
+                out = self.block.decompress(bytes(self.buf[4:4 + n]),
+                                            uncompressed_size=LZ4_LEGACY_CHUNK)
+            except self.block.LZ4BlockError as e:
+                raise CorruptStream(str(e)) from None
             del self.buf[:4 + n]
-        return bytes(out)
+            yield out
 
 
 def sniff(head: bytes) -> str | None:

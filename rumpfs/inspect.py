@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 
 from . import compress, formats
@@ -13,31 +14,67 @@ ELF_MAGIC = b"\x7fELF"
 
 
 def _open_file(path: str):
+    """The image file, opened so that it cannot block (a FIFO named by
+    mistake): only a regular file or a block device is read."""
     try:
-        return open(path, "rb")
+        f = open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK))
     except FileNotFoundError:
         raise RumpfsError(f"{path}: no such file") from None
     except OSError as e:
         raise RumpfsError(f"{path}: cannot open: {e.strerror}") from None
+    mode = os.fstat(f.fileno()).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        f.close()
+        raise RumpfsError(f"{path}: not a regular file or block device")
+    return f
 
 
 def locate(path: str):
     """(file, offset, size, container info or None) of the image in ``path``."""
     f = _open_file(path)
-    head = f.read(16)
-    size = os.fstat(f.fileno()).st_size
-    if head.startswith(ELF_MAGIC):
-        from .elf import reader as elf_reader
-        found = elf_reader.locate_image(f, path)
-        f.seek(found.offset)
-        method = compress.sniff(f.read(16))
-        if method:  # a compressed cpio (--template linux-initramfs --compress ...)
-            return _decompressed(f, path, method, found.offset, found.size) + (found,)
-        return f, found.offset, found.size, found
-    method = compress.sniff(head)
-    if method:
-        return _decompressed(f, path, method) + (Compressed(method, size),)
-    return f, 0, size, None
+    try:
+        head = f.read(16)
+        size = f.seek(0, os.SEEK_END)  # st_size is 0 for a block device
+        if head.startswith(ELF_MAGIC):
+            from .elf import reader as elf_reader
+            found = elf_reader.locate_image(f, path)
+            f.seek(found.offset)
+            method = compress.sniff(f.read(min(16, found.size)))
+            if method:
+                # A compressed cpio in an object (an initramfs section).
+                part = _Slice(f, found.offset, found.size)
+                return _decompressed(part, path, method) + (found,)
+            return f, found.offset, found.size, found
+        method = compress.sniff(head)
+        if method:
+            return _decompressed(f, path, method) + (Compressed(method, size),)
+        return f, 0, size, None
+    except BaseException:
+        f.close()
+        raise
+
+
+class _Slice:
+    """``size`` bytes of ``f`` from ``offset``, read like a file from its start."""
+
+    def __init__(self, f, offset: int, size: int):
+        self.f, self.offset, self.size, self.pos = f, offset, size, 0
+
+    def seek(self, pos: int) -> None:
+        self.pos = pos
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.size - self.pos
+        n = left if n is None or n < 0 else min(n, left)
+        if n <= 0:
+            return b""
+        self.f.seek(self.offset + self.pos)
+        data = self.f.read(n)
+        self.pos += len(data)
+        return data
+
+    def close(self) -> None:
+        self.f.close()
 
 
 class Compressed:
@@ -50,59 +87,59 @@ class Compressed:
         return {"compression": self.method, "compressed_size": self.size}
 
 
-def _decompressed(f, path: str, method: str, offset: int = 0, size: int | None = None):
-    """Decompress ``size`` bytes from ``offset`` (default: to the end) into an
-    anonymous temporary file (never into memory)."""
-    dec = compress.decompressor(method)
+def _decompressed(f, path: str, method: str):
+    """Decompress into an anonymous temporary file (never into memory)."""
     tmp = tempfile.TemporaryFile()
-    f.seek(offset)
-    left = size
+    # Errors about the image name the compressed file, not the temporary one.
+    tmp.raw.name = path
+    f.seek(0)
     try:
-        while left is None or left > 0:
-            chunk = f.read(1 << 20 if left is None else min(left, 1 << 20))
-            if not chunk:
-                break
-            if left is not None:
-                left -= len(chunk)
-            tmp.write(dec.decompress(chunk))
-            # A kernel initramfs may be several compressed archives back to back.
-            while getattr(dec, "eof", False) and dec.unused_data:
-                rest = dec.unused_data
-                dec = compress.decompressor(compress.sniff(rest) or method)
-                tmp.write(dec.decompress(rest))
-    except (OSError, EOFError, ValueError) as e:
+        for piece in compress.decompressed(f, method):
+            tmp.write(piece)
+    except compress.CorruptStream as e:
+        tmp.close()
         raise RumpfsError(f"{path}: corrupt {method} data: {e}") from None
+    except BaseException:
+        tmp.close()
+        raise
     f.close()
     tmp.flush()
-    tmp.seek(0)
-    return tmp, 0, os.fstat(tmp.fileno()).st_size
+    return tmp, 0, tmp.seek(0, os.SEEK_END)
 
 
 def open_image(path: str, offset: int | None = None, fmt: str | None = None) -> formats.ImageReader:
+    """A reader of the image in ``path``; ``with`` it (or ``close()``) to close the file."""
     f, off, size, _container = locate(path)
-    if offset is not None:
-        off, size = offset, size - offset
-    image_format = formats.get(fmt) if fmt else formats.detect(f, off, size)
-    reader = image_format.open(f, off, size)
+    try:
+        if offset is not None:
+            if not 0 <= offset <= size:
+                raise RumpfsError(f"{path}: offset {offset} is beyond the image ({size} bytes)")
+            off, size = offset, size - offset
+        image_format = formats.get(fmt) if fmt else formats.detect(f, off, size)
+        reader = image_format.open(f, off, size)
+    except BaseException:
+        f.close()
+        raise
     reader.source = path
     return reader
 
 
 def describe(path: str) -> dict:
     f, off, size, container = locate(path)
-    info: dict = {"file": path}
-    if container is not None:
-        info["container"] = container.describe()
-    try:
-        image_format = formats.detect(f, off, size)
-    except RumpfsError as e:
-        info["image"] = {"offset": off, "size": size, "format": f"unknown ({e})"}
+    with f:
+        info: dict = {"file": path}
+        if container is not None:
+            info["container"] = container.describe()
+        try:
+            image_format = formats.detect(f, off, size)
+        except RumpfsError as e:
+            info["image"] = {"offset": off, "size": size, "format": f"unknown ({e})"}
+            return info
+        reader = image_format.open(f, off, size)
+        image = {"offset": off, "size": size}
+        image.update(reader.info())
+        info["image"] = image
         return info
-    reader = image_format.open(f, off, size)
-    image = {"offset": off, "size": size}
-    image.update(reader.info())
-    info["image"] = image
-    return info
 
 
 __all__ = ["open_image", "describe", "extract", "locate"]

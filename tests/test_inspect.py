@@ -66,7 +66,7 @@ def test_truncated_archive_is_reported(fixture_tree, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     res = run_rumpfs("ls", cut, check=False)
     assert res.returncode == 1
-    assert res.err.startswith("rumpfs: error: truncated cpio archive: ")
+    assert res.err.startswith(f"rumpfs: error: {cut}: truncated cpio archive: ")
 
 
 def test_progress_on_request(fixture_tree, tmp_path):

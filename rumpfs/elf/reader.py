@@ -75,6 +75,7 @@ class ElfObject:
     sections: list = field(default_factory=list)
     symbols: list = field(default_factory=list)
     images: list = field(default_factory=list)
+    file_size: int = 0
 
     # What rumpfs.inspect wants: the first image.
     @property
@@ -126,11 +127,23 @@ def _flag_letters(flags: int) -> str:
                    if flags & bit)
 
 
-def _read(f, offset: int, size: int) -> bytes:
+#: Where ri_name starts in a registry record: after the pointer, which takes
+#: 8 bytes for both word sizes (a 32-bit pointer is padded).
+_RI_NAME_OFFSET = registry.IMAGE_POINTER_OFFSET + 8
+
+
+def _read(f, offset: int, size: int, what: str = "ELF header") -> bytes:
+    """``size`` bytes at ``offset``, which must lie inside the file: offsets
+    and sizes come from the file and are checked before anything is read."""
+    path = getattr(f, "name", "object")
+    end = f.seek(0, os.SEEK_END)
+    if offset < 0 or size < 0 or offset + size > end:
+        raise RumpfsError(f"{path}: {what} at offset {offset}, {size} bytes, is beyond the "
+                          f"end of the file ({end} bytes)")
     f.seek(offset)
     data = f.read(size)
     if len(data) != size:
-        raise RumpfsError(f"{getattr(f, 'name', 'object')}: truncated ELF file")
+        raise RumpfsError(f"{path}: truncated ELF file")
     return data
 
 
@@ -151,26 +164,31 @@ def parse(f, path: str = "object") -> ElfObject:
     lay = L.layouts(elfclass, byteorder)
     eh = lay.Ehdr.parse(_read(f, 0, lay.Ehdr.sizeof()))
     obj = ElfObject(path, elfclass, byteorder, eh.e_machine, eh.e_flags, eh.e_ident.EI_OSABI,
-                    eh.e_type)
-    file_size = os.fstat(f.fileno()).st_size
-    if eh.e_shoff == 0 or eh.e_shnum == 0 or eh.e_shoff + eh.e_shnum * lay.Shdr.sizeof() > file_size:
-        raise RumpfsError(f"{path}: ELF file without a readable section header table")
-    raw = _read(f, eh.e_shoff, eh.e_shnum * lay.Shdr.sizeof())
+                    eh.e_type, file_size=f.seek(0, os.SEEK_END))
+    file_size = f.seek(0, os.SEEK_END)
     n = lay.Shdr.sizeof()
+    if eh.e_shoff == 0 or eh.e_shnum == 0 or eh.e_shoff + eh.e_shnum * n > file_size:
+        raise RumpfsError(f"{path}: ELF file without a readable section header table")
+    if eh.e_shentsize != n:
+        raise RumpfsError(f"{path}: e_shentsize {eh.e_shentsize}, expected {n}")
+    raw = _read(f, eh.e_shoff, eh.e_shnum * n, "section header table")
     shdrs = [lay.Shdr.parse(raw[i * n:(i + 1) * n]) for i in range(eh.e_shnum)]
     if eh.e_shstrndx >= len(shdrs):
         raise RumpfsError(f"{path}: bad section name table index {eh.e_shstrndx}")
     shs = shdrs[eh.e_shstrndx]
-    names = _read(f, shs.sh_offset, shs.sh_size)
+    names = _read(f, shs.sh_offset, shs.sh_size, "section name table")
     for i, s in enumerate(shdrs):
         obj.sections.append(SectionInfo(i, _cstr(names, s.sh_name), s.sh_type, s.sh_flags,
                                         s.sh_offset, s.sh_size, s.sh_addralign, s.sh_link,
                                         s.sh_info, s.sh_entsize))
     symtab = next((s for s in obj.sections if s.sh_type == L.SHT_SYMTAB), None)
     if symtab is not None:
+        if not 0 < symtab.link < len(obj.sections):
+            raise RumpfsError(f"{path}: symbol table's string table index {symtab.link} "
+                              f"out of range 1..{len(obj.sections) - 1}")
         strs = obj.sections[symtab.link]
-        strtab = _read(f, strs.offset, strs.size)
-        raw = _read(f, symtab.offset, symtab.size)
+        strtab = _read(f, strs.offset, strs.size, "string table")
+        raw = _read(f, symtab.offset, symtab.size, "symbol table")
         m = lay.Sym.sizeof()
         for i in range(symtab.size // m):
             y = lay.Sym.parse(raw[i * m:(i + 1) * m])
@@ -186,7 +204,7 @@ def _from_registry(f, obj: ElfObject, lay) -> list:
     reg = next((s for s in obj.sections if s.name == registry.SECTION), None)
     if reg is None or not obj.symbols:
         return []
-    data = _read(f, reg.offset, reg.size)
+    data = _read(f, reg.offset, reg.size, f"section {registry.SECTION}")
     relocs = {}
     mips64 = obj.machine == L.EM_MIPS and obj.elfclass == L.ELFCLASS64
     for rs in obj.sections:
@@ -196,7 +214,7 @@ def _from_registry(f, obj: ElfObject, lay) -> list:
             st = lay.MipsRela64
         else:
             st = lay.Rela if rs.sh_type == L.SHT_RELA else lay.Rel
-        raw = _read(f, rs.offset, rs.size)
+        raw = _read(f, rs.offset, rs.size, f"relocation section {rs.name}")
         m = st.sizeof()
         for i in range(rs.size // m):
             r = st.parse(raw[i * m:(i + 1) * m])
@@ -205,6 +223,13 @@ def _from_registry(f, obj: ElfObject, lay) -> list:
     bits = 32 * obj.elfclass
     images = []
     for start in range(0, reg.size - registry.RECORD_SIZE + 1, registry.RECORD_SIZE):
+        raw_name = data[start + _RI_NAME_OFFSET:start + _RI_NAME_OFFSET + registry.NAME_LEN]
+        try:
+            raw_name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RumpfsError(f"{obj.path}: registry record at byte {start} of "
+                              f"{registry.SECTION}: ri_name {raw_name.rstrip(bytes(1))!r} "
+                              f"is not UTF-8") from None
         rec = registry.parse(data[start:start + registry.RECORD_SIZE], bits, obj.byteorder)
         if rec is None:
             continue
@@ -217,12 +242,19 @@ def _from_registry(f, obj: ElfObject, lay) -> list:
             continue
         sec = obj.sections[sym.shndx]
         offset = sec.offset + sym.value + addend
-        if offset + rec.ri_size > sec.offset + sec.size:
-            raise RumpfsError(f"{obj.path}: registry record {rec.ri_name!r} points past "
-                              f"the end of section {sec.name}")
+        _inside(obj, sec, offset, rec.ri_size, f"registry record {rec.ri_name!r}")
         images.append(Image(offset, rec.ri_size, rec.ri_name, "registry",
                             registry.describe(rec)))
     return images
+
+
+def _inside(obj: ElfObject, sec: SectionInfo, offset: int, size: int, what: str) -> None:
+    """The image's bytes must lie in its section, and the section in the file."""
+    if offset < sec.offset or size < 0 or offset + size > sec.offset + sec.size:
+        raise RumpfsError(f"{obj.path}: {what} ({size} bytes at offset {offset}) is outside "
+                          f"section {sec.name} ({sec.size} bytes at offset {sec.offset})")
+    if sec.sh_type == L.SHT_NOBITS or offset + size > obj.file_size:
+        raise RumpfsError(f"{obj.path}: {what}: section {sec.name} has no bytes in the file")
 
 
 def _pattern(text: str):
@@ -250,12 +282,14 @@ def _from_symbols(f, obj: ElfObject) -> list:
             elif size_sym is not None and 0 < size_sym.shndx < len(obj.sections):
                 sec = obj.sections[size_sym.shndx]
                 word = 4 * obj.elfclass
-                size = int.from_bytes(_read(f, sec.offset + size_sym.value, word), obj.byteorder)
+                size = int.from_bytes(_read(f, sec.offset + size_sym.value, word,
+                                            f"size symbol {size_sym.name}"), obj.byteorder)
             elif y.size:
                 size = y.size
             else:
                 continue
             sec = obj.sections[y.shndx]
+            _inside(obj, sec, sec.offset + y.value, size, f"image {comp!r} of symbol {y.name}")
             images.append(Image(sec.offset + y.value, size, comp, f"symbols ({tmpl.name})"))
     return images
 
@@ -273,8 +307,6 @@ def locate_image(f, path: str) -> ElfObject:
 
 
 def open_object(path: str) -> ElfObject:
-    try:
-        with open(path, "rb") as f:
-            return parse(f, path)
-    except FileNotFoundError:
-        raise RumpfsError(f"{path}: no such file") from None
+    from ..inspect import _open_file  # a FIFO must not block, a directory is refused
+    with _open_file(path) as f:
+        return parse(f, path)

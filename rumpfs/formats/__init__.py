@@ -105,7 +105,7 @@ class Entry:
             size = f"{os.major(self.rdev)}, {os.minor(self.rdev)}"
         else:
             size = str(self.size)
-        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(self.mtime_ns // 1_000_000_000))
+        when = _when(self.mtime_ns // 1_000_000_000)
         line = (f"{letter}{perms} {self.nlink:>3} {self.uid:>5} {self.gid:>5} {size:>10} {when} "
                 f"{display(self.path)}")
         if self.target is not None:
@@ -115,10 +115,38 @@ class Entry:
         return line
 
 
+def _when(seconds: int) -> str:
+    """A time as ``ls`` shows it; one the C library cannot convert (beyond
+    its years) as the bare number of seconds."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds))
+    except (OverflowError, OSError, ValueError):
+        return f"@{seconds}".rjust(16)
+
+
 class ImageReader:
     """What every reader offers; ``open`` of a format returns one."""
 
     format_name = "?"
+    #: The image file, closed by :meth:`close` (readers set it).
+    f = None
+    #: The file's name as errors give it (readers set it from ``f``).
+    name = "image"
+
+    def error(self, message: str) -> RumpfsError:
+        """The error to raise for what is wrong in the image: one line that
+        names the file first."""
+        return RumpfsError(f"{self.name}: {message}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
 
     def entries(self) -> Iterator[Entry]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -142,6 +170,21 @@ class ImageReader:
             if e.path == want:
                 return e
         raise RumpfsError(f"{display(want)}: not in the image")
+
+
+def show(name: bytes) -> str:
+    """Bytes from an image as an error message shows them: on one line,
+    undecodable bytes and control characters escaped."""
+    text = name.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def file_name(f) -> str:
+    """How errors name the file open as ``f`` (``image`` when it has no name)."""
+    name = getattr(f, "name", None)
+    if isinstance(name, bytes):
+        return os.fsdecode(name)
+    return name if isinstance(name, str) else "image"
 
 
 class ImageFormat:
@@ -248,5 +291,5 @@ def detect(f: BinaryIO, offset: int = 0, size: int | None = None) -> ImageFormat
     for fmt in available():
         if fmt.probe(f, offset, size):
             return fmt
-    raise RumpfsError(f"{getattr(f, 'name', 'image')}: not an image rumpfs can read "
+    raise RumpfsError(f"{file_name(f)}: not an image rumpfs can read "
                       f"(known formats: {', '.join(names())})")

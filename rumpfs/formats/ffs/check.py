@@ -32,6 +32,7 @@ import struct
 from array import array
 
 from . import layout as L
+from .reader import MAX_SYMLINK
 
 #: Report at most this many problems of one kind in one place.
 _MAX_PER_KIND = 10
@@ -207,8 +208,10 @@ class Checker:
         expect("fs_ncg", L.howmany(size, fpg), True)
         expect("fs_cssize", L.roundup(ncg * self.r.layout.csum.sizeof(), fsize))
         if size * fsize > r.size:
+            # Fatal: the checker keeps a word per fragment of fs_size.
             add(f"superblock: fs_size {size} fragments ({size * fsize} bytes) "
                 f"but the image has only {r.size} bytes")
+            return False
         inopf = fs["fs_inopb"] // frag
         expect("fs_dblkno", fs["fs_iblkno"] + fs["fs_ipg"] // inopf, True)
         if not (0 <= fs["fs_sblkno"] < fs["fs_cblkno"] < fs["fs_iblkno"] < fs["fs_dblkno"] <= fpg):
@@ -413,6 +416,8 @@ class Checker:
             if din["di_blocks"]:
                 add(f"inode {ino}: fast symlink with di_blocks {din['di_blocks']} (expected 0)",
                     key=where)
+            if b"\0" in r.symlink_target(din):
+                add(f"inode {ino}: symlink target has a NUL byte", key=where)
             return
         for j in range(min(ndb, L.UFS_NDADDR), L.UFS_NDADDR):
             if db[j]:
@@ -437,7 +442,14 @@ class Checker:
             return
         if not info.ok:
             return
+        if kind == L.IFLNK and size > MAX_SYMLINK:
+            add(f"inode {ino}: symlink target of {size} bytes (at most {MAX_SYMLINK})",
+                key=where)
+            info.ok = False
+            return
         self.claim_blocks(info)
+        if kind == L.IFLNK and info.ok and b"\0" in r.symlink_target(din):
+            add(f"inode {ino}: symlink target has a NUL byte", key=where)
         want = info.frags * (r.fsize // L.DEV_BSIZE)
         if din["di_blocks"] != want:
             add(f"inode {ino}: di_blocks is {din['di_blocks']}, recounted {want} "
@@ -603,11 +615,13 @@ class Checker:
             for base in range(0, len(chunk), L.DIRBLKSIZ):
                 block = chunk[base:base + L.DIRBLKSIZ]
                 off = 0
-                while off < L.DIRBLKSIZ:
+                # A short last chunk (a size not a multiple of DIRBLKSIZ,
+                # reported in pass 1) is read as far as it goes.
+                while off + L.DIRECT_HEADER_SIZE <= len(block):
                     at = pos + base + off
                     e = hdr.unpack_dict(block, off)
                     reclen, namlen = e["d_reclen"], e["d_namlen"]
-                    room = L.DIRBLKSIZ - off
+                    room = len(block) - off
                     if (reclen == 0 or reclen % 4 or reclen > room
                             or (e["d_ino"] and reclen < L.UFS_DIRECTSIZ(namlen))
                             or reclen < L.DIRECT_HEADER_SIZE):

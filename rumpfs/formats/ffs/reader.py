@@ -18,17 +18,21 @@ root first, each directory before its contents; the root has path ``b""``.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import struct
 from typing import BinaryIO, Iterator
 
-from ...errors import RumpfsError
-from .. import Entry, ImageReader
+from .. import Entry, ImageReader, file_name, show
 from . import layout as L
 
 #: Read files in pieces of at most this many bytes.
 _CHUNK = 1 << 20
+#: What a hole reads as, one piece at a time (shared: holes cost no memory).
+_ZEROS = bytes(_CHUNK)
+#: Longest symlink target read (Linux PATH_MAX; NetBSD's MAXPATHLEN is 1024).
+MAX_SYMLINK = 4096
 
 
 class Superblock:
@@ -45,9 +49,11 @@ class Superblock:
 
 
 def _pread(f: BinaryIO, n: int, pos: int) -> bytes:
+    if n <= 0 or pos < 0:
+        return b""
     try:
         return os.pread(f.fileno(), n, pos)
-    except (AttributeError, OSError, ValueError):
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         f.seek(pos)
         return f.read(n)
 
@@ -120,14 +126,14 @@ class FfsReader(ImageReader):
 
     def __init__(self, f: BinaryIO, offset: int = 0, size: int | None = None):
         self.f = f
+        self.name = file_name(f)
         self.offset = offset
         if size is None:
             size = os.fstat(f.fileno()).st_size - offset
         self.size = size
         sb = find_superblock(f, offset, size)
         if sb is None:
-            raise RumpfsError(f"{getattr(f, 'name', 'image')}: no FFS superblock at "
-                              f"{', '.join(map(str, L.SBLOCKSEARCH))}")
+            raise self.error(f"no FFS superblock at {', '.join(map(str, L.SBLOCKSEARCH))}")
         self.sb = sb
         self.fs = sb.fields
         self.ufs2 = sb.ufs2
@@ -145,6 +151,7 @@ class FfsReader(ImageReader):
         self.nindir = fs["fs_nindir"]
         self.dinode = self.layout.fast("ufs2_dinode" if self.ufs2 else "ufs1_dinode")
         self.direct = self.layout.fast("direct")
+        self._validate()
         order = "<" if sb.byteorder == "little" else ">"
         #: An indirect block: fs_nindir block pointers (int32 UFS1, int64 UFS2).
         self._indir = struct.Struct(f"{order}{self.nindir}{'q' if self.ufs2 else 'l'}")
@@ -152,18 +159,70 @@ class FfsReader(ImageReader):
         self._inline = struct.Struct(f"{order}{L.UFS_NDADDR + L.UFS_NIADDR}{'q' if self.ufs2 else 'l'}")
         self.maxino = self.ncg * self.ipg
 
+    def _validate(self) -> None:
+        """What the reader itself relies on, checked before any of it is used
+        to compute an offset, a loop count or a struct format (``check``
+        reports everything else)."""
+        fs, ufs2 = self.fs, self.ufs2
+        where = f"ffs superblock at {self.sb.loc}"
+        derived = (("fs_frag", self.bsize // self.fsize), ("fs_nindir", L.nindir(self.bsize, ufs2)),
+                   ("fs_inopb", self.bsize // L.dinode_size(ufs2)))
+        for field, want in derived:
+            if fs[field] != want:
+                raise self.error(f"{where}: {field} {fs[field]} does not match fs_bsize "
+                                 f"{self.bsize} and fs_fsize {self.fsize} (expected {want})")
+        if self.fpg % self.frag:
+            raise self.error(f"{where}: fs_fpg {self.fpg} is not a whole number of "
+                             f"{self.frag}-fragment blocks")
+        # A cylinder group's maps (a bit per fragment, a bit per inode) live
+        # in its one cg block.
+        for field, value in (("fs_fpg", self.fpg), ("fs_ipg", self.ipg)):
+            if value > self.bsize * L.NBBY:
+                raise self.error(f"{where}: {field} {value} is more than the {self.bsize}-byte "
+                                 f"cylinder group block can map ({self.bsize * L.NBBY})")
+        frags = self.size // self.fsize
+        if self.ncg > L.howmany(frags, self.fpg):
+            raise self.error(f"{where}: fs_ncg {self.ncg} cylinder groups of {self.fpg} "
+                             f"fragments do not fit in {self.size} bytes")
+        if not 0 <= fs["fs_iblkno"] < self.fpg:
+            raise self.error(f"{where}: fs_iblkno {fs['fs_iblkno']} is outside the "
+                             f"{self.fpg} fragments of a cylinder group")
+        if fs["fs_iblkno"] + L.howmany(self.ipg, self.inopb) * self.frag > self.fpg:
+            raise self.error(f"{where}: fs_ipg {self.ipg} inodes from fragment "
+                             f"{fs['fs_iblkno']} do not fit in a cylinder group of "
+                             f"{self.fpg} fragments")
+        last = self.cgstart(self.ncg - 1) + fs["fs_iblkno"] + \
+            L.howmany(self.ipg, self.inopb) * self.frag
+        if last > frags:
+            raise self.error(f"{where}: the inodes of cylinder group {self.ncg - 1} end at "
+                             f"fragment {last}, beyond the image ({frags} fragments)")
+        inline = (L.UFS_NDADDR + L.UFS_NIADDR) * (8 if ufs2 else 4)
+        if not 0 <= fs["fs_maxsymlinklen"] <= inline:
+            raise self.error(f"{where}: fs_maxsymlinklen {fs['fs_maxsymlinklen']} out of "
+                             f"range 0..{inline}")
+
     # --- raw access ---------------------------------------------------------
 
     def pread(self, n: int, pos: int) -> bytes:
-        """``n`` bytes at image offset ``pos`` (short at the end of the file)."""
+        """``n`` bytes at image offset ``pos``, short at the end of the image
+        (never more than the image holds is asked of the file)."""
+        n = min(n, self.size - pos)
+        if n <= 0 or pos < 0:
+            return b""
         return _pread(self.f, n, self.offset + pos)
 
     def read_frags(self, addr: int, nbytes: int) -> bytes:
         data = self.pread(nbytes, addr * self.fsize)
         if len(data) < nbytes:
-            raise RumpfsError(f"fragment {addr}: beyond the end of the image "
-                              f"({self.size} bytes)")
+            raise self.error(f"fragment {addr}: beyond the end of the image "
+                             f"({self.size} bytes)")
         return data
+
+    def max_file_size(self) -> int:
+        """Largest di_size a file may have (UFS1: 2**31 blocks, as fsck)."""
+        if self.ufs2:
+            return L.maxfilesize(self.bsize, True)
+        return min(L.maxfilesize(self.bsize, False), 0x80000000 * self.bsize - 1)
 
     def cgstart(self, c: int) -> int:
         """First fragment of cylinder group ``c`` (fs.h cgstart)."""
@@ -180,9 +239,17 @@ class FfsReader(ImageReader):
 
     def inode(self, ino: int) -> dict:
         if not 0 <= ino < self.maxino:
-            raise RumpfsError(f"inode {ino} out of range (0..{self.maxino - 1})")
-        raw = self.pread(self.dinode.size, self.inode_offset(ino))
-        return self.dinode.unpack_dict(raw)
+            raise self.error(f"inode {ino} out of range (0..{self.maxino - 1})")
+        pos = self.inode_offset(ino)
+        raw = self.pread(self.dinode.size, pos)
+        if len(raw) < self.dinode.size:
+            raise self.error(f"inode {ino} at byte {pos} is beyond the end of the image "
+                             f"({self.size} bytes)")
+        din = self.dinode.unpack_dict(raw)
+        if din["di_size"] > self.max_file_size():
+            raise self.error(f"inode {ino}: di_size {din['di_size']} exceeds the largest "
+                             f"file size {self.max_file_size()}")
+        return din
 
     def pointers(self, addr: int) -> tuple:
         """The block pointers held by the indirect block at fragment ``addr``."""
@@ -236,11 +303,24 @@ class FfsReader(ImageReader):
                 yield from self._indirect(p, level - 1, lbn, sub, nblocks, indirect)
             lbn += sub
 
-    def data(self, din: dict) -> Iterator[bytes]:
-        """The bytes of an inode's data, in chunks; holes read as zeros."""
+    def data(self, din: dict, limit: int | None = None) -> Iterator[bytes]:
+        """The bytes of an inode's data, in chunks; holes read as zeros.
+        At most ``limit`` bytes (default: all of ``di_size``)."""
         size = din["di_size"]
-        left = size
-        for lbn, addr, count in self.block_map(din):
+        left = size if limit is None else min(size, limit)
+        # Blocks read (data and indirect) can be no more than the image holds:
+        # a block map that claims more repeats blocks, and would stream a
+        # terabyte out of a small image.
+        budget = self.size
+
+        def spend(level, addr, lbn):
+            nonlocal budget
+            budget -= self.bsize
+            if budget < 0:
+                raise self.error(f"inode block map addresses more blocks than the image "
+                                 f"holds ({self.size} bytes): blocks are repeated")
+
+        for lbn, addr, count in self.block_map(din, spend):
             if left <= 0:
                 return
             if addr == 0:
@@ -248,11 +328,13 @@ class FfsReader(ImageReader):
                 left -= n
                 while n:
                     piece = min(n, _CHUNK)
-                    yield bytes(piece)
+                    yield _ZEROS if piece == _CHUNK else _ZEROS[:piece]
                     n -= piece
                 continue
-            n = min(self.blksize(size, lbn), left)
-            yield self.read_frags(addr, self.blksize(size, lbn))[:n]
+            nbytes = self.blksize(size, lbn)
+            spend(0, addr, lbn)
+            n = min(nbytes, left)
+            yield self.read_frags(addr, nbytes)[:n]
             left -= n
 
     # --- directories --------------------------------------------------------
@@ -270,11 +352,20 @@ class FfsReader(ImageReader):
                     d = hdr.unpack_dict(block, off)
                     reclen = d["d_reclen"]
                     if reclen < L.DIRECT_HEADER_SIZE or off + reclen > len(block):
-                        raise RumpfsError(f"corrupt directory entry at byte {pos + base + off} "
-                                          f"(d_reclen {reclen})")
+                        raise self.error(f"corrupt directory entry at byte {pos + base + off} "
+                                         f"(d_reclen {reclen})")
                     if d["d_ino"]:
                         start = off + L.DIRECT_HEADER_SIZE
-                        name = block[start:start + d["d_namlen"]]
+                        namlen = d["d_namlen"]
+                        name = block[start:start + namlen]
+                        if not namlen or L.DIRECT_HEADER_SIZE + namlen > reclen:
+                            raise self.error(f"corrupt directory entry at byte "
+                                             f"{pos + base + off}: d_namlen {namlen} with "
+                                             f"d_reclen {reclen}")
+                        if b"/" in name or b"\0" in name:
+                            raise self.error(f"corrupt directory entry at byte "
+                                             f"{pos + base + off}: name '{show(name)}' has "
+                                             f"a '/' or a NUL byte")
                         yield d["d_ino"], d["d_type"], name, pos + base + off
                     off += reclen
             pos += len(chunk)
@@ -287,7 +378,7 @@ class FfsReader(ImageReader):
         target = None
         rdev = 0
         if kind == stat.S_IFLNK:
-            target = self.symlink_target(din)
+            target = self._target(ino, din)
         elif kind in (stat.S_IFCHR, stat.S_IFBLK):
             rdev = decode_rdev(din["di_db"][0])
         return Entry(path=path, mode=mode, uid=din["di_uid"], gid=din["di_gid"], size=din["di_size"],
@@ -298,7 +389,15 @@ class FfsReader(ImageReader):
         size = din["di_size"]
         if self.is_fast_symlink(din):
             return self._inline.pack(*din["di_db"], *din["di_ib"])[:size]
+        if size > MAX_SYMLINK:
+            raise self.error(f"symlink target of {size} bytes (at most {MAX_SYMLINK})")
         return b"".join(self.data(din))[:size]
+
+    def _target(self, ino: int, din: dict) -> bytes:
+        target = self.symlink_target(din)
+        if b"\0" in target:
+            raise self.error(f"inode {ino}: symlink target '{show(target)}' has a NUL byte")
+        return target
 
     def is_fast_symlink(self, din: dict) -> bool:
         """A symlink whose target lives in the inode (the kernel's test:
@@ -309,10 +408,21 @@ class FfsReader(ImageReader):
     def entries(self) -> Iterator[Entry]:
         first_name: dict[int, bytes] = {}
         root = self.inode(L.UFS_ROOTINO)
+        if not stat.S_ISDIR(root["di_mode"]):
+            raise self.error(f"the root inode {L.UFS_ROOTINO} is not a directory "
+                             f"(di_mode {root['di_mode']:#o})")
         yield self._entry(b"", L.UFS_ROOTINO, root)
-        stack = [(b"", root, {L.UFS_ROOTINO})]
+        stack = [(b"", root)]
+        seen_dirs = {L.UFS_ROOTINO}
+        # All directories together hold no more than the image: each block
+        # belongs to one directory.
+        budget = self.size
         while stack:
-            path, din, ancestors = stack.pop()
+            path, din = stack.pop()
+            budget -= din["di_size"]
+            if budget < 0:
+                raise self.error(f"/{show(path)}: the directories hold more data "
+                                 f"than the image ({self.size} bytes): blocks are shared")
             subdirs = []
             for ino, _dtype, name, _off in self.dir_entries(din):
                 if name in (b".", b".."):
@@ -321,10 +431,12 @@ class FfsReader(ImageReader):
                 child = self.inode(ino)
                 e = self._entry(child_path, ino, child)
                 if stat.S_ISDIR(child["di_mode"]):
-                    if ino in ancestors:
-                        raise RumpfsError(f"{child_path!r}: directory loop (inode {ino})")
+                    if ino in seen_dirs:
+                        raise self.error(f"/{show(child_path)}: directory inode {ino} "
+                                         f"has a second name (or a loop)")
+                    seen_dirs.add(ino)
                     yield e
-                    subdirs.append((child_path, child, ancestors | {ino}))
+                    subdirs.append((child_path, child))
                     continue
                 if e.nlink > 1:
                     e.link_of = first_name.get(ino)
@@ -338,7 +450,7 @@ class FfsReader(ImageReader):
     def read(self, entry: Entry) -> Iterator[bytes]:
         din = self.inode(entry.ino) if entry.ino else self.inode(self.find(entry.path).ino)
         if not stat.S_ISREG(din["di_mode"]):
-            raise RumpfsError(f"{entry.path!r}: not a regular file")
+            raise self.error(f"/{show(entry.path)}: not a regular file")
         yield from self.data(din)
 
     def info(self) -> dict:

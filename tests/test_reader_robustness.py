@@ -1,0 +1,338 @@
+"""Readers on damaged images: the crash classes of issue 17, each as one crafted image.
+
+Every case runs the command line and expects exit status 1, exactly one
+stderr line (the one given, naming the file and what is wrong) and no
+traceback.  Images are made by packing a small tree and changing one field
+where the format's own declaration (not the reader) says it lives.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import os
+import stat
+import struct
+import subprocess
+
+import pytest
+from conftest import run_rumpfs
+from fuzz_readers import SPEC, make_tree
+
+from rumpfs import api
+from rumpfs.elf import layout as E
+from rumpfs.elf import registry
+from rumpfs.formats.cpio.layout import FIELDS, HEADER_SIZE, MAGIC_SIZE
+from rumpfs.formats.ffs import layout as L
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("robust")
+    make_tree(str(d / "tree"))
+    os.environ.setdefault("SOURCE_DATE_EPOCH", "1700000000")
+    (d / "tree.spec").write_text(SPEC)
+    out = {}
+    for name, opts in (("u1.img", {"format": "ffs", "byteorder": "little"}),
+                       ("u2.img", {"format": "ffs2", "byteorder": "big"}),
+                       ("a.cpio", {}),
+                       ("a.o", {"container_options": {"target": "x86_64"}})):
+        api.pack([str(d / "tree")], str(d / name),
+                 api.PackOptions(stubetc=False, pwdb=False, spec=[str(d / "tree.spec")], **opts))
+        out[name] = (d / name).read_bytes()
+    return out
+
+
+def one_error(res, line: str) -> None:
+    assert res.returncode == 1, res
+    assert "Traceback" not in res.err
+    assert res.err == f"rumpfs: error: {line}\n"
+
+
+def sb_field(data: bytearray, name: str, value: int | None = None, loc=L.SBLOCK_UFS1,
+             order="<") -> int:
+    """Read (and with ``value`` set) a superblock field, where layout.py declares it."""
+    lay = L.structs("little" if order == "<" else "big")
+    off = loc + L.offsetof(lay.fs, name)
+    size = {n: sc.sizeof() for n, sc in ((sc.name, sc) for sc in lay.fs.subcons)}[name]
+    code = order + {4: "i", 8: "q"}[size]
+    old = struct.unpack_from(code, data, off)[0]
+    if value is not None:
+        struct.pack_into(code, data, off, value)
+    return old
+
+
+def cpio_field(data: bytearray, member: int, name: str, value: bytes) -> None:
+    """Set a header field of the ``member``-th member (0: the first)."""
+    pos = 0
+    for _ in range(member):
+        namesize = int(data[pos + MAGIC_SIZE + 8 * FIELDS.index("c_namesize"):][:8], 16)
+        filesize = int(data[pos + MAGIC_SIZE + 8 * FIELDS.index("c_filesize"):][:8], 16)
+        pos += HEADER_SIZE + namesize
+        pos += -pos % 4 + filesize
+        pos += -pos % 4
+    off = pos + MAGIC_SIZE + 8 * FIELDS.index(name)
+    data[off:off + 8] = value
+
+
+def write(tmp_path, name, data) -> str:
+    path = tmp_path / name
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+# --- FFS -------------------------------------------------------------------
+
+
+def test_ffs_ncg_in_the_millions(images, tmp_path):
+    data = bytearray(images["u1.img"])
+    fpg = sb_field(data, "fs_fpg")
+    sb_field(data, "fs_ncg", 4_000_000)
+    path = write(tmp_path, "x.img", data)
+    for cmd in ("ls", "check", "info"):
+        res = run_rumpfs(cmd, path, check=False)
+        one_error(res, f"{path}: ffs superblock at 8192: fs_ncg 4000000 cylinder groups of "
+                       f"{fpg} fragments do not fit in {len(data)} bytes")
+        assert res.out == ""
+
+
+def test_ffs_nindir_that_no_struct_format_takes(images, tmp_path):
+    data = bytearray(images["u1.img"])
+    sb_field(data, "fs_nindir", -1)
+    path = write(tmp_path, "x.img", data)
+    one_error(run_rumpfs("ls", path, check=False),
+              f"{path}: ffs superblock at 8192: fs_nindir -1 does not match fs_bsize 8192 and "
+              f"fs_fsize 1024 (expected 2048)")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("fs_ipg", 1 << 20, "fs_ipg 1048576 is more than the 8192-byte cylinder group block can "
+                        "map (65536)"),
+    ("fs_fpg", 1 << 30, "fs_fpg 1073741824 is more than the 8192-byte cylinder group block can "
+                        "map (65536)"),
+    ("fs_iblkno", 155, "fs_ipg 64 inodes from fragment 155 do not fit in a cylinder group "
+                       "of 160 fragments"),
+])
+def test_ffs_geometry_beyond_the_image(images, tmp_path, field, value, message):
+    data = bytearray(images["u1.img"])
+    assert len(data) == 160 * 1024  # the message below counts 1 KiB fragments
+    assert sb_field(data, "fs_ipg") == 64 and sb_field(data, "fs_fpg") == 160
+    sb_field(data, field, value)
+    path = write(tmp_path, "x.img", data)
+    one_error(run_rumpfs("ls", path, check=False), f"{path}: ffs superblock at 8192: {message}")
+
+
+def test_ffs_truncated(images, tmp_path):
+    data = images["u1.img"]
+    path = write(tmp_path, "x.img", data[:len(data) // 2])
+    res = run_rumpfs("ls", path, check=False)
+    assert res.returncode == 1 and res.err.count("\n") == 1
+    assert res.err.startswith(f"rumpfs: error: {path}: ")
+    res = run_rumpfs("check", path, check=False)
+    assert res.returncode == 1 and "Traceback" not in res.err
+    assert f"{path}: superblock: fs_size" in res.out
+
+
+def test_ffs_time_out_of_range_in_ls(images, tmp_path):
+    """A UFS2 time of 2**60 seconds lists as the bare number (gmtime cannot)."""
+    data = bytearray(images["u2.img"])
+    lay = L.structs("big")
+    sb_loc = L.SBLOCK_UFS2
+    sb = lay.fs.parse(bytes(data[sb_loc:sb_loc + L.SIZEOF_FS]))
+    # Inode 2 (the root): cg 0, at fs_iblkno.
+    at = sb.fs_iblkno * sb.fs_fsize + 2 * lay.ufs2_dinode.sizeof() + \
+        L.offsetof(lay.ufs2_dinode, "di_mtime")
+    struct.pack_into(">q", data, at, 1 << 60)
+    path = write(tmp_path, "x.img", data)
+    res = run_rumpfs("ls", path)
+    first = res.out.splitlines()[0]
+    assert first.endswith(f"@{1 << 60} /"), first
+
+
+def test_ffs_symlink_target_with_nul_check_is_the_gate(images, tmp_path):
+    data = bytearray(images["u1.img"])
+    target = b"etc/f1"
+    at = data.find(target + b"\0")  # the fast symlink's target, in its inode
+    assert at > 0
+    data[at + 3] = 0
+    path = write(tmp_path, "x.img", data)
+    res = run_rumpfs("check", path, check=False)
+    assert res.returncode == 1 and "symlink target has a NUL byte" in res.out
+    res = run_rumpfs("ls", path, check=False)
+    assert res.returncode == 1 and res.err.endswith("symlink target 'etc\\x00f1' has a NUL byte\n")
+
+
+# --- cpio ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("c_namesize", b"FFFFFFFF", "cpio header at offset 0: c_namesize 4294967295 out of range "
+                                "1..4097"),
+    ("c_namesize", b"00000000", "cpio header at offset 0: c_namesize 0 out of range 1..4097"),
+    ("c_filesize", b"-0000001", "corrupt cpio header at offset 0: not hexadecimal"),
+    ("c_mode", b"0x0041ED", "corrupt cpio header at offset 0: not hexadecimal"),
+    ("c_rdevmajor", b"FFFFFFFF", ".: device number 4294967295, 0 is beyond what this host "
+                                 "can hold"),
+])
+def test_cpio_header_fields(images, tmp_path, field, value, message):
+    data = bytearray(images["a.cpio"])
+    cpio_field(data, 0, field, value)
+    path = write(tmp_path, "x.cpio", data)
+    for cmd in ("ls", "check"):
+        res = run_rumpfs(cmd, path, check=False)
+        one_error(res, f"{path}: {message}")
+        assert res.out == ""
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("c_rdevmajor", b"00001000", "device number 4096, 1 is beyond what Linux holds "
+                                 "(major < 4096, minor < 1048576)"),
+    ("c_rdevminor", b"00100000", "device number 5, 1048576 is beyond what Linux holds "
+                                 "(major < 4096, minor < 1048576)"),
+    ("c_mode", b"000221A4", "c_mode 0o420644 has bits beyond the file type and permissions"),
+])
+def test_cpio_check_reports_what_extract_cannot_make(images, tmp_path, field, value, problem):
+    """Device numbers mknod refuses on Linux and modes with bits beyond
+    st_mode are problems for check (found by the fuzzer: extract failed on
+    archives check called clean)."""
+    data = bytearray(images["a.cpio"])
+    listing = run_rumpfs("ls", write(tmp_path, "ok.cpio", data)).out.splitlines()
+    console = next(i for i, line in enumerate(listing) if line.endswith(" /dev/console"))
+    if field == "c_mode":
+        console = next(i for i, line in enumerate(listing) if line.endswith(" /etc/f0"))
+    cpio_field(data, console, field, value)
+    path = write(tmp_path, "x.cpio", data)
+    res = run_rumpfs("check", path, check=False)
+    assert res.returncode == 1
+    name = "/dev/console" if field != "c_mode" else "/etc/f0"
+    assert res.out == f"{path}: {name}: {problem}\n"
+    assert run_rumpfs("ls", path).out.count("\n") == len(listing)
+
+
+def test_cpio_symlink_size_of_4_gib(images, tmp_path):
+    data = bytearray(images["a.cpio"])
+    names = [n for n in run_rumpfs("ls", write(tmp_path, "ok.cpio", data)).out.splitlines()]
+    member = next(i for i, line in enumerate(names) if line.startswith("l"))
+    cpio_field(data, member, "c_filesize", b"FFFFFFFF")
+    path = write(tmp_path, "x.cpio", data)
+    res = run_rumpfs("ls", path, check=False)
+    assert res.returncode == 1 and res.err.count("\n") == 1
+    assert "truncated cpio archive" in res.err and "needs 4294967295 bytes" in res.err
+
+
+def test_cpio_of_files_only_is_not_clean(tmp_path):
+    """GNU cpio's archive of files without their directories: check names
+    the missing parents (extract would have to invent them)."""
+    tree = tmp_path / "t"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "b" / "f").write_bytes(b"x")
+    archive = tmp_path / "files.cpio"
+    with open(archive, "wb") as out:
+        subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], input=b"a/b/f\n", cwd=tree,
+                       stdout=out, check=True)
+    res = run_rumpfs("check", archive, check=False)
+    assert res.returncode == 1
+    assert res.out == f"{archive}: /a/b/f: its directory /a/b is not an earlier member\n"
+    # With the directories listed first, GNU cpio's archive is clean.
+    with open(archive, "wb") as out:
+        subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], input=b"a\na/b\na/b/f\n",
+                       cwd=tree, stdout=out, check=True)
+    assert run_rumpfs("check", archive).out == f"{archive}: cpio: clean\n"
+
+
+# --- compressed ------------------------------------------------------------
+
+
+def test_damaged_gzip(images, tmp_path):
+    packed = bytearray(gzip.compress(images["a.cpio"], mtime=0))
+    packed[len(packed) // 2] ^= 0xFF
+    path = write(tmp_path, "x.cpio.gz", packed)
+    res = run_rumpfs("ls", path, check=False)
+    assert res.returncode == 1 and res.err.count("\n") == 1
+    assert res.err.startswith(f"rumpfs: error: {path}: corrupt gzip data: ")
+
+
+def test_truncated_xz(images, tmp_path):
+    packed = lzma.compress(images["a.cpio"], check=lzma.CHECK_CRC32)
+    path = write(tmp_path, "x.cpio.xz", packed[:len(packed) // 2])
+    one_error(run_rumpfs("ls", path, check=False),
+              f"{path}: corrupt xz data: the compressed data ends in the middle of a stream")
+
+
+def test_gzip_bomb_memory_is_bounded(tmp_path):
+    """256 MiB of zeros compress to 250 KiB: reading them keeps to small
+    pieces (RLIMIT_AS of 400 MiB for the whole command) and reports the
+    result is not a cpio archive."""
+    zeros = gzip.compress(bytes(256 << 20), compresslevel=9, mtime=0)
+    path = write(tmp_path, "bomb.gz", zeros)
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (400 << 20, 400 << 20));"
+            "from rumpfs.cli import main; sys.exit(main(sys.argv[1:]))")
+    res = subprocess.run([os.sys.executable, "-c", code, "ls", path], capture_output=True,
+                         text=True)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr == (f"rumpfs: error: {path}: not an image rumpfs can read "
+                          f"(known formats: cpio, ffs, ffs2)\n")
+
+
+# --- ELF objects -----------------------------------------------------------
+
+
+def _shdr(data: bytes, index: int):
+    lay = E.layouts(E.ELFCLASS64, "little")
+    eh = lay.Ehdr.parse(data[:lay.Ehdr.sizeof()])
+    n = lay.Shdr.sizeof()
+    at = eh.e_shoff + index * n
+    return at, lay.Shdr.parse(data[at:at + n]), eh
+
+
+def test_elf_section_header_table_beyond_the_file(images, tmp_path):
+    data = bytearray(images["a.o"])
+    struct.pack_into("<Q", data, 0x28, 1 << 62)  # e_shoff of ELF64
+    path = write(tmp_path, "x.o", data)
+    one_error(run_rumpfs("ls", path, check=False),
+              f"{path}: ELF file without a readable section header table")
+
+
+def test_elf_registry_section_offset_beyond_the_file(images, tmp_path):
+    data = bytearray(images["a.o"])
+    lay = E.layouts(E.ELFCLASS64, "little")
+    eh = lay.Ehdr.parse(bytes(data[:lay.Ehdr.sizeof()]))
+    names_at, names_sh, _ = _shdr(data, eh.e_shstrndx)
+    table = bytes(data[names_sh.sh_offset:names_sh.sh_offset + names_sh.sh_size])
+    for i in range(eh.e_shnum):
+        at, sh, _ = _shdr(data, i)
+        if table[sh.sh_name:].split(b"\0", 1)[0] == registry.SECTION.encode():
+            struct.pack_into("<Q", data, at + 24, 1 << 40)  # sh_offset of Elf64_Shdr
+            size = sh.sh_size
+            break
+    path = write(tmp_path, "x.o", data)
+    one_error(run_rumpfs("ls", path, check=False),
+              f"{path}: section {registry.SECTION} at offset {1 << 40}, {size} bytes, is beyond "
+              f"the end of the file ({len(data)} bytes)")
+
+
+def test_elf_registry_name_not_utf8(images, tmp_path):
+    data = bytearray(images["a.o"])
+    # struct rumpfs_image (rumpfs_images.h): ri_name follows the 8-byte pointer at 24.
+    rec = data.find(struct.pack("<I", registry.MAGIC))
+    at = rec + registry.IMAGE_POINTER_OFFSET + 8
+    assert data[at:at + 5] == b"root\0"
+    data[at:at + 4] = b"r\xffot"
+    path = write(tmp_path, "x.o", data)
+    res = run_rumpfs("ls", path, check=False)
+    assert res.returncode == 1 and res.err.count("\n") == 1
+    assert res.err == (f"rumpfs: error: {path}: registry record at byte 0 of rumpfs_images: "
+                       f"ri_name b'r\\xffot' is not UTF-8\n")
+
+
+# --- files that are not images -------------------------------------------------
+
+
+def test_ls_of_a_fifo_does_not_block(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    res = subprocess.run([os.sys.executable, "-m", "rumpfs", "ls", str(fifo)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1
+    assert res.stderr == f"rumpfs: error: {fifo}: not a regular file or block device\n"
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
