@@ -128,8 +128,10 @@ CASES = [
          pre_symlinks={"motd": "{OUT}/f"}, expect=("motd",)),
     Case("preexisting-symlink-root-name", [("keep", REG, "PWN")], [],
          pre_symlinks={"keep": "{OUT}/dir/keep"}, expect=("keep",)),
+    # A NUL inside a name whose size says it goes on: the archive is corrupt,
+    # and the reader refuses it before anything is extracted.
     Case("nul-in-name", [(b"a\0b", REG, "x")],
-         ["warning: a\\x00b: name contains a NUL byte; not extracted", _delayed(1)]),
+         ["error: {ARCHIVE}: corrupt cpio name at offset 110: 'a\\x00b' has a NUL byte inside"]),
     Case("file-then-dir", [("a", REG, "x"), ("a", DIR), ("a/b", REG, "y")], [],
          expect=("a", "a/b")),
     Case("dir-then-file", [("a", DIR), ("a/b", REG, "y"), ("a", REG, "x")],
@@ -296,17 +298,19 @@ def _ffs_dup(first):
     return build
 
 
+#: A name with a '/' cannot stand in an FFS directory: the reader refuses such an
+#: image as corrupt (one error line, nothing outside touched), where a name
+#: that is only '..' or a duplicate is left to extract's rules.
 FFS_CASES = [
     ("dotdot", _file("EEEEEEE"), [(b"EEEEEEE", b"../../x")], ["../../x"],
-     ["warning: ../../x: path contains '..'; not extracted"], ()),
+     ["error: {IMAGE}: corrupt directory entry at byte 24: name '../../x' has a '/' or a NUL byte"], ()),
     ("dotdot-deep", _file("R" * 31), [(b"R" * 31, b"../../../../../../../../rootesc")],
      ["../../../../../../../../rootesc"],
-     ["warning: ../../../../../../../../rootesc: path contains '..'; not extracted"], ()),
+     ["error: {IMAGE}: corrupt directory entry at byte 24: name '../../../../../../../../rootesc' has a '/' or a NUL byte"], ()),
     ("slash-dotdot", _file("QQQQQQQQQ"), [(b"QQQQQQQQQ", b"a/../../y")], ["a/../../y"],
-     ["warning: a/../../y: path contains '..'; not extracted"], ()),
+     ["error: {IMAGE}: corrupt directory entry at byte 24: name 'a/../../y' has a '/' or a NUL byte"], ()),
     ("hardlink-first-dotdot", _ffs_hardlinks, [(b"HLA", b"../")], ["../", "HLB"],
-     ["warning: ../: path contains '..'; not extracted",
-      "warning: HLB: hard link to ../, which was not extracted; not extracted"], ()),
+     ["error: {IMAGE}: corrupt directory entry at byte 24: name '../' has a '/' or a NUL byte"], ()),
     # The directory sorts first: then the symlink replaces it and its file
     # would go through the symlink.
     ("dup-dir-then-symlink", _ffs_dup("dc"), [(b"\x02dc\0", b"\x02dd\0")], ["dd"],
@@ -334,8 +338,8 @@ def test_ffs_escape(build, renames, names, lines, expect, variant, tmp_path):
     res = run_rumpfs("extract", image, tmp_path / "x", check=False)
     assert _snapshot(tmp_path, "x", "src") == before
     assert (out / "f").read_bytes() == b"original\n"
-    want = [f"rumpfs: {line}" for line in lines]
-    if lines:
+    want = [f"rumpfs: {line}".replace("{IMAGE}", os.fspath(image)) for line in lines]
+    if lines and not lines[0].startswith("error:"):
         n = len(lines)
         want.append(f"rumpfs: error: {image}: {n} entr{'y' if n == 1 else 'ies'} not extracted "
                     f"(see the warnings above)")

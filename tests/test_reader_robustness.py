@@ -271,7 +271,7 @@ def test_gzip_bomb_memory_is_bounded(tmp_path):
                          text=True)
     assert res.returncode == 1, res.stderr
     assert res.stderr == (f"rumpfs: error: {path}: not an image rumpfs can read "
-                          f"(known formats: cpio, ffs, ffs2)\n")
+                          f"(known formats: cpio, fat, ffs, ffs2, iso)\n")
 
 
 # --- ELF objects -----------------------------------------------------------
