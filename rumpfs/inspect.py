@@ -139,7 +139,27 @@ def describe(path: str) -> dict:
         image = {"offset": off, "size": size}
         image.update(reader.info())
         info["image"] = image
-        return info
+        bootable = container is None and image_format.name == "iso" and _has_el_torito(f, off)
+    if bootable:
+        # A bootable ISO: what rumpfs bundle put in it (loader, kernel, modules,
+        # config); another tool's bootable ISO is described as an ISO only.
+        from .bundle.inspect import describe as describe_bundle
+        try:
+            info["bundle"] = describe_bundle(path)
+        except RumpfsError:
+            pass
+    return info
+
+
+#: The El Torito boot record: the volume descriptor after the primary one
+#: (ECMA-119 sector 17: type 0, "CD001", version 1, the boot system id).
+EL_TORITO_SECTOR = 17
+EL_TORITO_RECORD = b"\0CD001\x01EL TORITO SPECIFICATION"
+
+
+def _has_el_torito(f, offset: int) -> bool:
+    f.seek(offset + EL_TORITO_SECTOR * 2048)
+    return f.read(len(EL_TORITO_RECORD)) == EL_TORITO_RECORD
 
 
 __all__ = ["open_image", "describe", "extract", "locate"]

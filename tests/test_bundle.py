@@ -288,6 +288,28 @@ def test_describe_reads_the_bundle_back(inputs, built, tmp_path):
         describe(str(inputs["root"]))
 
 
+def test_info_shows_the_bundle(inputs, built, tmp_path):
+    """rumpfs info on a bundle: the ISO, and the loader, kernel and modules
+    (the same description as above); a plain ISO of pack has no bundle part."""
+    info = json.loads(run_rumpfs("info", "--json", built / "b.iso").out)
+    assert info["image"]["format"] == "iso"
+    assert info["bundle"]["kernel"]["size"] == inputs["kernel"].stat().st_size
+    assert [m["size"] for m in info["bundle"]["modules"]] == \
+        [p.stat().st_size for p, _ in expected_modules(inputs)]
+    plain = tmp_path / "plain.iso"
+    run_rumpfs("pack", "--no-stubetc", inputs["kernel"].parent, "-o", plain)
+    assert "bundle" not in json.loads(run_rumpfs("info", "--json", plain).out)
+    # xorriso makes a bootable ISO that is no bundle of ours: described as an ISO.
+    other = tmp_path / "other.iso"
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    shutil.copyfile(built / "b.iso", boot / "disk.img")
+    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(other), "-b", "disk.img",
+                    "-no-emul-boot", str(boot)], check=True, capture_output=True)
+    info = json.loads(run_rumpfs("info", "--json", other).out)
+    assert info["image"]["format"] == "iso" and "bundle" not in info
+
+
 # --- VHD and GCE -----------------------------------------------------------------
 
 #: (cylinders, heads, sectors per track) from the VHD specification's
