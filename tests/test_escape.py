@@ -306,7 +306,8 @@ FFS_CASES = [
      ["error: {IMAGE}: corrupt directory entry at byte 24: name '../../x' has a '/' or a NUL byte"], ()),
     ("dotdot-deep", _file("R" * 31), [(b"R" * 31, b"../../../../../../../../rootesc")],
      ["../../../../../../../../rootesc"],
-     ["error: {IMAGE}: corrupt directory entry at byte 24: name '../../../../../../../../rootesc' has a '/' or a NUL byte"], ()),
+     ["error: {IMAGE}: corrupt directory entry at byte 24: "
+      "name '../../../../../../../../rootesc' has a '/' or a NUL byte"], ()),
     ("slash-dotdot", _file("QQQQQQQQQ"), [(b"QQQQQQQQQ", b"a/../../y")], ["a/../../y"],
      ["error: {IMAGE}: corrupt directory entry at byte 24: name 'a/../../y' has a '/' or a NUL byte"], ()),
     ("hardlink-first-dotdot", _ffs_hardlinks, [(b"HLA", b"../")], ["../", "HLB"],
