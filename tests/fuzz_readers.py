@@ -82,6 +82,9 @@ KINDS = {
                         "container_options": {"target": "aarch64"}}),
     "elf-zstd-be": (".o", {"format": "cpio", "compress": "zstd",
                            "container_options": {"target": "s390x"}}),
+    # Byte flips, truncation and splices only (no field-aware mutations yet).
+    "iso": (".iso", {}),
+    "fat": (".fat", {"format_options": {"fat_skip_special": True}}),
 }
 
 COMPRESSED = {"gzip": "gzip", "xz": "xz", "zstd": "zstd", "lz4": "lz4"}
@@ -303,7 +306,7 @@ class Seed:
             dec = compress.decompressor(self.method)
             self.inner = dec.decompress(self.data)
             fields = _cpio_fields(self.inner, 0)
-        else:
+        elif kind in ("newc", "crc"):
             fields = _cpio_fields(self.data, 0)
         self.fields = fields
 

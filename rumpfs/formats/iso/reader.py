@@ -9,7 +9,7 @@ import struct
 
 from ...errors import RumpfsError
 from ...tree import join
-from .. import Entry, ImageReader
+from .. import Entry, ImageReader, file_name
 from .layout import (
     DIR_RECORD,
     FLAG_DIRECTORY,
@@ -57,12 +57,12 @@ class IsoReader(ImageReader):
     def _read(self, sector: int, length: int, off: int = 0) -> bytes:
         start = sector * SECTOR + off
         if sector < 0 or start + length > self.size:
-            raise RumpfsError(f"{getattr(self.f, 'name', 'image')}: ISO 9660 structure at byte "
+            raise RumpfsError(f"{file_name(self.f)}: ISO 9660 structure at byte "
                               f"{start} (+{length}) lies outside the {self.size}-byte image")
         self.f.seek(self.offset + start)
         data = self.f.read(length)
         if len(data) != length:
-            raise RumpfsError(f"{getattr(self.f, 'name', 'image')}: truncated ISO 9660 image")
+            raise RumpfsError(f"{file_name(self.f)}: truncated ISO 9660 image")
         return data
 
     def _pvd(self) -> None:
@@ -81,17 +81,18 @@ class IsoReader(ImageReader):
                 return
             if vd[0] == VD_TERMINATOR:
                 break
-        raise RumpfsError(f"{getattr(self.f, 'name', 'image')}: no ISO 9660 primary volume "
+        raise RumpfsError(f"{file_name(self.f)}: no ISO 9660 primary volume "
                           "descriptor")
 
     def _parse(self, raw: bytes, where: int) -> _Rec:
         if len(raw) < DIR_RECORD.size:
-            raise RumpfsError(f"ISO 9660 directory record at byte {where}: too short")
+            raise RumpfsError(f"{file_name(self.f)}: ISO 9660 directory record at byte {where}: "
+                              "too short")
         f = DIR_RECORD.unpack_from(raw)
         length, extent, size, date, flags, name_len = f[0], f[2], f[4], f[6], f[7], f[12]
         if DIR_RECORD.size + name_len > length or length > len(raw):
-            raise RumpfsError(f"ISO 9660 directory record at byte {where}: name of {name_len} "
-                              f"bytes does not fit its length {length}")
+            raise RumpfsError(f"{file_name(self.f)}: ISO 9660 directory record at byte {where}: "
+                              f"name of {name_len} bytes does not fit its length {length}")
         r = _Rec()
         r.name = raw[33:33 + name_len]
         r.extent, r.size, r.flags, r.date, r.where = extent, size, flags, date, where
@@ -133,7 +134,7 @@ class IsoReader(ImageReader):
             if ce is not None:
                 hops += 1
                 if hops > _MAX_CONTINUATIONS:
-                    raise RumpfsError("ISO 9660: continuation areas loop")
+                    raise RumpfsError(f"{file_name(self.f)}: ISO 9660: continuation areas loop")
                 sector, off, length = ce
                 data = self._read(sector, length, off)
         return out
@@ -278,7 +279,7 @@ class IsoReader(ImageReader):
         while pos + fmt.size <= len(table):
             name_len, _ext, extent, parent = fmt.unpack_from(table, pos)
             if name_len == 0:
-                raise RumpfsError(f"path table record {len(out) + 1}: empty name")
+                raise RumpfsError(f"{file_name(self.f)}: path table record {len(out) + 1}: empty name")
             out.append((extent, parent))
             pos += fmt.size + name_len + name_len % 2
         return out
