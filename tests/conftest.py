@@ -43,6 +43,13 @@ def pytest_configure(config):
     os.umask(TEST_UMASK)
 
 
+@pytest.fixture(autouse=True)
+def _clean_environment():
+    """Each test starts from the environment of pytest_configure, whatever an
+    earlier test in this process (or a module fixture's API call) set."""
+    os.environ.pop("SOURCE_DATE_EPOCH", None)
+
+
 def require_tool(tool: str, package: str) -> str:
     """The path of ``tool``; a missing tool the CI installs is a failure, not a skip."""
     path = shutil.which(tool)

@@ -87,6 +87,12 @@ KINDS = {
     "fat": (".fat", {"format_options": {"fat_skip_special": True}}),
 }
 
+#: Kinds whose mutations know no fields yet (only flips, truncation, splices).
+BLIND_KINDS = ("iso", "fat")
+
+#: Every time in the seed images.
+SEED_TIME = 1_700_000_000
+
 COMPRESSED = {"gzip": "gzip", "xz": "xz", "zstd": "zstd", "lz4": "lz4"}
 
 
@@ -109,7 +115,7 @@ def make_tree(root: str) -> None:
         f.write(b"head")
         f.seek(300_000)
         f.write(b"tail")
-    stamp = 1_700_000_000
+    stamp = SEED_TIME
     for dirpath, dirnames, filenames in os.walk(root):
         for n in dirnames + filenames:
             os.utime(os.path.join(dirpath, n), (stamp, stamp), follow_symlinks=False)
@@ -129,7 +135,6 @@ def build_seeds(directory: str) -> dict[str, str]:
     tree = os.path.join(directory, "tree")
     if not os.path.isdir(tree):
         make_tree(tree)
-    os.environ.setdefault("SOURCE_DATE_EPOCH", "1700000000")
     # Devices, a fifo and owners, which need no root through a spec file.
     spec = os.path.join(directory, "tree.spec")
     with open(spec, "w") as f:
@@ -138,8 +143,10 @@ def build_seeds(directory: str) -> dict[str, str]:
     for kind, (suffix, options) in KINDS.items():
         path = os.path.join(directory, kind + suffix)
         if not os.path.exists(path):
+            # A fixed time, not SOURCE_DATE_EPOCH: this runs inside test
+            # processes, whose environment later tests rely on.
             api.pack([tree], path, api.PackOptions(stubetc=False, pwdb=False, spec=[spec],
-                                                   **options))
+                                                   timestamp=SEED_TIME, **options))
         out[kind] = path
     return out
 

@@ -63,7 +63,8 @@ def test_seeds_are_clean_and_field_aware(seeds):
             f.write(seed.data)
         result = F.exercise(path, workdir)
         assert result["clean"] and not result["failures"], (kind, result)
-        assert len(seed.fields) > 20, kind
+        if kind not in F.BLIND_KINDS:
+            assert len(seed.fields) > 20, kind
 
 
 def test_a_crash_is_a_failure(seeds, monkeypatch):

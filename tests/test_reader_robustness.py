@@ -30,7 +30,6 @@ from rumpfs.formats.ffs import layout as L
 def images(tmp_path_factory):
     d = tmp_path_factory.mktemp("robust")
     make_tree(str(d / "tree"))
-    os.environ.setdefault("SOURCE_DATE_EPOCH", "1700000000")
     (d / "tree.spec").write_text(SPEC)
     out = {}
     for name, opts in (("u1.img", {"format": "ffs", "byteorder": "little"}),
@@ -38,7 +37,8 @@ def images(tmp_path_factory):
                        ("a.cpio", {}),
                        ("a.o", {"container_options": {"target": "x86_64"}})):
         api.pack([str(d / "tree")], str(d / name),
-                 api.PackOptions(stubetc=False, pwdb=False, spec=[str(d / "tree.spec")], **opts))
+                 api.PackOptions(stubetc=False, pwdb=False, spec=[str(d / "tree.spec")],
+                                 timestamp=1_700_000_000, **opts))
         out[name] = (d / name).read_bytes()
     return out
 
