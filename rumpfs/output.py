@@ -547,10 +547,11 @@ class StreamSink:
 
 
 def read_source(data, size: int):
-    """The first ``size`` bytes of the host file ``data``, in chunks of at
-    most BUFFER_SIZE, checked before and after as :func:`open_source` does."""
+    """The first ``size`` bytes of the host data ``data`` (from its offset in
+    its file), in chunks of at most BUFFER_SIZE, checked before and after as
+    :func:`open_source` does."""
     mtime = _mtime_of(data)
-    fd = _open_source(data.path, data.size, mtime)
+    fd = open_source(data)
     try:
         left = size
         while left:
@@ -559,10 +560,10 @@ def read_source(data, size: int):
             except OSError as e:
                 raise _unreadable(data.path, e) from None
             if not chunk:
-                raise _short(fd, data.path, data.size, mtime)
+                raise _short(fd, data.path, data.file_size, mtime)
             left -= len(chunk)
             yield chunk
-        check_source(fd, data.path, data.size, mtime)
+        check_source(fd, data.path, data.file_size, mtime)
     finally:
         os.close(fd)
 

@@ -109,6 +109,33 @@ def test_gnu_cpio_archive_into_cpio_read_by_gnu_cpio(fixture_tree, tmp_path, fmt
 
 
 @needs_root
+@pytest.mark.parametrize("output", ["r.cpio.gz", "r.cpio.zst", "-"])
+def test_tar_into_a_streamed_cpio_read_by_gnu_cpio(fixture_tree, tmp_path, output):
+    """Compressed and stdout outputs read a member's data from its offset in
+    the archive (a merge once read the archive from its start, and checked
+    the member's size against the archive's)."""
+    archive = gnu_tar(fixture_tree, tmp_path / "root.tar", "--format=gnu")
+    out = tmp_path / "r.cpio"
+    if output == "-":
+        res = run_rumpfs("pack", "--no-stubetc", archive, "--format", "cpio", "-o", "-")
+        out.write_bytes(res.stdout)
+    else:
+        compressed = tmp_path / output
+        run_rumpfs("pack", "--no-stubetc", archive, "-o", compressed)
+        tool = ["gzip", "-dc"] if output.endswith(".gz") else ["zstd", "-dcq"]
+        with open(out, "wb") as f:
+            subprocess.run([*tool, str(compressed)], stdout=f, check=True)
+    expected = source_records(fixture_tree)
+    actual = gnu_cpio_records(out, tmp_path / "x")
+    expected[b""]["mtime"] = actual[b""]["mtime"] = None
+    for records in (expected, actual):
+        for r in records.values():
+            if r["type"] == "symlink":
+                r["mtime"] = None
+    assert_same(no_dir_times(expected), no_dir_times(actual))
+
+
+@needs_root
 @pytest.mark.parametrize("fmt", ["newc", "odc"])
 def test_gnu_cpio_archive_into_ffs_read_by_dissect(fixture_tree, tmp_path, fmt):
     archive = gnu_cpio(fixture_tree, tmp_path / "root.cpio", fmt)
