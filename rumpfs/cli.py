@@ -34,18 +34,31 @@ PACK_USAGE = "%(prog)s [SRC ...] -o OUT [options]"
 
 PACK_EPILOG = """\
 Sources are layers applied in order, later wins: the default /etc (stubetc,
-unless --no-stubetc), then each SRC directory (DIR:/dest grafts it at /dest
-inside the image), then --spec files, then --remove patterns.  The output is reproducible:
-owners are 0:0 unless --keep-owner, times are clamped to SOURCE_DATE_EPOCH
-when it is set, and nothing depends on directory order or umask.
+unless --no-stubetc), then each SRC (a directory, a tar or cpio archive,
+oci:DIR[:REF] or docker-archive:FILE; SRC:/dest grafts it at /dest inside
+the image), then --spec files, then --mtree specs, then --remove patterns.
+The output is reproducible: owners are 0:0 unless --keep-owner, times are
+clamped to SOURCE_DATE_EPOCH when it is set, and nothing depends on
+directory order or umask.
+
+Defaults and generated files: the default /etc holds hosts, services,
+protocols, networks, nsswitch.conf, resolv.conf, shells and the
+account files master.passwd and group.  Each is added only where your
+layers have no file of that name; the account files are left out altogether
+when your layers bring passwd, group, shadow, gshadow, pwd.db or spwd.db but
+no master.passwd (a Linux-style /etc).  When the final tree has an
+/etc/master.passwd (yours or the default), pwd.db, spwd.db and passwd are
+generated from it (--no-pwdb skips that), and --config adds
+/etc/rumprun.json.  Nothing else is generated.
 
 The format comes from --format or the output name: .cpio, .cpio.gz,
-.cpio.xz, .cpio.zst, .cpio.lz4 (cpio newc), .img/.ffs (FFS), .o/.S/.c (an
+.cpio.xz, .cpio.zst, .cpio.lz4 (cpio newc), .img (FFS, or the file system
+--format names), .ffs (FFS), .iso (ISO 9660), .fat (FAT), .o/.S/.c (an
 object holding the image: FFS, or cpio for --template linux-initramfs and
-unikraft-einitrd; --image-format chooses).  Options that contradict each
-other or the output name are errors (docs/options.md lists the rules).
-The output is written to a temporary file and renamed at the end: after an
-error there is no partial output.
+unikraft-einitrd; --image-format chooses), - (cpio to stdout).  Options
+that contradict each other or the output name are errors (docs/options.md
+lists the rules).  The output is created unnamed and linked into place when
+complete: after an error, Ctrl-C or a kill there is no partial output.
 
 examples:
   rumpfs pack rootfs/ -o root.cpio.gz
@@ -173,13 +186,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 def add_pack_arguments(p: argparse.ArgumentParser) -> None:
     """Declare every option of ``rumpfs pack`` on ``p``."""
     p.add_argument("sources", nargs="*", metavar="SRC",
-                   help="host directory, or DIR:/dest to graft it at /dest in the image")
+                   help="host directory, tar or cpio archive, oci:DIR[:REF] or "
+                        "docker-archive:FILE; SRC:/dest grafts it at /dest in the image")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file")
     p.add_argument("-f", "--format", metavar="FMT",
                    help=f"image format: {', '.join(formats.names())} (default: from the output "
                         f"name; for an object, the image inside)")
     p.add_argument("--no-stubetc", dest="stubetc", action="store_false",
-                   help="do not start from the default minimal /etc")
+                   help="do not start from the default minimal /etc (see below for what it "
+                        "holds and when its files step aside)")
     p.add_argument("--spec", action="append", default=[], metavar="FILE",
                    help="spec file creating entries (devices, links...) or setting modes and "
                         "owners without root: the Linux gen_init_cpio list format plus "

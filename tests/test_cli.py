@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_rumpfs
+from conftest import ROOT, run_rumpfs
 from treecompare import assert_same, normalized, scan_host
 
 from rumpfs import api
@@ -239,3 +239,13 @@ def test_api_contradiction_is_a_value_error(src, tmp_path):
     with pytest.raises(ValueError, match="--compress xz: contradicts the output name"):
         api.pack([src], tmp_path / "x.cpio.gz", compress="xz")
     assert os.listdir(tmp_path) == ["src"]
+
+
+def test_help_names_every_default_etc_file():
+    """pack --help says which /etc files are defaults: exactly those in stubetc/."""
+    import re
+    text = " ".join(run_rumpfs("pack", "--help").out.split())
+    listed = re.search(r"the default /etc holds (.*?) and the account files (.*?)\. ", text)
+    assert listed, text
+    names = set(listed.group(1).split(", ")) | set(listed.group(2).split(" and "))
+    assert names == set(os.listdir(ROOT / "stubetc"))
