@@ -353,10 +353,23 @@ def test_gce_tar_gz(built, tmp_path):
     with gzip.open(built / "b.tar.gz") as gz:
         header = gz.read(512)
     assert header[257:265] == b"ustar  \0"  # GNU tar's magic and version
-    subprocess.run(["tar", "-xzf", str(built / "b.tar.gz"), "-C", str(tmp_path)], check=True)
-    assert (tmp_path / "disk.raw").read_bytes() == (built / "b.img").read_bytes()
+    assert header[156:157] == b"S"  # a sparse member (old GNU format)
+    subprocess.run(["tar", "-xSzf", str(built / "b.tar.gz"), "-C", str(tmp_path)], check=True)
+    raw = tmp_path / "disk.raw"
+    assert raw.read_bytes() == (built / "b.img").read_bytes()
     with tarfile.open(built / "b.tar.gz") as t:
-        assert t.getmember("disk.raw").mtime == int(EPOCH)
+        member = t.getmember("disk.raw")
+        assert (member.mtime, member.size, member.issparse()) == (int(EPOCH), raw.stat().st_size, True)
+    # The disk's zeros were not stored (Python's tarfile reads the map), and
+    # GNU tar made the file sparse again from it.
+    stored = sum(n for _, n in member.sparse)
+    assert stored < member.size - (64 << 10)
+    assert raw.stat().st_blocks * 512 <= stored + (64 << 10)
+    # bsdtar reads it the same way.
+    other = tmp_path / "bsdtar"
+    other.mkdir()
+    subprocess.run(["bsdtar", "-xzf", str(built / "b.tar.gz"), "-C", str(other)], check=True)
+    assert (other / "disk.raw").read_bytes() == (built / "b.img").read_bytes()
 
 
 # --- config delivery ---------------------------------------------------------------
@@ -697,3 +710,31 @@ def test_boot_uefi_gpt_disk(inputs, tmp_path, grub_cache):
     make_uefi(inputs, img, grub_cache, "--cmdline", "x=1")
     boot_uefi(inputs, ["-drive", f"file={img},format=raw"], b"/kernel x=1")
     assert_boots(inputs, ["-drive", f"file={img},format=raw"], b"/kernel x=1")
+
+
+def test_sparse_member_with_extension_blocks_read_by_gnu_tar(tmp_path):
+    """More data runs than the header's four and an extension block's 21, a
+    hole at the start and at the end: GNU tar and bsdtar give the bytes back."""
+    import io
+
+    from rumpfs.bundle.gnutar import write_sparse_member
+    disk_path = tmp_path / "disk"
+    with open(disk_path, "wb") as f:
+        f.truncate(8 << 20)
+        for i in range(60):
+            f.seek((i * 2 + 1) * 65536)
+            f.write(bytes([i + 1]) * (4096 * (1 + i % 3)))
+    archive = io.BytesIO()
+    with open(disk_path, "rb") as f:
+        write_sparse_member(archive, "disk.raw", f, 8 << 20, 1_700_000_000)
+    tar_path = tmp_path / "d.tar"
+    tar_path.write_bytes(archive.getvalue())
+    for tool, dest in ((["tar", "-xSf"], tmp_path / "gnu"), (["bsdtar", "-xf"], tmp_path / "bsd")):
+        dest.mkdir()
+        subprocess.run([*tool, str(tar_path), "-C", str(dest)], check=True)
+        assert (dest / "disk.raw").read_bytes() == disk_path.read_bytes(), tool
+    listing = subprocess.run(["tar", "-tvf", str(tar_path)], capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert listing[2] == str(8 << 20)  # the real size, not the stored bytes
+    # 60 runs of 4-12 KiB stored, not 8 MiB.
+    assert len(archive.getvalue()) < 1 << 20

@@ -8,9 +8,10 @@ disk is the raw disk followed by a 512-byte big-endian footer.
 from __future__ import annotations
 
 import gzip
-import tarfile
 
 from construct import Bytes, Const, Int8ub, Int16ub, Int32ub, Int64ub, Padding, Struct
+
+from .gnutar import write_sparse_member
 
 VHD_FOOTER_SIZE = 512
 VHD_COOKIE = b"conectix"
@@ -100,15 +101,7 @@ GCE_MEMBER = "disk.raw"
 
 def write_gce_tar_gz(out, raw, size: int, epoch: int) -> None:
     """GCE's import format: a gzip'd GNU tar with the raw disk (the binary
-    file ``raw``, ``size`` bytes) as ``disk.raw``.  Python's tarfile writes no
-    sparse members, so the disk's holes are stored as zeros (gzip makes them
-    small)."""
-    raw.seek(0)
-    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=epoch) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        info = tarfile.TarInfo(GCE_MEMBER)
-        info.size = size
-        info.mtime = epoch
-        info.mode = 0o644
-        info.uname = info.gname = ""
-        tar.addfile(info, raw)
+    file ``raw``, ``size`` bytes) as the sparse member ``disk.raw``, as
+    ``tar --format=oldgnu -Sczf`` makes it: its zeros are not stored."""
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=epoch) as gz:
+        write_sparse_member(gz, GCE_MEMBER, raw, size, epoch)
