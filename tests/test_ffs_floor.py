@@ -179,7 +179,7 @@ def test_linux_mounts_the_floor_images(tmp_path_factory):
     if shutil.which(harness.QEMU) is None:
         pytest.skip(f"{harness.QEMU} not found")
     try:
-        kernel = harness.Kernel.pinned()
+        kernel = harness.Kernel.chosen()
     except harness.KernelMissing as e:
         pytest.skip(str(e))
     work = tmp_path_factory.mktemp("floor-boot") / "boot"
