@@ -122,7 +122,7 @@ def boot(*drive_args: str, timeout: float = BOOT_TIMEOUT, extra=()) -> Boot:
                 # After the report the kernel exits qemu itself (EOF): its
                 # exit status is part of the result.  At the loader's prompt
                 # nothing more comes.
-                if END not in serial and serial.rstrip(b"\r\n").endswith(LOADER_PROMPT.rstrip()):
+                if END not in serial and serial.rstrip().endswith(LOADER_PROMPT.rstrip()):
                     break
     finally:
         if proc.poll() is None:
