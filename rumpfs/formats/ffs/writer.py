@@ -942,9 +942,14 @@ class Writer:
                 out[ino] = inline.unpack(nodes[ino].target.ljust(p.maxsymlinklen, b"\0"))
             elif kind == stat.S_IFCHR or kind == stat.S_IFBLK:
                 try:
-                    out[ino] = (encode_rdev(nodes[ino].rdev),) + NO_POINTERS[1:]
+                    rdev = encode_rdev(nodes[ino].rdev)
                 except ValueError as e:
                     raise RumpfsError(f"{display(plan.path_of(ino))}: {e}") from None
+                if not self.ufs2 and rdev > INT32_MAX:
+                    # UFS1's di_rdev is di_db[0], an int32_t: NetBSD's 32-bit
+                    # dev_t lands there as the same bits, read as negative.
+                    rdev -= 1 << 32
+                out[ino] = (rdev,) + NO_POINTERS[1:]
         return out
 
     def _inode_columns(self, plan: Plan, first: int, last: int, pointers: dict,
