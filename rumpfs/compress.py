@@ -16,7 +16,7 @@ import zlib
 from construct import Const, Int32ul, Struct
 
 from .errors import RumpfsError
-from .output import read_source
+from .output import append_data
 
 METHODS = ("gzip", "xz", "zstd", "lz4")
 
@@ -150,10 +150,11 @@ def _decoder(method: str):
     raise RumpfsError(f"unknown compression {method!r}")
 
 
-class _ZlibDecoder:
-    def __init__(self):
-        self.d = zlib.decompressobj(47)
-        self.started = False
+class _LibraryDecoder:
+    """A decoder over a standard library decompressor ``d``: its end and
+    what follows it come from ``d``."""
+
+    d = None
 
     @property
     def eof(self):
@@ -165,6 +166,12 @@ class _ZlibDecoder:
 
     def finished(self):
         return self.d.eof
+
+
+class _ZlibDecoder(_LibraryDecoder):
+    def __init__(self):
+        self.d = zlib.decompressobj(47)
+        self.started = False
 
     def feed(self, data):
         d = self.d
@@ -178,20 +185,9 @@ class _ZlibDecoder:
             raise CorruptStream(str(e)) from None
 
 
-class _XzDecoder:
+class _XzDecoder(_LibraryDecoder):
     def __init__(self):
         self.d = lzma.LZMADecompressor(memlimit=DECODER_MEMORY)
-
-    @property
-    def eof(self):
-        return self.d.eof
-
-    @property
-    def unused_data(self):
-        return self.d.unused_data
-
-    def finished(self):
-        return self.d.eof
 
     def feed(self, data):
         d = self.d
@@ -307,14 +303,7 @@ class CompressingSink:
         return self.raw
 
     def copy(self, data, length: int | None = None) -> None:
-        size = data.size if length is None else length
-        if not hasattr(data, "path"):
-            self.write(data.data[:size])
-            return
-        for chunk in read_source(data, size):
-            self.write(chunk)
-            if self.progress:
-                self.progress.advance(len(chunk))
+        append_data(self, data, length)
 
     def finish(self) -> int:
         tail = self.comp.flush()

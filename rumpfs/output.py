@@ -527,14 +527,7 @@ class StreamSink:
 
     def copy(self, data, length: int | None = None) -> None:
         """Append a node's data (``HostData`` or ``BytesData``)."""
-        size = data.size if length is None else length
-        if not hasattr(data, "path"):
-            self.write(data.data[:size])
-            return
-        for chunk in read_source(data, size):
-            self.write(chunk)
-            if self.progress:
-                self.progress.advance(len(chunk))
+        append_data(self, data, length)
 
     def finish(self, size: int) -> None:
         self.flush()
@@ -544,6 +537,20 @@ class StreamSink:
 
     def abort(self) -> None:
         self._buf.clear()
+
+
+def append_data(sink, data, length: int | None = None) -> None:
+    """Write ``length`` bytes (default: all) of a node's data to a sequential
+    ``sink`` (its ``write`` and ``progress``), reading host files as
+    :func:`read_source` does."""
+    size = data.size if length is None else length
+    if not hasattr(data, "path"):
+        sink.write(data.data[:size])
+        return
+    for chunk in read_source(data, size):
+        sink.write(chunk)
+        if sink.progress:
+            sink.progress.advance(len(chunk))
 
 
 def read_source(data, size: int):
