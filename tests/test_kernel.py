@@ -215,6 +215,86 @@ def test_ffs_mounted_by_linux(disk_boot, label):
     _compare(disk_boot, _expected(disk_boot), disk_boot.listing(label), f"{label} image (Linux ufs)")
 
 
+#: The longest Rock Ridge name Linux's isofs reads whole.
+ISOFS_NAME_MAX = 254
+
+#: The fixture's name that is not UTF-8: FAT stores names in UTF-16.
+NOT_UTF8 = "/caf\udce9-latin1"
+
+
+@pytest.fixture(scope="session")
+def other_fs_boot(kernel, boots_dir):
+    """One boot: our ISO 9660 image mounted with Rock Ridge and, as a second
+    disk, with norock (Joliet), and our FAT image with vfat."""
+    def prepare(work):
+        src = _source(work)
+        iso = work / "root.iso"
+        run_rumpfs(*PACK, src, "-o", iso)
+        joliet = work / "joliet.iso"
+        shutil.copyfile(iso, joliet)
+        fat = work / "root.fat"
+        run_rumpfs(*PACK, "--fat-skip-special", "--remove", NOT_UTF8, src, "-o", fat)
+        plan = ("list_fs vda iso9660 nojoliet iso-rr\n"
+                "list_fs vdb iso9660 norock iso-joliet\n"
+                "list_fs vdc vfat utf8,shortname=winnt fat")
+        helper = harness.build_helper(work / "helper.cpio", kernel, plan,
+                                      modules=harness.OTHER_FS_MODULES)
+        disks = [harness.Disk(iso), harness.Disk(joliet), harness.Disk(fat)]
+        return harness.initrd_with(work / "initrd", helper, None), disks
+    return harness.boot_once(kernel, boots_dir / "other-fs", prepare)
+
+
+def _regular_files(records: dict, keep=lambda path: True) -> dict:
+    """path -> (size, sha256) of the regular files, and the directories."""
+    return {p: (r["type"], r["size"] if r["type"] == "file" else None, r["sha256"])
+            for p, r in records.items()
+            if r["type"] in ("file", "dir") and p and keep(p)}
+
+
+@pytest.mark.slow
+def test_iso_rock_ridge_mounted_by_linux(other_fs_boot):
+    """Linux's isofs reads every Rock Ridge field back as the source has it."""
+    other_fs_boot.assert_clean()
+    expected = _expected(other_fs_boot)
+    actual = other_fs_boot.listing("iso-rr")
+    # Linux reads at most 254 bytes of a Rock Ridge name (fs/isofs/rock.c
+    # stops at the NM piece that would pass that): the fixture's 255-byte name
+    # comes back cut where one of our NM pieces ends, with its contents.
+    for path in [p for p in expected if len(p) > ISOFS_NAME_MAX]:
+        record = expected.pop(path)
+        cut = [p for p in actual if p and path.startswith(p) and len(p) <= ISOFS_NAME_MAX]
+        assert len(cut) == 1 and actual.pop(cut[0])["sha256"] == record["sha256"], path
+    # isofs numbers inodes by record position and counts a directory's links
+    # itself; the link counts of files come from Rock Ridge (PX).
+    for records in (expected, actual):
+        for r in records.values():
+            if r["type"] == "dir":
+                r["nlink"] = None
+    _compare(other_fs_boot, expected, actual, "ISO 9660 image (Linux isofs, Rock Ridge)")
+
+
+@pytest.mark.slow
+def test_iso_joliet_mounted_by_linux(other_fs_boot):
+    """With norock, Linux reads the Joliet tree: every file's contents under
+    its Joliet name (UTF-16, so bytes that are not UTF-8 become U+FFFD, and
+    at most 64 characters: docs/iso.md)."""
+    def joliet(path: bytes) -> bytes:
+        parts = path.decode("utf-8", "replace").split("/")
+        return "/".join(part[:64] for part in parts).encode()
+
+    expected = {joliet(p): v for p, v in _regular_files(_expected(other_fs_boot)).items()}
+    assert _regular_files(other_fs_boot.listing("iso-joliet")) == expected
+
+
+@pytest.mark.slow
+def test_fat_mounted_by_linux(other_fs_boot):
+    """Linux's vfat reads the long names and the contents of the FAT image."""
+    dropped = os.fsencode(NOT_UTF8.lstrip("/"))
+    expected = _regular_files(_expected(other_fs_boot), lambda p: p != dropped)
+    actual = _regular_files(other_fs_boot.listing("fat"))
+    assert actual == expected
+
+
 @pytest.mark.slow
 def test_ffs_flipped_byte_is_caught(disk_boot):
     """One inverted byte in big.bin's data: the listing names that file only."""

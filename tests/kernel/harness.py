@@ -49,6 +49,10 @@ RDINIT = f"/{HELPER_DIR}/init"
 
 #: Kernel modules each kind of boot loads; dependencies are added and ordered.
 DISK_MODULES = ("virtio_pci", "virtio_blk", "ufs")
+#: ... and for ISO 9660 and FAT disks (vfat's names in UTF-8, FAT's 8.3 in
+#: cp437, and the ascii charset Debian's vfat loads by default).
+OTHER_FS_MODULES = ("virtio_pci", "virtio_blk", "isofs", "vfat", "nls_utf8", "nls_cp437",
+                    "nls_ascii")
 
 #: Default limit for one boot, in seconds (TCG on a shared machine is slow).
 DEFAULT_TIMEOUT = 300
