@@ -353,7 +353,26 @@ def _unreadable(path: bytes, error: OSError) -> RumpfsError:
     return RumpfsError(f"{os.fsdecode(path)}: cannot read: {error.strerror}")
 
 
-class ImageSink:
+class _Buffered:
+    """Sequential writes gathered into ``_buf`` up to BUFFER_SIZE; the sink's
+    ``flush`` writes them at ``pos`` and advances it."""
+
+    pos: int
+    _buf: bytearray
+
+    def write(self, data) -> None:
+        self._buf += data
+        if len(self._buf) >= BUFFER_SIZE:
+            self.flush()
+
+    def tell(self) -> int:
+        return self.pos + len(self._buf)
+
+    def flush(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class ImageSink(_Buffered):
     """The image being written: ``fd`` and the byte offset ``base`` where it starts.
 
     Offsets given to the methods are relative to the start of the image.
@@ -390,15 +409,7 @@ class ImageSink:
         copier.progress = self.progress
         self.copier = copier
 
-    # -- sequential interface ------------------------------------------------
-    def write(self, data) -> None:
-        self._buf += data
-        if len(self._buf) >= BUFFER_SIZE:
-            self.flush()
-
-    def tell(self) -> int:
-        return self.pos + len(self._buf)
-
+    # -- sequential interface (write, tell: _Buffered) -------------------------
     def flush(self) -> None:
         if self._buf:
             self._pwrite_all(self._buf, self.base + self.pos)
@@ -490,7 +501,7 @@ class ImageSink:
         _pwrite_all(self.fd, data, offset)
 
 
-class StreamSink:
+class StreamSink(_Buffered):
     """The sequential part of :class:`ImageSink` for an output that cannot
     seek (a pipe, a fifo, a character device: ``AtomicOutput.streaming``):
     every byte in order with write(2), file data read in order here (no
@@ -501,14 +512,6 @@ class StreamSink:
         self.progress = progress
         self.pos = 0
         self._buf = bytearray()
-
-    def write(self, data) -> None:
-        self._buf += data
-        if len(self._buf) >= BUFFER_SIZE:
-            self.flush()
-
-    def tell(self) -> int:
-        return self.pos + len(self._buf)
 
     def flush(self) -> None:
         if self._buf:
