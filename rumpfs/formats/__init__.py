@@ -138,6 +138,19 @@ class ImageReader:
         names the file first."""
         return RumpfsError(f"{self.name}: {message}")
 
+    def read_exact(self, pos: int, length: int, what: str) -> bytes:
+        """``length`` bytes at ``pos`` of the image (``self.f`` from
+        ``self.offset``, ``self.size`` bytes): an error naming ``what`` when
+        they lie outside it or the file ends first."""
+        if pos < 0 or pos + length > self.size:
+            raise self.error(f"{what} structure at byte {pos} (+{length}) lies outside the "
+                             f"{self.size}-byte image")
+        self.f.seek(self.offset + pos)
+        data = self.f.read(length)
+        if len(data) != length:
+            raise self.error(f"truncated {what} image")
+        return data
+
     def __enter__(self):
         return self
 

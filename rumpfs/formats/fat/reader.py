@@ -83,14 +83,7 @@ class FatReader(ImageReader):
         self.problems: list[str] = []
 
     def _read(self, pos: int, length: int) -> bytes:
-        if pos < 0 or pos + length > self.size:
-            raise RumpfsError(f"{self.name}: FAT structure at byte {pos} (+{length}) lies "
-                              f"outside the {self.size}-byte image")
-        self.f.seek(self.offset + pos)
-        data = self.f.read(length)
-        if len(data) != length:
-            raise RumpfsError(f"{self.name}: truncated FAT image")
-        return data
+        return self.read_exact(pos, length, "FAT")
 
     def _load_fat(self) -> list[int]:
         raw = self._read(self.reserved * self.bps, self.fat_sectors * self.bps)

@@ -46,6 +46,7 @@ class IsoReader(ImageReader):
 
     def __init__(self, f, offset: int = 0, size: int | None = None):
         self.f = f
+        self.name = file_name(f)
         self.offset = offset
         self.size = size
         self.sectors = size // SECTOR
@@ -55,15 +56,7 @@ class IsoReader(ImageReader):
         self._pvd()
 
     def _read(self, sector: int, length: int, off: int = 0) -> bytes:
-        start = sector * SECTOR + off
-        if sector < 0 or start + length > self.size:
-            raise RumpfsError(f"{file_name(self.f)}: ISO 9660 structure at byte "
-                              f"{start} (+{length}) lies outside the {self.size}-byte image")
-        self.f.seek(self.offset + start)
-        data = self.f.read(length)
-        if len(data) != length:
-            raise RumpfsError(f"{file_name(self.f)}: truncated ISO 9660 image")
-        return data
+        return self.read_exact(sector * SECTOR + off, length, "ISO 9660")
 
     def _pvd(self) -> None:
         for i in range(_MAX_DESCRIPTORS):
