@@ -223,7 +223,7 @@ class AtomicOutput:
     def _name(self) -> None:
         """Give the finished file its name: the unnamed file linked in (to
         a temporary name first when an old output is to be replaced, then
-        renamed over it: atomic), or the named temporary file renamed."""
+        put in its place: atomic), or the named temporary file put in place."""
         name = os.path.basename(self.path)
         if self.tmp is None:
             source = f"{_PROC_FD}/{self.fd}"
@@ -242,13 +242,59 @@ class AtomicOutput:
             else:
                 raise RumpfsError(f"{self.path}: cannot create output: no free temporary name")
             self.tmp = os.path.join(os.path.dirname(os.path.abspath(self.path)), tmp)
-        os.replace(self.tmp, self.path)
+        _replace(self._dir_fd, os.path.basename(self.tmp), name)
         self.tmp = None
 
     def _close_dir(self) -> None:
         if self._dir_fd >= 0:
             os.close(self._dir_fd)
             self._dir_fd = -1
+
+
+def _replace(dir_fd: int, tmp: str, name: str) -> None:
+    """Put the file ``tmp`` in the place of ``name`` (both in ``dir_fd``),
+    atomically, as rename(2) does, but by exchanging the two names and then
+    removing the old file.
+
+    Why not rename: ext4 (``auto_da_alloc``, on by default) starts the
+    writeback of the whole renamed file inside rename(2) when it replaces
+    an existing file, so that a crash cannot leave the new name on a file
+    whose data was never allocated.  For an image of hundreds of MiB that
+    is most of a second of system time, in this process, more or less
+    depending on what the disk is doing: replacing a 724 MiB FFS image took
+    0.91-2.11 s of system time, packing it anew 0.82-1.71 s (six runs each).
+    An exchange is not a rename over a file, so the kernel writes the image
+    back later, as it does a new output's.  (Neither is durable after a
+    crash without an fsync, which a rebuildable output does not need.)"""
+    if _exchange(dir_fd, tmp, name):
+        os.unlink(tmp, dir_fd=dir_fd)  # the old output, now under the temporary name
+    else:
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+#: renameat2's flag to swap two names (linux/fs.h).
+RENAME_EXCHANGE = 2
+#: Errors of renameat2 that mean "no exchange here": no such call or flag
+#: (an old kernel or libc, a file system without it), no such target.
+_NO_EXCHANGE = frozenset((errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOENT))
+
+
+def _exchange(dir_fd: int, a: str, b: str) -> bool:
+    """Swap the names ``a`` and ``b`` in ``dir_fd`` (renameat2
+    RENAME_EXCHANGE); False if that cannot be done here (then nothing changed)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except AttributeError:  # a libc older than glibc 2.28
+        return False
+    if renameat2(dir_fd, os.fsencode(a), dir_fd, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in _NO_EXCHANGE:
+        return False
+    raise OSError(err, os.strerror(err), b)
 
 
 STDOUT_FILENO = 1

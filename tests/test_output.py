@@ -583,6 +583,48 @@ def test_existing_output_is_replaced_by_a_new_file(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out.cpio", "src"]
 
 
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "rename"])
+def test_replacing_swaps_names_instead_of_renaming_over(tmp_path, monkeypatch, exchange):
+    """An old output is replaced by exchanging names (renameat2
+    RENAME_EXCHANGE), not by a rename over it: ext4 would start the
+    writeback of the whole new image inside that rename.  Either way the
+    new inode ends under the name, the old one keeps its bytes for whoever
+    has it open, and no temporary name is left; without the exchange
+    (another kernel or file system) a rename does it."""
+    from rumpfs import api, output
+    calls = []
+    real = output._exchange
+    monkeypatch.setattr(output, "_exchange",
+                        lambda *a: calls.append(a) or (exchange and real(*a)))
+    src = tmp_path / "src"
+    _small_tree(src)
+    out = tmp_path / "out.cpio"
+    out.write_bytes(b"precious")
+    with open(out, "rb") as old:
+        api.pack([src], out, stubetc=False, progress=False)
+        assert old.read() == b"precious"
+        assert os.fstat(old.fileno()).st_ino != os.stat(out).st_ino
+    assert len(calls) == 1 and calls[0][2] == "out.cpio"
+    assert calls[0][1].startswith(".out.cpio.") and calls[0][1].endswith(".part")
+    assert sorted(os.listdir(tmp_path)) == ["out.cpio", "src"]
+    assert _members(out) == [".", "a", "link", "sub", "sub/b", "sub/empty"]
+
+
+def test_exchange_swaps_two_names(tmp_path):
+    """renameat2 RENAME_EXCHANGE is there on this Linux and file system (or
+    the pack would fall back to the rename that costs the writeback)."""
+    from rumpfs import output
+    (tmp_path / "a").write_bytes(b"A")
+    (tmp_path / "b").write_bytes(b"B")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert output._exchange(fd, "a", "b")
+        assert not output._exchange(fd, "a", "missing")
+    finally:
+        os.close(fd)
+    assert (tmp_path / "a").read_bytes() == b"B" and (tmp_path / "b").read_bytes() == b"A"
+
+
 # -- signals in the middle of a pack -----------------------------------------------
 
 #: Runs the CLI with a hook before a source is opened for its copy: for the
