@@ -21,7 +21,7 @@ import sys
 import time
 from array import array
 from bisect import bisect_left
-from itertools import accumulate, chain, repeat
+from itertools import accumulate, repeat
 from operator import add, attrgetter, itemgetter
 
 from .errors import RumpfsError
@@ -357,7 +357,10 @@ def _open_source(path: bytes, size: int, mtime_ns: int) -> int:
             raise _changed(path, "now a symlink") from None
         raise _unreadable(path, e) from None
     try:
-        check_source(fd, path, size, mtime_ns)
+        st = os.fstat(fd)
+        # The usual case in one test; check_source says what differs.
+        if st.st_size != size or st.st_mtime_ns != mtime_ns or st.st_mode & IFMT != REG:
+            check_source(fd, path, size, mtime_ns)
     except BaseException:
         os.close(fd)
         raise
@@ -660,6 +663,7 @@ _SIZE_OF_JOB = itemgetter(3)
 _PATH_OF = attrgetter("path")
 _FILE_SIZE_OF = attrgetter("file_size")
 _OFFSET_OF = attrgetter("offset")
+_MTIME_OF = attrgetter("mtime_ns")
 
 
 class Copier:
@@ -893,18 +897,27 @@ def _frame(jobs: list, headers: list, base: int, unit: int = 0) -> bytes:
     """The frame of a batch of jobs ``(data, src_offset, dst_offset, length)``
     and their headers, whose copies own ``unit``-byte units of the image
     (see :meth:`ImageSink.copies_own_units`)."""
+    count = len(jobs)
     datas, src_offsets, dst_offsets, lengths = zip(*jobs)
     paths = list(map(_PATH_OF, datas))
-    # Offsets within the data; an archive member's data starts inside its archive.
-    src_offsets = list(map(add, src_offsets, map(_OFFSET_OF, datas)))
+    mtimes = list(map(_MTIME_OF, datas))
+    if None in mtimes:
+        mtimes = [NO_MTIME if m is None else m for m in mtimes]
+    offsets = list(map(_OFFSET_OF, datas))
+    if any(offsets):
+        # Offsets within the data; an archive member's data starts inside its archive.
+        src_offsets = map(add, src_offsets, offsets)
     if base:
         dst_offsets = map(add, dst_offsets, repeat(base))
-    numbers = array(_NUMBER, chain.from_iterable(
-        zip(src_offsets, dst_offsets, lengths, map(len, paths), map(len, headers),
-            map(_FILE_SIZE_OF, datas), map(_mtime_of, datas))))
+    # Each column into its place in the rows (one strided copy each).
+    numbers = array(_NUMBER, bytes(count * _NUMBERS_PER_JOB * array(_NUMBER).itemsize))
+    columns = (src_offsets, dst_offsets, lengths, map(len, paths), map(len, headers),
+               map(_FILE_SIZE_OF, datas), mtimes)
+    for k, column in enumerate(columns):
+        numbers[k::_NUMBERS_PER_JOB] = array(_NUMBER, column)
     path_blob = b"".join(paths)
     header_blob = b"".join(headers)
-    return (_FRAME_HEAD.pack(len(jobs), len(path_blob), len(header_blob), unit) + numbers.tobytes()
+    return (_FRAME_HEAD.pack(count, len(path_blob), len(header_blob), unit) + numbers.tobytes()
             + path_blob + header_blob)
 
 
@@ -1005,6 +1018,7 @@ class StretchWriter:
         buf = self._buf
         filled, end, data = self._filled, self.end, 0
         room = 0
+        fstat, close, preadv = os.fstat, os.close, os.preadv
         try:
             for path, src_offset, offset, size, header, file_size, mtime in jobs:
                 start = offset - len(header)
@@ -1031,7 +1045,7 @@ class StretchWriter:
                 try:
                     if gathered:
                         try:
-                            got = os.preadv(src, [buf[filled:filled + size]], src_offset)
+                            got = preadv(src, [buf[filled:filled + size]], src_offset)
                         except OSError as e:
                             raise _unreadable(path, e) from None
                         if got != size:
@@ -1045,9 +1059,12 @@ class StretchWriter:
                         self._use_range = _copy_fd(src, self.fd, path, src_offset, end, size,
                                                    self._use_range, self.counter, file_size,
                                                    mtime)
-                    check_source(src, path, file_size, mtime)
+                    st = fstat(src)
+                    if (st.st_size != file_size or st.st_mtime_ns != mtime
+                            or st.st_mode & IFMT != REG):
+                        check_source(src, path, file_size, mtime)
                 finally:
-                    os.close(src)
+                    close(src)
                 end = offset + size
         finally:
             self._filled, self.end, self._data = filled, end, self._data + data
