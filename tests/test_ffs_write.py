@@ -143,6 +143,38 @@ def test_sparse_file_keeps_holes(fixture_tree, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["ffs", "ffs2"])
+def test_writing_indirect_blocks_leaves_no_reference_cycle(tmp_path, fmt):
+    """The tree is freed when the pack returns, not kept until the cycle
+    collector makes a pass over every node (0.11 s on a /usr/share of
+    55,000 entries): writing indirect blocks once left a cycle that held
+    the writer, its plan and the whole tree.  The image is checked with
+    dissect.ffs too, so that the file with indirect blocks is whole."""
+    import gc
+
+    src = tmp_path / "src"
+    src.mkdir()
+    big = os.urandom(8192) * 13 + b"tail"  # beyond the 12 direct blocks
+    (src / "big").write_bytes(big)
+    (src / "small").write_bytes(b"small")
+    image = tmp_path / "root.img"
+    gc.collect()
+    was = gc.get_debug()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        write(src, image, fmt)
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage]
+    finally:
+        gc.set_debug(was)
+        gc.garbage.clear()
+    assert "Node" not in left and "Writer" not in left, sorted(set(left))
+    with open(image, "rb") as f:
+        fs = dissect_ffs.FFS(f)
+        assert fs.get("/big").open().read() == big
+        assert fs.get("/small").open().read() == b"small"
+
+
+@pytest.mark.parametrize("fmt", ["ffs", "ffs2"])
 def test_sparse_file_with_a_hole_first_and_a_tail_last(tmp_path, fmt):
     """A file whose first block is a hole and whose last block is a partial
     tail: di_db[0] stays 0 and the tail is the last pointer; dissect.ffs

@@ -787,8 +787,15 @@ class Writer:
             self.sink.pwrite(ptrs.tobytes(), addr * p.fsize)
             return addr
 
-        blk.ib = [build(lo, spans[0], level)
-                  for level, (lo, _hi, spans) in enumerate(_levels(nindir), start=1)]
+        try:
+            blk.ib = [build(lo, spans[0], level)
+                      for level, (lo, _hi, spans) in enumerate(_levels(nindir), start=1)]
+        finally:
+            # build calls itself through its closure cell: a reference cycle
+            # that holds this writer, and through it the plan and the whole
+            # tree, until the collector finds it (a full pass over every
+            # node: 0.11 s for a /usr/share of 55,000 entries).
+            build = None
         if next_idx[0] != blk.start + blk.nfull + blk.nind:  # pragma: no cover
             raise AssertionError(f"{display(self.plan.path_of(ino))}: indirect block count mismatch")
 
