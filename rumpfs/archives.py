@@ -37,8 +37,10 @@ import bz2
 import gzip
 import lzma
 import os
+import signal
 import stat
 import struct
+import sys
 import tarfile
 import tempfile
 import weakref
@@ -119,6 +121,8 @@ NO_DATA_TYPES = (LNKTYPE, tarfile.SYMTYPE, DIRTYPE, tarfile.FIFOTYPE, tarfile.CH
 PERMISSION_BITS = 0o7777
 #: Bytes read or decompressed at a time.
 CHUNK = 1 << 20
+#: Read to the end of the archive (see ArchiveReader.readable).
+UNTIL_THE_END = sys.maxsize
 #: Bytes of a tar read at a time for its headers (member data is read
 #: along: a read per member would cost more).
 READ_SIZE = 1 << 12
@@ -255,6 +259,8 @@ class ArchiveReader:
         self.spool: Spool | None = None
         #: Reads the members read_tar leaves to tarfile (made when first needed).
         self._tarfile: tarfile.TarFile | None = None
+        #: The child decompressing a compressed archive into the spool.
+        self.decompressor: Decompressor | None = None
         self.stripped_slash = False
         #: The archive was decompressed into the spool, which is read instead.
         self.spooled_archive = False
@@ -269,50 +275,61 @@ class ArchiveReader:
         return RumpfsError(f"{self.path}: {message}")
 
     def read(self) -> Tree:
-        self.f.seek(self.start)
-        head = self.f.read(min(TAR_BLOCK, self.end - self.start))
+        head = os.pread(self.f.fileno(), min(TAR_BLOCK, self.end - self.start), self.start)
         for magic, method in COMPRESSED_MAGICS:
             if head.startswith(magic):
                 self.decompress(method)
-                head = self.f.read(TAR_BLOCK)
+                head = os.pread(self.f.fileno(), self.readable(TAR_BLOCK), 0)
                 break
         #: The file the members' data is copied from.
         self.data_path = self.spool.path if self.spooled_archive else os.fsencode(self.file_path)
         try:
-            self.f.seek(self.start)
             if head[:6] in (NEWC_MAGIC, CRC_MAGIC, ODC_MAGIC):
+                self.readable(UNTIL_THE_END)
                 self.read_cpio()
             elif head[USTAR_MAGIC_OFFSET:USTAR_MAGIC_OFFSET + 5] == b"ustar" or _is_v7_tar(head):
                 self.read_tar()
             else:
                 raise self.error("source is neither a directory nor a tar or cpio archive")
+            # The copies read the spool: all of it is there before the tree is used.
+            self.readable(UNTIL_THE_END)
         finally:
+            if self.decompressor is not None:
+                self.decompressor.close()
             if self.spooled_archive:
                 self.f.close()
         return self.tree
 
+    def readable(self, upto: int) -> int:
+        """How far, up to ``upto``, the archive can be read: where it ends,
+        if before.  A compressed archive is decompressed while its headers
+        are read: this waits until the decompressor got that far."""
+        decompressor = self.decompressor
+        if decompressor is not None and upto > decompressor.size and not decompressor.done:
+            decompressor.wait_for(upto)
+            if decompressor.done:
+                self.end = self.spool.size = decompressor.size
+        return min(upto, self.end)
+
     # -- compressed archives ----------------------------------------------------
     def decompress(self, method: str) -> None:
-        """Decompress the archive once into a spool and read that instead."""
-        self.f.seek(self.start)
+        """Decompress the archive once into a spool and read that instead;
+        a child process decompresses while this one goes on (see readable)."""
         spool = self.spool = Spool(self.path)
-        try:
-            stream = _decompressing(method, _Window(self.f, self.start, self.end))
-            with stream:
-                offset = 0
-                while True:
-                    chunk = stream.read(CHUNK)
-                    if not chunk:
-                        break
-                    os.pwrite(spool.fd, chunk, offset)
-                    offset += len(chunk)
-        except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError,
-                *_zstd_errors(method)) as e:
-            raise self.error(f"corrupt {method} data: {e}") from None
-        spool.size = offset
+        stream = _decompressing(method, _Window(self.f, self.start, self.end))
+        errors = (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError, *_zstd_errors(method))
         self.spooled_archive = True
         self.f = open(spool.path, "rb")
-        self.start, self.end = 0, offset
+        self.start, self.end = 0, UNTIL_THE_END
+        if hasattr(os, "fork"):
+            self.decompressor = Decompressor(stream, errors, spool.fd, self.error, method)
+            return
+        try:
+            with stream:
+                offset = _decompress_into(stream, spool.fd, lambda offset: None)
+        except errors as e:
+            raise self.error(f"corrupt {method} data: {e}") from None
+        self.end = spool.size = offset
 
     def data(self, offset: int, size: int) -> HostData:
         """A member's data at ``offset`` of the (decompressed) archive."""
@@ -404,7 +421,6 @@ class ArchiveReader:
         and what follows them, pax headers naming a charset) are read by
         ``tarfile`` from their offset."""
         fd = self.f.fileno()
-        end = self.end
         unpack = _HEADER.unpack_from
         buf, base = b"", 0  # bytes of the archive read so far, from offset base
         offset = self.start
@@ -417,7 +433,8 @@ class ArchiveReader:
         while True:
             pos = offset - base
             if pos + BLOCK > len(buf):
-                buf, base, pos = os.pread(fd, max(0, min(READ_SIZE, end - offset)), offset), offset, 0
+                want = self.readable(offset + READ_SIZE) - offset
+                buf, base, pos = os.pread(fd, max(0, want), offset), offset, 0
                 if len(buf) < BLOCK:
                     if not buf and not extensions:
                         return  # the archive ends without its end-of-archive blocks
@@ -506,6 +523,7 @@ class ArchiveReader:
     def tar_member_slow(self, offset: int) -> int | None:
         """The member at ``offset`` read by ``tarfile``; the next member's offset."""
         archive = self._tarfile
+        self.readable(UNTIL_THE_END)  # tarfile reads on as it needs
         try:
             self.f.seek(offset)
             if archive is None:
@@ -551,7 +569,7 @@ class ArchiveReader:
 
     def extension_data(self, at: int, size: int, buf: bytes, base: int) -> bytes:
         """The data of an extended header (a pax record list, a GNU long name)."""
-        if at + size > self.end:
+        if self.readable(at + size) < at + size:
             raise self.error(f"offset {at - BLOCK}: truncated extended header")
         if at - base + size <= len(buf):
             return buf[at - base:at - base + size]
@@ -576,7 +594,7 @@ class ArchiveReader:
             if info is not None and info.sparse is not None:
                 node.data = self.sparse_data(info)
             else:
-                if data_at + size > self.end:
+                if self.readable(data_at + size) < data_at + size:
                     raise self.error(f"member {_show(raw)}: truncated: its data ends past the "
                                      f"archive's {self.end} bytes")
                 node.data = self.data(data_at, size)
@@ -707,6 +725,107 @@ class ArchiveReader:
             self.tree.root.copy_meta_from(node)
             return
         self.place(path, node, raw)
+
+
+class Decompressor:
+    """A child process that decompresses ``stream`` into the file ``fd``
+    while this process reads the headers from what is there: it reports
+    each megabyte it wrote on a pipe, and at the end its size or its error.
+    (A thread would wait for the interpreter lock between the small reads
+    of the gzip module; a process decompresses on the other core.)"""
+
+    def __init__(self, stream, errors: tuple, fd: int, error, method: str):
+        self.size = 0
+        self.done = False
+        self.error = error
+        self.method = method
+        self._pending = b""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            os.close(r)
+            code = 0
+            try:
+                with stream:
+                    size = _decompress_into(stream, fd,
+                                            lambda n: _write_all(w, _RECORD.pack(_PROGRESS, n)))
+                _write_all(w, _RECORD.pack(_DONE, size))
+            except errors as e:
+                _write_all(w, _ERROR + str(e).encode("utf-8", "backslashreplace"))
+                code = 1
+            except BaseException as e:  # noqa: B036 - report anything, never unwind
+                _write_all(w, _ERROR + repr(e).encode("utf-8", "backslashreplace"))
+                code = 1
+            os._exit(code)
+        os.close(w)
+        self.pid, self.pipe = pid, r
+
+    def wait_for(self, size: int) -> None:
+        """Until the child wrote ``size`` bytes or ended; its error is raised."""
+        record = _RECORD.size
+        while self.size < size and not self.done:
+            chunk = os.read(self.pipe, 1 << 16)
+            pending = self._pending + chunk
+            pos = 0
+            while len(pending) - pos >= record and pending[pos:pos + 1] != _ERROR:
+                kind, self.size = _RECORD.unpack_from(pending, pos)
+                self.done = kind == _DONE
+                pos += record
+            pending = pending[pos:]
+            if not self.done and (pending.startswith(_ERROR) or not chunk):
+                while chunk:
+                    chunk = os.read(self.pipe, 1 << 16)
+                    pending += chunk
+                self.close()
+                message = (pending[len(_ERROR):].decode() if pending.startswith(_ERROR)
+                           else "the decompressing process stopped")
+                raise self.error(f"corrupt {self.method} data: {message}")
+            self._pending = pending
+        if self.done:
+            self.close()
+
+    def close(self) -> None:
+        """Reap the child (stopped first if it is still at work)."""
+        if self.pid is None:
+            return
+        if not self.done:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os.waitpid(self.pid, 0)
+        os.close(self.pipe)
+        self.pid = None
+
+
+#: The decompressing child's records: a kind (_PROGRESS, _DONE) and the
+#: size written so far; or _ERROR and the error's text, up to the end.
+_RECORD = struct.Struct("=cQ")
+_PROGRESS = b"P"
+_DONE = b"D"
+_ERROR = b"E"
+
+
+def _decompress_into(stream, fd: int, report) -> int:
+    """Write what ``stream`` gives into ``fd`` from its start; ``report``
+    is told the size so far after each chunk.  Returns the size."""
+    offset = 0
+    while True:
+        chunk = stream.read(CHUNK)
+        if not chunk:
+            return offset
+        view = memoryview(chunk)
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view = view[n:]
+            offset += n
+        report(offset)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 class _Window:
