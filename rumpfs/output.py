@@ -959,6 +959,7 @@ class StretchWriter:
         buf = self._buf
         filled, end, data = self._filled, self.end, 0
         room = 0
+        kept = kept_path = None  # the source kept open between jobs, and its path
         try:
             for path, src_offset, offset, size, header, file_size, mtime in jobs:
                 start = offset - len(header)
@@ -981,7 +982,17 @@ class StretchWriter:
                     buf[filled:filled + len(header)] = header
                     filled += len(header)
                 end = offset
-                src = _open_source(path, file_size, mtime)
+                if path == kept_path:
+                    src = kept
+                else:
+                    if kept is not None:
+                        os.close(kept)
+                        kept = kept_path = None
+                    src = _open_source(path, file_size, mtime)
+                    if file_size == UNCHECKED_SIZE:
+                        # Part of a larger file (archive members): the next
+                        # job is likely to read it too, so it stays open.
+                        kept, kept_path = src, path
                 try:
                     if gathered:
                         try:
@@ -999,12 +1010,16 @@ class StretchWriter:
                         self._use_range = _copy_fd(src, self.fd, path, src_offset, end, size,
                                                    self._use_range, self.counter, file_size,
                                                    mtime)
-                    check_source(src, path, file_size, mtime)
+                    if src != kept:
+                        check_source(src, path, file_size, mtime)
                 finally:
-                    os.close(src)
+                    if src != kept:
+                        os.close(src)
                 end = offset + size
         finally:
             self._filled, self.end, self._data = filled, end, self._data + data
+            if kept is not None:
+                os.close(kept)
 
     def flush(self) -> None:
         if self._filled:
