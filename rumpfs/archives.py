@@ -537,7 +537,7 @@ class ArchiveReader:
         except tarfile.EmptyHeaderError:
             return None
         except tarfile.TarError as e:
-            raise self.error(f"bad tar header at offset {offset}: {e}") from None
+            raise self.error(f"offset {offset}: bad tar header ({e})") from None
         self.tar_info_member(info)
         return archive.offset
 
