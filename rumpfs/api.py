@@ -95,6 +95,9 @@ class PackResult:
     compression: str | None = None
     #: The warnings given while packing.
     warnings: list = field(default_factory=list)
+    #: What each container image layer's config says to run
+    #: (:class:`rumpfs.oci.ImageConfig`: user, entrypoint, cmd, env, working_dir).
+    images: list = field(default_factory=list)
 
     def to_json(self) -> dict:
         """What ``rumpfs pack --json`` prints."""
@@ -102,7 +105,8 @@ class PackResult:
                 "compression": self.compression, "container": self.container,
                 "image_size": self.image_size,
                 "output_size": os.stat(self.output).st_size, "entries": self.entries,
-                "warnings": self.warnings, "inputs": self.inputs}
+                "warnings": self.warnings, "inputs": self.inputs,
+                "images": [image.as_json() for image in self.images]}
 
 
 def make_layers(sources, opts: PackOptions, target=None) -> list[Layer]:
@@ -363,9 +367,10 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
     from .sources import WARNINGS
     warned = len(WARNINGS)
     inputs: list = []
+    images: list = []
     try:
         size, count = _pack_into(output, sources, opts, fmt, fmt_name, comp, container, target,
-                                 byteorder, progress, inputs)
+                                 byteorder, progress, inputs, images)
     except BaseException:
         progress.close(finished=False)  # the error goes on a line of its own
         raise
@@ -375,13 +380,15 @@ def _pack(sources, output: str, opts: PackOptions) -> PackResult:
         from .depfile import write_depfile
         write_depfile(os.fspath(opts.depfile), [output, *side], inputs)
     return PackResult(output, fmt_name, container, size, count, side_outputs=side, inputs=inputs,
-                      compression=comp, warnings=WARNINGS[warned:])
+                      compression=comp, warnings=WARNINGS[warned:], images=images)
 
 
 def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp, container,
-               target, byteorder: str, progress: Progress, inputs: list) -> tuple[int, int]:
+               target, byteorder: str, progress: Progress, inputs: list,
+               images: list) -> tuple[int, int]:
     """(image size, entries) of the image written to ``output``; ``inputs``
-    gets every file and directory read (rumpfs.depfile)."""
+    gets every file and directory read (rumpfs.depfile), ``images`` the
+    config of every container image layer (rumpfs.oci.ImageConfig)."""
     what = CONTAINER_NAMES[container] if container else f"{_article(fmt_name)} {fmt_name} image"
     with AtomicOutput(output, sequential=container is None and fmt.sequential, what=what) as out:
         copier = None
@@ -398,6 +405,7 @@ def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp
                 tree = listed_while_written(layers, opts, policy)
             if tree is None:
                 tree = prepare_tree(layers, opts, byteorder, policy)
+            images += [layer.image_config() for layer in layers if hasattr(layer, "image_config")]
             if opts.depfile or opts.list_inputs:
                 from .depfile import pack_inputs
                 inputs += pack_inputs(layers, opts, tree)

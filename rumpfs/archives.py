@@ -13,10 +13,16 @@ read from there like an uncompressed one; the sparse members of a tar are
 laid out in the spool with their holes.  Memory is the tree's (one node per
 member), whatever the size of the archive.
 
-Tar headers are parsed by the standard library's ``tarfile`` on the
-uncompressed file (GNU, ustar and POSIX pax: long names, sparse members,
-pax times; it seeks over member data, never reads it).  cpio (newc, crc and
-odc, what GNU cpio writes) is parsed here.
+Tar headers (ustar, GNU and POSIX pax: long names and link names, pax
+times, base-256 numbers) are unpacked here with one ``struct`` format
+derived from the declaration in rumpfs.tar_layout, from large reads of the
+uncompressed file, and a member's directory is found by its path in a dict:
+a member costs a few microseconds, so a tar packs as fast as the same tree
+given as a directory.  The rare members this does not read (GNU and pax
+sparse files, global pax headers and every member after one, pax headers
+that name a charset) are read by the standard library's ``tarfile`` from
+their offset.  cpio (newc, crc and odc, what GNU cpio writes) is parsed
+here.
 
 Bad input is one line naming the archive and the member: ``..`` in a name,
 a hard link to no earlier member, a relative symlink that climbs out of the
@@ -31,12 +37,17 @@ import bz2
 import gzip
 import lzma
 import os
+import signal
 import stat
+import struct
+import sys
 import tarfile
 import tempfile
 import weakref
 import zlib
+from zlib import adler32
 
+from . import tar_layout
 from .errors import RumpfsError
 from .sources import Layer, Policy, warn
 from .tree import (
@@ -45,6 +56,7 @@ from .tree import (
     DIR,
     FIFO,
     LNK,
+    NAME_MAX,
     REG,
     UNCHECKED_SIZE,
     HostData,
@@ -79,13 +91,47 @@ ODC_FIELDS = (("dev", 6), ("ino", 6), ("mode", 6), ("uid", 6), ("gid", 6), ("nli
 ODC_HEADER_SIZE = 6 + sum(width for _, width in ODC_FIELDS)
 #: Where "ustar" stands in a POSIX tar header.
 USTAR_MAGIC_OFFSET = 257
-TAR_BLOCK = tarfile.BLOCKSIZE
+TAR_BLOCK = BLOCK = tar_layout.BLOCK
+#: The tar header as one struct (rumpfs.tar_layout), and where its fields are.
+_HEADER = struct.Struct(tar_layout.FORMAT)
+(NAME, MODE, UID, GID, SIZE, MTIME, CHKSUM, TYPEFLAG, LINKNAME, DEVMAJOR, DEVMINOR,
+ PREFIX) = map(tar_layout.FIELDS.index, ("name", "mode", "uid", "gid", "size", "mtime", "chksum",
+                                         "typeflag", "linkname", "devmajor", "devminor",
+                                         "prefix"))
+#: The checksum: each half of a header block sums to less than Adler-32's
+#: modulus, so the low 16 bits of a half's Adler-32 are 1 + its byte sum.
+HALF_BLOCK = BLOCK // 2
+ADLER_A = 0xFFFF
+assert HALF_BLOCK * 0xFF + 1 < 65521
+CHKSUM_SPACES = tar_layout.CHKSUM_SPACES
+AREGTYPE, DIRTYPE, LNKTYPE = tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.LNKTYPE
+GNU_LONGNAME, GNU_LONGLINK = tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK
+#: Headers that say more about the member after them: pax (and Solaris)
+#: extended headers, GNU long names and long link names.
+PAX_TYPES = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE)
+EXTENSION_TYPES = (*PAX_TYPES, GNU_LONGNAME, GNU_LONGLINK)
+#: Members tarfile reads for us: GNU sparse files and global pax headers
+#: (which change every member after them); and pax headers with these keys.
+SLOW_TYPES = (tarfile.GNUTYPE_SPARSE, tarfile.XGLTYPE)
+HDRCHARSET = b"hdrcharset"
+GNU_SPARSE = b"GNU.sparse"
+#: Members whose size field does not count data blocks after the header.
+NO_DATA_TYPES = (LNKTYPE, tarfile.SYMTYPE, DIRTYPE, tarfile.FIFOTYPE, tarfile.CHRTYPE,
+                 tarfile.BLKTYPE)
+PERMISSION_BITS = 0o7777
 #: Bytes read or decompressed at a time.
 CHUNK = 1 << 20
+#: Read to the end of the archive (see ArchiveReader.readable).
+UNTIL_THE_END = sys.maxsize
+#: Bytes of a tar read at a time for its headers (member data is read
+#: along: a read per member would cost more).
+READ_SIZE = 1 << 12
 #: Members laid out in the spool (sparse ones) start on this boundary, so
 #: that their holes are holes of the spool file too.
 SPOOL_ALIGN = 1 << 16
 
+#: A normal member name starts with neither (see ArchiveReader.name).
+NOT_FIRST = (b"/", b".", b"")
 #: The origin of directories an archive implies without listing them.
 IMPLIED = "(a directory the archive implies)"
 #: OCI layer whiteouts: ``.wh.NAME`` deletes NAME from the layers below;
@@ -211,6 +257,10 @@ class ArchiveReader:
         self.whiteouts: list[bytes] = []
         self.opaque: list[bytes] = []
         self.spool: Spool | None = None
+        #: Reads the members read_tar leaves to tarfile (made when first needed).
+        self._tarfile: tarfile.TarFile | None = None
+        #: The child decompressing a compressed archive into the spool.
+        self.decompressor: Decompressor | None = None
         self.stripped_slash = False
         #: The archive was decompressed into the spool, which is read instead.
         self.spooled_archive = False
@@ -218,62 +268,82 @@ class ArchiveReader:
         # archive's time, unless a layer below has them (see overlay).
         self.template = Node(DIR | 0o755, 0, 0, st.st_mtime_ns, origin=IMPLIED)
         self.tree = Tree(Node(DIR | 0o755, 0, 0, st.st_mtime_ns, origin=IMPLIED))
+        #: Directories of the tree by path (see place).
+        self.dirs = {b"": self.tree.root}
 
     def error(self, message: str) -> RumpfsError:
         return RumpfsError(f"{self.path}: {message}")
 
     def read(self) -> Tree:
-        self.f.seek(self.start)
-        head = self.f.read(min(TAR_BLOCK, self.end - self.start))
+        head = os.pread(self.f.fileno(), min(TAR_BLOCK, self.end - self.start), self.start)
         for magic, method in COMPRESSED_MAGICS:
             if head.startswith(magic):
                 self.decompress(method)
-                head = self.f.read(TAR_BLOCK)
+                head = os.pread(self.f.fileno(), self.readable(TAR_BLOCK), 0)
                 break
+        #: The file the members' data is copied from.
+        self.data_path = self.spool.path if self.spooled_archive else os.fsencode(self.file_path)
         try:
-            self.f.seek(self.start)
             if head[:6] in (NEWC_MAGIC, CRC_MAGIC, ODC_MAGIC):
+                self.readable(UNTIL_THE_END)
                 self.read_cpio()
             elif head[USTAR_MAGIC_OFFSET:USTAR_MAGIC_OFFSET + 5] == b"ustar" or _is_v7_tar(head):
                 self.read_tar()
             else:
                 raise self.error("source is neither a directory nor a tar or cpio archive")
+            # The copies read the spool: all of it is there before the tree is used.
+            self.readable(UNTIL_THE_END)
         finally:
+            if self.decompressor is not None:
+                self.decompressor.close()
             if self.spooled_archive:
                 self.f.close()
         return self.tree
 
+    def readable(self, upto: int) -> int:
+        """How far, up to ``upto``, the archive can be read: where it ends,
+        if before.  A compressed archive is decompressed while its headers
+        are read: this waits until the decompressor got that far."""
+        decompressor = self.decompressor
+        if decompressor is not None and upto > decompressor.size and not decompressor.done:
+            decompressor.wait_for(upto)
+            if decompressor.done:
+                self.end = self.spool.size = decompressor.size
+        return min(upto, self.end)
+
     # -- compressed archives ----------------------------------------------------
     def decompress(self, method: str) -> None:
-        """Decompress the archive once into a spool and read that instead."""
-        self.f.seek(self.start)
+        """Decompress the archive once into a spool and read that instead;
+        a child process decompresses while this one goes on (see readable)."""
         spool = self.spool = Spool(self.path)
-        try:
-            stream = _decompressing(method, _Window(self.f, self.start, self.end))
-            with stream:
-                offset = 0
-                while True:
-                    chunk = stream.read(CHUNK)
-                    if not chunk:
-                        break
-                    os.pwrite(spool.fd, chunk, offset)
-                    offset += len(chunk)
-        except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError,
-                *_zstd_errors(method)) as e:
-            raise self.error(f"corrupt {method} data: {e}") from None
-        spool.size = offset
+        stream = _decompressing(method, _Window(self.f, self.start, self.end))
+        errors = (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError, *_zstd_errors(method))
         self.spooled_archive = True
         self.f = open(spool.path, "rb")
-        self.start, self.end = 0, offset
+        self.start, self.end = 0, UNTIL_THE_END
+        if hasattr(os, "fork"):
+            self.decompressor = Decompressor(stream, errors, spool.fd, self.error, method)
+            return
+        try:
+            with stream:
+                offset = _decompress_into(stream, spool.fd, lambda offset: None)
+        except errors as e:
+            raise self.error(f"corrupt {method} data: {e}") from None
+        self.end = spool.size = offset
 
     def data(self, offset: int, size: int) -> HostData:
         """A member's data at ``offset`` of the (decompressed) archive."""
-        path = self.spool.path if self.spooled_archive else os.fsencode(self.file_path)
-        return HostData(path, size, offset=offset, file_size=UNCHECKED_SIZE)
+        return HostData(self.data_path, size, False, None, offset=offset, file_size=UNCHECKED_SIZE)
 
     # -- names ---------------------------------------------------------------------
     def name(self, raw: bytes, quiet: bool = False) -> bytes:
         """A member's path relative to the archive's top ('' is the top)."""
+        path = raw[2:] if raw.startswith(b"./") else raw
+        # Already in normal form (the usual case): no empty, '.' or '..'
+        # component, no leading or trailing '/'.
+        if (b"/." not in path and b"//" not in path and path[:1] not in NOT_FIRST
+                and path[-1:] != b"/"):
+            return path
         if raw.startswith(b"/") and not quiet:
             if not self.stripped_slash:
                 warn(f"{self.path}: removing leading '/' from member names")
@@ -284,13 +354,31 @@ class ArchiveReader:
         return b"/".join(parts)
 
     def place(self, path: bytes, node: Node, raw: bytes) -> None:
+        """Put ``node`` at ``path`` of the archive's tree; a parent it lacks
+        is made from the template.  The directories placed so far are kept
+        by path (``self.dirs``): a member under one of them is one dict
+        lookup and one insertion."""
+        parent_path, _, base = path.rpartition(b"/")
+        parent = self.dirs.get(parent_path)
+        if parent is not None and len(base) <= NAME_MAX and base not in parent.children:
+            parent.children[base] = node
+            if node.children is not None:
+                self.dirs[path] = node
+            return
         try:
             parts = split_path(path)
+            old = self.tree.lookup(path)
+            if old is not None and old.is_dir and not node.is_dir:
+                self.dirs = {b"": self.tree.root}  # a directory is replaced: forget those below
             if parts:
                 self.tree.mkdirs(b"/".join(parts[:-1]), self.template)
             self.tree.put(path, node)
         except TreeError as e:
             raise self.error(f"member {_show(raw)}: {e}") from None
+        if parts:
+            self.dirs[parent_path] = self.tree.lookup(parent_path)
+        if node.is_dir:
+            self.dirs[path] = self.tree.lookup(path)
 
     def whiteout(self, path: bytes) -> bool:
         """An OCI whiteout member: recorded for the layers below, not placed."""
@@ -327,50 +415,198 @@ class ArchiveReader:
 
     # -- tar -----------------------------------------------------------------------
     def read_tar(self) -> None:
-        try:
-            archive = tarfile.open(fileobj=self.f, mode="r:", encoding="utf-8",
-                                   errors="surrogateescape")
-        except tarfile.TarError as e:
-            raise self.error(f"not a readable tar archive: {e}") from None
-        size = self.end
+        """Every member, its header unpacked here (one ``struct`` call, see
+        rumpfs.tar_layout) from large reads of the archive; the rare members
+        this does not handle (GNU and pax sparse files, global pax headers
+        and what follows them, pax headers naming a charset) are read by
+        ``tarfile`` from their offset."""
+        fd = self.f.fileno()
+        unpack = _HEADER.unpack_from
+        buf, base = b"", 0  # bytes of the archive read so far, from offset base
+        offset = self.start
+        # Extension headers (pax "x", GNU "L"/"K") met before the member, in
+        # order, and where the first one starts.
+        extensions: list = []
+        ext_start = 0
+        member_slow = False  # a pax header tarfile is to read
+        rest_slow = False  # after a global pax header, tarfile reads the rest
         while True:
+            pos = offset - base
+            if pos + BLOCK > len(buf):
+                want = self.readable(offset + READ_SIZE) - offset
+                buf, base, pos = os.pread(fd, max(0, want), offset), offset, 0
+                if len(buf) < BLOCK:
+                    if not buf and not extensions:
+                        return  # the archive ends without its end-of-archive blocks
+                    raise self.error(f"offset {offset}: truncated tar header")
+            if not buf[pos] and buf.count(0, pos, pos + BLOCK) == BLOCK:
+                if extensions:
+                    raise self.error(f"offset {offset}: the archive ends after an extended header")
+                return  # the end-of-archive block
+            fields = unpack(buf, pos)
+            chksum = fields[CHKSUM]
             try:
-                info = archive.next()
-            except tarfile.TarError as e:
-                raise self.error(f"bad tar header after offset {archive.offset}: {e}") from None
-            if info is None:
-                break
-            archive.members.clear()  # tarfile keeps every header otherwise
-            self.tar_member(info, size)
+                # The sum of the header's bytes, the checksum's own counted
+                # as spaces.  Half a block sums to less than Adler-32's
+                # modulus: the low half of its Adler-32 is 1 + its exact sum.
+                if ((adler32(buf[pos:pos + HALF_BLOCK]) & ADLER_A)
+                        + (adler32(buf[pos + HALF_BLOCK:pos + BLOCK]) & ADLER_A) - 2
+                        - sum(chksum) + CHKSUM_SPACES != int(chksum.partition(b"\0")[0], 8)):
+                    self.check_chksum(buf[pos:pos + BLOCK], chksum, offset)
+                size = int(fields[SIZE].partition(b"\0")[0], 8)
+            except ValueError:  # not plain octal: tarfile's readings
+                self.check_chksum(buf[pos:pos + BLOCK], chksum, offset)
+                size = self.number(fields[SIZE], offset)
+            typeflag = fields[TYPEFLAG]
+            data_at = offset + BLOCK
+            if typeflag in EXTENSION_TYPES:
+                if not extensions:
+                    ext_start = offset
+                data = self.extension_data(data_at, size, buf, base)
+                if typeflag in PAX_TYPES:
+                    records = _pax_records(data)
+                    if any(key == HDRCHARSET or key.startswith(GNU_SPARSE) for key in records):
+                        member_slow = True
+                    extensions.append((typeflag, records))
+                else:
+                    extensions.append((typeflag, data.partition(b"\0")[0]))
+                offset = data_at + _align(size, BLOCK)
+                continue
+            if typeflag in SLOW_TYPES or member_slow or rest_slow:
+                rest_slow = rest_slow or typeflag == tarfile.XGLTYPE
+                offset = self.tar_member_slow(ext_start if extensions else offset)
+                extensions, member_slow = [], False
+                if offset is None:
+                    return
+                continue
+            raw = fields[NAME].partition(b"\0")[0]
+            if typeflag == AREGTYPE and raw.endswith(b"/"):
+                typeflag = DIRTYPE  # an old (v7) tar's directory
+            if typeflag == DIRTYPE:
+                raw = raw.rstrip(b"/")
+            prefix = fields[PREFIX].partition(b"\0")[0]
+            if prefix:
+                raw = prefix + b"/" + raw
+            linkname = fields[LINKNAME].partition(b"\0")[0]
+            try:
+                mode = int(fields[MODE].partition(b"\0")[0], 8)
+                uid = int(fields[UID].partition(b"\0")[0], 8)
+                gid = int(fields[GID].partition(b"\0")[0], 8)
+                mtime_ns = int(fields[MTIME].partition(b"\0")[0], 8) * 1_000_000_000
+            except ValueError:  # base 256, blanks: see number
+                mode = self.number(fields[MODE], offset)
+                uid = self.number(fields[UID], offset)
+                gid = self.number(fields[GID], offset)
+                mtime_ns = self.number(fields[MTIME], offset) * 1_000_000_000
+            if extensions:
+                # Each extension wraps what follows it: the last one met is
+                # applied first, the first one has the last word (as tarfile).
+                for kind, value in reversed(extensions):
+                    if kind == GNU_LONGNAME:
+                        raw = value.removesuffix(b"/") if typeflag == DIRTYPE else value
+                    elif kind == GNU_LONGLINK:
+                        linkname = value
+                    else:
+                        if b"path" in value:
+                            raw = value[b"path"].rstrip(b"/")
+                        linkname = value.get(b"linkpath", linkname)
+                        uid = _pax_int(value, b"uid", uid)
+                        gid = _pax_int(value, b"gid", gid)
+                        size = _pax_int(value, b"size", size)
+                        if b"mtime" in value:
+                            mtime_ns = _pax_time_text(value[b"mtime"])
+                extensions = []
+            offset = data_at if typeflag in NO_DATA_TYPES else data_at + _align(size, BLOCK)
+            self.tar_member(raw, typeflag, mode, uid, gid, mtime_ns, size, data_at, linkname,
+                            fields)
 
-    def tar_member(self, info: tarfile.TarInfo, archive_size: int) -> None:
+    def tar_member_slow(self, offset: int) -> int | None:
+        """The member at ``offset`` read by ``tarfile``; the next member's offset."""
+        archive = self._tarfile
+        self.readable(UNTIL_THE_END)  # tarfile reads on as it needs
+        try:
+            self.f.seek(offset)
+            if archive is None:
+                archive = self._tarfile = tarfile.TarFile(
+                    fileobj=self.f, mode="r", encoding="utf-8", errors="surrogateescape")
+                archive.firstmember = None
+                self.f.seek(offset)
+            info = tarfile.TarInfo.fromtarfile(archive)
+        except tarfile.EOFHeaderError:
+            return None
+        except tarfile.EmptyHeaderError:
+            return None
+        except tarfile.TarError as e:
+            raise self.error(f"offset {offset}: bad tar header ({e})") from None
+        self.tar_info_member(info)
+        return archive.offset
+
+    def tar_info_member(self, info: tarfile.TarInfo) -> None:
+        """A member as ``tarfile`` read it."""
         raw = os.fsencode(info.name)
+        if info.sparse is not None:
+            stored = sum(n for _, n in info.sparse)
+            if info.offset_data + stored > self.end:
+                raise self.error(f"member {_show(raw)}: truncated: its data ends past the "
+                                 f"archive's {self.end} bytes")
+        self.tar_member(raw, info.type, info.mode, info.uid, info.gid, _pax_time(info),
+                        info.size, info.offset_data, os.fsencode(info.linkname), None, info)
+
+    def check_chksum(self, block: bytes, field: bytes, offset: int) -> None:
+        """The exact check read_tar falls back on when the quick one fails:
+        the field read as tarfile reads it (blanks, base 256), and the sum
+        of signed bytes accepted too (some old tars)."""
+        stored = _nti(field, self, offset)
+        if stored not in tarfile.calc_chksums(block):
+            raise self.error(f"offset {offset}: bad tar header (checksum mismatch)")
+
+    def number(self, field: bytes, offset: int) -> int:
+        """A numeric field: octal digits up to a NUL or space; else base 256 (GNU)."""
+        try:
+            return int(field.partition(b"\0")[0], 8)
+        except ValueError:
+            return _nti(field, self, offset)
+
+    def extension_data(self, at: int, size: int, buf: bytes, base: int) -> bytes:
+        """The data of an extended header (a pax record list, a GNU long name)."""
+        if self.readable(at + size) < at + size:
+            raise self.error(f"offset {at - BLOCK}: truncated extended header")
+        if at - base + size <= len(buf):
+            return buf[at - base:at - base + size]
+        return os.pread(self.f.fileno(), size, at)
+
+    def tar_member(self, raw: bytes, typeflag: bytes, mode: int, uid: int, gid: int,
+                   mtime_ns: int, size: int, data_at: int, linkname: bytes, fields,
+                   info: tarfile.TarInfo | None = None) -> None:
+        """Place one member: its header's fields read (and its extensions
+        applied) by read_tar, or by ``tarfile`` (``info``: a sparse member)."""
         path = self.name(raw)
         if self.oci and self.whiteout(path):
             return
-        mtime_ns = _pax_time(info)
-        kind = TAR_KINDS.get(info.type)
-        if info.type == tarfile.LNKTYPE:
-            self.place(path, self.hard_link(path, os.fsencode(info.linkname), raw), raw)
+        if typeflag == LNKTYPE:
+            self.place(path, self.hard_link(path, linkname, raw), raw)
             return
+        kind = TAR_KINDS.get(typeflag)
         if kind is None:
-            raise self.error(f"member {_show(raw)}: tar member type {info.type!r} is not supported")
-        node = Node(kind | stat.S_IMODE(info.mode), info.uid, info.gid, mtime_ns, origin=self.path)
+            raise self.error(f"member {_show(raw)}: tar member type {typeflag!r} is not supported")
+        node = Node(kind | (mode & PERMISSION_BITS), uid, gid, mtime_ns, origin=self.path)
         if kind == REG:
-            stored = sum(n for _, n in info.sparse) if info.sparse else info.size
-            if info.offset_data + stored > archive_size:
-                raise self.error(f"member {_show(raw)}: truncated: its data ends past the "
-                                 f"archive's {archive_size} bytes")
-            if info.sparse is not None:
+            if info is not None and info.sparse is not None:
                 node.data = self.sparse_data(info)
             else:
-                node.data = self.data(info.offset_data, info.size)
+                if self.readable(data_at + size) < data_at + size:
+                    raise self.error(f"member {_show(raw)}: truncated: its data ends past the "
+                                     f"archive's {self.end} bytes")
+                node.data = self.data(data_at, size)
         elif kind == LNK:
-            target = os.fsencode(info.linkname)
-            self.check_symlink(path, target, raw)
-            node.target = target
+            self.check_symlink(path, linkname, raw)
+            node.target = linkname
         elif kind in (CHR, BLK):
-            node.rdev = os.makedev(info.devmajor, info.devminor)
+            if info is not None:
+                node.rdev = os.makedev(info.devmajor, info.devminor)
+            else:
+                node.rdev = os.makedev(self.number(fields[DEVMAJOR], data_at - BLOCK),
+                                       self.number(fields[DEVMINOR], data_at - BLOCK))
         if not path:
             if kind != DIR:
                 raise self.error(f"member {_show(raw)}: the archive's top is not a directory")
@@ -491,6 +727,107 @@ class ArchiveReader:
         self.place(path, node, raw)
 
 
+class Decompressor:
+    """A child process that decompresses ``stream`` into the file ``fd``
+    while this process reads the headers from what is there: it reports
+    each megabyte it wrote on a pipe, and at the end its size or its error.
+    (A thread would wait for the interpreter lock between the small reads
+    of the gzip module; a process decompresses on the other core.)"""
+
+    def __init__(self, stream, errors: tuple, fd: int, error, method: str):
+        self.size = 0
+        self.done = False
+        self.error = error
+        self.method = method
+        self._pending = b""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            os.close(r)
+            code = 0
+            try:
+                with stream:
+                    size = _decompress_into(stream, fd,
+                                            lambda n: _write_all(w, _RECORD.pack(_PROGRESS, n)))
+                _write_all(w, _RECORD.pack(_DONE, size))
+            except errors as e:
+                _write_all(w, _ERROR + str(e).encode("utf-8", "backslashreplace"))
+                code = 1
+            except BaseException as e:  # noqa: B036 - report anything, never unwind
+                _write_all(w, _ERROR + repr(e).encode("utf-8", "backslashreplace"))
+                code = 1
+            os._exit(code)
+        os.close(w)
+        self.pid, self.pipe = pid, r
+
+    def wait_for(self, size: int) -> None:
+        """Until the child wrote ``size`` bytes or ended; its error is raised."""
+        record = _RECORD.size
+        while self.size < size and not self.done:
+            chunk = os.read(self.pipe, 1 << 16)
+            pending = self._pending + chunk
+            pos = 0
+            while len(pending) - pos >= record and pending[pos:pos + 1] != _ERROR:
+                kind, self.size = _RECORD.unpack_from(pending, pos)
+                self.done = kind == _DONE
+                pos += record
+            pending = pending[pos:]
+            if not self.done and (pending.startswith(_ERROR) or not chunk):
+                while chunk:
+                    chunk = os.read(self.pipe, 1 << 16)
+                    pending += chunk
+                self.close()
+                message = (pending[len(_ERROR):].decode() if pending.startswith(_ERROR)
+                           else "the decompressing process stopped")
+                raise self.error(f"corrupt {self.method} data: {message}")
+            self._pending = pending
+        if self.done:
+            self.close()
+
+    def close(self) -> None:
+        """Reap the child (stopped first if it is still at work)."""
+        if self.pid is None:
+            return
+        if not self.done:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os.waitpid(self.pid, 0)
+        os.close(self.pipe)
+        self.pid = None
+
+
+#: The decompressing child's records: a kind (_PROGRESS, _DONE) and the
+#: size written so far; or _ERROR and the error's text, up to the end.
+_RECORD = struct.Struct("=cQ")
+_PROGRESS = b"P"
+_DONE = b"D"
+_ERROR = b"E"
+
+
+def _decompress_into(stream, fd: int, report) -> int:
+    """Write what ``stream`` gives into ``fd`` from its start; ``report``
+    is told the size so far after each chunk.  Returns the size."""
+    offset = 0
+    while True:
+        chunk = stream.read(CHUNK)
+        if not chunk:
+            return offset
+        view = memoryview(chunk)
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view = view[n:]
+            offset += n
+        report(offset)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class _Window:
     """Bytes ``start`` to ``end`` of a file, for a decompressor that would
     otherwise read on past a layer inside a larger tar."""
@@ -544,14 +881,62 @@ def _pax_time(info: tarfile.TarInfo) -> int:
     """The member's mtime in nanoseconds, exactly as a pax header says it."""
     text = info.pax_headers.get("mtime")
     if text:
-        whole, _, frac = text.partition(".")
-        try:
-            seconds = int(whole)
-            ns = int((frac + "000000000")[:9]) if frac else 0
-        except ValueError:
-            return int(info.mtime * 1_000_000_000)
-        return seconds * 1_000_000_000 + (-ns if seconds < 0 or whole.startswith("-") else ns)
+        return _pax_time_text(text.encode("utf-8", "surrogateescape"))
     return int(info.mtime) * 1_000_000_000
+
+
+def _pax_time_text(text: bytes) -> int:
+    """A pax time ("SECONDS[.FRACTION]") in nanoseconds, exactly; what
+    Python reads as a number otherwise (as tarfile does), else 0."""
+    whole, _, frac = text.partition(b".")
+    try:
+        seconds = int(whole)
+        ns = int((frac + b"000000000")[:9]) if frac else 0
+    except ValueError:
+        try:
+            return int(float(text) * 1_000_000_000)
+        except ValueError:
+            return 0
+    return seconds * 1_000_000_000 + (-ns if seconds < 0 or whole.startswith(b"-") else ns)
+
+
+def _pax_int(records: dict, key: bytes, default: int) -> int:
+    """A pax record's whole number; 0 when it is not one (as tarfile)."""
+    if key not in records:
+        return default
+    try:
+        return int(records[key])
+    except ValueError:
+        return 0
+
+
+def _pax_records(data: bytes) -> dict:
+    """The records of a pax extended header, ``"%d %s=%s\\n" % (length,
+    keyword, value)`` each, as raw bytes; reading stops at the first thing
+    that is not a record (the NULs that pad the block)."""
+    records = {}
+    pos, n = 0, len(data)
+    while pos < n:
+        space = data.find(b" ", pos)
+        equals = data.find(b"=", space + 1)
+        if space < 0 or equals <= space + 1 or not data[pos:space].isdigit():
+            break
+        length = int(data[pos:space])
+        if length == 0:
+            break
+        records[data[space + 1:equals]] = data[equals + 1:pos + length - 1]
+        pos += length
+    return records
+
+
+def _nti(field: bytes, reader: "ArchiveReader", offset: int) -> int:
+    """tarfile's reading of a numeric field (base 256, blanks), for what
+    is not plain octal."""
+    try:
+        return tarfile.nti(field)
+    except tarfile.HeaderError:
+        raise reader.error(f"offset {offset}: bad tar header (a number that is "
+                           f"neither octal nor base 256)") from None
 
 
 def _align(n: int, to: int) -> int:

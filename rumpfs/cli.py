@@ -260,6 +260,9 @@ def cmd_pack(args) -> int:
         print(f"{result.output}: {what}, {result.entries} entries, image {result.image_size} bytes")
         for side in result.side_outputs:
             print(f"{side}: the image, which {result.output} includes")
+        for image in result.images:
+            for line in image.lines():
+                print(line)
     return 0
 
 

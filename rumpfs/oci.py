@@ -11,8 +11,11 @@ is used (docker-archive layers against the config's ``rootfs.diff_ids``).
 ``REF`` picks a manifest of the layout by its
 ``org.opencontainers.image.ref.name`` annotation; it is required when there
 are several.  A multi-platform index picks the build host's platform
-(linux/amd64 on x86_64).  The image config (user, entry point, environment,
-working directory) is kept on the layer as ``config`` for later use.
+(linux/amd64 on x86_64).  What the image config says to run (user, entry
+point, command, environment, working directory) is the layer's
+:meth:`ImageLayer.image_config`, an :class:`ImageConfig`: ``pack -v``
+prints it, ``PackResult.images`` and ``pack --json`` carry it, for
+``--config``-style generation later.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import os
 import platform
 import tarfile
+from dataclasses import dataclass, field
 
 from .archives import ArchiveLayer, ArchiveReader, graft, overlay
 from .errors import RumpfsError
@@ -46,6 +50,54 @@ def image_layer(spec: str, dest: bytes = b"", platform: str | None = None) -> "I
     return DockerArchive(spec[len("docker-archive:"):], dest)
 
 
+@dataclass
+class ImageConfig:
+    """What a container image's config says to run: its ``config`` object
+    (OCI image-spec config.md, and Docker's image JSON alike) -- ``User``,
+    ``Entrypoint``, ``Cmd``, ``Env`` (``NAME=VALUE`` strings) and
+    ``WorkingDir``; None (or empty) where the image says nothing."""
+
+    #: The layer as given on the command line (``oci:DIR:REF``, ``docker-archive:FILE``).
+    source: str
+    user: str | None = None
+    entrypoint: list | None = None
+    cmd: list | None = None
+    env: list = field(default_factory=list)
+    working_dir: str | None = None
+    #: The whole ``config`` object (ExposedPorts, Labels, StopSignal...).
+    raw: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, source: str, config: dict) -> "ImageConfig":
+        def text(key):
+            value = config.get(key)
+            return value if isinstance(value, str) and value != "" else None
+
+        def words(key):
+            value = config.get(key)
+            return [str(v) for v in value] if isinstance(value, list) else None
+
+        return cls(source, text("User"), words("Entrypoint"), words("Cmd"), words("Env") or [],
+                   text("WorkingDir"), config)
+
+    def as_json(self) -> dict:
+        """What ``pack --json`` shows under ``images``."""
+        return {"source": self.source, "user": self.user, "entrypoint": self.entrypoint,
+                "cmd": self.cmd, "env": self.env, "working_dir": self.working_dir}
+
+    def lines(self) -> list[str]:
+        """What ``pack -v`` prints: one line per setting the image has
+        (entry point and command as JSON arrays, the exec form)."""
+        out = []
+        for label, value in (("user", self.user), ("entrypoint", self.entrypoint),
+                             ("cmd", self.cmd), ("working directory", self.working_dir)):
+            if value is not None:
+                shown = value if isinstance(value, str) else json.dumps(value)
+                out.append(f"{self.source}: {label}: {shown}")
+        out += [f"{self.source}: env: {item}" for item in self.env]
+        return out
+
+
 class ImageLayer(ArchiveLayer):
     """The layers of a container image, applied in order with whiteouts."""
 
@@ -59,6 +111,10 @@ class ImageLayer(ArchiveLayer):
 
     def error(self, message: str) -> RumpfsError:
         return RumpfsError(f"{self.label}: {message}")
+
+    def image_config(self) -> ImageConfig:
+        """What the image's config says to run (once the layer is applied)."""
+        return ImageConfig.from_config(self.label, self.config)
 
     def layers(self):  # pragma: no cover - interface
         """(file, start, length, expected sha256 or None, label) of each layer, bottom first."""

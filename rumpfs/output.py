@@ -1016,6 +1016,7 @@ class StretchWriter:
         filled, end, data = self._filled, self.end, 0
         room = 0
         fstat, close, preadv = os.fstat, os.close, os.preadv
+        kept = kept_path = None  # the source kept open between jobs, and its path
         try:
             for path, src_offset, offset, size, header, file_size, mtime in jobs:
                 start = offset - len(header)
@@ -1038,7 +1039,17 @@ class StretchWriter:
                     buf[filled:filled + len(header)] = header
                     filled += len(header)
                 end = offset
-                src = _open_source(path, file_size, mtime)
+                if path == kept_path:
+                    src = kept
+                else:
+                    if kept is not None:
+                        os.close(kept)
+                        kept = kept_path = None
+                    src = _open_source(path, file_size, mtime)
+                    if file_size == UNCHECKED_SIZE:
+                        # Part of a larger file (archive members): the next
+                        # job is likely to read it too, so it stays open.
+                        kept, kept_path = src, path
                 try:
                     if gathered:
                         try:
@@ -1056,15 +1067,19 @@ class StretchWriter:
                         self._use_range = _copy_fd(src, self.fd, path, src_offset, end, size,
                                                    self._use_range, self.counter, file_size,
                                                    mtime)
-                    st = fstat(src)
-                    if (st.st_size != file_size or st.st_mtime_ns != mtime
-                            or st.st_mode & IFMT != REG):
-                        check_source(src, path, file_size, mtime)
+                    if src != kept:
+                        st = fstat(src)
+                        if (st.st_size != file_size or st.st_mtime_ns != mtime
+                                or st.st_mode & IFMT != REG):
+                            check_source(src, path, file_size, mtime)
                 finally:
-                    close(src)
+                    if src != kept:
+                        close(src)
                 end = offset + size
         finally:
             self._filled, self.end, self._data = filled, end, self._data + data
+            if kept is not None:
+                close(kept)
 
     def flush(self) -> None:
         if self._filled:

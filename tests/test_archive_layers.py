@@ -291,3 +291,65 @@ def test_directory_an_archive_only_implies_keeps_its_metadata(tmp_path):
     plain, layered = etc_line(), etc_line(archive)
     assert layered[0] == plain[0]  # the default /etc's mode, owner and time
     assert layered[1].split()[4] == "13"  # the tar's motd
+
+
+def test_a_bad_or_cut_header_is_refused_not_taken_for_the_end(tmp_path):
+    """Python's tarfile ends the archive silently at a damaged header; GNU
+    tar reports it, and so does rumpfs (one line), rather than packing half."""
+    archive = tar_with(tmp_path, member("a", data=b"x" * 600), member("b", data=b"y"))
+    with open(archive, "rb") as f:
+        intact = f.read()
+    second = 3 * 512  # a's header and its two data blocks
+    assert intact[second:second + 1] == b"b"
+    with open(archive, "wb") as f:
+        f.write(intact[:second] + b"c" + intact[second + 1:])
+    assert subprocess.run(["tar", "-tf", archive], capture_output=True).returncode != 0
+    refused(tmp_path, archive, f"{archive}: offset {second}: bad tar header (checksum mismatch)")
+    with open(archive, "wb") as f:
+        f.write(intact[:second + 100])
+    refused(tmp_path, archive, f"{archive}: offset {second}: truncated tar header")
+
+
+def test_global_pax_header_base256_and_long_names(tmp_path):
+    """Members rumpfs reads itself and those it leaves to tarfile (after a
+    global pax header) in one archive; bsdtar reads the owners, names and
+    sizes back from the cpio, and they are what the test wrote."""
+    path = tmp_path / "a.tar"
+    long_name = "d/" + "n" * 150
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as t:
+        for name, uid, data in ((long_name, 3_000_000, b"L" * 700), ("d/small", 5, b"s")):
+            info = tarfile.TarInfo(name)  # GNU: an 'L' member for the long name,
+            info.uid, info.size = uid, len(data)  # base 256 for the large uid
+            t.addfile(info, io.BytesIO(data))
+    with tarfile.open(tmp_path / "g.tar", "w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"uid": "77"}) as t:
+        for name in ("g1", "g2"):
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            t.addfile(info, io.BytesIO(b"gg"))
+    both = tmp_path / "both.cpio"
+    run_rumpfs("pack", "--no-stubetc", path, f"{tmp_path / 'g.tar'}:/g", "-o", both)
+    listing = subprocess.run(["bsdtar", "-tvf", str(both), "--numeric-owner"],
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    owners = {line.split()[-1]: (line.split()[2], line.split()[4]) for line in listing}
+    assert owners[long_name] == ("3000000", "700")
+    assert owners["d/small"] == ("5", "1")
+    assert owners["g/g1"] == owners["g/g2"] == ("77", "2")
+
+
+def test_cut_compressed_archive_is_refused(tmp_path):
+    """The headers are read while a child process decompresses: an archive
+    cut short is still one error line, and nothing is written."""
+    import gzip
+    plain = tar_with(tmp_path, member("a", data=os.urandom(300_000)), member("b", data=b"b"))
+    data = gzip.compress(open(plain, "rb").read())
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(data[:len(data) // 2])
+    assert subprocess.run(["gzip", "-t", str(cut)], capture_output=True).returncode != 0
+    out = tmp_path / "r.cpio"
+    out.write_bytes(b"old")
+    res = run_rumpfs("pack", "--no-stubetc", cut, "-o", out, check=False)
+    assert (res.returncode, res.err) == (1, f"rumpfs: error: {cut}: corrupt gzip data: Compressed "
+                                            f"file ended before the end-of-stream marker was "
+                                            f"reached\n")
+    assert out.read_bytes() == b"old"

@@ -93,6 +93,36 @@ def test_oci_ref_is_required_and_blobs_are_checked(layout, tmp_path):
     assert not out.exists()
 
 
+def test_verbose_json_and_api_show_the_image_config(tmp_path):
+    """umoci writes the config; -v, --json and PackResult.images show what it was told."""
+    user, entrypoint, cmd = "app:staff", ["/bin/app", "--serve"], ["--port", "8080"]
+    env, workdir = ["FOO=bar baz", "PATH=/usr/local/bin:/usr/bin"], "/srv/app"
+    umoci("init", "--layout", "img", cwd=tmp_path)
+    umoci("new", "--image", "img:base", cwd=tmp_path)
+    umoci("config", "--image", "img:base", "--tag", "app", f"--config.user={user}",
+          *(f"--config.entrypoint={w}" for w in entrypoint), *(f"--config.cmd={w}" for w in cmd),
+          *(f"--config.env={e}" for e in env), f"--config.workingdir={workdir}", cwd=tmp_path)
+    source = f"oci:{tmp_path / 'img'}:app"
+    out = tmp_path / "r.cpio"
+    lines = run_rumpfs("pack", "--no-stubetc", source, "-o", out, "-v").out.splitlines()
+    assert lines[1:] == [f"{source}: user: {user}",
+                         f"{source}: entrypoint: {json.dumps(entrypoint)}",
+                         f"{source}: cmd: {json.dumps(cmd)}",
+                         f"{source}: working directory: {workdir}",
+                         *(f"{source}: env: {e}" for e in env)]
+    report = json.loads(run_rumpfs("pack", "--no-stubetc", source, "-o", out, "--json").out)
+    expected = {"source": source, "user": user, "entrypoint": entrypoint, "cmd": cmd, "env": env,
+                "working_dir": workdir}
+    assert report["images"] == [expected]
+    from rumpfs.api import pack
+    result = pack([source], str(out), stubetc=False, progress=False)
+    (image,) = result.images
+    assert (image.user, image.entrypoint, image.cmd, image.env, image.working_dir) == (
+        user, entrypoint, cmd, env, workdir)
+    # A plain directory has no image config.
+    assert run_rumpfs("pack", "--no-stubetc", tmp_path / "img", "-o", out, "-v").out.count("\n") == 1
+
+
 def tar_dir(src, archive):
     subprocess.run(["tar", "-C", str(src), "--format=gnu", "--numeric-owner", "-cf", str(archive),
                     "."], check=True)
@@ -122,7 +152,10 @@ def test_docker_archive_with_opaque_directory(tmp_path):
         "Config": config_name, "RepoTags": ["app:1"], "Layers": ["aaa/layer.tar", "bbb/layer.tar"]}]))
     archive = tar_dir(save, tmp_path / "app.tar")
     out = tmp_path / "r.cpio"
-    run_rumpfs("pack", "--no-stubetc", f"docker-archive:{archive}:/srv", "-o", out)
+    lines = run_rumpfs("pack", "--no-stubetc", f"docker-archive:{archive}:/srv", "-o", out,
+                       "-v").out.splitlines()
+    assert lines[1:] == [f"docker-archive:{archive}: user: nobody",
+                         f"docker-archive:{archive}: entrypoint: [\"/bin/app\"]"]
     names = subprocess.run(["cpio", "-it", "--quiet"], stdin=open(out, "rb"), capture_output=True,
                            text=True, check=True).stdout.split()
     assert names == [".", "srv", "srv/etc", "srv/etc/b", "srv/keep", "srv/keep/new"]

@@ -40,7 +40,7 @@ import zlib
 #: ``precompile() -> {NAME: value}``: the module-level names to generate, with
 #: values made of Python literals (ints, strings, None, tuples, dicts).
 LAYOUTS = ("rumpfs.formats.ffs.layout", "rumpfs.formats.cpio.layout", "rumpfs.elf.layout",
-           "rumpfs.elf.registry", "rumpfs.etc.db185")
+           "rumpfs.elf.registry", "rumpfs.etc.db185", "rumpfs.tar_layout")
 #: The generated module's name, in the layout's package (see :func:`generated_name`).
 GENERATED = "_compiled"
 #: How to regenerate, as the generated files and the messages say it.
