@@ -10,14 +10,15 @@ Writing compresses on several threads (docs/compression.md): the
 uncompressed stream is cut into blocks of a fixed size, compressed on a pool
 of threads while the archive writer goes on, and written in order.  The
 block boundaries depend only on the method, the level and the bytes, never
-on the thread count, so the output is the same on any number of cores:
+on the thread count, so the output is the same on any number of cores
+(the framing is declared in :mod:`rumpfs.compress_layout`):
 
 * gzip: one gzip member whose deflate data is the blocks' raw deflate
   streams back to back (as pigz writes it), each primed with the 32 KiB
   before it and ended by a sync flush (the last one finished); rumpfs writes
-  the gzip header and trailer (:data:`GZIP_HEADER`, :data:`GZIP_TRAILER`).
+  the gzip header and trailer.
 * xz: one stream of independent LZMA2 blocks (as ``xz -T``) in the .xz
-  container written here (:data:`XZ_STREAM_HEADER` and the others).
+  container written here.
 * lz4: the legacy frame's blocks are already independent.
 * zstd: libzstd's own worker threads, whose output is the same for any
   number of them (but differs from none).
@@ -32,21 +33,20 @@ import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
-from construct import (
-    Array,
-    BitsInteger,
-    BitStruct,
-    Bytes,
-    Const,
-    Flag,
-    If,
-    Int8ul,
-    Int32ul,
-    Struct,
-    VarInt,
-    this,
+from . import compress_layout as layout
+from .compress_layout import (
+    GZIP_OS_UNIX,
+    GZIP_XFL_BEST,
+    GZIP_XFL_FASTEST,
+    ISIZE_MASK,
+    LZ4_LEGACY_CHUNK,
+    LZ4_LEGACY_MAGIC,
+    XZ_ALIGNMENT,
+    XZ_CHECK_CRC32,
+    XZ_CHECK_SIZE,
+    XZ_FILTER_LZMA2,
+    XZ_HEADER_MAGIC,
 )
-
 from .errors import RumpfsError
 from .output import append_data
 
@@ -59,90 +59,15 @@ LEVELS = {"gzip": (1, 9), "xz": (0, 9), "zstd": (1, 22), "lz4": (1, 12)}
 #: Linux kernel's build uses, ``lz4 -l -9``).
 DEFAULT_LEVELS = {"gzip": 6, "xz": 6, "zstd": 3, "lz4": 9}
 
-#: LZ4 legacy frame (lz4 -l): a magic, then blocks each led by its compressed size.
-LZ4_LEGACY_MAGIC = 0x184C2102
-LZ4_LEGACY_HEADER = Struct("magic" / Const(LZ4_LEGACY_MAGIC, Int32ul))
-LZ4_LEGACY_BLOCK = Struct("compressed_size" / Int32ul)
-#: Uncompressed bytes per legacy block (LZ4_DEFAULT_UNCOMPRESSED_CHUNK_SIZE).
-LZ4_LEGACY_CHUNK = 8 << 20
-
-# -- gzip (RFC 1952) ----------------------------------------------------------
-GZIP_ID = b"\x1f\x8b"  # ID1, ID2
-GZIP_CM_DEFLATE = 8
-#: OS: what gzip(1) and zlib write on Unix, whatever the build host.
-GZIP_OS_UNIX = 3
-#: XFL: the compressor used its slowest and best level, or its fastest.
-GZIP_XFL_BEST = 2
-GZIP_XFL_FASTEST = 4
-GZIP_HEADER = Struct(
-    "id" / Const(GZIP_ID),
-    "cm" / Const(GZIP_CM_DEFLATE, Int8ul),
-    "flg" / Const(0, Int8ul),  # no FTEXT, FHCRC, FEXTRA, FNAME, FCOMMENT
-    "mtime" / Int32ul,  # 0: no time
-    "xfl" / Int8ul,
-    "os" / Int8ul,
-)
-GZIP_TRAILER = Struct(
-    "crc32" / Int32ul,  # of the uncompressed data
-    "isize" / Int32ul,  # its size modulo 2**32
-)
-ISIZE_MASK = 0xFFFFFFFF
+#: The fixed framing (rumpfs/compress_layout.py), packed without construct.
+GZIP_HEADER = layout.PACKED["GZIP_HEADER"]
+GZIP_TRAILER = layout.PACKED["GZIP_TRAILER"]
+LZ4_LEGACY_HEADER = layout.PACKED["LZ4_LEGACY_HEADER"]
+LZ4_LEGACY_BLOCK = layout.PACKED["LZ4_LEGACY_BLOCK"]
 #: Deflate's window (wbits 15): what a block may refer back to, and so what
 #: primes the next block's compressor.
 DEFLATE_WBITS = zlib.MAX_WBITS
 DEFLATE_WINDOW = 1 << DEFLATE_WBITS
-
-# -- xz (the .xz file format, version 1.1.0) -----------------------------------
-XZ_HEADER_MAGIC = b"\xfd7zXZ\x00"
-XZ_FOOTER_MAGIC = b"YZ"
-XZ_CHECK_CRC32 = 0x01
-XZ_CHECK_SIZE = 4
-XZ_FILTER_LZMA2 = 0x21
-#: Block headers, blocks and the index are padded to this boundary.
-XZ_ALIGNMENT = 4
-XZ_STREAM_FLAGS = Struct(
-    "reserved" / Const(0, Int8ul),
-    "check_type" / Int8ul,
-)
-XZ_STREAM_HEADER = Struct(
-    "header_magic" / Const(XZ_HEADER_MAGIC),
-    "stream_flags" / XZ_STREAM_FLAGS,
-    "crc32" / Int32ul,  # of stream_flags
-)
-XZ_STREAM_FOOTER = Struct(
-    "crc32" / Int32ul,  # of backward_size and stream_flags
-    "backward_size" / Int32ul,  # index size / 4 - 1
-    "stream_flags" / XZ_STREAM_FLAGS,
-    "footer_magic" / Const(XZ_FOOTER_MAGIC),
-)
-XZ_FILTER_FLAGS = Struct(
-    "filter_id" / VarInt,
-    "size_of_properties" / VarInt,
-    "filter_properties" / Bytes(this.size_of_properties),
-)
-#: Followed by zeros to a multiple of 4 bytes and a CRC32 of all of it.
-XZ_BLOCK_HEADER = Struct(
-    "block_header_size" / Int8ul,  # the header's size, CRC32 included, / 4 - 1
-    "block_flags" / BitStruct(
-        "uncompressed_size_present" / Flag,
-        "compressed_size_present" / Flag,
-        "reserved" / Const(0, BitsInteger(4)),
-        "number_of_filters_minus_one" / BitsInteger(2),
-    ),
-    "compressed_size" / If(this.block_flags.compressed_size_present, VarInt),
-    "uncompressed_size" / If(this.block_flags.uncompressed_size_present, VarInt),
-    "filter_flags" / Array(this.block_flags.number_of_filters_minus_one + 1, XZ_FILTER_FLAGS),
-)
-XZ_INDEX_RECORD = Struct(
-    "unpadded_size" / VarInt,  # block header, compressed data and check
-    "uncompressed_size" / VarInt,
-)
-#: Followed by zeros to a multiple of 4 bytes and a CRC32 of all of it.
-XZ_INDEX = Struct(
-    "index_indicator" / Const(0, Int8ul),
-    "number_of_records" / VarInt,
-    "records" / Array(this.number_of_records, XZ_INDEX_RECORD),
-)
 #: LZMA2 dictionary size of each xz preset (xz(1)).
 XZ_PRESET_DICT = (256 << 10, 1 << 20, 2 << 20, 4 << 20, 4 << 20,
                   8 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20)
@@ -166,7 +91,7 @@ MIN_BLOCK_SIZE = 4 << 10
 
 #: Leading bytes of each compressed stream, to recognise them when reading.
 MAGICS = {
-    "gzip": GZIP_ID,
+    "gzip": layout.GZIP_ID,
     "xz": XZ_HEADER_MAGIC,
     "zstd": b"\x28\xb5\x2f\xfd",
     "lz4": LZ4_LEGACY_HEADER.build({}),
@@ -405,7 +330,7 @@ def _pad(size: int) -> bytes:
 
 
 def _crc32_le(data) -> bytes:
-    return Int32ul.build(zlib.crc32(data))
+    return zlib.crc32(data).to_bytes(XZ_CHECK_SIZE, "little")  # as every CRC32 field of .xz
 
 
 class _GzipBlocks:
@@ -476,8 +401,8 @@ class _XzBlocks:
         self.records: list = []
 
     def head(self) -> bytes:
-        return XZ_STREAM_HEADER.build({"stream_flags": self.flags,
-                                       "crc32": zlib.crc32(XZ_STREAM_FLAGS.build(self.flags))})
+        flags = layout.XZ_STREAM_FLAGS.build(self.flags)
+        return layout.XZ_STREAM_HEADER.build({"stream_flags": self.flags, "crc32": zlib.crc32(flags)})
 
     def job(self, data: bytes, last: bool) -> tuple:
         return (data,)
@@ -495,9 +420,9 @@ class _XzBlocks:
                                   "number_of_filters_minus_one": len(self.filter_flags) - 1},
                   "compressed_size": compressed, "uncompressed_size": uncompressed,
                   "filter_flags": self.filter_flags}
-        size = len(XZ_BLOCK_HEADER.build(fields))
+        size = len(layout.XZ_BLOCK_HEADER.build(fields))
         fields["block_header_size"] = (size + len(_pad(size)) + XZ_CHECK_SIZE) // XZ_ALIGNMENT - 1
-        header = XZ_BLOCK_HEADER.build(fields)
+        header = layout.XZ_BLOCK_HEADER.build(fields)
         header += _pad(len(header))
         return header + _crc32_le(header)
 
@@ -505,13 +430,15 @@ class _XzBlocks:
         self.records.append(record)
 
     def tail(self) -> bytes:
-        index = XZ_INDEX.build({"number_of_records": len(self.records), "records": self.records})
+        index = layout.XZ_INDEX.build({"number_of_records": len(self.records),
+                                       "records": self.records})
         index += _pad(len(index))
         index += _crc32_le(index)
         backward_size = len(index) // XZ_ALIGNMENT - 1
-        covered = Int32ul.build(backward_size) + XZ_STREAM_FLAGS.build(self.flags)
-        return index + XZ_STREAM_FOOTER.build({"crc32": zlib.crc32(covered), "backward_size": backward_size,
-                                               "stream_flags": self.flags})
+        fields = {"crc32": 0, "backward_size": backward_size, "stream_flags": self.flags}
+        # The CRC32 (first) covers what lies between it and the magic (last).
+        covered = layout.XZ_STREAM_FOOTER.build(fields)[XZ_CHECK_SIZE:-len(layout.XZ_FOOTER_MAGIC)]
+        return index + layout.XZ_STREAM_FOOTER.build(dict(fields, crc32=zlib.crc32(covered)))
 
 
 class _Lz4Blocks:

@@ -20,7 +20,7 @@ import pytest
 from conftest import run_rumpfs
 from treecompare import assert_same, normalized, scan_host
 
-from rumpfs import compress
+from rumpfs import compress, compress_layout
 from rumpfs.api import PackOptions, pack
 from rumpfs.errors import OptionError, RumpfsError
 
@@ -343,3 +343,32 @@ def test_a_failing_write_stops_the_threads(source, tmp_path, monkeypatch):
         pack([str(source)], str(out), PackOptions(stubetc=False))
     assert not out.exists()
     assert not [t for t in threading.enumerate() if t.name.startswith("rumpfs-compress")]
+
+
+@pytest.mark.parametrize("name,values", [
+    ("GZIP_HEADER", {"mtime": 0x12345678, "xfl": 2, "os": 3}),
+    ("GZIP_TRAILER", {"crc32": 0xDEADBEEF, "isize": 77}),
+    ("LZ4_LEGACY_HEADER", {}),
+    ("LZ4_LEGACY_BLOCK", {"compressed_size": 0x01020304}),
+])
+def test_fixed_framing_packs_as_its_declaration(name, values):
+    """What the writer packs with struct is what construct builds and parses."""
+    declared = getattr(compress_layout, name)
+    packed = compress_layout.PACKED[name]
+    raw = packed.build(values)
+    assert raw == declared.build(values)
+    parsed = declared.parse(raw)
+    assert vars(packed.parse(raw)) == {k: v for k, v in parsed.items() if not k.startswith("_")}
+
+
+def test_gzip_lz4_and_zstd_writers_do_not_import_construct():
+    # construct costs 20-35 ms of start-up: only xz (slow anyway) pays it.
+    script = ("import sys\n"
+              "from rumpfs import compress\n"
+              "for method in ('gzip', 'lz4', 'zstd'):\n"
+              "    c = compress.compressor(method)\n"
+              "    c.compress(b'data' * 1000)\n"
+              "    c.flush()\n"
+              "print('construct' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout == "False\n"
