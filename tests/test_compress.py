@@ -121,6 +121,11 @@ def test_same_bytes_on_any_number_of_threads_and_read_by_the_standard_tools(sour
     if method != "zstd":  # zstd ignores the block size (its own threads cut the jobs)
         assert len(archive) > 10 * SMALL_BLOCK
 
+    # rumpfs's own readers read it too.
+    run_rumpfs("check", path)
+    assert run_rumpfs("cat", path, "/dir3/sub/text5.py").stdout == \
+        (source / "dir3" / "sub" / "text5.py").read_bytes()
+
 
 @pytest.mark.parametrize("method", compress.METHODS)
 def test_the_blocks_do_not_depend_on_how_the_data_is_written(tmp_path, method, monkeypatch):
