@@ -53,6 +53,9 @@ class PackOptions:
     timestamp: int | None = None
     compress: str | None = None
     compress_level: int | None = None
+    #: Threads that compress (None: $RUMPFS_COMPRESS_WORKERS, else the cores
+    #: this process may run on); the output is the same for any count.
+    compress_workers: int | None = None
     #: 'little' or 'big'; None: the container target's, else the host's.
     byteorder: str | None = None
     #: Options of the image format (FFS sizes and so on), by name.
@@ -273,7 +276,7 @@ def _compression(output: str, opts: PackOptions, container, fmt_name: str) -> st
             raise OptionError(f"--compress-level {level}: nothing is compressed "
                               f"(give --compress or a compressed output name)")
         return None
-    from .compress import LEVELS  # only here: it imports construct
+    from .compress import LEVELS, default_workers  # only here: it imports construct
     if comp not in LEVELS:
         raise OptionError(f"--compress {comp}: unknown (known: {', '.join(LEVELS)}, none)")
     if fmt_name != "cpio":
@@ -283,6 +286,11 @@ def _compression(output: str, opts: PackOptions, container, fmt_name: str) -> st
         low, high = LEVELS[comp]
         if isinstance(level, bool) or not isinstance(level, int) or not low <= level <= high:
             raise OptionError(f"--compress-level {level}: {comp} levels are {low} to {high}")
+    workers = opts.compress_workers
+    if workers is None:
+        default_workers()  # a bad $RUMPFS_COMPRESS_WORKERS is refused before anything is written
+    elif isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise OptionError(f"compress_workers={workers!r}: not a number of threads (at least 1)")
     return comp
 
 
@@ -441,10 +449,10 @@ def _write(tree: Tree, out: AtomicOutput, fmt, fmt_name: str, comp, container, t
         try:
             if comp:
                 from .compress import CompressingSink
-                csink = CompressingSink(sink, comp, opts.compress_level)
-                fmt.write(tree, csink, wopts)
-                entries.append(tree.count())
-                return csink.finish()
+                with CompressingSink(sink, comp, opts.compress_level, opts.compress_workers) as csink:
+                    fmt.write(tree, csink, wopts)
+                    entries.append(tree.count())
+                    return csink.finish()
             size = fmt.write(tree, sink, wopts)
             entries.append(tree.count())
             sink.finish(size)

@@ -5,16 +5,48 @@ gzip and xz come from the standard library; zstd and lz4 need the optional
 carries no time and no name, xz uses CRC32 (what the kernel's XZ embedded
 decoder is documented to expect), and lz4 uses the legacy frame that the
 kernel's ``unlz4`` decodes (the same as ``lz4 -l``).
+
+Writing compresses on several threads (docs/compression.md): the
+uncompressed stream is cut into blocks of a fixed size, compressed on a pool
+of threads while the archive writer goes on, and written in order.  The
+block boundaries depend only on the method, the level and the bytes, never
+on the thread count, so the output is the same on any number of cores
+(the framing is declared in :mod:`rumpfs.compress_layout`):
+
+* gzip: one gzip member whose deflate data is the blocks' raw deflate
+  streams back to back (as pigz writes it), each primed with the 32 KiB
+  before it and ended by a sync flush (the last one finished); rumpfs writes
+  the gzip header and trailer.
+* xz: one stream of independent LZMA2 blocks (as ``xz -T``) in the .xz
+  container written here.
+* lz4: the legacy frame's blocks are already independent.
+* zstd: libzstd's own worker threads, whose output is the same for any
+  number of them (but differs from none).
 """
 
 from __future__ import annotations
 
+import collections
 import importlib
 import lzma
+import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
-from construct import Const, Int32ul, Struct
-
+from . import compress_layout as layout
+from .compress_layout import (
+    GZIP_OS_UNIX,
+    GZIP_XFL_BEST,
+    GZIP_XFL_FASTEST,
+    ISIZE_MASK,
+    LZ4_LEGACY_CHUNK,
+    LZ4_LEGACY_MAGIC,
+    XZ_ALIGNMENT,
+    XZ_CHECK_CRC32,
+    XZ_CHECK_SIZE,
+    XZ_FILTER_LZMA2,
+    XZ_HEADER_MAGIC,
+)
 from .errors import RumpfsError
 from .output import append_data
 
@@ -23,18 +55,44 @@ METHODS = ("gzip", "xz", "zstd", "lz4")
 #: The levels each method takes (lowest, highest): what gzip(1), xz(1) and
 #: zstd(1) accept, and LZ4HC's range (the lz4 module's high_compression mode).
 LEVELS = {"gzip": (1, 9), "xz": (0, 9), "zstd": (1, 22), "lz4": (1, 12)}
+#: The level when none is given: each tool's own default (lz4: what the
+#: Linux kernel's build uses, ``lz4 -l -9``).
+DEFAULT_LEVELS = {"gzip": 6, "xz": 6, "zstd": 3, "lz4": 9}
 
-#: LZ4 legacy frame (lz4 -l): a magic, then blocks each led by its compressed size.
-LZ4_LEGACY_MAGIC = 0x184C2102
-LZ4_LEGACY_HEADER = Struct("magic" / Const(LZ4_LEGACY_MAGIC, Int32ul))
-LZ4_LEGACY_BLOCK = Struct("compressed_size" / Int32ul)
-#: Uncompressed bytes per legacy block (LZ4_DEFAULT_UNCOMPRESSED_CHUNK_SIZE).
-LZ4_LEGACY_CHUNK = 8 << 20
+#: The fixed framing (rumpfs/compress_layout.py), packed without construct.
+GZIP_HEADER = layout.PACKED["GZIP_HEADER"]
+GZIP_TRAILER = layout.PACKED["GZIP_TRAILER"]
+LZ4_LEGACY_HEADER = layout.PACKED["LZ4_LEGACY_HEADER"]
+LZ4_LEGACY_BLOCK = layout.PACKED["LZ4_LEGACY_BLOCK"]
+#: Deflate's window (wbits 15): what a block may refer back to, and so what
+#: primes the next block's compressor.
+DEFLATE_WBITS = zlib.MAX_WBITS
+DEFLATE_WINDOW = 1 << DEFLATE_WBITS
+#: LZMA2 dictionary size of each xz preset (xz(1)).
+XZ_PRESET_DICT = (256 << 10, 1 << 20, 2 << 20, 4 << 20, 4 << 20,
+                  8 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20)
+#: xz -T's block size: three dictionaries, and at least this.
+XZ_MIN_BLOCK = 1 << 20
+XZ_BLOCK_DICTS = 3
+
+# -- how the work is cut and shared ------------------------------------------
+#: Uncompressed bytes per gzip block: large enough that priming each block
+#: with a window costs little, small enough to keep the threads busy on a
+#: small archive.
+GZIP_BLOCK = 1 << 20
+#: Blocks queued or being compressed, per thread: a bound on memory.
+IN_FLIGHT_PER_WORKER = 2
+#: The compressing threads (default: the cores this process may run on).
+WORKERS_ENV = "RUMPFS_COMPRESS_WORKERS"
+#: Uncompressed bytes per block instead of the method's (for tests: many
+#: blocks from a small tree).  Changes the output; zstd ignores it.
+BLOCK_SIZE_ENV = "RUMPFS_COMPRESS_BLOCK_SIZE"
+MIN_BLOCK_SIZE = 4 << 10
 
 #: Leading bytes of each compressed stream, to recognise them when reading.
 MAGICS = {
-    "gzip": b"\x1f\x8b",
-    "xz": b"\xfd7zXZ\x00",
+    "gzip": layout.GZIP_ID,
+    "xz": XZ_HEADER_MAGIC,
     "zstd": b"\x28\xb5\x2f\xfd",
     "lz4": LZ4_LEGACY_HEADER.build({}),
 }
@@ -54,48 +112,11 @@ def _library(module: str, method: str):
                           f"(pip install {package})") from None
 
 
-class _Lz4Legacy:
-    def __init__(self, level):
-        self.block = _library("lz4.block", "lz4")
-        self.level = 9 if level is None else level
-        self.pending = bytearray()
-        self.started = False
-
-    def _blocks(self, final):
-        out = bytearray()
-        if not self.started:
-            out += LZ4_LEGACY_HEADER.build({})
-            self.started = True
-        while len(self.pending) >= LZ4_LEGACY_CHUNK or (final and self.pending):
-            chunk = bytes(self.pending[:LZ4_LEGACY_CHUNK])
-            del self.pending[:LZ4_LEGACY_CHUNK]
-            packed = self.block.compress(chunk, mode="high_compression",
-                                         compression=self.level, store_size=False)
-            out += LZ4_LEGACY_BLOCK.build({"compressed_size": len(packed)}) + packed
-        return bytes(out)
-
-    def compress(self, data):
-        self.pending += data
-        return self._blocks(False)
-
-    def flush(self):
-        return self._blocks(True)
-
-
 def compressor(method: str, level: int | None = None):
-    """An object with ``compress(bytes) -> bytes`` and ``flush() -> bytes``."""
-    if method == "gzip":
-        # wbits 31: a gzip wrapper whose header has MTIME 0 and no file name.
-        return zlib.compressobj(6 if level is None else level, zlib.DEFLATED, 31)
-    if method == "xz":
-        return lzma.LZMACompressor(lzma.FORMAT_XZ, check=lzma.CHECK_CRC32,
-                                   preset=6 if level is None else level)
-    if method == "zstd":
-        zstandard = _library("zstandard", "zstd")
-        return zstandard.ZstdCompressor(level=3 if level is None else level).compressobj()
-    if method == "lz4":
-        return _Lz4Legacy(level)
-    raise RumpfsError(f"unknown compression {method!r} (known: {', '.join(METHODS)}, none)")
+    """An object with ``compress(bytes) -> bytes`` and ``flush() -> bytes``
+    that makes the same stream as :class:`CompressingSink` (in memory, on
+    this thread: for tests and small data)."""
+    return _InMemory(method, level)
 
 
 #: Compressed bytes fed to a decompressor at once.
@@ -284,20 +305,247 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-class CompressingSink:
-    """The sequential part of :class:`~rumpfs.output.ImageSink`, compressed."""
+def _positive_env(name: str, what: str, least: int) -> int | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < least:
+        raise RumpfsError(f"{name}={value}: not a {what} (at least {least})")
+    return number
 
-    def __init__(self, sink, method: str, level: int | None = None):
+
+def default_workers() -> int:
+    """Threads that compress: $RUMPFS_COMPRESS_WORKERS, else the cores this
+    process may run on."""
+    workers = _positive_env(WORKERS_ENV, "number of threads", 1)
+    return workers if workers is not None else len(os.sched_getaffinity(0))
+
+
+def _pad(size: int) -> bytes:
+    return bytes(-size % XZ_ALIGNMENT)
+
+
+def _crc32_le(data) -> bytes:
+    return zlib.crc32(data).to_bytes(XZ_CHECK_SIZE, "little")  # as every CRC32 field of .xz
+
+
+class _GzipBlocks:
+    """Raw deflate blocks of one gzip member (see the module's docstring)."""
+
+    needs_last = True  # the deflate data must end with a final block
+
+    def __init__(self, level: int, block_size: int | None):
+        self.level = level
+        self.block_size = block_size or GZIP_BLOCK
+        self.window = b""  # the last DEFLATE_WINDOW bytes before the next block
+        self.crc = 0
+        self.size = 0
+
+    def head(self) -> bytes:
+        xfl = (GZIP_XFL_BEST if self.level == LEVELS["gzip"][1]
+               else GZIP_XFL_FASTEST if self.level == LEVELS["gzip"][0] else 0)
+        return GZIP_HEADER.build({"mtime": 0, "xfl": xfl, "os": GZIP_OS_UNIX})
+
+    def job(self, data: bytes, last: bool) -> tuple:
+        """What a thread needs to compress ``data``; called in stream order."""
+        self.crc = zlib.crc32(data, self.crc)
+        self.size += len(data)
+        window = self.window
+        self.window = (window + data)[-DEFLATE_WINDOW:] if len(data) < DEFLATE_WINDOW \
+            else data[-DEFLATE_WINDOW:]
+        return data, window, last
+
+    def compress(self, data: bytes, window: bytes, last: bool):
+        """(compressed bytes, index record) of one block; runs on a pool thread."""
+        if window:
+            comp = zlib.compressobj(self.level, zlib.DEFLATED, -DEFLATE_WBITS, zlib.DEF_MEM_LEVEL,
+                                    zlib.Z_DEFAULT_STRATEGY, window)
+        else:
+            comp = zlib.compressobj(self.level, zlib.DEFLATED, -DEFLATE_WBITS)
+        # A sync flush ends the block on a byte boundary without ending the
+        # deflate stream: the next block's bytes follow it directly.
+        return comp.compress(data) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH), None
+
+    def done(self, record) -> None:
+        pass
+
+    def tail(self) -> bytes:
+        return GZIP_TRAILER.build({"crc32": self.crc, "isize": self.size & ISIZE_MASK})
+
+
+def lzma2_dict_code(dict_size: int) -> int:
+    """The LZMA2 filter property byte for a dictionary of ``dict_size``
+    bytes: code c stands for (2 | c & 1) << (c // 2 + 11) bytes."""
+    code = 0
+    while ((2 | code & 1) << (code // 2 + 11)) < dict_size:
+        code += 1
+    return code
+
+
+class _XzBlocks:
+    """Independent LZMA2 blocks of one .xz stream, checked with CRC32."""
+
+    needs_last = False
+
+    def __init__(self, level: int, block_size: int | None):
+        dict_size = XZ_PRESET_DICT[level]
+        self.filters = [{"id": lzma.FILTER_LZMA2, "preset": level, "dict_size": dict_size}]
+        self.filter_flags = [{"filter_id": XZ_FILTER_LZMA2, "size_of_properties": 1,
+                              "filter_properties": bytes([lzma2_dict_code(dict_size)])}]
+        self.block_size = block_size or max(XZ_BLOCK_DICTS * dict_size, XZ_MIN_BLOCK)
+        self.flags = {"check_type": XZ_CHECK_CRC32}
+        self.records: list = []
+
+    def head(self) -> bytes:
+        flags = layout.XZ_STREAM_FLAGS.build(self.flags)
+        return layout.XZ_STREAM_HEADER.build({"stream_flags": self.flags, "crc32": zlib.crc32(flags)})
+
+    def job(self, data: bytes, last: bool) -> tuple:
+        return (data,)
+
+    def compress(self, data: bytes):
+        packed = lzma.compress(data, format=lzma.FORMAT_RAW, filters=self.filters)
+        header = self._block_header(len(packed), len(data))
+        block = header + packed + _pad(len(packed)) + _crc32_le(data)
+        return block, {"unpadded_size": len(header) + len(packed) + XZ_CHECK_SIZE,
+                       "uncompressed_size": len(data)}
+
+    def _block_header(self, compressed: int, uncompressed: int) -> bytes:
+        fields = {"block_header_size": 0,
+                  "block_flags": {"uncompressed_size_present": True, "compressed_size_present": True,
+                                  "number_of_filters_minus_one": len(self.filter_flags) - 1},
+                  "compressed_size": compressed, "uncompressed_size": uncompressed,
+                  "filter_flags": self.filter_flags}
+        size = len(layout.XZ_BLOCK_HEADER.build(fields))
+        fields["block_header_size"] = (size + len(_pad(size)) + XZ_CHECK_SIZE) // XZ_ALIGNMENT - 1
+        header = layout.XZ_BLOCK_HEADER.build(fields)
+        header += _pad(len(header))
+        return header + _crc32_le(header)
+
+    def done(self, record) -> None:
+        self.records.append(record)
+
+    def tail(self) -> bytes:
+        index = layout.XZ_INDEX.build({"number_of_records": len(self.records),
+                                       "records": self.records})
+        index += _pad(len(index))
+        index += _crc32_le(index)
+        backward_size = len(index) // XZ_ALIGNMENT - 1
+        fields = {"crc32": 0, "backward_size": backward_size, "stream_flags": self.flags}
+        # The CRC32 (first) covers what lies between it and the magic (last).
+        covered = layout.XZ_STREAM_FOOTER.build(fields)[XZ_CHECK_SIZE:-len(layout.XZ_FOOTER_MAGIC)]
+        return index + layout.XZ_STREAM_FOOTER.build(dict(fields, crc32=zlib.crc32(covered)))
+
+
+class _Lz4Blocks:
+    """The blocks of an lz4 legacy frame, each compressed on its own."""
+
+    needs_last = False
+
+    def __init__(self, level: int, block_size: int | None):
+        self.lz4 = _library("lz4.block", "lz4")
+        self.level = level
+        self.block_size = min(block_size or LZ4_LEGACY_CHUNK, LZ4_LEGACY_CHUNK)
+
+    def head(self) -> bytes:
+        return LZ4_LEGACY_HEADER.build({})
+
+    def job(self, data: bytes, last: bool) -> tuple:
+        return (data,)
+
+    def compress(self, data: bytes):
+        packed = self.lz4.compress(data, mode="high_compression", compression=self.level,
+                                   store_size=False)
+        return LZ4_LEGACY_BLOCK.build({"compressed_size": len(packed)}) + packed, None
+
+    def done(self, record) -> None:
+        pass
+
+    def tail(self) -> bytes:
+        return b""
+
+
+_BLOCKS = {"gzip": _GzipBlocks, "xz": _XzBlocks, "lz4": _Lz4Blocks}
+
+
+class CompressingSink:
+    """The sequential part of :class:`~rumpfs.output.ImageSink`, compressed
+    on ``workers`` threads (default: :func:`default_workers`).
+
+    What is written is gathered into blocks of the method's size; each full
+    block goes to the pool as soon as a byte after it arrives (so the last
+    block is known as the last), and the compressed blocks are written to
+    ``sink`` in order.  At most IN_FLIGHT_PER_WORKER blocks per thread wait
+    or are being compressed.  With one worker the blocks are compressed on
+    this thread.  A context manager: leaving it stops the threads.
+    """
+
+    def __init__(self, sink, method: str, level: int | None = None, workers: int | None = None):
+        if method not in METHODS:
+            raise RumpfsError(f"unknown compression {method!r} (known: {', '.join(METHODS)}, none)")
         self.sink = sink
-        self.comp = compressor(method, level)
         self.raw = 0
         self.progress = sink.progress
+        if workers is None:
+            workers = default_workers()
+        level = DEFAULT_LEVELS[method] if level is None else level
+        self.stream = self.blocks = self.pool = None
+        if method == "zstd":
+            # libzstd's threads: its output is the same for any count from 1.
+            zstandard = _library("zstandard", "zstd")
+            self.stream = zstandard.ZstdCompressor(level=level, threads=workers).compressobj()
+            return
+        self.blocks = _BLOCKS[method](level, _positive_env(BLOCK_SIZE_ENV, "block size in bytes",
+                                                           MIN_BLOCK_SIZE))
+        self.pending = bytearray()
+        self.in_flight: collections.deque = collections.deque()
+        self.limit = IN_FLIGHT_PER_WORKER * workers
+        if workers > 1:
+            self.pool = ThreadPoolExecutor(workers, thread_name_prefix="rumpfs-compress")
+        sink.write(self.blocks.head())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def write(self, data) -> None:
         self.raw += len(data)
-        out = self.comp.compress(bytes(data))
-        if out:
-            self.sink.write(out)
+        if self.stream is not None:
+            out = self.stream.compress(data)
+            if out:
+                self.sink.write(out)
+            return
+        pending = self.pending
+        pending += data
+        size = self.blocks.block_size
+        if len(pending) > size:
+            whole = (len(pending) - 1) // size * size  # not the last block: bytes follow
+            with memoryview(pending) as view:
+                cut = [bytes(view[at:at + size]) for at in range(0, whole, size)]
+            del pending[:whole]
+            for block in cut:
+                self._submit(block, False)
+
+    def _submit(self, block: bytes, last: bool) -> None:
+        job = self.blocks.job(block, last)
+        if self.pool is None:
+            self._put(self.blocks.compress(*job))
+            return
+        in_flight = self.in_flight
+        in_flight.append(self.pool.submit(self.blocks.compress, *job))
+        while in_flight and (len(in_flight) > self.limit or in_flight[0].done()):
+            self._put(in_flight.popleft().result())
+
+    def _put(self, result) -> None:
+        data, record = result
+        self.sink.write(data)
+        self.blocks.done(record)
 
     def tell(self) -> int:
         return self.raw
@@ -306,9 +554,59 @@ class CompressingSink:
         append_data(self, data, length)
 
     def finish(self) -> int:
-        tail = self.comp.flush()
-        if tail:
-            self.sink.write(tail)
+        if self.stream is not None:
+            self.sink.write(self.stream.flush())
+        else:
+            if self.pending or self.blocks.needs_last:
+                self._submit(bytes(self.pending), True)
+                self.pending = bytearray()
+            while self.in_flight:
+                self._put(self.in_flight.popleft().result())
+            self.sink.write(self.blocks.tail())
+        self.close()
         size = self.sink.tell()
         self.sink.finish(size)
         return size
+
+    def close(self) -> None:
+        """Stop the threads; blocks not started are dropped (after an error)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+            self.in_flight.clear()
+
+
+class _InMemory:
+    """:func:`compressor`: a CompressingSink on one thread into memory."""
+
+    progress = None
+
+    def __init__(self, method: str, level: int | None):
+        self.out = bytearray()
+        self.size = 0
+        self.sink = CompressingSink(self, method, level, workers=1)
+
+    # As the CompressingSink's sink.
+    def write(self, data) -> None:
+        self.out += data
+        self.size += len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def finish(self, size: int) -> None:
+        pass
+
+    # As a compressor.
+    def _taken(self) -> bytes:
+        out = bytes(self.out)
+        self.out = bytearray()
+        return out
+
+    def compress(self, data) -> bytes:
+        self.sink.write(data)
+        return self._taken()
+
+    def flush(self) -> bytes:
+        self.sink.finish()
+        return self._taken()

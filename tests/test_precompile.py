@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from rumpfs import _compiled_compress_layout as compress_generated
+from rumpfs import compress_layout
 from rumpfs.elf import _compiled as elf_generated
 from rumpfs.elf import _compiled_registry as registry_generated
 from rumpfs.elf import layout as elf_layout
@@ -43,6 +45,7 @@ def test_layouts_use_their_generated_module():
     assert elf_layout._generated() is elf_generated
     assert registry._generated() is registry_generated
     assert db185._generated() is db185_generated
+    assert compress_layout._GENERATED is compress_generated
 
 
 def test_generated_names():

@@ -3,7 +3,8 @@ worked out ahead of time.
 
 Every on-disk structure is declared once, with construct, in a layout
 module (:data:`LAYOUTS`: the FFS and cpio ``layout`` modules, the ELF
-structures, the ELF registry record, the db 1.85 hash file).  The writers
+structures, the ELF registry record, the db 1.85 hash file, the tar header,
+the framing of compressed streams).  The writers
 need only the plain facts behind those declarations -- ``struct`` format
 characters, field names, sizes, offsets -- but importing construct costs
 35-55 ms (it imports pdb, inspect, dataclasses...), more than packing a
@@ -40,7 +41,8 @@ import zlib
 #: ``precompile() -> {NAME: value}``: the module-level names to generate, with
 #: values made of Python literals (ints, strings, None, tuples, dicts).
 LAYOUTS = ("rumpfs.formats.ffs.layout", "rumpfs.formats.cpio.layout", "rumpfs.elf.layout",
-           "rumpfs.elf.registry", "rumpfs.etc.db185", "rumpfs.tar_layout")
+           "rumpfs.elf.registry", "rumpfs.etc.db185", "rumpfs.tar_layout",
+           "rumpfs.compress_layout")
 #: The generated module's name, in the layout's package (see :func:`generated_name`).
 GENERATED = "_compiled"
 #: How to regenerate, as the generated files and the messages say it.
@@ -235,7 +237,8 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(
         prog=COMMAND, description="Write the precompiled layouts (rumpfs/formats/*/_compiled.py, "
-                                  "rumpfs/elf/_compiled*.py, rumpfs/etc/_compiled_db185.py) "
+                                  "rumpfs/elf/_compiled*.py, rumpfs/etc/_compiled_db185.py, "
+                                  "rumpfs/_compiled_compress_layout.py) "
                                   "from the construct declarations.")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 when a generated file is missing or stale")
