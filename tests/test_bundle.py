@@ -310,6 +310,107 @@ def test_info_shows_the_bundle(inputs, built, tmp_path):
     assert info["image"]["format"] == "iso" and "bundle" not in info
 
 
+# --- a truncated bundle, judged without booting ------------------------------------
+
+def file_extents(iso) -> dict:
+    """ISO path -> (first 2 KiB block, blocks), as xorriso reports them."""
+    out = subprocess.run(["xorriso", "-indev", str(iso), "-find", "/", "-exec", "report_lba"],
+                         capture_output=True, text=True, check=True).stdout
+    extents = {}
+    for line in out.splitlines():
+        if line.startswith("File data lba:"):
+            fields = [f.strip() for f in line.split(":", 1)[1].split(",")]
+            extents[fields[4].strip("'")] = (int(fields[1]), int(fields[2]))
+    return extents
+
+
+def volume_bytes(iso) -> int:
+    """The ISO 9660 volume's size, as isoinfo reads it from the volume descriptor."""
+    out = subprocess.run(["isoinfo", "-d", "-i", str(iso)], capture_output=True, text=True, check=True).stdout
+    line = next(line for line in out.splitlines() if line.startswith("Volume size is:"))
+    return int(line.split()[-1]) * 2048
+
+
+def partition_ends(disk) -> list:
+    """(number, type, end in bytes) of each partition, as sfdisk reads the table."""
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(disk)], capture_output=True, check=True,
+                                      text=True).stdout)["partitiontable"]
+    return [(i, p["type"], (p["start"] + p["size"]) * SECTOR) for i, p in enumerate(table["partitions"], 1)]
+
+
+def truncated_copy(src: Path, dest: Path, size: int) -> Path:
+    with open(src, "rb") as f:
+        dest.write_bytes(f.read(size))
+    return dest
+
+
+def _info_fails(path, line):
+    r = run_rumpfs("info", path, check=False)
+    assert (r.returncode, r.err, r.out) == (1, f"rumpfs: error: {path}: {line}\n", "")
+
+
+def _check_says(path, lines):
+    r = run_rumpfs("check", path, check=False)
+    assert r.returncode == 1 and r.err == f"{path}: {len(r.out.splitlines())} problem(s) found\n"
+    for line in lines:
+        assert f"{path}: {line}\n" in r.out, r.out
+
+
+def test_truncated_bundle_is_reported_by_check_and_info(built, tmp_path):
+    """Cut anywhere, a bundle is one line for info (exit 1) and problems for
+    check: the ISO volume's end (isoinfo's volume size) or the MBR partition's
+    end (sfdisk's) past the file's end, even where every file is still there."""
+    iso = built / "b.iso"
+    size = iso.stat().st_size
+    [(_, kind, end)] = partition_ends(iso)
+    assert (kind, end) == ("17", size)
+    volume = volume_bytes(iso)
+    root_lba, root_blocks = file_extents(iso)["/ROOT.IMG"]
+    for cut in (size - 1, volume + 2048, volume):
+        t = truncated_copy(iso, tmp_path / f"{cut}.iso", cut)
+        line = f"MBR partition 1 (type 0x17) ends at byte {end}, past the disk's end at {cut}: truncated"
+        lines = [line]
+        if cut % SECTOR:
+            lines.insert(0, f"disk of {cut} bytes, not a whole number of 512-byte sectors: truncated")
+        _info_fails(t, lines[0])
+        _check_says(t, lines)
+    cut = (root_lba + root_blocks // 2) * 2048
+    t = truncated_copy(iso, tmp_path / "mid-root.iso", cut)
+    _info_fails(t, f"ISO 9660 volume of {volume} bytes, past the disk's end at {cut}: truncated")
+    _check_says(t, [f"volume of {volume // 2048} sectors is larger than the image",
+                    f"/ROOT.IMG: extent at sector {root_lba} ends past the image",
+                    f"MBR partition 1 (type 0x17) ends at byte {end}, past the disk's end at {cut}: "
+                    f"truncated"])
+    # A VHD that lost the last byte of its footer is a raw disk of a part sector.
+    vhd = built / "b.vhd"
+    t = truncated_copy(vhd, tmp_path / "t.vhd", vhd.stat().st_size - 1)
+    line = f"disk of {vhd.stat().st_size - 1} bytes, not a whole number of 512-byte sectors: truncated"
+    _info_fails(t, line)
+    _check_says(t, [line])
+    # Whole, they are clean.
+    for whole in (iso, vhd):
+        assert run_rumpfs("check", whole).out == f"{whole}: iso: clean\n"
+
+
+def test_truncated_gpt_disk_is_reported(inputs, tmp_path, grub_cache):
+    """A --uefi disk cut by its last sector loses the GPT's backup header:
+    sfdisk -V says so, and so do check and info."""
+    img = tmp_path / "u.img"
+    make_uefi(inputs, img, grub_cache)
+    size = img.stat().st_size
+    assert run_rumpfs("check", img).out == f"{img}: iso: clean\n"
+    t = truncated_copy(img, tmp_path / "t.img", size - SECTOR)
+    verify = subprocess.run(["sfdisk", "-V", str(t)], capture_output=True, text=True)
+    assert "No errors detected." not in verify.stdout, verify.stdout
+    [(_, kind, _)] = partition_ends(img)
+    assert kind == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+    protective = (f"MBR partition 1 (type 0xee) ends at byte {size}, past the disk's end at {size - SECTOR}: "
+                  f"truncated")
+    backup = f"GPT backup header at byte {size - SECTOR} is past the disk's end at {size - SECTOR}: truncated"
+    _info_fails(t, protective)
+    _check_says(t, [protective, backup])
+
+
 # --- VHD and GCE -----------------------------------------------------------------
 
 #: (cylinders, heads, sectors per track) from the VHD specification's
