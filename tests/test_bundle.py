@@ -652,6 +652,103 @@ def test_boot_disk_formats(inputs, built, tmp_path):
     assert_boots(inputs, ["-drive", f"file={tmp_path / 'disk.raw'},format=raw"])
 
 
+# --- a truncated bundle, booted --------------------------------------------------------
+#
+# Where the cut falls decides what the loaders say (docs/bundle.md, "A truncated
+# bundle"); the verdict comes from what COM1 and the screen (SeaBIOS's mirror of
+# it) show, never from a timeout.  A cut inside isolinux.bin past its first 2 KiB
+# or inside ldlinux.c32 hangs without a word (isolinux.bin retries its INT 13h
+# read for ever): not booted here.
+
+#: Truncation point -> the block to cut at, from the extents xorriso reports
+#: (path -> (first block, blocks)) and the El Torito catalog's block.
+def _middle(extent):
+    return extent[0] + extent[1] // 2
+
+
+CUTS = {
+    "catalog": lambda ext, catalog: catalog,
+    "kernel": lambda ext, catalog: ext["/KERNEL"][0] + 1,
+    "root module": lambda ext, catalog: _middle(ext["/ROOT.IMG"]),
+    "libcom32.c32": lambda ext, catalog: _middle(ext["/ISOLINUX/LIBCOM32.C32"]),
+    "mboot.c32": lambda ext, catalog: _middle(ext["/ISOLINUX/MBOOT.C32"]),
+}
+MEDIA = {"cd": lambda path: ["-cdrom", str(path)],
+         "disk": lambda path: ["-drive", f"file={path},format=raw,snapshot=on"]}
+
+
+def _cut_bundle(built, tmp_path, point):
+    iso = built / "b.iso"
+    ext = file_extents(iso)
+    catalog = int(el_torito(iso)["El Torito catalog"][0].split()[0])
+    block = CUTS[point](ext, catalog)
+    return truncated_copy(iso, tmp_path / "cut.iso", block * 2048), block, ext
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("medium", sorted(MEDIA))
+@pytest.mark.parametrize("point", list(CUTS))
+def test_boot_truncated_bundle_fails_on_the_console(built, tmp_path, point, medium):
+    cut, block, ext = _cut_bundle(built, tmp_path, point)
+    booted = testkernel.boot(*MEDIA[medium](cut))
+    screen = booted.screen_text
+    assert testkernel.BEGIN not in booted.serial, booted.serial[-2000:]
+    # ISOLINUX reads ldlinux.c32 (then mboot.c32 and libcom32.c32) after the
+    # payload: a cut in the payload loses them too.
+    assert ext["/KERNEL"][0] < ext["/ROOT.IMG"][0] < ext["/ISOLINUX/LDLINUX.C32"][0] < \
+        ext["/ISOLINUX/LIBCOM32.C32"][0] < ext["/ISOLINUX/MBOOT.C32"][0]
+    if point == "catalog":
+        # SeaBIOS cannot read the catalog (CD), isohdpfx.bin's code cannot
+        # read isolinux.bin (disk); then there is nothing else to boot.
+        cd = medium == "cd"
+        gone = b"Boot failed: Could not read from CDROM" if cd else b"Operating system load error."
+        assert gone in screen and b"No bootable device" in screen, screen[-2000:]
+    elif point in ("kernel", "root module"):
+        # isolinux.bin finds ldlinux.c32 wholly past the end, before any config.
+        assert b"Failed to load ldlinux.c32" in screen and b"Boot failed: press a key to retry" in screen, \
+            screen[-2000:]
+    else:
+        # ldlinux.c32 runs, with the config's SERIAL: it says on COM1 which
+        # sector it cannot read (in 2 KiB blocks as a CD, 512-byte sectors as a
+        # disk): the first of mboot.c32 (loaded before libcom32.c32, which it
+        # needs), or the first one cut off.
+        found = testkernel.LOADER_READ_ERROR.search(booted.serial)
+        assert found, booted.serial[-2000:]
+        sector = int(found.group().split(b"reading sector ")[1].split()[0])
+        first = ext["/ISOLINUX/MBOOT.C32"][0] if point == "libcom32.c32" else block
+        assert sector == first * (1 if medium == "cd" else 4), found.group()
+
+
+@pytest.mark.slow
+def test_boot_truncated_padding_still_boots(inputs, built, tmp_path):
+    """Cut after the ISO volume (inside the MBR partition's padding): every
+    sector the loaders read is there and the bundle boots; only check and info
+    see the damage (test_truncated_bundle_is_reported_by_check_and_info)."""
+    iso = built / "b.iso"
+    cut = truncated_copy(iso, tmp_path / "cut.iso", volume_bytes(iso) + 2048)
+    assert_boots(inputs, ["-cdrom", str(cut)])
+    assert_boots(inputs, ["-drive", f"file={cut},format=raw,snapshot=on"])
+    assert run_rumpfs("check", cut, check=False).returncode == 1
+
+
+@pytest.mark.slow
+def test_boot_uefi_truncated_bundle_stops_at_grubs_prompt(inputs, tmp_path, grub_cache):
+    """Under OVMF a --uefi bundle cut inside the root module has lost
+    /grub/bundle.cfg too (its directory comes after the root directory's
+    files): GRUB's search for it fails and GRUB waits at its prompt, on COM1."""
+    assert OVMF.exists(), f"{OVMF}: missing; install the Debian package ovmf"
+    iso = tmp_path / "u.iso"
+    make_uefi(inputs, iso, grub_cache)
+    ext = file_extents(iso)
+    assert ext["/ROOT.IMG"][0] < ext["/GRUB/BUNDLE.CFG"][0]
+    cut = truncated_copy(iso, tmp_path / "cut.iso", _middle(ext["/ROOT.IMG"]) * 2048)
+    for medium in ("-cdrom", str(cut)), ("-drive", f"file={cut},format=raw,snapshot=on"):
+        booted = testkernel.boot(*medium, extra=["-bios", str(OVMF), "-m", "128"])
+        serial = testkernel.screen_text(booted.serial)
+        assert b"Welcome to GRUB!" in serial and serial.rstrip().endswith(b"grub>"), serial[-2000:]
+        assert testkernel.BEGIN not in serial
+
+
 
 # --- a Linux bzImage bundle: Debian's kernel, our cpio as its initrd ----------------
 
