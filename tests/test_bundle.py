@@ -265,6 +265,31 @@ def test_root_directory_is_packed_as_pack_does(inputs, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["b.iso", "root.ffs", "x"]  # no scratch left behind
 
 
+def test_root_layers_are_packed_as_pack_does(inputs, tmp_path):
+    """--layer adds pack's sources (here a tar grafted at /extra) over --root
+    DIR, or makes the root alone; --timestamp and --keep-owner as in pack."""
+    hello = ROOT / "examples" / "hello"
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    (layer / "note.txt").write_text("from a layer\n")
+    archive = tmp_path / "layer.tar"
+    subprocess.run(["tar", "-cf", str(archive), "-C", str(layer), "note.txt"], check=True)
+    opts = ["--timestamp", "1600000000", "--keep-owner"]
+    run_rumpfs("bundle", inputs["kernel"], "--root", hello, "--layer", f"{archive}:/extra", *opts,
+               "-o", tmp_path / "b.iso")
+    run_rumpfs("pack", hello, f"{archive}:/extra", *opts, "--no-progress", "-o", tmp_path / "root.ffs")
+    tree = extract(tmp_path / "b.iso", tmp_path / "x")
+    assert (tree / "ROOT.IMG").read_bytes() == (tmp_path / "root.ffs").read_bytes()
+    run_rumpfs("bundle", inputs["kernel"], "--layer", archive, "-f", "cpio", "-o", tmp_path / "c.iso")
+    run_rumpfs("pack", archive, "-o", tmp_path / "root.cpio", "--no-progress")
+    tree = extract(tmp_path / "c.iso", tmp_path / "y")
+    assert (tree / "ROOT.IMG").read_bytes() == (tmp_path / "root.cpio").read_bytes()
+    # GNU cpio finds the layer's file in it.
+    listing = subprocess.run(["cpio", "-it", "--quiet"], input=(tree / "ROOT.IMG").read_bytes(),
+                             capture_output=True, check=True).stdout.decode().split()
+    assert "note.txt" in listing and "etc/passwd" in listing
+
+
 def test_describe_reads_the_bundle_back(inputs, built, tmp_path):
     """rumpfs.bundle.inspect.describe (for rumpfs info): every module's string
     and size, and the config, as the inputs give them."""
@@ -550,6 +575,9 @@ def test_bad_input(inputs, tmp_path):
     _fails([inputs["kernel"], "--cmdline", "a  b", "-o", out],
            "--cmdline: 'a  b' would not arrive intact through ISOLINUX (runs of blanks, "
            "control characters or a '---' word)", out)
+    _fails([inputs["kernel"], "--root", inputs["root"], "--layer", inputs["mod2"], "-o", out],
+           f"{inputs['root']}: --layer adds to a root packed from sources: give --root a directory, "
+           f"or no --root, not an image", out)
     bad = tmp_path / "bad.json"
     bad.write_text('{"hostname": 1}')
     _fails([inputs["kernel"], "--config", bad, "-o", out],

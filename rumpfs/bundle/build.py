@@ -120,27 +120,32 @@ def _digest(paths, texts) -> bytes:
 
 def bundle(kernel: str, output: str, *, root: str | None = None, modules=(), config: str | None = None,
            cmdline: str = "", loader_dir: str | None = None, epoch: int = 0,
-           pack_options=None, uefi: bool = False) -> BundleResult:
+           pack_options=None, uefi: bool = False, layers=()) -> BundleResult:
     """Write the bootable image ``output``; nothing is written on an error.
 
-    ``root`` is an image file, or a directory packed first with
-    ``pack_options`` (a :class:`rumpfs.api.PackOptions`; the format defaults
-    to ffs for a Multiboot kernel, cpio for Linux).  ``uefi`` adds a GRUB
-    EFI system partition.
+    ``root`` is an image file, or a directory packed first, with ``layers``
+    (more sources of ``rumpfs pack``: directories, archives, grafts) over it,
+    with ``pack_options`` (a :class:`rumpfs.api.PackOptions`; the format
+    defaults to ffs for a Multiboot kernel, cpio for Linux); ``layers``
+    alone are packed too.  ``uefi`` adds a GRUB EFI system partition.
     """
     kind = output_kind(output)
     info = detect(kernel)
     modules = [m if isinstance(m, Module) else Module.parse(m) for m in modules]
+    layers = list(layers)
+    if layers and root is not None and not os.path.isdir(root):
+        raise RumpfsError(f"{root}: --layer adds to a root packed from sources: give --root a "
+                          f"directory, or no --root, not an image")
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(output)),
                                      prefix=f".{os.path.basename(output)}.") as scratch:
-        if root is not None and os.path.isdir(root):
-            root = _pack_root(root, info, scratch, pack_options)
+        if (root is not None and os.path.isdir(root)) or layers:
+            root = _pack_root(([root] if root is not None else []) + layers, info, scratch, pack_options)
         return _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_dir, epoch,
                        scratch if uefi else None)
 
 
-def _pack_root(directory: str, info: KernelInfo, scratch: str, pack_options) -> str:
-    """Pack ``directory`` as ``rumpfs pack`` would (times clamped to
+def _pack_root(sources: list, info: KernelInfo, scratch: str, pack_options) -> str:
+    """Pack ``sources`` as ``rumpfs pack`` would (times clamped to
     SOURCE_DATE_EPOCH when set) into ``scratch``."""
     from .. import api
     opts = pack_options or api.PackOptions()
@@ -148,7 +153,7 @@ def _pack_root(directory: str, info: KernelInfo, scratch: str, pack_options) -> 
         opts.format = "ffs" if info.kind == "multiboot" else "cpio"
     opts.progress = False
     image = os.path.join(scratch, f"root.{opts.format}")
-    api.pack([directory], image, opts)
+    api.pack(sources, image, opts)
     return image
 
 
