@@ -936,6 +936,34 @@ def test_boot_uefi_gpt_disk(inputs, tmp_path, grub_cache):
     make_uefi(inputs, img, grub_cache, "--cmdline", "x=1")
     boot_uefi(inputs, ["-drive", f"file={img},format=raw"], b"/kernel x=1")
     assert_boots(inputs, ["-drive", f"file={img},format=raw"], b"/kernel x=1")
+    # GCE's --uefi import: the disk.raw GNU tar extracts is the same GPT disk.
+    make_uefi(inputs, tmp_path / "u.tar.gz", grub_cache, "--cmdline", "x=1")
+    subprocess.run(["tar", "-xSzf", str(tmp_path / "u.tar.gz"), "-C", str(tmp_path)], check=True)
+    assert (tmp_path / "disk.raw").read_bytes() == img.read_bytes()
+    boot_uefi(inputs, ["-drive", f"file={tmp_path / 'disk.raw'},format=raw"], b"/kernel x=1")
+
+
+def test_missing_grub_package_is_named(inputs, tmp_path, monkeypatch):
+    """--uefi without grub-common's grub-mkstandalone, or without
+    grub-efi-amd64-bin's modules: one line naming the package, no output."""
+    from rumpfs.bundle import grub
+    from rumpfs.bundle.build import bundle
+    from rumpfs.errors import RumpfsError
+    out = tmp_path / "o.iso"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(grub, "MKSTANDALONE", "rumpfs-test-no-grub-mkstandalone")
+    with pytest.raises(RumpfsError) as e:
+        bundle(str(inputs["kernel"]), str(out), uefi=True)
+    assert str(e.value) == ("rumpfs-test-no-grub-mkstandalone: not found; install the Debian package "
+                            "grub-common (--uefi makes its GRUB EFI image with it)")
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(grub, "EFI_MODULES_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(RumpfsError) as e:
+        bundle(str(inputs["kernel"]), str(out), uefi=True)
+    assert str(e.value) == (f"{tmp_path}/nowhere/multiboot.mod: missing; install the Debian package "
+                            f"grub-efi-amd64-bin")
+    assert not out.exists() and leftovers(tmp_path) == []
 
 
 def test_sparse_member_with_extension_blocks_read_by_gnu_tar(tmp_path):
