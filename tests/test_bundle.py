@@ -213,6 +213,20 @@ def test_iso_catalog_files_and_boot_info_table(inputs, built, tmp_path):
     assert struct.unpack("<IIII", patched[8:24]) == (16, boot_lba, len(patched), sum(words) & 0xFFFFFFFF)
     cfg = (tree / "ISOLINUX" / "ISOLINUX.CFG").read_text()
     assert "  KERNEL mboot.c32\n  APPEND /kernel --- /root.img --- /mod1 data x --- /mod2\n" in cfg
+    # isoinfo (genisoimage) walks the same directories: these files, these sizes.
+    listing = subprocess.run(["isoinfo", "-l", "-i", str(iso)], capture_output=True, text=True,
+                             check=True).stdout
+    sizes, directory = {}, ""
+    for line in listing.splitlines():
+        if line.startswith("Directory listing of "):
+            directory = line[len("Directory listing of "):].rstrip("/")
+        elif line.startswith("-"):
+            name = line.split("]")[1].strip()
+            sizes[f"{directory}/{name.removesuffix(';1')}"] = int(line.split()[4])
+    boot_files = {f"/ISOLINUX/{n.upper()}": (Path(loader.ISOLINUX_FILES[n][0]) / n).stat().st_size
+                  for n in ("isolinux.bin", "ldlinux.c32", "libcom32.c32", "mboot.c32")}
+    assert sizes == {**{p: inputs[n].stat().st_size for n, p in ISO_PATHS.items()}, **boot_files,
+                     "/ISOLINUX/ISOLINUX.CFG": len(cfg.encode()), "/ISOLINUX/BOOT.CAT": 2048}
 
 
 def test_iso_isohybrid_mbr(built):
@@ -238,6 +252,9 @@ def test_reproducible_and_dated(inputs, built, tmp_path):
     make(inputs, tmp_path / "c.iso", env={"SOURCE_DATE_EPOCH": "1800000000"})
     a, b, c = ((tmp_path / n).read_bytes() for n in ("a.iso", "b.iso", "c.iso"))
     assert a == b and a != c
+    for suffix in ("vhd", "tar.gz"):
+        make(inputs, tmp_path / f"again.{suffix}")
+        assert (tmp_path / f"again.{suffix}").read_bytes() == (built / f"b.{suffix}").read_bytes(), suffix
     pvd = subprocess.run(["xorriso", "-indev", str(tmp_path / "a.iso"), "-pvd_info"],
                          capture_output=True, text=True, check=True).stdout
     assert "Creation Time: 2023111422132000" in pvd  # 1700000000 in UTC
