@@ -960,6 +960,31 @@ def test_boot_uefi_gpt_disk(inputs, tmp_path, grub_cache):
     boot_uefi(inputs, ["-drive", f"file={tmp_path / 'disk.raw'},format=raw"], b"/kernel x=1")
 
 
+@pytest.mark.parametrize("where", ["esp", "iso"])
+def test_full_disk_is_one_line(inputs, tmp_path, grub_cache, monkeypatch, where):
+    """No space left while the ESP (a scratch file beside the output) or the
+    image is written: one line naming the output, nothing left behind."""
+    import errno
+
+    from rumpfs.bundle import fat, iso
+    from rumpfs.bundle.build import bundle
+    from rumpfs.errors import RumpfsError
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setenv("XDG_CACHE_HOME", grub_cache["XDG_CACHE_HOME"])
+    if where == "esp":
+        monkeypatch.setattr(fat, "write_fat16", full)
+    else:
+        monkeypatch.setattr(iso, "write_hybrid_iso", full)
+    out = tmp_path / "o.iso"
+    out.write_bytes(b"previous")
+    with pytest.raises(RumpfsError) as e:
+        bundle(str(inputs["kernel"]), str(out), uefi=True)
+    assert str(e.value) == f"{out}: cannot write: No space left on device"
+    assert out.read_bytes() == b"previous" and leftovers(tmp_path) == []
+
+
 def test_missing_grub_package_is_named(inputs, tmp_path, monkeypatch):
     """--uefi without grub-common's grub-mkstandalone, or without
     grub-efi-amd64-bin's modules: one line naming the package, no output."""

@@ -213,19 +213,22 @@ def _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_d
     if uefi and kind != "iso":
         # Disks for UEFI get a GPT; the .iso keeps the MBR (both boot under OVMF).
         gpt_guids = (gpt.guid_from(digest[16:32]), gpt.guid_from(digest[:16]))
-    if uefi:
-        esp = os.path.join(uefi_scratch, "efiboot.img")
-        with open(esp, "w+b") as f:
-            fat.write_fat16(f, {EFI_BOOT_FILE: grub_image}, int.from_bytes(digest[12:16], "little"), epoch)
-        files.append(iso.IsoFile(ESP_PATH, esp))
-        efi_image = ESP_PATH
     with open(boot.path("isohdpfx.bin"), "rb") as f:
         mbr_code = f.read(iso.MBR_CODE_SIZE)
     if len(mbr_code) < iso.MBR_CODE_SIZE:
         raise RumpfsError(f"{boot.path('isohdpfx.bin')}: {len(mbr_code)} bytes, "
                           f"shorter than the {iso.MBR_CODE_SIZE} bytes of MBR boot code")
 
+    # Every file written goes beside the output, so a full disk is an error
+    # about the output (AtomicOutput's one line), wherever it strikes.
     with AtomicOutput(output) as out:
+        if uefi:
+            esp = os.path.join(uefi_scratch, "efiboot.img")
+            with open(esp, "w+b") as f:
+                fat.write_fat16(f, {EFI_BOOT_FILE: grub_image}, int.from_bytes(digest[12:16], "little"),
+                                epoch)
+            files.append(iso.IsoFile(ESP_PATH, esp))
+            efi_image = ESP_PATH
         if kind == "gce":
             # The raw disk first (its size goes into the tar header), beside the output.
             with tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(output))) as raw:
