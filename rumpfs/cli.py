@@ -321,9 +321,9 @@ def cmd_extract(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .inspect import open_image
+    from .inspect import disk_problems, open_image
     reader = open_image(args.image)
-    problems = reader.check()
+    problems = reader.check() + disk_problems(args.image)
     if args.json:
         from .buildsys import print_check_json
         return print_check_json(args.image, reader.format_name, problems)

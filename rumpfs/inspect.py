@@ -140,6 +140,12 @@ def describe(path: str) -> dict:
         image.update(reader.info())
         info["image"] = image
         bootable = container is None and image_format.name == "iso" and _has_el_torito(f, off)
+        if bootable:
+            from .bundle.inspect import truncation
+            truncated = truncation(f, size)
+            if truncated:
+                # A bootable disk that lost its end: one line, as a bad image is.
+                raise RumpfsError(f"{path}: {truncated}")
     if bootable:
         # A bootable ISO: what rumpfs bundle put in it (loader, kernel, modules,
         # config); another tool's bootable ISO is described as an ISO only.
@@ -149,6 +155,18 @@ def describe(path: str) -> dict:
         except RumpfsError:
             pass
     return info
+
+
+def disk_problems(path: str) -> list[str]:
+    """For a bootable ISO (a bundle), what its MBR, GPT and VHD footer say
+    lies past the end of the file (``rumpfs check`` adds them to the file
+    system's problems)."""
+    f, off, size, container = locate(path)
+    with f:
+        if container is not None or not _has_el_torito(f, off):
+            return []
+        from .bundle.inspect import disk_problems as bundle_disk_problems
+        return bundle_disk_problems(f, size)
 
 
 #: The El Torito boot record: the volume descriptor after the primary one
@@ -162,4 +180,4 @@ def _has_el_torito(f, offset: int) -> bool:
     return f.read(len(EL_TORITO_RECORD)) == EL_TORITO_RECORD
 
 
-__all__ = ["open_image", "describe", "extract", "locate"]
+__all__ = ["open_image", "describe", "disk_problems", "extract", "locate"]

@@ -213,6 +213,20 @@ def test_iso_catalog_files_and_boot_info_table(inputs, built, tmp_path):
     assert struct.unpack("<IIII", patched[8:24]) == (16, boot_lba, len(patched), sum(words) & 0xFFFFFFFF)
     cfg = (tree / "ISOLINUX" / "ISOLINUX.CFG").read_text()
     assert "  KERNEL mboot.c32\n  APPEND /kernel --- /root.img --- /mod1 data x --- /mod2\n" in cfg
+    # isoinfo (genisoimage) walks the same directories: these files, these sizes.
+    listing = subprocess.run(["isoinfo", "-l", "-i", str(iso)], capture_output=True, text=True,
+                             check=True).stdout
+    sizes, directory = {}, ""
+    for line in listing.splitlines():
+        if line.startswith("Directory listing of "):
+            directory = line[len("Directory listing of "):].rstrip("/")
+        elif line.startswith("-"):
+            name = line.split("]")[1].strip()
+            sizes[f"{directory}/{name.removesuffix(';1')}"] = int(line.split()[4])
+    boot_files = {f"/ISOLINUX/{n.upper()}": (Path(loader.ISOLINUX_FILES[n][0]) / n).stat().st_size
+                  for n in ("isolinux.bin", "ldlinux.c32", "libcom32.c32", "mboot.c32")}
+    assert sizes == {**{p: inputs[n].stat().st_size for n, p in ISO_PATHS.items()}, **boot_files,
+                     "/ISOLINUX/ISOLINUX.CFG": len(cfg.encode()), "/ISOLINUX/BOOT.CAT": 2048}
 
 
 def test_iso_isohybrid_mbr(built):
@@ -238,6 +252,9 @@ def test_reproducible_and_dated(inputs, built, tmp_path):
     make(inputs, tmp_path / "c.iso", env={"SOURCE_DATE_EPOCH": "1800000000"})
     a, b, c = ((tmp_path / n).read_bytes() for n in ("a.iso", "b.iso", "c.iso"))
     assert a == b and a != c
+    for suffix in ("vhd", "tar.gz"):
+        make(inputs, tmp_path / f"again.{suffix}")
+        assert (tmp_path / f"again.{suffix}").read_bytes() == (built / f"b.{suffix}").read_bytes(), suffix
     pvd = subprocess.run(["xorriso", "-indev", str(tmp_path / "a.iso"), "-pvd_info"],
                          capture_output=True, text=True, check=True).stdout
     assert "Creation Time: 2023111422132000" in pvd  # 1700000000 in UTC
@@ -263,6 +280,31 @@ def test_root_directory_is_packed_as_pack_does(inputs, tmp_path):
     tree = extract(tmp_path / "b.iso", tmp_path / "x")
     assert (tree / "ROOT.IMG").read_bytes() == (tmp_path / "root.ffs").read_bytes()
     assert sorted(os.listdir(tmp_path)) == ["b.iso", "root.ffs", "x"]  # no scratch left behind
+
+
+def test_root_layers_are_packed_as_pack_does(inputs, tmp_path):
+    """--layer adds pack's sources (here a tar grafted at /extra) over --root
+    DIR, or makes the root alone; --timestamp and --keep-owner as in pack."""
+    hello = ROOT / "examples" / "hello"
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    (layer / "note.txt").write_text("from a layer\n")
+    archive = tmp_path / "layer.tar"
+    subprocess.run(["tar", "-cf", str(archive), "-C", str(layer), "note.txt"], check=True)
+    opts = ["--timestamp", "1600000000", "--keep-owner"]
+    run_rumpfs("bundle", inputs["kernel"], "--root", hello, "--layer", f"{archive}:/extra", *opts,
+               "-o", tmp_path / "b.iso")
+    run_rumpfs("pack", hello, f"{archive}:/extra", *opts, "--no-progress", "-o", tmp_path / "root.ffs")
+    tree = extract(tmp_path / "b.iso", tmp_path / "x")
+    assert (tree / "ROOT.IMG").read_bytes() == (tmp_path / "root.ffs").read_bytes()
+    run_rumpfs("bundle", inputs["kernel"], "--layer", archive, "-f", "cpio", "-o", tmp_path / "c.iso")
+    run_rumpfs("pack", archive, "-o", tmp_path / "root.cpio", "--no-progress")
+    tree = extract(tmp_path / "c.iso", tmp_path / "y")
+    assert (tree / "ROOT.IMG").read_bytes() == (tmp_path / "root.cpio").read_bytes()
+    # GNU cpio finds the layer's file in it.
+    listing = subprocess.run(["cpio", "-it", "--quiet"], input=(tree / "ROOT.IMG").read_bytes(),
+                             capture_output=True, check=True).stdout.decode().split()
+    assert "note.txt" in listing and "etc/passwd" in listing
 
 
 def test_describe_reads_the_bundle_back(inputs, built, tmp_path):
@@ -308,6 +350,107 @@ def test_info_shows_the_bundle(inputs, built, tmp_path):
                     "-no-emul-boot", str(boot)], check=True, capture_output=True)
     info = json.loads(run_rumpfs("info", "--json", other).out)
     assert info["image"]["format"] == "iso" and "bundle" not in info
+
+
+# --- a truncated bundle, judged without booting ------------------------------------
+
+def file_extents(iso) -> dict:
+    """ISO path -> (first 2 KiB block, blocks), as xorriso reports them."""
+    out = subprocess.run(["xorriso", "-indev", str(iso), "-find", "/", "-exec", "report_lba"],
+                         capture_output=True, text=True, check=True).stdout
+    extents = {}
+    for line in out.splitlines():
+        if line.startswith("File data lba:"):
+            fields = [f.strip() for f in line.split(":", 1)[1].split(",")]
+            extents[fields[4].strip("'")] = (int(fields[1]), int(fields[2]))
+    return extents
+
+
+def volume_bytes(iso) -> int:
+    """The ISO 9660 volume's size, as isoinfo reads it from the volume descriptor."""
+    out = subprocess.run(["isoinfo", "-d", "-i", str(iso)], capture_output=True, text=True, check=True).stdout
+    line = next(line for line in out.splitlines() if line.startswith("Volume size is:"))
+    return int(line.split()[-1]) * 2048
+
+
+def partition_ends(disk) -> list:
+    """(number, type, end in bytes) of each partition, as sfdisk reads the table."""
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(disk)], capture_output=True, check=True,
+                                      text=True).stdout)["partitiontable"]
+    return [(i, p["type"], (p["start"] + p["size"]) * SECTOR) for i, p in enumerate(table["partitions"], 1)]
+
+
+def truncated_copy(src: Path, dest: Path, size: int) -> Path:
+    with open(src, "rb") as f:
+        dest.write_bytes(f.read(size))
+    return dest
+
+
+def _info_fails(path, line):
+    r = run_rumpfs("info", path, check=False)
+    assert (r.returncode, r.err, r.out) == (1, f"rumpfs: error: {path}: {line}\n", "")
+
+
+def _check_says(path, lines):
+    r = run_rumpfs("check", path, check=False)
+    assert r.returncode == 1 and r.err == f"{path}: {len(r.out.splitlines())} problem(s) found\n"
+    for line in lines:
+        assert f"{path}: {line}\n" in r.out, r.out
+
+
+def test_truncated_bundle_is_reported_by_check_and_info(built, tmp_path):
+    """Cut anywhere, a bundle is one line for info (exit 1) and problems for
+    check: the ISO volume's end (isoinfo's volume size) or the MBR partition's
+    end (sfdisk's) past the file's end, even where every file is still there."""
+    iso = built / "b.iso"
+    size = iso.stat().st_size
+    [(_, kind, end)] = partition_ends(iso)
+    assert (kind, end) == ("17", size)
+    volume = volume_bytes(iso)
+    root_lba, root_blocks = file_extents(iso)["/ROOT.IMG"]
+    for cut in (size - 1, volume + 2048, volume):
+        t = truncated_copy(iso, tmp_path / f"{cut}.iso", cut)
+        line = f"MBR partition 1 (type 0x17) ends at byte {end}, past the disk's end at {cut}: truncated"
+        lines = [line]
+        if cut % SECTOR:
+            lines.insert(0, f"disk of {cut} bytes, not a whole number of 512-byte sectors: truncated")
+        _info_fails(t, lines[0])
+        _check_says(t, lines)
+    cut = (root_lba + root_blocks // 2) * 2048
+    t = truncated_copy(iso, tmp_path / "mid-root.iso", cut)
+    _info_fails(t, f"ISO 9660 volume of {volume} bytes, past the disk's end at {cut}: truncated")
+    _check_says(t, [f"volume of {volume // 2048} sectors is larger than the image",
+                    f"/ROOT.IMG: extent at sector {root_lba} ends past the image",
+                    f"MBR partition 1 (type 0x17) ends at byte {end}, past the disk's end at {cut}: "
+                    f"truncated"])
+    # A VHD that lost the last byte of its footer is a raw disk of a part sector.
+    vhd = built / "b.vhd"
+    t = truncated_copy(vhd, tmp_path / "t.vhd", vhd.stat().st_size - 1)
+    line = f"disk of {vhd.stat().st_size - 1} bytes, not a whole number of 512-byte sectors: truncated"
+    _info_fails(t, line)
+    _check_says(t, [line])
+    # Whole, they are clean.
+    for whole in (iso, vhd):
+        assert run_rumpfs("check", whole).out == f"{whole}: iso: clean\n"
+
+
+def test_truncated_gpt_disk_is_reported(inputs, tmp_path, grub_cache):
+    """A --uefi disk cut by its last sector loses the GPT's backup header:
+    sfdisk -V says so, and so do check and info."""
+    img = tmp_path / "u.img"
+    make_uefi(inputs, img, grub_cache)
+    size = img.stat().st_size
+    assert run_rumpfs("check", img).out == f"{img}: iso: clean\n"
+    t = truncated_copy(img, tmp_path / "t.img", size - SECTOR)
+    verify = subprocess.run(["sfdisk", "-V", str(t)], capture_output=True, text=True)
+    assert "No errors detected." not in verify.stdout, verify.stdout
+    [(_, kind, _)] = partition_ends(img)
+    assert kind == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+    protective = (f"MBR partition 1 (type 0xee) ends at byte {size}, past the disk's end at {size - SECTOR}: "
+                  f"truncated")
+    backup = f"GPT backup header at byte {size - SECTOR} is past the disk's end at {size - SECTOR}: truncated"
+    _info_fails(t, protective)
+    _check_says(t, [protective, backup])
 
 
 # --- VHD and GCE -----------------------------------------------------------------
@@ -449,6 +592,9 @@ def test_bad_input(inputs, tmp_path):
     _fails([inputs["kernel"], "--cmdline", "a  b", "-o", out],
            "--cmdline: 'a  b' would not arrive intact through ISOLINUX (runs of blanks, "
            "control characters or a '---' word)", out)
+    _fails([inputs["kernel"], "--root", inputs["root"], "--layer", inputs["mod2"], "-o", out],
+           f"{inputs['root']}: --layer adds to a root packed from sources: give --root a directory, "
+           f"or no --root, not an image", out)
     bad = tmp_path / "bad.json"
     bad.write_text('{"hostname": 1}')
     _fails([inputs["kernel"], "--config", bad, "-o", out],
@@ -549,6 +695,103 @@ def test_boot_disk_formats(inputs, built, tmp_path):
     assert_boots(inputs, ["-drive", f"file={stripped},format=raw"])
     subprocess.run(["tar", "-xzf", str(built / "b.tar.gz"), "-C", str(tmp_path)], check=True)
     assert_boots(inputs, ["-drive", f"file={tmp_path / 'disk.raw'},format=raw"])
+
+
+# --- a truncated bundle, booted --------------------------------------------------------
+#
+# Where the cut falls decides what the loaders say (docs/bundle.md, "A truncated
+# bundle"); the verdict comes from what COM1 and the screen (SeaBIOS's mirror of
+# it) show, never from a timeout.  A cut inside isolinux.bin past its first 2 KiB
+# or inside ldlinux.c32 hangs without a word (isolinux.bin retries its INT 13h
+# read for ever): not booted here.
+
+#: Truncation point -> the block to cut at, from the extents xorriso reports
+#: (path -> (first block, blocks)) and the El Torito catalog's block.
+def _middle(extent):
+    return extent[0] + extent[1] // 2
+
+
+CUTS = {
+    "catalog": lambda ext, catalog: catalog,
+    "kernel": lambda ext, catalog: ext["/KERNEL"][0] + 1,
+    "root module": lambda ext, catalog: _middle(ext["/ROOT.IMG"]),
+    "libcom32.c32": lambda ext, catalog: _middle(ext["/ISOLINUX/LIBCOM32.C32"]),
+    "mboot.c32": lambda ext, catalog: _middle(ext["/ISOLINUX/MBOOT.C32"]),
+}
+MEDIA = {"cd": lambda path: ["-cdrom", str(path)],
+         "disk": lambda path: ["-drive", f"file={path},format=raw,snapshot=on"]}
+
+
+def _cut_bundle(built, tmp_path, point):
+    iso = built / "b.iso"
+    ext = file_extents(iso)
+    catalog = int(el_torito(iso)["El Torito catalog"][0].split()[0])
+    block = CUTS[point](ext, catalog)
+    return truncated_copy(iso, tmp_path / "cut.iso", block * 2048), block, ext
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("medium", sorted(MEDIA))
+@pytest.mark.parametrize("point", list(CUTS))
+def test_boot_truncated_bundle_fails_on_the_console(built, tmp_path, point, medium):
+    cut, block, ext = _cut_bundle(built, tmp_path, point)
+    booted = testkernel.boot(*MEDIA[medium](cut))
+    screen = booted.screen_text
+    assert testkernel.BEGIN not in booted.serial, booted.serial[-2000:]
+    # ISOLINUX reads ldlinux.c32 (then mboot.c32 and libcom32.c32) after the
+    # payload: a cut in the payload loses them too.
+    assert ext["/KERNEL"][0] < ext["/ROOT.IMG"][0] < ext["/ISOLINUX/LDLINUX.C32"][0] < \
+        ext["/ISOLINUX/LIBCOM32.C32"][0] < ext["/ISOLINUX/MBOOT.C32"][0]
+    if point == "catalog":
+        # SeaBIOS cannot read the catalog (CD), isohdpfx.bin's code cannot
+        # read isolinux.bin (disk); then there is nothing else to boot.
+        cd = medium == "cd"
+        gone = b"Boot failed: Could not read from CDROM" if cd else b"Operating system load error."
+        assert gone in screen and b"No bootable device" in screen, screen[-2000:]
+    elif point in ("kernel", "root module"):
+        # isolinux.bin finds ldlinux.c32 wholly past the end, before any config.
+        assert b"Failed to load ldlinux.c32" in screen and b"Boot failed: press a key to retry" in screen, \
+            screen[-2000:]
+    else:
+        # ldlinux.c32 runs, with the config's SERIAL: it says on COM1 which
+        # sector it cannot read (in 2 KiB blocks as a CD, 512-byte sectors as a
+        # disk): the first of mboot.c32 (loaded before libcom32.c32, which it
+        # needs), or the first one cut off.
+        found = testkernel.LOADER_READ_ERROR.search(booted.serial)
+        assert found, booted.serial[-2000:]
+        sector = int(found.group().split(b"reading sector ")[1].split()[0])
+        first = ext["/ISOLINUX/MBOOT.C32"][0] if point == "libcom32.c32" else block
+        assert sector == first * (1 if medium == "cd" else 4), found.group()
+
+
+@pytest.mark.slow
+def test_boot_truncated_padding_still_boots(inputs, built, tmp_path):
+    """Cut after the ISO volume (inside the MBR partition's padding): every
+    sector the loaders read is there and the bundle boots; only check and info
+    see the damage (test_truncated_bundle_is_reported_by_check_and_info)."""
+    iso = built / "b.iso"
+    cut = truncated_copy(iso, tmp_path / "cut.iso", volume_bytes(iso) + 2048)
+    assert_boots(inputs, ["-cdrom", str(cut)])
+    assert_boots(inputs, ["-drive", f"file={cut},format=raw,snapshot=on"])
+    assert run_rumpfs("check", cut, check=False).returncode == 1
+
+
+@pytest.mark.slow
+def test_boot_uefi_truncated_bundle_stops_at_grubs_prompt(inputs, tmp_path, grub_cache):
+    """Under OVMF a --uefi bundle cut inside the root module has lost
+    /grub/bundle.cfg too (its directory comes after the root directory's
+    files): GRUB's search for it fails and GRUB waits at its prompt, on COM1."""
+    assert OVMF.exists(), f"{OVMF}: missing; install the Debian package ovmf"
+    iso = tmp_path / "u.iso"
+    make_uefi(inputs, iso, grub_cache)
+    ext = file_extents(iso)
+    assert ext["/ROOT.IMG"][0] < ext["/GRUB/BUNDLE.CFG"][0]
+    cut = truncated_copy(iso, tmp_path / "cut.iso", _middle(ext["/ROOT.IMG"]) * 2048)
+    for medium in ("-cdrom", str(cut)), ("-drive", f"file={cut},format=raw,snapshot=on"):
+        booted = testkernel.boot(*medium, extra=["-bios", str(OVMF), "-m", "128"])
+        serial = testkernel.screen_text(booted.serial)
+        assert b"Welcome to GRUB!" in serial and serial.rstrip().endswith(b"grub>"), serial[-2000:]
+        assert testkernel.BEGIN not in serial
 
 
 
@@ -710,6 +953,59 @@ def test_boot_uefi_gpt_disk(inputs, tmp_path, grub_cache):
     make_uefi(inputs, img, grub_cache, "--cmdline", "x=1")
     boot_uefi(inputs, ["-drive", f"file={img},format=raw"], b"/kernel x=1")
     assert_boots(inputs, ["-drive", f"file={img},format=raw"], b"/kernel x=1")
+    # GCE's --uefi import: the disk.raw GNU tar extracts is the same GPT disk.
+    make_uefi(inputs, tmp_path / "u.tar.gz", grub_cache, "--cmdline", "x=1")
+    subprocess.run(["tar", "-xSzf", str(tmp_path / "u.tar.gz"), "-C", str(tmp_path)], check=True)
+    assert (tmp_path / "disk.raw").read_bytes() == img.read_bytes()
+    boot_uefi(inputs, ["-drive", f"file={tmp_path / 'disk.raw'},format=raw"], b"/kernel x=1")
+
+
+@pytest.mark.parametrize("where", ["esp", "iso"])
+def test_full_disk_is_one_line(inputs, tmp_path, grub_cache, monkeypatch, where):
+    """No space left while the ESP (a scratch file beside the output) or the
+    image is written: one line naming the output, nothing left behind."""
+    import errno
+
+    from rumpfs.bundle import fat, iso
+    from rumpfs.bundle.build import bundle
+    from rumpfs.errors import RumpfsError
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setenv("XDG_CACHE_HOME", grub_cache["XDG_CACHE_HOME"])
+    if where == "esp":
+        monkeypatch.setattr(fat, "write_fat16", full)
+    else:
+        monkeypatch.setattr(iso, "write_hybrid_iso", full)
+    out = tmp_path / "o.iso"
+    out.write_bytes(b"previous")
+    with pytest.raises(RumpfsError) as e:
+        bundle(str(inputs["kernel"]), str(out), uefi=True)
+    assert str(e.value) == f"{out}: cannot write: No space left on device"
+    assert out.read_bytes() == b"previous" and leftovers(tmp_path) == []
+
+
+def test_missing_grub_package_is_named(inputs, tmp_path, monkeypatch):
+    """--uefi without grub-common's grub-mkstandalone, or without
+    grub-efi-amd64-bin's modules: one line naming the package, no output."""
+    from rumpfs.bundle import grub
+    from rumpfs.bundle.build import bundle
+    from rumpfs.errors import RumpfsError
+    out = tmp_path / "o.iso"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(grub, "MKSTANDALONE", "rumpfs-test-no-grub-mkstandalone")
+    with pytest.raises(RumpfsError) as e:
+        bundle(str(inputs["kernel"]), str(out), uefi=True)
+    assert str(e.value) == ("rumpfs-test-no-grub-mkstandalone: not found; install the Debian package "
+                            "grub-common (--uefi makes its GRUB EFI image with it)")
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(grub, "EFI_MODULES_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(RumpfsError) as e:
+        bundle(str(inputs["kernel"]), str(out), uefi=True)
+    assert str(e.value) == (f"{tmp_path}/nowhere/multiboot.mod: missing; install the Debian package "
+                            f"grub-efi-amd64-bin")
+    assert not out.exists() and leftovers(tmp_path) == []
 
 
 def test_sparse_member_with_extension_blocks_read_by_gnu_tar(tmp_path):

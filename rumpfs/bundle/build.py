@@ -120,27 +120,32 @@ def _digest(paths, texts) -> bytes:
 
 def bundle(kernel: str, output: str, *, root: str | None = None, modules=(), config: str | None = None,
            cmdline: str = "", loader_dir: str | None = None, epoch: int = 0,
-           pack_options=None, uefi: bool = False) -> BundleResult:
+           pack_options=None, uefi: bool = False, layers=()) -> BundleResult:
     """Write the bootable image ``output``; nothing is written on an error.
 
-    ``root`` is an image file, or a directory packed first with
-    ``pack_options`` (a :class:`rumpfs.api.PackOptions`; the format defaults
-    to ffs for a Multiboot kernel, cpio for Linux).  ``uefi`` adds a GRUB
-    EFI system partition.
+    ``root`` is an image file, or a directory packed first, with ``layers``
+    (more sources of ``rumpfs pack``: directories, archives, grafts) over it,
+    with ``pack_options`` (a :class:`rumpfs.api.PackOptions`; the format
+    defaults to ffs for a Multiboot kernel, cpio for Linux); ``layers``
+    alone are packed too.  ``uefi`` adds a GRUB EFI system partition.
     """
     kind = output_kind(output)
     info = detect(kernel)
     modules = [m if isinstance(m, Module) else Module.parse(m) for m in modules]
+    layers = list(layers)
+    if layers and root is not None and not os.path.isdir(root):
+        raise RumpfsError(f"{root}: --layer adds to a root packed from sources: give --root a "
+                          f"directory, or no --root, not an image")
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(output)),
                                      prefix=f".{os.path.basename(output)}.") as scratch:
-        if root is not None and os.path.isdir(root):
-            root = _pack_root(root, info, scratch, pack_options)
+        if (root is not None and os.path.isdir(root)) or layers:
+            root = _pack_root(([root] if root is not None else []) + layers, info, scratch, pack_options)
         return _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_dir, epoch,
                        scratch if uefi else None)
 
 
-def _pack_root(directory: str, info: KernelInfo, scratch: str, pack_options) -> str:
-    """Pack ``directory`` as ``rumpfs pack`` would (times clamped to
+def _pack_root(sources: list, info: KernelInfo, scratch: str, pack_options) -> str:
+    """Pack ``sources`` as ``rumpfs pack`` would (times clamped to
     SOURCE_DATE_EPOCH when set) into ``scratch``."""
     from .. import api
     opts = pack_options or api.PackOptions()
@@ -148,7 +153,7 @@ def _pack_root(directory: str, info: KernelInfo, scratch: str, pack_options) -> 
         opts.format = "ffs" if info.kind == "multiboot" else "cpio"
     opts.progress = False
     image = os.path.join(scratch, f"root.{opts.format}")
-    api.pack([directory], image, opts)
+    api.pack(sources, image, opts)
     return image
 
 
@@ -208,19 +213,22 @@ def _bundle(kernel, info, kind, output, root, modules, config, cmdline, loader_d
     if uefi and kind != "iso":
         # Disks for UEFI get a GPT; the .iso keeps the MBR (both boot under OVMF).
         gpt_guids = (gpt.guid_from(digest[16:32]), gpt.guid_from(digest[:16]))
-    if uefi:
-        esp = os.path.join(uefi_scratch, "efiboot.img")
-        with open(esp, "w+b") as f:
-            fat.write_fat16(f, {EFI_BOOT_FILE: grub_image}, int.from_bytes(digest[12:16], "little"), epoch)
-        files.append(iso.IsoFile(ESP_PATH, esp))
-        efi_image = ESP_PATH
     with open(boot.path("isohdpfx.bin"), "rb") as f:
         mbr_code = f.read(iso.MBR_CODE_SIZE)
     if len(mbr_code) < iso.MBR_CODE_SIZE:
         raise RumpfsError(f"{boot.path('isohdpfx.bin')}: {len(mbr_code)} bytes, "
                           f"shorter than the {iso.MBR_CODE_SIZE} bytes of MBR boot code")
 
+    # Every file written goes beside the output, so a full disk is an error
+    # about the output (AtomicOutput's one line), wherever it strikes.
     with AtomicOutput(output) as out:
+        if uefi:
+            esp = os.path.join(uefi_scratch, "efiboot.img")
+            with open(esp, "w+b") as f:
+                fat.write_fat16(f, {EFI_BOOT_FILE: grub_image}, int.from_bytes(digest[12:16], "little"),
+                                epoch)
+            files.append(iso.IsoFile(ESP_PATH, esp))
+            efi_image = ESP_PATH
         if kind == "gce":
             # The raw disk first (its size goes into the tar header), beside the output.
             with tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(output))) as raw:

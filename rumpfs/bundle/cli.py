@@ -51,7 +51,12 @@ def add_command(sub) -> None:
     p.add_argument("--loader-dir", metavar="DIR",
                    help="take isolinux.bin, isohdpfx.bin, ldlinux.c32, libcom32.c32 and mboot.c32 "
                         "from DIR instead of Debian's isolinux and syslinux-common directories")
+    from ..cli import parse_timestamp
     g = p.add_argument_group("packing a --root DIR (as rumpfs pack)")
+    g.add_argument("--layer", action="append", default=[], metavar="SRC",
+                   help="another source over --root DIR, as rumpfs pack's SRC: a directory, tar or "
+                        "cpio archive, oci:DIR[:REF], docker-archive:FILE; SRC:/dest grafts it "
+                        "(repeatable; without --root, the root is packed from the layers alone)")
     g.add_argument("-f", "--format", metavar="FMT", help="image format: cpio, ffs, ffs2")
     g.add_argument("--no-stubetc", dest="stubetc", action="store_false",
                    help="do not start from the default minimal /etc")
@@ -59,6 +64,10 @@ def add_command(sub) -> None:
                    help="remove image paths matching a glob (repeatable)")
     g.add_argument("--spec", action="append", default=[], metavar="FILE",
                    help="spec file of devices, owners and modes (repeatable)")
+    g.add_argument("--keep-owner", action="store_true", help="keep host uid/gid instead of 0:0")
+    g.add_argument("--timestamp", type=parse_timestamp, metavar="TIME",
+                   help="set every time to TIME (seconds or ISO 8601); default: host times "
+                        "clamped to SOURCE_DATE_EPOCH when set")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="say what was written and where the config went")
     p.set_defaults(func=cmd_bundle)
@@ -80,10 +89,11 @@ def source_date_epoch() -> int:
 def cmd_bundle(args) -> int:
     from ..api import PackOptions
     from .build import bundle
-    pack_options = PackOptions(format=args.format, stubetc=args.stubetc, remove=args.remove, spec=args.spec)
+    pack_options = PackOptions(format=args.format, stubetc=args.stubetc, remove=args.remove, spec=args.spec,
+                               keep_owner=args.keep_owner, timestamp=args.timestamp)
     result = bundle(args.kernel, args.output, root=args.root, modules=args.module, config=args.config,
                     cmdline=args.cmdline, loader_dir=args.loader_dir, epoch=source_date_epoch(),
-                    pack_options=pack_options, uefi=args.uefi)
+                    pack_options=pack_options, uefi=args.uefi, layers=args.layer)
     if args.verbose:
         for line in result.describe():
             print(line)

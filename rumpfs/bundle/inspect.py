@@ -1,9 +1,15 @@
 """What a bundle holds, read back from the image: loader, kernel, modules,
-config, UEFI, partition table (for ``rumpfs info`` on a bundle).
+config, UEFI, partition table (for ``rumpfs info`` on a bundle); and
+whether the file still holds all that its own tables say it does (for
+``rumpfs check`` and ``info``).
 
 Reads the ISO 9660 volume at the start of a .iso/.img/.raw/.vhd with
 pycdlib (descriptors and directories only), isolinux.cfg as
 :mod:`rumpfs.bundle.loader` writes it, and the El Torito catalog.
+
+A truncated bundle is worth catching here, before anything boots it:
+loaders react to the missing sectors in ways that range from a clear
+message to a silent hang (see docs/bundle.md, "A truncated bundle").
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ import os
 import pycdlib
 
 from ..errors import RumpfsError
+from ..formats.iso import layout as iso_layout
 from . import gpt, loader
-from .disk import VHD_COOKIE, VHD_FOOTER_SIZE
-from .iso import PLATFORM_EFI, iso_name
+from .disk import VHD_COOKIE, VHD_FOOTER_SIZE, VhdFooter
+from .iso import ISO_BLOCK, PLATFORM_EFI, SECTOR, IsohybridMbr, iso_name
 
 ISOLINUX_CFG = f"/{loader.ISOLINUX_DIR}/isolinux.cfg"
 ISO_MAGIC_OFFSET = 0x8001
@@ -27,6 +34,71 @@ BANNER = b"ISOLINUX "
 
 #: The ISO's system area: the MBR and GPT live there, not the file system.
 SYSTEM_AREA = 16 * 2048
+#: Where the primary volume descriptor is (ECMA-119 8.4: sector 16).
+PVD_OFFSET = 16 * ISO_BLOCK
+#: An MBR entry's length when the disk is too large for 32 bits (the
+#: protective entry of a GPT says "to the end" with it).
+MBR_MAX_SECTORS = 0xFFFFFFFF
+
+
+def _read_at(f, offset: int, length: int) -> bytes:
+    f.seek(offset)
+    return f.read(length)
+
+
+def _disk_size(f, size: int) -> tuple[int, list[str]]:
+    """The raw disk's size (the file's, less a VHD footer) and what the
+    footer, if there is one, says against it."""
+    tail = _read_at(f, size - VHD_FOOTER_SIZE, VHD_FOOTER_SIZE) if size >= VHD_FOOTER_SIZE else b""
+    if not tail.startswith(VHD_COOKIE):
+        return size, []
+    disk = size - VHD_FOOTER_SIZE
+    footer = VhdFooter.parse(tail)
+    if footer.current_size != disk:
+        return disk, [f"VHD footer gives a disk of {footer.current_size} bytes, "
+                      f"the file holds {disk} before the footer"]
+    return disk, []
+
+
+def disk_problems(f, size: int) -> list[str]:
+    """What a bootable disk's own tables (a VHD footer, the MBR's partitions,
+    the GPT's backup header) say lies past the end of the file ``f`` of
+    ``size`` bytes: the signs of a truncated bundle, one line each."""
+    disk, problems = _disk_size(f, size)
+    if disk % SECTOR:
+        problems.append(f"disk of {disk} bytes, not a whole number of {SECTOR}-byte sectors: truncated")
+    mbr = _read_at(f, 0, IsohybridMbr.sizeof())
+    if len(mbr) < IsohybridMbr.sizeof() or mbr[-2:] != b"\x55\xaa":
+        return problems
+    for number, part in enumerate(IsohybridMbr.parse(mbr).partitions, 1):
+        if part.type == 0 or part.sectors == MBR_MAX_SECTORS:
+            continue
+        end = (part.lba_first + part.sectors) * SECTOR
+        if end > disk:
+            problems.append(f"MBR partition {number} (type {part.type:#04x}) ends at byte {end}, "
+                            f"past the disk's end at {disk}: truncated")
+    header = _read_at(f, gpt.HEADER_LBA * SECTOR, gpt.GptHeader.sizeof())
+    if header.startswith(b"EFI PART") and len(header) == gpt.GptHeader.sizeof():
+        backup = gpt.GptHeader.parse(header).alternate_lba * SECTOR
+        if backup + SECTOR > disk:
+            problems.append(f"GPT backup header at byte {backup} is past the disk's end at {disk}: "
+                            f"truncated")
+        elif not _read_at(f, backup, 8) == b"EFI PART":
+            problems.append(f"no GPT backup header at byte {backup}, where the primary header says")
+    return problems
+
+
+def truncation(f, size: int) -> str | None:
+    """The first sign that the bundle in ``f`` lost its end: the ISO 9660
+    volume's size, then :func:`disk_problems`; None if there is none."""
+    disk, _ = _disk_size(f, size)
+    pvd = _read_at(f, PVD_OFFSET, iso_layout.VolumeDescriptor.sizeof())
+    if len(pvd) == iso_layout.VolumeDescriptor.sizeof() and pvd[1:6] == ISO_MAGIC:
+        volume = iso_layout.VolumeDescriptor.parse(pvd).volume_space_size.le * ISO_BLOCK
+        if volume > disk:
+            return f"ISO 9660 volume of {volume} bytes, past the disk's end at {disk}: truncated"
+    problems = disk_problems(f, size)
+    return problems[0] if problems else None
 
 
 class _VolumeOnly(io.RawIOBase):
