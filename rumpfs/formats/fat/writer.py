@@ -62,6 +62,8 @@ from .layout import (
     MAX_ROOT_ENTRIES,
     MEDIA_FIXED,
     MIN_CLUSTERS,
+    NT_LOWER_BASE,
+    NT_LOWER_EXT,
     NUM_FATS,
     OEM_NAME,
     RESERVED_SECTORS,
@@ -132,17 +134,30 @@ def _short_part(text: str, size: int) -> bytes:
     return raw.translate(None, _SHORT_DROP)[:size].replace(b"?", b"_")
 
 
-def _plain_short(text: str) -> bytes | None:
-    """The 11-byte short name when ``text`` is itself a valid upper-case 8.3 name."""
-    if len(text) > 12 or text != text.upper():
+def _plain_short(text: str) -> tuple[bytes, int] | None:
+    """The 11-byte short name and its DIR_NTRes case flags when ``text`` is
+    itself a valid 8.3 name whose base and extension are each all upper or
+    all lower case (as Windows NT and mtools store ``readme.txt``: no long
+    entries)."""
+    if len(text) > 12 or not text.isascii():
         return None
     base, dot, ext = text.partition(".")
     if "." in ext or not base or len(base) > 8 or len(ext) > 3 or (dot and not ext):
         return None
-    raw = (base + ext).encode("ascii", "replace")
+    upper_base, upper_ext = base.upper(), ext.upper()
+    raw = (upper_base + upper_ext).encode()
     if raw.translate(None, _SHORT_DROP + b"?") != raw:
         return None
-    return base.encode().ljust(8, b" ") + ext.encode().ljust(3, b" ")
+    flags = 0
+    if base != upper_base:
+        if base != base.lower():
+            return None
+        flags = NT_LOWER_BASE
+    if ext != upper_ext:
+        if ext != ext.lower():
+            return None
+        flags |= NT_LOWER_EXT
+    return upper_base.encode().ljust(8, b" ") + upper_ext.encode().ljust(3, b" "), flags
 
 
 def _generated_short(text: str, taken: set, counters: dict) -> bytes:
@@ -192,7 +207,7 @@ class _Obj:
         self.node = node
         self.path = path
         self.parent = parent
-        self.children = None  # [(short11, long text or None, _Obj)] of a directory
+        self.children = None  # [(short11, NT case flags, UTF-16 long name or None, _Obj)]
         self.entries = 0  # directory entries of a directory
         self.first = 0
         self.clusters = 0
@@ -274,14 +289,17 @@ class FatLayout:
                 raise RumpfsError(f"{display(path)}: same name as {display(folded[key])} "
                                   "to FAT, whose names ignore case")
             folded[key] = path
-            short = _plain_short(text)
-            if short is not None:
-                taken.add(short)
-            named.append((text, units, short, path, child))
+            plain = _plain_short(text)
+            if plain is not None:
+                taken.add(plain[0])
+            named.append((text, units, plain, path, child))
         subdirs = []
-        for text, units, short, path, child in named:
+        for text, units, plain, path, child in named:
             long_units = None
-            if short is None:
+            if plain is not None:
+                short, case = plain
+            else:
+                case = 0
                 short = _generated_short(text, taken, counters)
                 taken.add(short)
                 long_units = units
@@ -290,7 +308,7 @@ class FatLayout:
             obj = _Obj(child, path, d)
             if child.children is None:
                 obj.size = child.size
-            d.children.append((short, long_units, obj))
+            d.children.append((short, case, long_units, obj))
             if child.children is not None:
                 subdirs.append(obj)
             else:
@@ -408,9 +426,10 @@ class FatLayout:
         return (self.data_start + (cluster - FIRST_CLUSTER) * self.spc) * SECTOR
 
     # -- pass 4: bytes -------------------------------------------------------------------------
-    def _entry(self, short: bytes, attr: int, node, first: int, size: int) -> bytes:
+    def _entry(self, short: bytes, attr: int, node, first: int, size: int,
+               case: int = 0) -> bytes:
         date, tm = _date_time(node.mtime_ns // NS)
-        return DIR_ENTRY.pack(short, attr, 0, 0, tm, date, date, first >> 16, tm, date,
+        return DIR_ENTRY.pack(short, attr, case, 0, tm, date, date, first >> 16, tm, date,
                               first & 0xFFFF, size)
 
     def _directory(self, d: _Obj) -> bytes:
@@ -425,7 +444,7 @@ class FatLayout:
             parent = d.parent
             up = 0 if parent.is_root else parent.first
             out += self._entry(b"..".ljust(11), ATTR_DIRECTORY, parent.node, up, 0)
-        for short, long_units, obj in d.children:
+        for short, case, long_units, obj in d.children:
             if long_units is not None:
                 for e in _lfn_entries(long_units, short_name_checksum(short)):
                     out += e
@@ -436,7 +455,7 @@ class FatLayout:
                 attr, size = ATTR_ARCHIVE, obj.size
                 if not node.mode & stat.S_IWUSR:
                     attr |= ATTR_READ_ONLY
-            out += self._entry(short, attr, node, obj.first, size)
+            out += self._entry(short, attr, node, obj.first, size, case)
         return bytes(out)
 
     def _fat_table(self) -> bytes:
