@@ -547,9 +547,9 @@ class FatLayout:
         sink.copies_own_units(self.cluster_bytes)
         # The first copies go to the workers now: they copy while this
         # process lays out the directories (the rest follow every few).
-        jobs = self._copy_jobs(sink)
-        per_dir = -(-len(jobs) // max(1, len(self.dirs)))
-        handed = self._hand_over(sink, jobs, 0, len(jobs) // 4)
+        files = len(self.files)
+        per_dir = -(-files // len(self.dirs))
+        handed = self._hand_over(sink, 0, files // 4)
         boot = self._boot_sector()
         sink.pwrite(boot, 0)
         if self.fat == 32:
@@ -574,36 +574,34 @@ class FatLayout:
             if run_bytes >= DIR_RUN_BYTES:
                 sink.pwrite(b"".join(run), run_at)
                 run, run_bytes = [], 0
-                handed = self._hand_over(sink, jobs, handed, (k + 1) * per_dir)
+                handed = self._hand_over(sink, handed, (k + 1) * per_dir)
         if run:
             sink.pwrite(b"".join(run), run_at)
-        self._hand_over(sink, jobs, handed, len(jobs))
+        self._hand_over(sink, handed, files)
         return self.total * SECTOR
 
-    def _copy_jobs(self, sink) -> list:
-        """The copies of the files' data, in image order (data held in
-        memory, not in a host file, is written here at once)."""
-        jobs = []
-        base, cluster_bytes = self.data_start * SECTOR, self.cluster_bytes
-        for node, size, first in zip(self.files, self.file_sizes, self.file_first):
-            if not size:
-                continue
-            data = node.data
-            offset = base + (first - FIRST_CLUSTER) * cluster_bytes
-            if data.__class__ is HostData:
-                jobs.append((data, 0, offset, size))
-            else:
-                sink.pwrite(data.data[:size], offset)
-        return jobs
-
-    @staticmethod
-    def _hand_over(sink, jobs: list, start: int, end: int) -> int:
-        """Give the sink's workers ``jobs[start:end]``, a batch at a time
-        (one copy_at per file costs more than laying out its entries)."""
-        add = sink.copier.add
-        end = min(end, len(jobs))
+    def _hand_over(self, sink, start: int, end: int) -> int:
+        """Give the sink's workers the copies of files ``start`` to ``end``
+        (in image order), a batch at a time: one copy_at per file costs more
+        than laying out its entries.  (Data held in memory, not in a host
+        file, is written here at once.)"""
+        end = min(end, len(self.files))
+        base, cluster_bytes, add = self.data_start * SECTOR, self.cluster_bytes, sink.copier.add
         for k in range(start, end, BATCH_JOBS):
-            add(jobs[k:min(k + BATCH_JOBS, end)])
+            stop = min(k + BATCH_JOBS, end)
+            jobs = []
+            for node, size, first in zip(self.files[k:stop], self.file_sizes[k:stop],
+                                         self.file_first[k:stop]):
+                if not size:
+                    continue
+                data = node.data
+                offset = base + (first - FIRST_CLUSTER) * cluster_bytes
+                if data.__class__ is HostData:
+                    jobs.append((data, 0, offset, size))
+                else:
+                    sink.pwrite(data.data[:size], offset)
+            if jobs:
+                add(jobs)
         return max(start, end)
 
 

@@ -617,9 +617,9 @@ class IsoLayout:
         # first copies go to them now, the rest while the directories are
         # laid out.
         sink.copies_own_units(SECTOR)
-        jobs = self._copy_jobs(sink)
-        per_dir = -(-len(jobs) // (len(self.dirs) + len(self.jdirs)))
-        handed = _hand_over(sink, jobs, 0, len(jobs) // 4)
+        files = len(self.files)
+        per_dir = -(-files // (len(self.dirs) + len(self.jdirs)))
+        handed = self._hand_over(sink, 0, files // 4)
         root = self.dirs[0]
         pvd = self._descriptor(VD_PRIMARY, self._record(b"\0", root.extent, root.size,
                                                         FLAG_DIRECTORY, root.node),
@@ -650,10 +650,10 @@ class IsoLayout:
                     sink.pwrite(b"".join(run), run_at)
                     run_at += run_bytes
                     run, run_bytes = [], 0
-                    handed = _hand_over(sink, jobs, handed, done * per_dir)
+                    handed = self._hand_over(sink, handed, done * per_dir)
             if run:
                 sink.pwrite(b"".join(run), run_at)
-        _hand_over(sink, jobs, handed, len(jobs))
+        self._hand_over(sink, handed, files)
         return self.sectors * SECTOR
 
     def _continuations(self, d: _Dir) -> bytes:
@@ -666,31 +666,27 @@ class IsoLayout:
             area[start:start + len(data)] = data
         return bytes(area)
 
-    def _copy_jobs(self, sink) -> list:
-        """The copies of the files' data, in image order (data held in
-        memory, not in a host file, is written here at once)."""
-        jobs = []
-        extents = self.extents
-        for node, size in zip(self.files, self.file_sizes):
-            if not size:
-                continue
-            data = node.data
-            offset = extents[id(node)] * SECTOR
-            if data.__class__ is HostData:
-                jobs.append((data, 0, offset, size))
-            else:
-                sink.pwrite(data.data[:size], offset)
-        return jobs
-
-
-def _hand_over(sink, jobs: list, start: int, end: int) -> int:
-    """Give the sink's workers ``jobs[start:end]``, a batch at a time (one
-    copy_at per file costs more than laying out its record)."""
-    add = sink.copier.add
-    end = min(end, len(jobs))
-    for k in range(start, end, BATCH_JOBS):
-        add(jobs[k:min(k + BATCH_JOBS, end)])
-    return max(start, end)
+    def _hand_over(self, sink, start: int, end: int) -> int:
+        """Give the sink's workers the copies of files ``start`` to ``end``
+        (in image order), a batch at a time: one copy_at per file costs more
+        than laying out its record.  (Data held in memory, not in a host
+        file, is written here at once.)"""
+        end = min(end, len(self.files))
+        extents, add = self.extents, sink.copier.add
+        for k in range(start, end, BATCH_JOBS):
+            jobs = []
+            for node, size in zip(self.files[k:min(k + BATCH_JOBS, end)],
+                                  self.file_sizes[k:min(k + BATCH_JOBS, end)]):
+                if not size:
+                    continue
+                data = node.data
+                if data.__class__ is HostData:
+                    jobs.append((data, 0, extents[id(node)] * SECTOR, size))
+                else:
+                    sink.pwrite(data.data[:size], extents[id(node)] * SECTOR)
+            if jobs:
+                add(jobs)
+        return max(start, end)
 
 
 def write_image(tree, sink, options: dict) -> int:
