@@ -277,11 +277,10 @@ def _joliet_name(name: bytes, taken: set) -> bytes:
 class _Name:
     """One directory record (or several, for a multi-extent file)."""
 
-    __slots__ = ("iso_id", "key", "joliet_id", "node", "susp", "piece", "dir", "size", "count")
+    __slots__ = ("iso_id", "joliet_id", "node", "susp", "piece", "dir", "size", "count")
 
-    def __init__(self, iso_id, key, node):
+    def __init__(self, iso_id, node):
         self.iso_id = iso_id
-        self.key = key
         self.node = node
         self.joliet_id = None
         self.susp = b""
@@ -397,20 +396,21 @@ class IsoLayout:
 
     def _build_dir(self, d: _Dir) -> list[_Dir]:
         node = d.node
-        d.dot = _Name(b"\0", None, node)
+        d.dot = _Name(b"\0", node)
         first = [_SP] if d.parent is d else []
         self._place(d, d.dot, self._susp(node, self._dir_links(node), None, first)
                     + ([_ER] if first else []), 1)
         parent = d.parent.node
-        d.dotdot = _Name(b"\1", None, parent)
+        d.dotdot = _Name(b"\1", parent)
         self._place(d, d.dotdot, self._susp(parent, self._dir_links(parent), None), 1)
         taken, jtaken = set(), set()
-        subdirs = []
+        keys = []  # the records' sort keys: kept only while the directory is made
         extents, files, file_sizes, nlinks = self.extents, self.files, self.file_sizes, self.nlinks
         for name, child in sorted(node.children.items()):
             is_dir = child.children is not None
             iso_id, key = _iso_name(name, is_dir, taken)
-            rec = _Name(iso_id, key, child)
+            rec = _Name(iso_id, child)
+            keys.append(key)
             if child.target is not None and len(child.target) > SYMLINK_TARGET_MAX:
                 raise RumpfsError(f"{display(join(d.path, name))}: symlink target of "
                                   f"{len(child.target)} bytes; ISO 9660 Rock Ridge readers "
@@ -420,7 +420,6 @@ class IsoLayout:
                 links = self._dir_links(child)
                 rec.dir = _Dir(child, join(d.path, name), d)
                 rec.dir.iso_id = iso_id
-                subdirs.append(rec)
             else:
                 links = nlinks[id(child)]
                 if is_reg:
@@ -437,10 +436,10 @@ class IsoLayout:
                     rec.dir.joliet_id = rec.joliet_id
                 d.jnames.append(rec)
             d.names.append(rec)
-        d.names.sort(key=lambda r: r.key)
+        names = d.names
+        d.names = [names[k] for k in sorted(range(len(names)), key=keys.__getitem__)]
         d.jnames.sort(key=lambda r: r.joliet_id)
-        subdirs.sort(key=lambda r: r.key)
-        return [r.dir for r in subdirs]
+        return [r.dir for r in d.names if r.dir is not None]
 
     def _joliet_order(self, root: _Dir) -> None:
         queue = [root]
