@@ -974,13 +974,15 @@ class _Worker:
 
 
 def run(kinds=None, mutants: int = 100, run_seed: int = 0, jobs: int = 2,
-        workdir: str | None = None, out: str | None = None, progress=None) -> Summary:
-    """Fuzz ``mutants`` mutants of each kind with ``jobs`` worker processes."""
+        workdir: str | None = None, out: str | None = None, progress=None,
+        first: int = 0) -> Summary:
+    """Fuzz ``mutants`` mutants of each kind, numbers ``first`` on, with
+    ``jobs`` worker processes."""
     kinds = sorted(kinds or KINDS)
     own = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix="rumpfs-fuzz-")
     build_seeds(workdir)
-    todo = [(k, i) for i in range(mutants) for k in kinds]
+    todo = [(k, i) for i in range(first, first + mutants) for k in kinds]
     todo.reverse()
     summary = Summary()
     start = time.monotonic()
@@ -1082,6 +1084,8 @@ def main(argv=None) -> int:
     p.add_argument("--mutants", type=int, default=int(os.environ.get("FUZZ_MUTANTS", 1000)),
                    help="mutants per kind (env FUZZ_MUTANTS)")
     p.add_argument("--seed", type=int, default=int(os.environ.get("FUZZ_SEED", 0)))
+    p.add_argument("--first", type=int, default=0,
+                   help="number of the first mutant (to go on with a run cut short)")
     p.add_argument("--jobs", type=int, default=int(os.environ.get("FUZZ_JOBS", 2)))
     p.add_argument("--kinds", default=os.environ.get("FUZZ_KINDS", ""),
                    help="comma-separated kinds (default all: " + ", ".join(KINDS) + ")")
@@ -1113,7 +1117,8 @@ def main(argv=None) -> int:
                   f"failures, peak RSS {summary.peak_rss_kib // 1024} MiB", flush=True)
 
     kinds = [k for k in args.kinds.split(",") if k] or None
-    summary = run(kinds, args.mutants, args.seed, args.jobs, args.workdir, args.out, progress)
+    summary = run(kinds, args.mutants, args.seed, args.jobs, args.workdir, args.out, progress,
+                  args.first)
     print(summary.report())
     return 1 if summary.failures else 0
 
