@@ -82,13 +82,18 @@ KINDS = {
                         "container_options": {"target": "aarch64"}}),
     "elf-zstd-be": (".o", {"format": "cpio", "compress": "zstd",
                            "container_options": {"target": "s390x"}}),
-    # Byte flips, truncation and splices only (no field-aware mutations yet).
     "iso": (".iso", {}),
     "fat": (".fat", {"format_options": {"fat_skip_special": True}}),
+    "fat16": (".fat", {"format_options": {"fat_skip_special": True, "fat_type": 16}}),
+    "fat32": (".fat", {"format_options": {"fat_skip_special": True, "fat_type": 32}}),
 }
 
-#: Kinds whose mutations know no fields yet (only flips, truncation, splices).
-BLIND_KINDS = ("iso", "fat")
+#: Kinds whose mutations know no fields (only flips, truncation, splices).
+BLIND_KINDS = ()
+
+#: How many times the ISO volume descriptors' and the FAT boot sector's
+#: fields are listed among the fields to aim at (see _fat_fields).
+HEADER_WEIGHT = 8
 
 #: Every time in the seed images.
 SEED_TIME = 1_700_000_000
@@ -121,6 +126,25 @@ def make_tree(root: str) -> None:
             os.utime(os.path.join(dirpath, n), (stamp, stamp), follow_symlinks=False)
 
 
+#: Names that need FAT long-name entries and Rock Ridge NM / Joliet names
+#: longer than ISO 9660's own (a second layer of the FAT and ISO seeds).
+LONG_NAMES = ("A Long File Name.txt", "MiXed Case.Data", "h\u00e9llo-\u65e5\u672c.txt",
+              "n" * 100 + ".longer")
+#: The kinds whose seed has that layer too.
+NAMED_KINDS = ("iso", "fat", "fat16", "fat32")
+
+
+def make_names_tree(root: str) -> None:
+    """A directory of files with long, mixed-case and non-ASCII names."""
+    os.makedirs(os.path.join(root, "Long Directory Name"))
+    for i, name in enumerate(LONG_NAMES):
+        with open(os.path.join(root, "Long Directory Name", name), "wb") as f:
+            f.write(name.encode() * (i + 1))
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            os.utime(os.path.join(dirpath, n), (SEED_TIME, SEED_TIME))
+
+
 SPEC = """\
 dir /dev 0755 0 0
 nod /dev/console 0600 0 0 c 5 1
@@ -135,6 +159,9 @@ def build_seeds(directory: str) -> dict[str, str]:
     tree = os.path.join(directory, "tree")
     if not os.path.isdir(tree):
         make_tree(tree)
+    names = os.path.join(directory, "names")
+    if not os.path.isdir(names):
+        make_names_tree(names)
     # Devices, a fifo and owners, which need no root through a spec file.
     spec = os.path.join(directory, "tree.spec")
     with open(spec, "w") as f:
@@ -145,7 +172,8 @@ def build_seeds(directory: str) -> dict[str, str]:
         if not os.path.exists(path):
             # A fixed time, not SOURCE_DATE_EPOCH: this runs inside test
             # processes, whose environment later tests rely on.
-            api.pack([tree], path, api.PackOptions(stubetc=False, pwdb=False, spec=[spec],
+            sources = [tree, names] if kind in NAMED_KINDS else [tree]
+            api.pack(sources, path, api.PackOptions(stubetc=False, pwdb=False, spec=[spec],
                                                    timestamp=SEED_TIME, **options))
         out[kind] = path
     return out
@@ -290,6 +318,226 @@ def _elf_fields(path: str) -> tuple[list, int, int]:
     return fields, obj.offset, obj.size
 
 
+def _iso_fields(data: bytes) -> list:
+    """Volume descriptors, path tables, directory records of the ISO 9660
+    and Joliet trees, and every System Use (Rock Ridge) entry, continuation
+    areas included, located through rumpfs.formats.iso.layout."""
+    from rumpfs.formats.iso import layout as L
+    vd_fields = _struct_fields(L.VolumeDescriptor)
+    rec_fields = _struct_fields(L.DirectoryRecord)
+    pt_fields = _struct_fields(L.PathTableRecord)
+    sector = L.SECTOR
+    fields = []
+
+    def record(at: int, raw: bytes, susp: bool) -> None:
+        for name in ("length", "ext_attr_length", "extent", "data_length", "flags",
+                     "file_unit_size", "interleave_gap", "volume_sequence", "name_length"):
+            off, size = rec_fields[name]
+            enc = "both" if size in (4, 8) else "little"
+            fields.append((at + off, size, enc, "dr." + name))
+        name_len = raw[L.RECORD_FIXED - 1]
+        if name_len:
+            fields.append((at + L.RECORD_FIXED, name_len, "name", "dr.file_identifier"))
+        if susp:
+            start = L.RECORD_FIXED + name_len + (1 - name_len % 2)
+            susp_entries(at + start, raw[start:raw[0]], 0)
+
+    def susp_entries(at: int, area: bytes, hops: int) -> None:
+        pos = 0
+        head = L.SUSP_HEADER.size
+        while pos + head <= len(area):
+            sig, length, _version = L.SUSP_HEADER.unpack_from(area, pos)
+            if length < head or pos + length > len(area):
+                return
+            tag = sig.decode("latin-1")
+            fields.append((at + pos + 2, 1, "little", f"{tag}.length"))
+            fields.append((at + pos, 2, "name", f"{tag}.signature"))
+            body = at + pos + head
+            if sig == b"CE" and length >= L.CE_SIZE:
+                for i, name in enumerate(("block", "offset", "length")):
+                    fields.append((body + 8 * i, 8, "both", f"CE.{name}"))
+                block, off, size = (int.from_bytes(area[pos + head + 8 * i:][:4], "little")
+                                    for i in range(3))
+                if hops < 4 and block * sector + off + size <= len(data):
+                    susp_entries(block * sector + off,
+                                 data[block * sector + off:block * sector + off + size],
+                                 hops + 1)
+            elif sig == b"PX":
+                for i, name in enumerate(("mode", "nlink", "uid", "gid", "serial")):
+                    if head + 8 * (i + 1) <= length:
+                        fields.append((body + 8 * i, 8, "both", f"PX.{name}"))
+            elif sig == b"PN":
+                fields.append((body, 8, "both", "PN.high"))
+                fields.append((body + 8, 8, "both", "PN.low"))
+            elif sig == b"TF":
+                fields.append((body, 1, "little", "TF.flags"))
+                if length > head + 1:
+                    fields.append((body + 1, length - head - 1, "name", "TF.times"))
+            elif sig == b"NM":
+                fields.append((body, 1, "little", "NM.flags"))
+                if length > head + 1:
+                    fields.append((body + 1, length - head - 1, "name", "NM.name"))
+            elif sig == b"SL":
+                fields.append((body, 1, "little", "SL.flags"))
+                comp = body + 1
+                while comp + 2 <= at + pos + length:
+                    fields.append((comp, 1, "little", "SL.component_flags"))
+                    fields.append((comp + 1, 1, "little", "SL.component_length"))
+                    comp += 2 + data[comp + 1]
+            elif sig == b"SP":
+                fields.append((body, 3, "name", "SP.check_and_skip"))
+            pos += length
+
+    def tree(root_at: int, susp: bool) -> None:
+        seen = set()
+        stack = [root_at]
+        while stack:
+            at = stack.pop()
+            extent = int.from_bytes(data[at + rec_fields["extent"][0]:][:4], "little")
+            size = int.from_bytes(data[at + rec_fields["data_length"][0]:][:4], "little")
+            if extent in seen or extent * sector + size > len(data):
+                continue
+            seen.add(extent)
+            for s in range(-(-size // sector)):
+                pos = (extent + s) * sector
+                end = pos + sector
+                while pos < end and data[pos]:
+                    raw = data[pos:pos + data[pos]]
+                    record(pos, raw, susp)
+                    name_len = raw[L.RECORD_FIXED - 1]
+                    ident = raw[L.RECORD_FIXED:L.RECORD_FIXED + name_len]
+                    if raw[rec_fields["flags"][0]] & L.FLAG_DIRECTORY and ident not in (b"\0", b"\1"):
+                        stack.append(pos)
+                    pos += raw[0]
+
+    def path_table(location: int, size: int, order: str) -> None:
+        pos, end = location * sector, location * sector + size
+        while pos + L.PATH_RECORD_L.size <= min(end, len(data)):
+            for name in ("name_length", "extent", "parent"):
+                off, n = pt_fields[name]
+                fields.append((pos + off, n, order, "pt." + name))
+            name_len = data[pos]
+            if not name_len:
+                return
+            pos += L.PATH_RECORD_L.size + name_len + name_len % 2
+
+    for i in range(8):
+        at = (L.SYSTEM_AREA_SECTORS + i) * sector
+        kind = data[at]
+        if data[at + 1:at + 6] != L.STANDARD_ID or kind == L.VD_TERMINATOR:
+            break
+        tag = "pvd" if kind == L.VD_PRIMARY else "svd"
+        for name in ("type", "version", "volume_space_size", "volume_set_size",
+                     "volume_sequence_number", "logical_block_size", "path_table_size",
+                     "l_path_table", "l_path_table_optional", "m_path_table",
+                     "m_path_table_optional", "file_structure_version"):
+            off, size = vd_fields[name]
+            enc = ("both" if size in (4, 8) else "big" if name.startswith("m_path")
+                   else "little")
+            # Listed HEADER_WEIGHT times (see _fat_fields).
+            fields += [(at + off, size, enc, f"{tag}.{name}")] * HEADER_WEIGHT
+        root_at = at + vd_fields["root_directory_record"][0]
+        record(root_at, data[root_at:root_at + data[root_at]], False)
+        tree(root_at, kind == L.VD_PRIMARY)
+        pt_size = int.from_bytes(data[at + vd_fields["path_table_size"][0]:][:4], "little")
+        path_table(int.from_bytes(data[at + vd_fields["l_path_table"][0]:][:4], "little"),
+                   pt_size, "little")
+        path_table(int.from_bytes(data[at + vd_fields["m_path_table"][0]:][:4], "big"),
+                   pt_size, "big")
+    return fields
+
+
+def _fat_fields(data: bytes) -> list:
+    """Boot sector (BPB), FSInfo, every directory entry (short and long
+    name entries) and every FAT entry in use, located through
+    rumpfs.formats.fat.layout; a FAT entry is ("fat", bits, ...) so that
+    its mutations can make loops, free clusters in a chain and clusters out
+    of range."""
+    import io
+
+    from rumpfs.formats.fat import layout as L
+    from rumpfs.formats.fat.reader import FatReader
+    f = io.BytesIO(data)
+    f.name = "seed"
+    r = FatReader(f, 0, len(data))
+    boot = {sc.name: sc.subcon for sc in L.BootSector.subcons}
+    bpb = _struct_fields(boot["bpb"])
+    fields = [(off, size, "little", name) for name, (off, size) in bpb.items()
+              if name not in ("BS_jmpBoot", "BS_OEMName")]
+    ext_at = boot["bpb"].sizeof()
+    if r.fat == 32:
+        fat32 = boot["fat32"].cases[32]
+        for name, (off, size) in _struct_fields(fat32).items():
+            if name != "BPB_Reserved":
+                fields.append((ext_at + off, size, "little", name))
+        ext_at += fat32.sizeof()
+        for name, (off, size) in _struct_fields(L.FsInfo).items():
+            if not name.startswith("FSI_Reserved"):
+                fields.append((L.FSINFO_SECTOR * L.SECTOR + off, size, "little", name))
+    ext = _struct_fields(boot["ext"])
+    for name in ("BS_BootSig", "BS_VolLab", "BS_FilSysType"):
+        off, size = ext[name]
+        fields.append((ext_at + off, size, "name" if size > 4 else "little", name))
+    # A few fields describe the whole volume, hundreds each entry: the
+    # former are listed HEADER_WEIGHT times, so that they are aimed at too.
+    fields *= HEADER_WEIGHT
+
+    # FAT entries in use: where chains start and end, and every 16th in
+    # between (the chains are long runs), in the first FAT, which readers
+    # follow; the chains' ends in the others.
+    count = r.clusters + L.FIRST_CLUSTER
+    table = r._table
+    used = [c for c in range(L.FIRST_CLUSTER, count) if table[c]]
+    ends = [c for c in used if r._is_end(table[c])]
+    starts = [c for c in used if table[c - 1] != c]
+    picked = sorted(set(ends + starts + used[::16]))
+    for copy in range(r.nfats):
+        at = (r.reserved + copy * r.fat_sectors) * r.bps
+        for c in picked if copy == 0 else ends:
+            fields.append((at + c * r.fat // 8, 2 if r.fat == 12 else r.fat // 8,
+                           ("fat", r.fat, c, count, used), f"FAT{copy}[{c}]"))
+
+    # Directory entries, walking the tree from the root.
+    dirent = _struct_fields(L.DirEntry)
+    lfn = _struct_fields(L.LfnEntry)
+    stack = [0]
+    seen = set()
+    while stack:
+        first = stack.pop()
+        if first == 0 and r.fat != 32:
+            where = [r.root_start * r.bps + k * L.DIR_ENTRY_SIZE for k in range(r.root_entries)]
+        else:
+            chain = r.chain(first or r.root_cluster)
+            where = [r._cluster_pos(c) + k
+                     for c in chain for k in range(0, r.cluster_bytes, L.DIR_ENTRY_SIZE)]
+        for at in where:
+            raw = data[at:at + L.DIR_ENTRY_SIZE]
+            if raw[0] == 0:
+                break
+            if raw[11] & 0x3F == L.ATTR_LONG_NAME:
+                for name in ("LDIR_Ord", "LDIR_Attr", "LDIR_Type", "LDIR_Chksum",
+                             "LDIR_FstClusLO"):
+                    off, size = lfn[name]
+                    fields.append((at + off, size, "little", name))
+                for name in ("LDIR_Name1", "LDIR_Name2", "LDIR_Name3"):
+                    off, size = lfn[name]
+                    fields.append((at + off, size, "name", name))
+                continue
+            for name in ("DIR_Attr", "DIR_NTRes", "DIR_FstClusHI", "DIR_FstClusLO",
+                         "DIR_FileSize", "DIR_WrtDate", "DIR_WrtTime"):
+                off, size = dirent[name]
+                fields.append((at + off, size, "little", name))
+            off, size = dirent["DIR_Name"]
+            fields.append((at + off, size, "name", "DIR_Name"))
+            cluster = (int.from_bytes(raw[20:22], "little") << 16) | int.from_bytes(
+                raw[26:28], "little")
+            if (raw[11] & L.ATTR_DIRECTORY and raw[:2] != b". " and raw[:2] != b".."
+                    and cluster and cluster not in seen):
+                seen.add(cluster)
+                stack.append(cluster)
+    return fields
+
+
 class Seed:
     """One valid image, and the fields of it the mutator aims at."""
 
@@ -315,6 +563,10 @@ class Seed:
             fields = _cpio_fields(self.inner, 0)
         elif kind in ("newc", "crc"):
             fields = _cpio_fields(self.data, 0)
+        elif kind == "iso":
+            fields = _iso_fields(self.data)
+        elif kind.startswith("fat"):
+            fields = _fat_fields(self.data)
         self.fields = fields
 
 
@@ -357,9 +609,44 @@ def _set_field(rng, buf: bytearray, field, image_size: int) -> str:
         new = _interesting(rng, old, 4, image_size)
         buf[off:off + size] = b"%08X" % new
         return f"{name}@{off}: {old} -> {new}"
+    if isinstance(enc, tuple):
+        return _set_fat_entry(rng, buf, field)
+    if enc == "both":
+        # Both halves alike (what a reader of either half sees), or only one.
+        half = size // 2
+        old = int.from_bytes(buf[off:off + half], "little")
+        new = _interesting(rng, old, half, image_size)
+        which = rng.choice(("both", "both", "little", "big"))
+        if which != "big":
+            buf[off:off + half] = new.to_bytes(half, "little")
+        if which != "little":
+            buf[off + half:off + size] = new.to_bytes(half, "big")
+        return f"{name}@{off}: {old} -> {new} ({which})"
     old = int.from_bytes(buf[off:off + size], enc)
     new = _interesting(rng, old, size, image_size)
     buf[off:off + size] = new.to_bytes(size, enc)
+    return f"{name}@{off}: {old} -> {new}"
+
+
+def _set_fat_entry(rng, buf: bytearray, field) -> str:
+    """A FAT entry made to loop (to itself or to a cluster before it),
+    free in the middle of a chain, out of range, bad, reserved or the end
+    early, or any other cluster in use."""
+    off, size, (_, bits, cluster, count, used), name = field
+    top = (1 << bits) - 1 if bits != 32 else 0x0FFFFFFF
+    new = rng.choice([cluster, rng.choice(used), used[0], 0, 1, count, count + 1,
+                      top - 8, top - 7, top, top + 1 if bits == 32 else top,
+                      rng.randrange(top + 1), 0xFFFFFFFF if bits == 32 else top])
+    if bits == 12:
+        word = int.from_bytes(buf[off:off + 2], "little")
+        if cluster % 2:
+            old, word = word >> 4, (word & 0x000F) | ((new & 0xFFF) << 4)
+        else:
+            old, word = word & 0xFFF, (word & 0xF000) | (new & 0xFFF)
+        buf[off:off + 2] = word.to_bytes(2, "little")
+    else:
+        old = int.from_bytes(buf[off:off + size], "little")
+        buf[off:off + size] = (new & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
     return f"{name}@{off}: {old} -> {new}"
 
 
@@ -419,7 +706,7 @@ def mutant(seed: Seed, run_seed: int, index: int, others: list) -> tuple[bytes, 
     buf = bytearray(seed.data)
     fields = seed.fields if seed.inner is None else []
     done = _mutate_bytes(rng, buf, fields, others)
-    return bytes(buf), done
+    return buf, done
 
 
 # --- running the readers on a mutant ---------------------------------------------
@@ -585,8 +872,7 @@ def _worker(workdir: str, run_seed: int) -> None:
         kind, index = line.split()
         index = int(index)
         data, done = mutant(seeds[kind], run_seed, index, others)
-        with open(path, "wb") as f:
-            f.write(data)
+        _write_sparse(path, data)
         signal.alarm(TIME_LIMIT)
         try:
             result = exercise(path, scratch)
@@ -601,6 +887,19 @@ def _worker(workdir: str, run_seed: int) -> None:
                       rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()
+
+
+def _write_sparse(path: str, data: bytes) -> None:
+    """Write ``data`` with its trailing zeros as a hole (a FAT32 seed is
+    33 MB, nearly all of it free clusters)."""
+    end, step = len(data), len(_ZEROS)
+    while end >= step and data[end - step:end] == _ZEROS:
+        end -= step
+    end = len(data[:end].rstrip(b"\0")) if end <= step else \
+        end - step + len(data[end - step:end].rstrip(b"\0"))
+    with open(path, "wb") as f:
+        f.write(memoryview(data)[:end])
+        f.truncate(len(data))
 
 
 _SEEDS: dict = {}
@@ -675,13 +974,15 @@ class _Worker:
 
 
 def run(kinds=None, mutants: int = 100, run_seed: int = 0, jobs: int = 2,
-        workdir: str | None = None, out: str | None = None, progress=None) -> Summary:
-    """Fuzz ``mutants`` mutants of each kind with ``jobs`` worker processes."""
+        workdir: str | None = None, out: str | None = None, progress=None,
+        first: int = 0) -> Summary:
+    """Fuzz ``mutants`` mutants of each kind, numbers ``first`` on, with
+    ``jobs`` worker processes."""
     kinds = sorted(kinds or KINDS)
     own = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix="rumpfs-fuzz-")
     build_seeds(workdir)
-    todo = [(k, i) for i in range(mutants) for k in kinds]
+    todo = [(k, i) for i in range(first, first + mutants) for k in kinds]
     todo.reverse()
     summary = Summary()
     start = time.monotonic()
@@ -783,6 +1084,8 @@ def main(argv=None) -> int:
     p.add_argument("--mutants", type=int, default=int(os.environ.get("FUZZ_MUTANTS", 1000)),
                    help="mutants per kind (env FUZZ_MUTANTS)")
     p.add_argument("--seed", type=int, default=int(os.environ.get("FUZZ_SEED", 0)))
+    p.add_argument("--first", type=int, default=0,
+                   help="number of the first mutant (to go on with a run cut short)")
     p.add_argument("--jobs", type=int, default=int(os.environ.get("FUZZ_JOBS", 2)))
     p.add_argument("--kinds", default=os.environ.get("FUZZ_KINDS", ""),
                    help="comma-separated kinds (default all: " + ", ".join(KINDS) + ")")
@@ -814,7 +1117,8 @@ def main(argv=None) -> int:
                   f"failures, peak RSS {summary.peak_rss_kib // 1024} MiB", flush=True)
 
     kinds = [k for k in args.kinds.split(",") if k] or None
-    summary = run(kinds, args.mutants, args.seed, args.jobs, args.workdir, args.out, progress)
+    summary = run(kinds, args.mutants, args.seed, args.jobs, args.workdir, args.out, progress,
+                  args.first)
     print(summary.report())
     return 1 if summary.failures else 0
 

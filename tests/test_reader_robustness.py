@@ -336,3 +336,122 @@ def test_ls_of_a_fifo_does_not_block(tmp_path):
     assert res.returncode == 1
     assert res.stderr == f"rumpfs: error: {fifo}: not a regular file or block device\n"
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+# --- ISO 9660 and FAT ------------------------------------------------------
+# Fields are located by the fuzzer's locators, which read the layouts'
+# declarations (rumpfs.formats.iso.layout, rumpfs.formats.fat.layout).
+
+
+@pytest.fixture(scope="module")
+def iso_fat(tmp_path_factory):
+    from fuzz_readers import make_names_tree
+    d = tmp_path_factory.mktemp("isofat")
+    make_tree(str(d / "tree"))
+    make_names_tree(str(d / "names"))
+    (d / "tree.spec").write_text(SPEC)
+    out = {}
+    for name, opts in (("a.iso", {}), ("a.fat", {"format_options": {"fat_skip_special": True}})):
+        api.pack([str(d / "tree"), str(d / "names")], str(d / name),
+                 api.PackOptions(stubetc=False, pwdb=False, spec=[str(d / "tree.spec")],
+                                 timestamp=1_700_000_000, **opts))
+        out[name] = (d / name).read_bytes()
+    return out
+
+
+def iso_susp_field(data: bytes, nm: bytes, field: str) -> tuple[int, int, int]:
+    """(offset, size, offset of its directory record) of the System Use
+    field ``field`` (e.g. "PX.mode") of the record whose Rock Ridge name is ``nm``."""
+    from fuzz_readers import _iso_fields
+    fields = _iso_fields(data)
+    names = [k for k, f in enumerate(fields)
+             if f[3] == "NM.name" and data[f[0]:f[0] + f[1]] == nm]
+    assert len(names) == 1, nm
+    start = max(k for k in range(names[0]) if fields[k][3] == "dr.length")
+    end = next((k for k in range(names[0], len(fields)) if fields[k][3] == "dr.length"),
+               len(fields))
+    off, size, _, _ = next(f for f in fields[start:end] if f[3] == field)
+    return off, size, fields[start][0]
+
+
+def set_both32(data: bytearray, off: int, value: int) -> None:
+    data[off:off + 8] = struct.pack("<I", value) + struct.pack(">I", value)
+
+
+def test_iso_rock_ridge_name_that_is_a_path(iso_fat, tmp_path):
+    # Found by the fuzzer: a name holding '/' listed under one path and was
+    # looked up (cat) or extracted under another.
+    data = bytearray(iso_fat["a.iso"])
+    off, size, record = iso_susp_field(data, b"hardlink", "NM.name")
+    data[off:off + size] = b"../../xy"
+    path = write(tmp_path, "x.iso", data)
+    line = (f"{path}: ISO 9660 directory record at byte {record} in /: name '../../xy' holds "
+            "a '/' or a NUL byte")
+    for cmd in ("ls", "cat"):
+        res = run_rumpfs(cmd, path, *(["/etc/f1"] if cmd == "cat" else []), check=False)
+        one_error(res, line)
+    res = run_rumpfs("check", path, check=False)
+    assert res.returncode == 1 and res.out.splitlines()[0] == line
+
+
+@pytest.mark.parametrize("nm, field, value, problem", [
+    (b"f1", "PX.mode", 0o170644, "/etc/f1: unknown file type 0o170000 in Rock Ridge mode "
+                                 "0o170644"),
+    (b"etc", "PX.mode", 0o100644, "/etc: Rock Ridge mode 0o100644 and the directory flag "
+                                  "(0x2) disagree"),
+    (b"console", "PN.high", 466944, "/dev/console: device number 466949, 1 in PN is beyond "
+                                    "what Linux holds (major < 4096, minor < 1048576)"),
+])
+def test_iso_check_reports_what_extract_cannot_make(iso_fat, tmp_path, nm, field, value,
+                                                    problem):
+    """Found by the fuzzer: extract refused entries (unknown type, a file
+    that is also a directory, mknod's EINVAL) of images check called clean."""
+    data = bytearray(iso_fat["a.iso"])
+    off, _, _ = iso_susp_field(data, nm, field)
+    set_both32(data, off, value)
+    path = write(tmp_path, "x.iso", data)
+    res = run_rumpfs("check", path, check=False)
+    assert res.returncode == 1
+    assert res.out == f"{path}: {problem}\n"
+    assert run_rumpfs("ls", path).out.count("\n") > 20
+
+
+def test_iso_check_reports_a_name_twice_in_a_directory(iso_fat, tmp_path):
+    data = bytearray(iso_fat["a.iso"])
+    off, size, _ = iso_susp_field(data, b"short", "NM.name")
+    data[off:off + size] = b"empty"  # the symlink now has the name of a directory
+    path = write(tmp_path, "x.iso", data)
+    res = run_rumpfs("check", path, check=False)
+    assert res.returncode == 1
+    assert res.out.splitlines()[0] == f"{path}: /empty: a second entry of that name in its " \
+                                      "directory"
+
+
+def test_fat_long_name_that_is_a_path(iso_fat, tmp_path):
+    from fuzz_readers import _fat_fields
+    data = bytearray(iso_fat["a.fat"])
+    # The first long-name entry part of "A Long File Name.txt": "A Lon".
+    off, size, _, _ = next(f for f in _fat_fields(bytes(data)) if f[3] == "LDIR_Name1" and
+                           data[f[0]:f[0] + f[1]] == "A Lon".encode("utf-16-le"))
+    data[off:off + 2] = "/".encode("utf-16-le")
+    path = write(tmp_path, "x.fat", data)
+    line = (f"{path}: /Long Directory Name: directory entry '/ Long File Name.txt' is not a "
+            "file name")
+    one_error(run_rumpfs("ls", path, check=False), line)
+    res = run_rumpfs("check", path, check=False)
+    assert res.returncode == 1 and res.out.splitlines()[0] == line
+
+
+def test_fat_check_reports_a_name_twice_as_fsck_fat_does(iso_fat, tmp_path):
+    from fuzz_readers import _fat_fields
+    data = bytearray(iso_fat["a.fat"])
+    off, size, _, _ = next(f for f in _fat_fields(bytes(data)) if f[3] == "DIR_Name" and
+                           data[f[0]:f[0] + f[1]] == b"F1         ")
+    data[off:off + size] = b"F0         "
+    path = write(tmp_path, "x.fat", data)
+    res = run_rumpfs("check", path, check=False)
+    assert res.returncode == 1
+    assert res.out.splitlines()[0] == (f"{path}: /etc/f0: a second entry of that name (FAT "
+                                       "names ignore case) in its directory")
+    fsck = subprocess.run(["fsck.fat", "-n", path], capture_output=True, text=True)
+    assert fsck.returncode == 1 and "Duplicate directory entry" in fsck.stdout

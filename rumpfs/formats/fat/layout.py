@@ -54,6 +54,10 @@ ATTR_VOLUME_ID = 0x08
 ATTR_DIRECTORY = 0x10
 ATTR_ARCHIVE = 0x20
 ATTR_LONG_NAME = 0x0F
+#: DIR_NTRes flags of Windows NT (and mtools, Linux): the short name's base
+#: or extension is shown in lower case, so such a name needs no long entry.
+NT_LOWER_BASE = 0x08
+NT_LOWER_EXT = 0x10
 LFN_LAST = 0x40
 LFN_CHARS = 13
 LFN_MAX = 255

@@ -11,7 +11,7 @@ import struct
 
 from ...errors import RumpfsError
 from ...tree import join
-from .. import Entry, ImageReader
+from .. import Entry, ImageReader, show
 from .layout import (
     ATTR_DIRECTORY,
     ATTR_LONG_NAME,
@@ -22,6 +22,8 @@ from .layout import (
     FIRST_CLUSTER,
     LFN_ENTRY,
     MAX_CLUSTERS,
+    NT_LOWER_BASE,
+    NT_LOWER_EXT,
     SECTOR,
 )
 
@@ -29,8 +31,6 @@ NS = 1_000_000_000
 _CHUNK = 1 << 20
 _BPB = struct.Struct("<3s8sHBHBHHBHHHII")
 _DELETED = 0xE5
-_NT_LOWER_BASE = 0x08
-_NT_LOWER_EXT = 0x10
 _VALID_SECTOR_SIZES = (512, 1024, 2048, 4096)
 
 
@@ -164,9 +164,9 @@ class FatReader(ImageReader):
             else:
                 base, ext = raw[:8].rstrip(b" "), raw[8:11].rstrip(b" ")
                 # Windows NT's case flags: an all-lower-case base or extension.
-                if f[2] & _NT_LOWER_BASE:
+                if f[2] & NT_LOWER_BASE:
                     base = base.lower()
-                if f[2] & _NT_LOWER_EXT:
+                if f[2] & NT_LOWER_EXT:
                     ext = ext.lower()
                 name = base + (b"." + ext if ext else b"")
             lfn = []
@@ -185,7 +185,17 @@ class FatReader(ImageReader):
             if depth > 1000:
                 raise RumpfsError(f"{self.name}: directories nested too deep (a loop?)")
             subdirs = []
+            names: set[bytes] = set()
             for name, f in self._dir(first):
+                if name in (b"", b".", b"..") or b"/" in name or b"\0" in name:
+                    # It cannot be a path: ls, cat and extract would name another file.
+                    raise self.error(f"/{show(path)}: directory entry {show(name)!r} is not "
+                                     "a file name")
+                folded = name.upper()
+                if folded in names:
+                    self.problems.append(f"/{show(join(path, name))}: a second entry of that "
+                                         "name (FAT names ignore case) in its directory")
+                names.add(folded)
                 attr, size = f[1], f[11]
                 cluster = (f[7] << 16) | f[10]
                 mtime = _date_time(f[9], f[8]) * NS
@@ -219,6 +229,11 @@ class FatReader(ImageReader):
                 "clusters": self.clusters, "cluster_bytes": self.cluster_bytes,
                 "image_bytes": self.total * self.bps}
 
+    def _problem(self, error: RumpfsError) -> str:
+        """An error as a problem of check, which names the file itself."""
+        message, head = str(error), f"{self.name}: "
+        return message[len(head):] if message.startswith(head) else message
+
     def check(self) -> list[str]:
         problems = []
         owner: dict[int, bytes] = {}
@@ -230,9 +245,11 @@ class FatReader(ImageReader):
                                     f"/{owner[c].decode(errors='replace')}")
                 owner[c] = path
         try:
+            entries = list(self.entries())
+            problems += self.problems
             if self.fat == 32:
                 claim(b"", self.chain(self.root_cluster))
-            for e in self.entries():
+            for e in entries:
                 if stat.S_ISDIR(e.mode) and e.path:
                     continue
                 first, size = self._chains.get(e.path, (0, 0))
@@ -260,7 +277,7 @@ class FatReader(ImageReader):
                         claim(p, self.chain(cluster))
                         stack.append((p, cluster))
         except RumpfsError as e:
-            return problems + [str(e)]
+            return problems + [self._problem(e)]
         lost = sum(1 for c in range(FIRST_CLUSTER, self.clusters + FIRST_CLUSTER)
                    if self._table[c] and c not in owner)
         if lost:

@@ -27,10 +27,11 @@ import stat
 import sys
 import time
 from array import array
+from collections import Counter
 
 from ...errors import RumpfsError
 from ...output import BATCH_JOBS
-from ...tree import KIND_NAMES, REG, display, join
+from ...tree import KIND_NAMES, REG, HostData, display, join
 from .layout import (
     ATTR_ARCHIVE,
     ATTR_DIRECTORY,
@@ -62,6 +63,8 @@ from .layout import (
     MAX_ROOT_ENTRIES,
     MEDIA_FIXED,
     MIN_CLUSTERS,
+    NT_LOWER_BASE,
+    NT_LOWER_EXT,
     NUM_FATS,
     OEM_NAME,
     RESERVED_SECTORS,
@@ -78,6 +81,11 @@ NS = 1_000_000_000
 MAX_SECTORS = 0xFFFFFFFF
 SKIP_OPTION = "--fat-skip-special"
 _SHORT_OK = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" + SHORT_EXTRA)
+_IFMT = 0o170000  # stat.S_IFMT's mask
+_DOT, _DOTDOT = b".".ljust(11), b"..".ljust(11)
+_ARCHIVE_READ_ONLY = ATTR_ARCHIVE | ATTR_READ_ONLY
+#: Directories go out in writes of about this many bytes.
+DIR_RUN_BYTES = 1 << 20
 _FIRST_SECOND = 315532800  # 1980-01-01 00:00:00 UTC
 _LAST_SECOND = 4354819198  # 2107-12-31 23:59:58 UTC
 
@@ -102,13 +110,13 @@ def parse_size(text) -> int:
 _LFN_DELETE = dict.fromkeys([*map(ord, LFN_FORBIDDEN), *range(0x20)])
 
 
-def _long_name(path: bytes, name: bytes) -> tuple[str, bytes]:
-    """The name as text and as UTF-16 units, or an error naming the path."""
-    try:
-        text = name.decode("utf-8")
-    except UnicodeDecodeError:
-        raise RumpfsError(f"{display(path)}: the name is not UTF-8; FAT long names are "
-                          "Unicode") from None
+#: Bytes of UTF-16 one long-name entry holds.
+_LFN_BYTES = 2 * LFN_CHARS
+
+
+def _long_units(path: bytes, text: str) -> bytes:
+    """The UTF-16 units of a name that needs long entries, or an error
+    naming the path.  (A plain 8.3 name is checked by being one.)"""
     if len(text.translate(_LFN_DELETE)) != len(text):
         bad = next(c for c in text if ord(c) in _LFN_DELETE)
         raise RumpfsError(f"{display(path)}: FAT names cannot hold {bad!r} "
@@ -119,7 +127,7 @@ def _long_name(path: bytes, name: bytes) -> tuple[str, bytes]:
     if len(units) // 2 > LFN_MAX:
         raise RumpfsError(f"{display(path)}: name longer than {LFN_MAX} UTF-16 units, "
                           "the most a FAT long name holds")
-    return text, units
+    return units
 
 
 #: Bytes a short name drops ("?" stays: it stands for a character that is
@@ -132,17 +140,30 @@ def _short_part(text: str, size: int) -> bytes:
     return raw.translate(None, _SHORT_DROP)[:size].replace(b"?", b"_")
 
 
-def _plain_short(text: str) -> bytes | None:
-    """The 11-byte short name when ``text`` is itself a valid upper-case 8.3 name."""
-    if len(text) > 12 or text != text.upper():
+@functools.lru_cache(maxsize=4096)
+def _plain_short(name: bytes) -> tuple[bytes, int] | None:
+    """The 11-byte short name and its DIR_NTRes case flags when ``name`` is
+    itself a valid 8.3 name whose base and extension are each all upper or
+    all lower case (as Windows NT and mtools store ``readme.txt``: no long
+    entries).  (Cached: a tree has many files of one name, ``__init__.py``.)"""
+    if len(name) > 12 or not name.isascii():
         return None
-    base, dot, ext = text.partition(".")
-    if "." in ext or not base or len(base) > 8 or len(ext) > 3 or (dot and not ext):
+    base, dot, ext = name.partition(b".")
+    if b"." in ext or not base or len(base) > 8 or len(ext) > 3 or (dot and not ext):
         return None
-    raw = (base + ext).encode("ascii", "replace")
-    if raw.translate(None, _SHORT_DROP + b"?") != raw:
+    upper_base, upper_ext = base.upper(), ext.upper()
+    if (upper_base + upper_ext).translate(None, _SHORT_DROP + b"?") != upper_base + upper_ext:
         return None
-    return base.encode().ljust(8, b" ") + ext.encode().ljust(3, b" ")
+    flags = 0
+    if base != upper_base:
+        if base != base.lower():
+            return None
+        flags = NT_LOWER_BASE
+    if ext != upper_ext:
+        if ext != ext.lower():
+            return None
+        flags |= NT_LOWER_EXT
+    return upper_base.ljust(8, b" ") + upper_ext.ljust(3, b" "), flags
 
 
 def _generated_short(text: str, taken: set, counters: dict) -> bytes:
@@ -182,22 +203,23 @@ def _lfn_entries(units: bytes, checksum: int) -> list[bytes]:
 
 
 # -- the model ------------------------------------------------------------------------------
-class _Obj:
-    """A directory or a file of the image: where its clusters go."""
+class _Dir:
+    """A directory of the image: its entries and where its clusters go.
+    (Files are columns of FatLayout: a hundred thousand objects cost.)"""
 
     __slots__ = ("node", "path", "entries", "children", "first", "clusters", "parent",
-                 "is_root", "size")
+                 "is_root")
 
     def __init__(self, node, path: bytes, parent):
         self.node = node
         self.path = path
         self.parent = parent
-        self.children = None  # [(short11, long text or None, _Obj)] of a directory
-        self.entries = 0  # directory entries of a directory
+        #: (short11, NT case flags, UTF-16 long name or None, _Dir or file number)
+        self.children = None
+        self.entries = 0  # directory entries
         self.first = 0
         self.clusters = 0
         self.is_root = False
-        self.size = 0  # bytes of a file
 
 
 def _clamped(seconds: int) -> time.struct_time:
@@ -227,13 +249,15 @@ class FatLayout:
                 raise RumpfsError(f"--label {label!r}: a FAT volume label is 1 to 11 of "
                                   "A-Z, 0-9, space and $%'-_@~`!(){}^#&")
             self.label = raw.ljust(11, b" ")
-        self.dirs: list[_Obj] = []
-        self.files: list[_Obj] = []
+        self.dirs: list[_Dir] = []
+        #: The files, in the order their clusters follow each other: nodes, sizes.
+        self.files: list = []
+        self.file_sizes: list[int] = []
         self.skipped: dict[int, int] = {}
 
     # -- pass 1: names and entry counts -------------------------------------------------
     def build(self) -> None:
-        root = _Obj(self.tree.root, b"", None)
+        root = _Dir(self.tree.root, b"", None)
         root.is_root = True
         stack = [root]
         while stack:
@@ -246,55 +270,75 @@ class FatLayout:
                   f"{'y' if count == 1 else 'ies'} left out of the FAT image ({SKIP_OPTION})",
                   file=sys.stderr)
 
-    def _build_dir(self, d: _Obj) -> list[_Obj]:
-        d.children = []
+    def _special(self, path: bytes, mode: int) -> None:
+        """An entry FAT cannot hold: an error, or counted and left out."""
+        kind = stat.S_IFMT(mode)
+        if not self.skip:
+            raise RumpfsError(f"{display(path)}: a FAT image cannot hold a "
+                              f"{KIND_NAMES.get(kind, 'special file')}; give "
+                              f"{SKIP_OPTION} to leave such entries out")
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
+
+    def _build_dir(self, d: _Dir) -> list[_Dir]:
+        """The entries of ``d`` in name order; its subdirectories.  Names
+        that are their own short name (most, in a typical tree) are dealt
+        with in the first loop; the others get ``~N`` names in the second,
+        once every plain name of the directory is known."""
+        children = d.children = []
         folded: dict[str, bytes] = {}
         taken: set[bytes] = set()
-        counters: dict = {}
         entries = 0 if d.is_root else 2
         if d.is_root and self.label is not None:
             entries += 1
-        named = []
+        files, sizes = self.files, self.file_sizes
+        subdirs = []
+        generated = []
         for name, child in sorted(d.node.children.items()):
-            path = join(d.path, name)
-            kind = stat.S_IFMT(child.mode)
-            if child.children is None and kind != REG:
-                if not self.skip:
-                    raise RumpfsError(f"{display(path)}: a FAT image cannot hold a "
-                                      f"{KIND_NAMES.get(kind, 'special file')}; give "
-                                      f"{SKIP_OPTION} to leave such entries out")
-                self.skipped[kind] = self.skipped.get(kind, 0) + 1
+            mode = child.mode
+            is_dir = child.children is not None
+            if not is_dir and mode & _IFMT != REG:
+                self._special(join(d.path, name), mode)
                 continue
-            if kind == REG and child.size > FILE_SIZE_MAX:
-                raise RumpfsError(f"{display(path)}: file is {child.size} bytes; a FAT file "
-                                  f"holds at most {FILE_SIZE_MAX} bytes (32-bit size field)")
-            text, units = _long_name(path, name)
+            try:
+                text = name.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RumpfsError(f"{display(join(d.path, name))}: the name is not UTF-8; FAT "
+                                  "long names are Unicode") from None
             key = text.upper()
             if key in folded:
+                path = join(d.path, name)
                 raise RumpfsError(f"{display(path)}: same name as {display(folded[key])} "
                                   "to FAT, whose names ignore case")
-            folded[key] = path
-            short = _plain_short(text)
-            if short is not None:
-                taken.add(short)
-            named.append((text, units, short, path, child))
-        subdirs = []
-        for text, units, short, path, child in named:
-            long_units = None
-            if short is None:
-                short = _generated_short(text, taken, counters)
-                taken.add(short)
-                long_units = units
-                entries += -(-len(units) // (2 * LFN_CHARS))
-            entries += 1
-            obj = _Obj(child, path, d)
-            if child.children is None:
-                obj.size = child.size
-            d.children.append((short, long_units, obj))
-            if child.children is not None:
-                subdirs.append(obj)
+            folded[key] = name
+            plain = _plain_short(name)
+            if plain is None:
+                units = _long_units(join(d.path, name), text)
+                entries += -(-len(units) // _LFN_BYTES)
+            if is_dir:
+                ref = _Dir(child, join(d.path, name), d)
+                subdirs.append(ref)
             else:
-                self.files.append(obj)
+                size = child.data.size if child.data is not None else 0
+                if size > FILE_SIZE_MAX:
+                    raise RumpfsError(f"{display(join(d.path, name))}: file is {size} bytes; a "
+                                      f"FAT file holds at most {FILE_SIZE_MAX} bytes (32-bit "
+                                      "size field)")
+                ref = len(files)
+                files.append(child)
+                sizes.append(size)
+            if plain is None:
+                generated.append((len(children), text, units, ref))
+                children.append(None)
+                continue
+            taken.add(plain[0])
+            children.append((plain[0], plain[1], None, ref))
+        entries += len(children)
+        counters: dict = {}
+        for k, text, units, ref in generated:
+            # After every plain name: a generated one never takes a real name.
+            short = _generated_short(text, taken, counters)
+            taken.add(short)
+            children[k] = (short, 0, units, ref)
         if entries > MAX_DIR_ENTRIES:
             raise RumpfsError(f"{display(d.path)}: needs {entries} directory entries; a FAT "
                               f"directory holds at most {MAX_DIR_ENTRIES}")
@@ -304,19 +348,20 @@ class FatLayout:
     # -- pass 2: geometry ---------------------------------------------------------------
     def _needed(self, cluster: int, fat: int) -> int | None:
         """Clusters the tree takes with this cluster size, or None when the
-        FAT12/16 root directory cannot hold the root's entries."""
-        total = 0
-        for d in self.dirs:
-            if d.is_root and fat != 32:
-                if d.entries > MAX_ROOT_ENTRIES:
-                    return None
-                continue
-            total += max(1, -(-d.entries * DIR_ENTRY_SIZE // cluster))
-        files = self._file_clusters.get(cluster)
-        if files is None:
-            files = self._file_clusters[cluster] = sum(-(-size // cluster)
-                                                       for size in self.file_sizes)
-        return total + files
+        FAT12/16 root directory cannot hold the root's entries.  (Counted
+        over the distinct entry counts and file sizes, which are far fewer
+        than directories and files.)"""
+        root = self.dirs[0].entries
+        if fat != 32 and root > MAX_ROOT_ENTRIES:
+            return None
+        total = self._clusters_of(self.dir_bytes, cluster, 1)
+        if fat != 32:
+            total -= max(1, -(-root * DIR_ENTRY_SIZE // cluster))
+        return total + self._clusters_of(self.size_counts, cluster, 0)
+
+    @staticmethod
+    def _clusters_of(counts: Counter, cluster: int, least: int) -> int:
+        return sum(max(least, -(-size // cluster)) * n for size, n in counts.items())
 
     def _geometry(self, fat: int, spc: int, needed: int):
         """(total sectors, clusters, FAT sectors, root entries) or None."""
@@ -357,8 +402,8 @@ class FatLayout:
         return -(-(entries * fat // 8 + (1 if fat == 12 else 0)) // SECTOR)
 
     def choose(self) -> None:
-        self.file_sizes = [f.size for f in self.files]
-        self._file_clusters: dict[int, int] = {}  # cluster size -> clusters of the files
+        self.size_counts = Counter(self.file_sizes)
+        self.dir_bytes = Counter(d.entries * DIR_ENTRY_SIZE for d in self.dirs)
         types = (self.fat_type,) if self.fat_type else (12, 16, 32)
         best = None
         spc = 1
@@ -387,67 +432,74 @@ class FatLayout:
 
     # -- pass 3: clusters ------------------------------------------------------------------
     def allocate(self) -> None:
+        """Directories (but a FAT12/16 root) then files, each in the next
+        free clusters: ``self.ends`` lists the last cluster of each chain."""
+        cluster_bytes = self.cluster_bytes
         nxt = FIRST_CLUSTER
-        order = []
+        ends = []
         for d in self.dirs:
             if d.is_root and self.fat != 32:
                 continue
-            d.clusters = max(1, -(-d.entries * DIR_ENTRY_SIZE // self.cluster_bytes))
-            order.append(d)
-        order.extend(self.files)
-        for obj in order:
-            if obj.clusters == 0 and obj.children is None:
-                obj.clusters = -(-obj.size // self.cluster_bytes)
-            if obj.clusters:
-                obj.first = nxt
-                nxt += obj.clusters
+            d.clusters = max(1, -(-d.entries * DIR_ENTRY_SIZE // cluster_bytes))
+            d.first = nxt
+            nxt += d.clusters
+            ends.append(nxt - 1)
+        self.dirs_end = nxt
+        firsts = self.file_first = []
+        for size in self.file_sizes:
+            if size:
+                firsts.append(nxt)
+                nxt += -(-size // cluster_bytes)
+                ends.append(nxt - 1)
+            else:
+                firsts.append(0)
         self.used = nxt - FIRST_CLUSTER
-        self.order = order
+        self.ends = ends
 
     def _offset(self, cluster: int) -> int:
         return (self.data_start + (cluster - FIRST_CLUSTER) * self.spc) * SECTOR
 
     # -- pass 4: bytes -------------------------------------------------------------------------
-    def _entry(self, short: bytes, attr: int, node, first: int, size: int) -> bytes:
-        date, tm = _date_time(node.mtime_ns // NS)
-        return DIR_ENTRY.pack(short, attr, 0, 0, tm, date, date, first >> 16, tm, date,
-                              first & 0xFFFF, size)
-
-    def _directory(self, d: _Obj) -> bytes:
-        out = bytearray()
+    def _directory(self, d: _Dir) -> bytes:
+        pack, date_time = DIR_ENTRY.pack, _date_time
+        out = []
         if d.is_root:
             if self.label is not None:
                 t = _clamped(d.node.mtime_ns // NS)
-                out += DIR_ENTRY.pack(self.label, ATTR_VOLUME_ID, 0, 0, 0, 0, 0, 0, fat_time(t),
-                                      fat_date(t), 0, 0)
+                out.append(pack(self.label, ATTR_VOLUME_ID, 0, 0, 0, 0, 0, 0, fat_time(t),
+                                fat_date(t), 0, 0))
         else:
-            out += self._entry(b".".ljust(11), ATTR_DIRECTORY, d.node, d.first, 0)
             parent = d.parent
             up = 0 if parent.is_root else parent.first
-            out += self._entry(b"..".ljust(11), ATTR_DIRECTORY, parent.node, up, 0)
-        for short, long_units, obj in d.children:
+            for short, node, first in ((_DOT, d.node, d.first), (_DOTDOT, parent.node, up)):
+                date, tm = date_time(node.mtime_ns // NS)
+                out.append(pack(short, ATTR_DIRECTORY, 0, 0, tm, date, date, first >> 16, tm,
+                                date, first & 0xFFFF, 0))
+        files, sizes, firsts = self.files, self.file_sizes, self.file_first
+        for short, case, long_units, ref in d.children:
             if long_units is not None:
-                for e in _lfn_entries(long_units, short_name_checksum(short)):
-                    out += e
-            node = obj.node
-            if obj.children is not None:
-                attr, size = ATTR_DIRECTORY, 0
+                out += _lfn_entries(long_units, short_name_checksum(short))
+            if ref.__class__ is _Dir:
+                node, attr, first, size = ref.node, ATTR_DIRECTORY, ref.first, 0
             else:
-                attr, size = ATTR_ARCHIVE, obj.size
-                if not node.mode & stat.S_IWUSR:
-                    attr |= ATTR_READ_ONLY
-            out += self._entry(short, attr, node, obj.first, size)
-        return bytes(out)
+                node, first, size = files[ref], firsts[ref], sizes[ref]
+                attr = ATTR_ARCHIVE if node.mode & stat.S_IWUSR else _ARCHIVE_READ_ONLY
+            date, tm = date_time(node.mtime_ns // NS)
+            out.append(pack(short, attr, case, 0, tm, date, date, first >> 16, tm, date,
+                            first & 0xFFFF, size))
+        return b"".join(out)
 
     def _fat_table(self) -> bytes:
+        """Every chain runs through consecutive clusters: each entry points
+        to the next cluster but at the chains' ends."""
         eoc = EOC[self.fat]
-        entries = array("I", [(0x0FFFFF00 | MEDIA_FIXED) & eoc, eoc])
-        for obj in self.order:
-            if obj.clusters:
-                entries.extend(range(obj.first + 1, obj.first + obj.clusters))
-                entries.append(eoc)
         count = self.clusters + FIRST_CLUSTER
-        entries.extend([0] * (count - len(entries)))
+        end = FIRST_CLUSTER + self.used
+        entries = array("I", [(0x0FFFFF00 | MEDIA_FIXED) & eoc, eoc])
+        entries.extend(range(FIRST_CLUSTER + 1, end + 1))
+        for c in self.ends:
+            entries[c] = eoc
+        entries.frombytes(bytes(entries.itemsize * (count - end)))
         if self.fat == 32:
             data = entries.tobytes() if sys.byteorder == "little" else _swapped(entries)
         elif self.fat == 16:
@@ -490,6 +542,14 @@ class FatLayout:
                                  FSI_Nxt_Free=nxt, FSI_Reserved2=bytes(12)))
 
     def write(self, sink) -> int:
+        # A cluster belongs to one file, zeros after its data: the copy
+        # workers may join neighbouring files into one write.
+        sink.copies_own_units(self.cluster_bytes)
+        # The first copies go to the workers now: they copy while this
+        # process lays out the directories (the rest follow every few).
+        files = len(self.files)
+        per_dir = -(-files // len(self.dirs))
+        handed = self._hand_over(sink, 0, files // 4)
         boot = self._boot_sector()
         sink.pwrite(boot, 0)
         if self.fat == 32:
@@ -499,30 +559,50 @@ class FatLayout:
         table = self._fat_table()
         for i in range(NUM_FATS):
             sink.pwrite(table, (self.fat_start + i * self.fat_sectors) * SECTOR)
-        for d in self.dirs:
+        del table
+        # The directories lie one after the other: written in long runs.
+        run, run_at, run_bytes = [], 0, 0
+        for k, d in enumerate(self.dirs):
             data = self._directory(d)
             if d.is_root and self.fat != 32:
                 sink.pwrite(data, self.root_start * SECTOR)
-            else:
-                sink.pwrite(data.ljust(d.clusters * self.cluster_bytes, b"\0"),
-                            self._offset(d.first))
-        # The copies go to the sink's workers a batch at a time (one
-        # copy_at per file costs more than laying out its entries).
-        jobs = []
-        for f in self.files:
-            data, size = f.node.data, f.size
-            if not size:
                 continue
-            if not hasattr(data, "path"):
-                sink.pwrite(data.data, self._offset(f.first))
-                continue
-            jobs.append((data, 0, self._offset(f.first), size))
-            if len(jobs) >= BATCH_JOBS:
-                sink.copier.add(jobs)
-                jobs = []
-        if jobs:
-            sink.copier.add(jobs)
+            if not run:
+                run_at = self._offset(d.first)
+            run.append(data.ljust(d.clusters * self.cluster_bytes, b"\0"))
+            run_bytes += d.clusters * self.cluster_bytes
+            if run_bytes >= DIR_RUN_BYTES:
+                sink.pwrite(b"".join(run), run_at)
+                run, run_bytes = [], 0
+                handed = self._hand_over(sink, handed, (k + 1) * per_dir)
+        if run:
+            sink.pwrite(b"".join(run), run_at)
+        self._hand_over(sink, handed, files)
         return self.total * SECTOR
+
+    def _hand_over(self, sink, start: int, end: int) -> int:
+        """Give the sink's workers the copies of files ``start`` to ``end``
+        (in image order), a batch at a time: one copy_at per file costs more
+        than laying out its entries.  (Data held in memory, not in a host
+        file, is written here at once.)"""
+        end = min(end, len(self.files))
+        base, cluster_bytes, add = self.data_start * SECTOR, self.cluster_bytes, sink.copier.add
+        for k in range(start, end, BATCH_JOBS):
+            stop = min(k + BATCH_JOBS, end)
+            jobs = []
+            for node, size, first in zip(self.files[k:stop], self.file_sizes[k:stop],
+                                         self.file_first[k:stop]):
+                if not size:
+                    continue
+                data = node.data
+                offset = base + (first - FIRST_CLUSTER) * cluster_bytes
+                if data.__class__ is HostData:
+                    jobs.append((data, 0, offset, size))
+                else:
+                    sink.pwrite(data.data[:size], offset)
+            if jobs:
+                add(jobs)
+        return max(start, end)
 
 
 def _swapped(a: array) -> bytes:

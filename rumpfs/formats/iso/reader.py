@@ -4,12 +4,13 @@ the image before it is used."""
 
 from __future__ import annotations
 
+import os
 import stat
 import struct
 
 from ...errors import RumpfsError
 from ...tree import join
-from .. import Entry, ImageReader, file_name
+from .. import Entry, ImageReader, file_name, show
 from .layout import (
     DIR_RECORD,
     FLAG_DIRECTORY,
@@ -27,6 +28,21 @@ _CHUNK = 1 << 20
 _MAX_DESCRIPTORS = 64
 #: Continuation areas followed per record before calling it a loop.
 _MAX_CONTINUATIONS = 64
+#: A device number Linux can make (mknod) has a 12-bit major, a 20-bit minor.
+LINUX_MAJOR_BITS = 12
+LINUX_MINOR_BITS = 20
+#: The file types Rock Ridge's PX mode may give (RRIP 4.1.1).
+_KINDS = frozenset((stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK,
+                    stat.S_IFIFO, stat.S_IFSOCK))
+
+
+def name_problem(name: bytes) -> str | None:
+    """Why ``name`` cannot be one component of a path, or None."""
+    if name in (b"", b".", b".."):
+        return f"name {show(name)!r} is not a file name"
+    if b"/" in name or b"\0" in name:
+        return f"name {show(name)!r} holds a '/' or a NUL byte"
+    return None
 
 
 def _record_seconds(b: bytes) -> int:
@@ -172,6 +188,9 @@ class IsoReader(ImageReader):
             root_susp = self._susp(first.susp)
         self.rock_ridge = any(sig == b"SP" for sig, _ in root_susp)
         root, _ = self._entry(b"", self.root, root_susp)
+        if not stat.S_ISDIR(root.mode):
+            self.problems.append(f"/: the root directory's Rock Ridge mode {root.mode:#o} is "
+                                 "not a directory's")
         yield root
         stack = [(b"", self.root, 0)]
         seen_dirs = {self.root.extent}
@@ -181,6 +200,7 @@ class IsoReader(ImageReader):
             path, d, depth = stack.pop()
             subdirs = []
             pending = None
+            names: set[bytes] = set()
             for i, rec in enumerate(self._records(d)):
                 if i < 2:
                     continue
@@ -193,7 +213,14 @@ class IsoReader(ImageReader):
                 susp = self._susp(rec.susp) if self.rock_ridge else []
                 entry, rr_name = self._entry(b"", rec, susp)
                 name = rr_name or _plain_name(rec.name)
+                why = name_problem(name)
+                if why is not None:
+                    # It cannot be a path: ls, cat and extract would name another file.
+                    raise self.error(f"ISO 9660 directory record at byte {rec.where} in "
+                                     f"/{show(path)}: {why}")
                 entry.path = join(path, name)
+                self._entry_problems(entry, rec, name in names)
+                names.add(name)
                 if stat.S_ISDIR(entry.mode) or rec.flags & FLAG_DIRECTORY:
                     if rec.extent in seen_dirs:
                         self.problems.append(f"/{entry.path.decode(errors='replace')}: directory "
@@ -211,6 +238,27 @@ class IsoReader(ImageReader):
                         first_of.setdefault(entry.ino, entry.path)
                 yield entry
             stack.extend(reversed(subdirs))
+
+    def _entry_problems(self, entry: Entry, rec: _Rec, duplicate: bool) -> None:
+        """What would keep ``entry`` from being extracted as the image means it."""
+        where = f"/{show(entry.path)}"
+        kind = stat.S_IFMT(entry.mode)
+        if duplicate:
+            self.problems.append(f"{where}: a second entry of that name in its directory")
+        if kind not in _KINDS:
+            self.problems.append(f"{where}: unknown file type {kind:#o} in Rock Ridge mode "
+                                 f"{entry.mode:#o}")
+        elif (kind == stat.S_IFDIR) != bool(rec.flags & FLAG_DIRECTORY):
+            self.problems.append(f"{where}: Rock Ridge mode {entry.mode:#o} and the directory "
+                                 f"flag ({rec.flags:#x}) disagree")
+        if kind in (stat.S_IFCHR, stat.S_IFBLK):
+            major, minor = os.major(entry.rdev), os.minor(entry.rdev)
+            if major >> LINUX_MAJOR_BITS or minor >> LINUX_MINOR_BITS:
+                self.problems.append(f"{where}: device number {major}, {minor} in PN is beyond "
+                                     f"what Linux holds (major < {1 << LINUX_MAJOR_BITS}, "
+                                     f"minor < {1 << LINUX_MINOR_BITS})")
+        if kind == stat.S_IFLNK and (not entry.target or b"\0" in entry.target):
+            self.problems.append(f"{where}: symlink target is empty or holds a NUL byte")
 
     def _finish(self, pending) -> None:
         entry, recs = pending
@@ -235,6 +283,11 @@ class IsoReader(ImageReader):
                 "sectors": self.volume_sectors, "rock_ridge": self.rock_ridge,
                 "image_bytes": self.volume_sectors * SECTOR}
 
+    def _problem(self, error: RumpfsError) -> str:
+        """An error as a problem of check, which names the file itself."""
+        message, head = str(error), f"{self.name}: "
+        return message[len(head):] if message.startswith(head) else message
+
     def check(self) -> list[str]:
         """Directory records and extents inside the image, the path table
         naming the same directories as the tree."""
@@ -242,7 +295,7 @@ class IsoReader(ImageReader):
         try:
             list(self.entries())
         except RumpfsError as e:
-            return [str(e)]
+            return [self._problem(e)]
         problems += self.problems
         if self.volume_sectors * SECTOR > self.size:
             problems.append(f"volume of {self.volume_sectors} sectors is larger than the image")
@@ -250,7 +303,7 @@ class IsoReader(ImageReader):
             little = self._path_table(self.pt_l, "<")
             big = self._path_table(self.pt_m, ">")
         except RumpfsError as e:
-            return problems + [str(e)]
+            return problems + [self._problem(e)]
         if little != big:
             problems.append("the L and M path tables differ")
         listed = [extent for extent, _parent in little]

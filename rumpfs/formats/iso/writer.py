@@ -42,7 +42,7 @@ import stat
 
 from ...errors import RumpfsError
 from ...output import BATCH_JOBS
-from ...tree import BLK, CHR, LNK, REG, display, join
+from ...tree import BLK, CHR, LNK, REG, HostData, display, join
 from .layout import (
     CE_SIZE,
     DIR_RECORD,
@@ -56,6 +56,7 @@ from .layout import (
     NM_CONTINUE,
     PATH_RECORD_L,
     PATH_RECORD_M,
+    PX_SIZE,
     RECORD_FIXED,
     RECORD_MAX,
     RRIP_DESCRIPTOR,
@@ -88,6 +89,10 @@ MAX_SECTORS = 0xFFFFFFFF
 DEFAULT_LABEL = "RUMPFS"
 LABEL_MAX = 32
 JOLIET_LABEL_MAX = 16
+_IFMT = 0o170000  # stat.S_IFMT's mask
+#: Directories (and their continuation areas) go out in writes of about
+#: this many bytes.
+DIR_RUN_BYTES = 1 << 20
 _D_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _JOLIET_FORBIDDEN = str.maketrans({c: "_" for c in "*/:;?\\"})
 
@@ -98,8 +103,14 @@ def _entry(sig: bytes, body: bytes) -> bytes:
 
 
 def _px(mode: int, nlink: int, uid: int, gid: int, serial: int) -> bytes:
-    return _entry(b"PX", both32(mode) + both32(nlink) + both32(uid) + both32(gid)
-                  + both32(serial))
+    return _px_head(mode, nlink, uid, gid) + both32(serial)
+
+
+@functools.lru_cache(maxsize=4096)
+def _px_head(mode: int, nlink: int, uid: int, gid: int) -> bytes:
+    """PX up to the serial number (cached: few files differ in these)."""
+    return SUSP_HEADER.pack(b"PX", PX_SIZE, SUSP_VERSION) + both32(mode) + both32(nlink) \
+        + both32(uid) + both32(gid)
 
 
 def _tf(node) -> bytes:
@@ -204,8 +215,12 @@ def _split_susp(entries: list[bytes], room: int):
 
 
 # -- names -----------------------------------------------------------------------------
+#: bytes.translate table: d-characters stay, anything else becomes "_".
+_D_TABLE = bytes(c if c in _D_CHARS else 0x5F for c in range(256))
+
+
 def _d_chars(name: bytes) -> bytes:
-    return bytes(c if c in _D_CHARS else 0x5F for c in name.upper())
+    return name.upper().translate(_D_TABLE)
 
 
 def _unique(candidate, taken: set, make):
@@ -262,16 +277,18 @@ def _joliet_name(name: bytes, taken: set) -> bytes:
 class _Name:
     """One directory record (or several, for a multi-extent file)."""
 
-    __slots__ = ("iso_id", "key", "joliet_id", "node", "susp", "piece", "dir")
+    __slots__ = ("iso_id", "joliet_id", "node", "susp", "piece", "dir", "size", "count")
 
-    def __init__(self, iso_id, key, node):
+    def __init__(self, iso_id, node):
         self.iso_id = iso_id
-        self.key = key
         self.node = node
         self.joliet_id = None
         self.susp = b""
         self.piece = None
         self.dir = None  # the _Dir of a directory
+        #: A regular file's bytes and its extents (None: not a regular file).
+        self.size = 0
+        self.count = None
 
 
 class _Dir:
@@ -326,7 +343,9 @@ class IsoLayout:
         self.dirs: list[_Dir] = []
         self.jdirs: list[_Dir] = []
         self.files: list = []  # nodes with data, in order
+        self.file_sizes: list[int] = []
         self.extents: dict[int, int] = {}  # id(node) -> first data sector
+        self._links: dict[int, int] = {}  # id(node) -> link count of a directory
 
     def _serial(self, node) -> int:
         return self.serials.setdefault(id(node), len(self.serials) + 1)
@@ -367,50 +386,60 @@ class IsoLayout:
             queue.extend(self._build_dir(d))
         self._joliet_order(root)
 
-    def _subdirs(self, node) -> int:
-        return sum(1 for c in node.children.values() if c.children is not None)
+    def _dir_links(self, node) -> int:
+        """A directory's link count: 2 and one per subdirectory (cached by node)."""
+        links = self._links.get(id(node))
+        if links is None:
+            links = self._links[id(node)] = 2 + sum(1 for c in node.children.values()
+                                                   if c.children is not None)
+        return links
 
     def _build_dir(self, d: _Dir) -> list[_Dir]:
         node = d.node
-        links = 2 + self._subdirs(node)
-        d.dot = _Name(b"\0", None, node)
+        d.dot = _Name(b"\0", node)
         first = [_SP] if d.parent is d else []
-        self._place(d, d.dot, self._susp(node, links, None, first) + ([_ER] if first else []), 1)
+        self._place(d, d.dot, self._susp(node, self._dir_links(node), None, first)
+                    + ([_ER] if first else []), 1)
         parent = d.parent.node
-        d.dotdot = _Name(b"\1", None, parent)
-        self._place(d, d.dotdot, self._susp(parent, 2 + self._subdirs(parent), None), 1)
+        d.dotdot = _Name(b"\1", parent)
+        self._place(d, d.dotdot, self._susp(parent, self._dir_links(parent), None), 1)
         taken, jtaken = set(), set()
-        subdirs = []
+        keys = []  # the records' sort keys: kept only while the directory is made
+        extents, files, file_sizes, nlinks = self.extents, self.files, self.file_sizes, self.nlinks
         for name, child in sorted(node.children.items()):
             is_dir = child.children is not None
             iso_id, key = _iso_name(name, is_dir, taken)
-            rec = _Name(iso_id, key, child)
-            path = join(d.path, name)
+            rec = _Name(iso_id, child)
+            keys.append(key)
             if child.target is not None and len(child.target) > SYMLINK_TARGET_MAX:
-                raise RumpfsError(f"{display(path)}: symlink target of {len(child.target)} "
-                                  f"bytes; ISO 9660 Rock Ridge readers take at most "
-                                  f"{SYMLINK_TARGET_MAX} (libisofs)")
+                raise RumpfsError(f"{display(join(d.path, name))}: symlink target of "
+                                  f"{len(child.target)} bytes; ISO 9660 Rock Ridge readers "
+                                  f"take at most {SYMLINK_TARGET_MAX} (libisofs)")
+            is_reg = not is_dir and child.mode & _IFMT == REG
             if is_dir:
-                links = 2 + self._subdirs(child)
-                rec.dir = _Dir(child, path, d)
+                links = self._dir_links(child)
+                rec.dir = _Dir(child, join(d.path, name), d)
                 rec.dir.iso_id = iso_id
-                subdirs.append(rec)
             else:
-                links = self.nlinks[id(child)]
-                if stat.S_IFMT(child.mode) == REG and id(child) not in self.extents:
-                    self.extents[id(child)] = 0
-                    self.files.append(child)
+                links = nlinks[id(child)]
+                if is_reg:
+                    rec.size = size = child.data.size if child.data is not None else 0
+                    rec.count = _extent_count(size)
+                    if id(child) not in extents:
+                        extents[id(child)] = 0
+                        files.append(child)
+                        file_sizes.append(size)
             self._place(d, rec, self._susp(child, links, name), len(iso_id))
-            if is_dir or stat.S_IFMT(child.mode) == REG:
+            if is_dir or is_reg:
                 rec.joliet_id = _joliet_name(name, jtaken)
                 if rec.dir is not None:
                     rec.dir.joliet_id = rec.joliet_id
                 d.jnames.append(rec)
             d.names.append(rec)
-        d.names.sort(key=lambda r: r.key)
+        names = d.names
+        d.names = [names[k] for k in sorted(range(len(names)), key=keys.__getitem__)]
         d.jnames.sort(key=lambda r: r.joliet_id)
-        subdirs.sort(key=lambda r: r.key)
-        return [r.dir for r in subdirs]
+        return [r.dir for r in d.names if r.dir is not None]
 
     def _joliet_order(self, root: _Dir) -> None:
         queue = [root]
@@ -428,9 +457,7 @@ class IsoLayout:
         yield _record_len(1, len(d.dotdot.susp) + (CE_SIZE if d.dotdot.piece else 0))
         for r in d.names:
             n = _record_len(len(r.iso_id), len(r.susp) + (CE_SIZE if r.piece else 0))
-            count = _extent_count(r.node.size) if r.dir is None and stat.S_IFMT(
-                r.node.mode) == REG else 1
-            for _ in range(count):
+            for _ in range(r.count or 1):
                 yield n
 
     def _joliet_lengths(self, d: _Dir):
@@ -438,8 +465,7 @@ class IsoLayout:
         yield _record_len(1)
         for r in d.jnames:
             n = _record_len(len(r.joliet_id))
-            count = 1 if r.dir is not None else _extent_count(r.node.size)
-            for _ in range(count):
+            for _ in range(r.count or 1):
                 yield n
 
     def allocate(self) -> int:
@@ -474,9 +500,9 @@ class IsoLayout:
             d.jextent = pos
             pos += d.jsize // SECTOR
         self.data_start = pos
-        for node in self.files:
-            size = node.size
-            self.extents[id(node)] = pos if size else 0
+        extents = self.extents
+        for node, size in zip(self.files, self.file_sizes):
+            extents[id(node)] = pos if size else 0
             pos += -(-size // SECTOR)
         if pos > MAX_SECTORS:
             raise RumpfsError(f"the image needs {pos} sectors of {SECTOR} bytes; an ISO 9660 "
@@ -495,53 +521,53 @@ class IsoLayout:
                                0, 0, 1, b"\0\1", len(ident))
         return head + ident + (b"\0" if len(ident) % 2 == 0 else b"") + susp + ce
 
-    def _name_records(self, rec: _Name, ident: bytes, joliet: bool):
+    def _name_records(self, rec: _Name, ident: bytes, joliet: bool) -> list[bytes]:
         node = rec.node
         susp, piece = (b"", None) if joliet else (rec.susp, rec.piece)
         if rec.dir is not None:
             d = rec.dir
             extent, size = (d.jextent, d.jsize) if joliet else (d.extent, d.size)
-            yield self._record(ident, extent, size, FLAG_DIRECTORY, node, susp, piece)
-            return
-        if stat.S_IFMT(node.mode) != REG:
-            yield self._record(ident, 0, 0, 0, node, susp, piece)
-            return
-        size = node.size
+            return [self._record(ident, extent, size, FLAG_DIRECTORY, node, susp, piece)]
+        if rec.count is None:
+            return [self._record(ident, 0, 0, 0, node, susp, piece)]
+        size, count = rec.size, rec.count
+        if count == 1:
+            return [self._record(ident, self.extents[id(node)] if size else 0, size, 0, node,
+                                 susp, piece)]
         first = self.extents[id(node)]
-        count = _extent_count(size)
-        for k in range(count):
-            part = min(EXTENT_MAX, size - k * EXTENT_MAX)
-            flags = FLAG_MULTI_EXTENT if k < count - 1 else 0
-            yield self._record(ident, first + k * (EXTENT_MAX // SECTOR) if size else 0, part,
-                               flags, node, susp, piece)
+        return [self._record(ident, first + k * (EXTENT_MAX // SECTOR),
+                             min(EXTENT_MAX, size - k * EXTENT_MAX),
+                             FLAG_MULTI_EXTENT if k < count - 1 else 0, node, susp, piece)
+                for k in range(count)]
 
     def _directory(self, d: _Dir, joliet: bool) -> bytes:
-        buf = bytearray()
-
-        def put(record: bytes) -> None:
-            if len(buf) % SECTOR + len(record) > SECTOR:
-                buf.extend(bytes(SECTOR - len(buf) % SECTOR))
-            buf.extend(record)
-
         p = d.parent
         if joliet:
-            put(self._record(b"\0", d.jextent, d.jsize, FLAG_DIRECTORY, d.node))
-            put(self._record(b"\1", p.jextent, p.jsize, FLAG_DIRECTORY, p.node))
+            records = [self._record(b"\0", d.jextent, d.jsize, FLAG_DIRECTORY, d.node),
+                       self._record(b"\1", p.jextent, p.jsize, FLAG_DIRECTORY, p.node)]
             for rec in d.jnames:
-                for r in self._name_records(rec, rec.joliet_id, True):
-                    put(r)
+                records += self._name_records(rec, rec.joliet_id, True)
             size = d.jsize
         else:
-            put(self._record(b"\0", d.extent, d.size, FLAG_DIRECTORY, d.node, d.dot.susp,
-                             d.dot.piece))
-            put(self._record(b"\1", p.extent, p.size, FLAG_DIRECTORY, p.node, d.dotdot.susp,
-                             d.dotdot.piece))
+            records = [self._record(b"\0", d.extent, d.size, FLAG_DIRECTORY, d.node,
+                                    d.dot.susp, d.dot.piece),
+                       self._record(b"\1", p.extent, p.size, FLAG_DIRECTORY, p.node,
+                                    d.dotdot.susp, d.dotdot.piece)]
             for rec in d.names:
-                for r in self._name_records(rec, rec.iso_id, False):
-                    put(r)
+                records += self._name_records(rec, rec.iso_id, False)
             size = d.size
-        buf.extend(bytes(size - len(buf)))
-        return bytes(buf)
+        # A record never crosses a sector boundary (ECMA-119 6.8.1.1).
+        out, pos, start = [], 0, 0
+        for k, record in enumerate(records):
+            if pos % SECTOR + len(record) > SECTOR:
+                out += records[start:k]
+                out.append(bytes(SECTOR - pos % SECTOR))
+                pos += SECTOR - pos % SECTOR
+                start = k
+            pos += len(record)
+        out += records[start:]
+        out.append(bytes(size - pos))
+        return b"".join(out)
 
     def _path_table(self, dirs, joliet: bool, fmt) -> bytes:
         out = bytearray()
@@ -585,6 +611,14 @@ class IsoLayout:
 
     def write(self, sink) -> int:
         from .layout import Terminator
+        # A file starts on a sector of its own, zeros after its data: the
+        # copy workers may join neighbouring files into one write.  The
+        # first copies go to them now, the rest while the directories are
+        # laid out.
+        sink.copies_own_units(SECTOR)
+        files = len(self.files)
+        per_dir = -(-files // (len(self.dirs) + len(self.jdirs)))
+        handed = self._hand_over(sink, 0, files // 4)
         root = self.dirs[0]
         pvd = self._descriptor(VD_PRIMARY, self._record(b"\0", root.extent, root.size,
                                                         FLAG_DIRECTORY, root.node),
@@ -599,39 +633,59 @@ class IsoLayout:
                              (self.jpt_l, self._path_table(self.jdirs, True, PATH_RECORD_L)),
                              (self.jpt_m, self._path_table(self.jdirs, True, PATH_RECORD_M))):
             sink.pwrite(table, where * SECTOR)
-        for d in self.dirs:
-            sink.pwrite(self._directory(d, False), d.extent * SECTOR)
-            if d.pieces:
-                area = bytearray(d.ce_sectors * SECTOR)
-                first = d.extent + d.size // SECTOR
-                for piece in d.pieces:
-                    start = (piece.sector - first) * SECTOR + piece.offset
-                    data = piece.data + (_ce(piece.next) if piece.next else b"")
-                    area[start:start + len(data)] = data
-                sink.pwrite(bytes(area), first * SECTOR)
-        for d in self.jdirs:
-            sink.pwrite(self._directory(d, True), d.jextent * SECTOR)
-        _copy_files(sink, self.files, lambda node: self.extents[id(node)] * SECTOR)
+        # Each tree's directories (and continuation areas) follow each
+        # other: written in long runs.
+        done = 0
+        for joliet, dirs in ((False, self.dirs), (True, self.jdirs)):
+            run, run_bytes = [], 0
+            run_at = (dirs[0].jextent if joliet else dirs[0].extent) * SECTOR
+            for d in dirs:
+                run.append(self._directory(d, joliet))
+                if not joliet and d.pieces:
+                    run.append(self._continuations(d))
+                run_bytes += (d.jsize if joliet else d.size + d.ce_sectors * SECTOR)
+                done += 1
+                if run_bytes >= DIR_RUN_BYTES:
+                    sink.pwrite(b"".join(run), run_at)
+                    run_at += run_bytes
+                    run, run_bytes = [], 0
+                    handed = self._hand_over(sink, handed, done * per_dir)
+            if run:
+                sink.pwrite(b"".join(run), run_at)
+        self._hand_over(sink, handed, files)
         return self.sectors * SECTOR
 
+    def _continuations(self, d: _Dir) -> bytes:
+        """The sectors after ``d``'s extent holding its records' continuation areas."""
+        area = bytearray(d.ce_sectors * SECTOR)
+        first = d.extent + d.size // SECTOR
+        for piece in d.pieces:
+            start = (piece.sector - first) * SECTOR + piece.offset
+            data = piece.data + (_ce(piece.next) if piece.next else b"")
+            area[start:start + len(data)] = data
+        return bytes(area)
 
-def _copy_files(sink, nodes, place) -> None:
-    """Hand the copies of the files' data to the sink's workers, a batch at
-    a time (one ``copy_at`` per file costs more than laying out its record)."""
-    jobs = []
-    for node in nodes:
-        data = node.data
-        if not node.size:
-            continue
-        if not hasattr(data, "path"):
-            sink.pwrite(data.data, place(node))
-            continue
-        jobs.append((data, 0, place(node), node.size))
-        if len(jobs) >= BATCH_JOBS:
-            sink.copier.add(jobs)
+    def _hand_over(self, sink, start: int, end: int) -> int:
+        """Give the sink's workers the copies of files ``start`` to ``end``
+        (in image order), a batch at a time: one copy_at per file costs more
+        than laying out its record.  (Data held in memory, not in a host
+        file, is written here at once.)"""
+        end = min(end, len(self.files))
+        extents, add = self.extents, sink.copier.add
+        for k in range(start, end, BATCH_JOBS):
             jobs = []
-    if jobs:
-        sink.copier.add(jobs)
+            for node, size in zip(self.files[k:min(k + BATCH_JOBS, end)],
+                                  self.file_sizes[k:min(k + BATCH_JOBS, end)]):
+                if not size:
+                    continue
+                data = node.data
+                if data.__class__ is HostData:
+                    jobs.append((data, 0, extents[id(node)] * SECTOR, size))
+                else:
+                    sink.pwrite(data.data[:size], extents[id(node)] * SECTOR)
+            if jobs:
+                add(jobs)
+        return max(start, end)
 
 
 def write_image(tree, sink, options: dict) -> int:
