@@ -162,6 +162,97 @@ def test_ffs_symlink_target_with_nul_check_is_the_gate(images, tmp_path):
     assert res.returncode == 1 and res.err.endswith("symlink target 'etc\\x00f1' has a NUL byte\n")
 
 
+def _inode_at(data: bytes, ino: int, order: str, loc: int) -> int:
+    """Image offset of inode ``ino`` of cylinder group 0, from the superblock
+    fields as layout.py declares them (fs.h ino_to_fsba)."""
+    lay = L.structs("little" if order == "<" else "big")
+    sb = lay.fs.parse(bytes(data[loc:loc + L.SIZEOF_FS]))
+    dinode = lay.ufs2_dinode if sb.fs_magic == L.FS_UFS2_MAGIC else lay.ufs1_dinode
+    assert ino < sb.fs_ipg
+    return sb.fs_iblkno * sb.fs_fsize + ino * dinode.sizeof()
+
+
+@pytest.mark.parametrize("name, order, loc", [("u1.img", "<", L.SBLOCK_UFS1),
+                                              ("u2.img", ">", L.SBLOCK_UFS2)])
+def test_ffs_size_past_the_allocated_file(images, tmp_path, name, order, loc):
+    """A di_size grown to a TiB over a file whose last block was its last
+    data: the block that would hold the new last byte is a hole, which no
+    BSD kernel makes (FreeBSD's fsck_ffs: FILE SIZE BEYOND END OF ALLOCATED
+    FILE).  check names the file and the inode; cat and extract refuse the
+    file with the same line instead of streaming a TiB of zeros."""
+    from ffs_testlib import dissect_open
+
+    data = bytearray(images[name])
+    path = write(tmp_path, "ok.img", data)
+    with open(path, "rb") as f:  # dissect.ffs, not our reader, names the inode
+        ino = dissect_open(f, "little" if order == "<" else "big").get("/sparse").inum
+    at = _inode_at(data, ino, order, loc) + L.offsetof(
+        L.structs("little").ufs2_dinode if name == "u2.img" else L.structs("little").ufs1_dinode,
+        "di_size")
+    assert struct.unpack_from(order + "Q", data, at)[0] == 300_004  # fuzz_readers' tree
+    size = 1 << 40
+    struct.pack_into(order + "Q", data, at, size)
+    path = write(tmp_path, "x.img", data)
+    line = (f"/sparse: inode {ino}: di_size {size} is beyond the end of the allocated file "
+            f"(block {(size - 1) // 8192}, which would hold its last byte, is a hole)")
+    res = run_rumpfs("check", path, check=False)
+    assert res.returncode == 1
+    assert res.out == f"{path}: {line}\n"
+    assert res.err == f"{path}: 1 problem(s) found\n"
+    res = run_rumpfs("cat", path, "/sparse", check=False)
+    one_error(res, f"{path}: {line}")
+    assert res.out == ""
+    res = run_rumpfs("extract", path, tmp_path / "out", check=False)
+    one_error(res, f"{path}: {line}")
+    assert not (tmp_path / "out" / "sparse").exists()
+    # ls still lists it, with the size the inode claims.
+    assert any(row.endswith(" /sparse") and f" {size} " in row
+               for row in run_rumpfs("ls", path).out.splitlines())
+
+
+@pytest.mark.parametrize("fmt, byteorder", [("ffs", "little"), ("ffs2", "big")])
+def test_ffs_sparse_files_that_end_in_a_hole(tmp_path, fmt, byteorder):
+    """Sparse sources whose tails are holes (in the direct blocks, under a
+    single and a double indirect block, and no data at all) keep working:
+    the writer allocates the block of the last byte, as a kernel does, so
+    check calls the image clean; dissect.ffs reads every file as the source
+    and sees that last block allocated; cat gives the source's bytes and
+    extract makes them sparse again."""
+    import hashlib
+
+    from ffs_testlib import dissect_open
+
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {"direct": (b"head", 50_000), "single": (b"head", 1 << 20),
+             "double": (b"head", 40 << 20), "nothing": (b"", 5 << 20)}
+    for name, (head, size) in files.items():
+        with open(src / name, "wb") as f:
+            f.write(head)
+            f.truncate(size)
+    image = tmp_path / "img"
+    api.pack([str(src)], str(image), api.PackOptions(format=fmt, byteorder=byteorder,
+                                                     stubetc=False, pwdb=False,
+                                                     format_options={"block_size": 8192}))
+    assert run_rumpfs("check", image).out == f"{image}: {fmt}: clean\n"
+    with open(image, "rb") as f:
+        fs = dissect_open(f, byteorder)
+        for name, (_head, size) in files.items():
+            node = fs.get("/" + name)
+            assert node.size == size
+            assert hashlib.sha256(node.open().read()).digest() == \
+                hashlib.sha256((src / name).read_bytes()).digest()
+            last_run_start, _frags = node.dataruns()[-1]
+            assert last_run_start is not None, name  # the last block is not a hole
+            assert node.inode.di_blocks * 512 <= 4 * 8192 + 4096, name  # holes stay holes
+    for name in files:
+        assert run_rumpfs("cat", image, name).stdout == (src / name).read_bytes()
+    run_rumpfs("extract", image, tmp_path / "x")
+    for name, (_head, size) in files.items():
+        st = os.stat(tmp_path / "x" / name)
+        assert st.st_size == size and st.st_blocks * 512 < max(size, 64 << 10)
+
+
 # --- cpio ------------------------------------------------------------------
 
 
