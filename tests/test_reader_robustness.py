@@ -11,12 +11,13 @@ from __future__ import annotations
 import gzip
 import lzma
 import os
+import shutil
 import stat
 import struct
 import subprocess
 
 import pytest
-from conftest import run_rumpfs
+from conftest import ROOT, run_rumpfs
 from fuzz_readers import SPEC, make_tree
 
 from rumpfs import api
@@ -363,6 +364,92 @@ def test_gzip_bomb_memory_is_bounded(tmp_path):
     assert res.returncode == 1, res.stderr
     assert res.stderr == (f"rumpfs: error: {path}: not an image rumpfs can read "
                           f"(known formats: cpio, fat, ffs, ffs2, iso)\n")
+
+
+def _gnu_cpio_gz(tmp_path, files: dict[str, tuple[bytes, int]]) -> str:
+    """A gzip'd newc archive made by GNU cpio and gzip(1) from a tree of
+    files (head bytes, then a hole to the size)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name, (head, size) in files.items():
+        with open(tree / name, "wb") as f:
+            f.write(head)
+            f.truncate(size)
+    archive = tmp_path / "a.cpio.gz"
+    listing = "".join(f"{n}\n" for n in files).encode()
+    with open(archive, "wb") as out:
+        subprocess.run(["sh", "-c", "set -e; cpio -o -H newc --quiet | gzip -9 -n"], cwd=tree,
+                       input=listing, stdout=out, check=True)
+    return str(archive)
+
+
+def test_compressed_cpio_is_read_as_a_stream(tmp_path):
+    """A compressed cpio is read straight from its decompressor: with no
+    room at all for a temporary copy (RUMPFS_SPOOL_LIMIT=0), ls, check, cat
+    and extract of 16 MiB of zeros in 16 KB of gzip work, and give the
+    files GNU cpio archived."""
+    files = {"a": (b"first\n", 6), "zeros": (b"", 16 << 20), "z": (b"last\n", 5)}
+    archive = _gnu_cpio_gz(tmp_path, files)
+    assert os.path.getsize(archive) < 40_000
+    env = {"RUMPFS_SPOOL_LIMIT": "0"}
+    rows = run_rumpfs("ls", archive, env=env).out.splitlines()
+    assert [r.rsplit(" ", 1)[1] for r in rows] == ["/a", "/zeros", "/z"]
+    assert f" {16 << 20} " in rows[1]
+    assert run_rumpfs("check", archive, env=env).out == f"{archive}: cpio: clean\n"
+    for name in ("z", "a", "zeros"):  # the last member first: the stream starts again
+        res = run_rumpfs("cat", archive, name, env=env)
+        assert res.stdout == (tmp_path / "tree" / name).read_bytes()
+    run_rumpfs("extract", archive, tmp_path / "x", env=env)
+    for name in files:
+        assert (tmp_path / "x" / name).read_bytes() == (tmp_path / "tree" / name).read_bytes()
+
+
+def test_compressed_ffs_bomb_beyond_the_spool_limit(images, tmp_path):
+    """An FFS image (read with seeks, so from a temporary copy) padded with
+    zeros to 8 MiB, gzip'd to 10 KB: beyond RUMPFS_SPOOL_LIMIT it is one
+    line naming the file and the limit, and nothing is decompressed to
+    disk; under the limit it reads as the plain image does."""
+    data = images["u1.img"] + bytes((8 << 20) - len(images["u1.img"]))
+    plain = write(tmp_path, "plain.img", data)
+    path = str(tmp_path / "bomb.img.gz")
+    with open(path, "wb") as out:
+        subprocess.run(["gzip", "-9", "-n", "-c", plain], stdout=out, check=True)
+    assert os.path.getsize(path) < 20_000
+    for limit, shown, cmds in (("1m", 1 << 20, ("ls", "check", "info")),
+                               ("8388607", (8 << 20) - 1, ("cat",))):
+        for cmd in cmds:
+            res = run_rumpfs(cmd, path, *(["/etc/f1"] if cmd == "cat" else []),
+                             env={"RUMPFS_SPOOL_LIMIT": limit}, check=False)
+            one_error(res, f"{path}: the decompressed image ({8 << 20} bytes) needs a "
+                           f"temporary copy larger than the limit of {shown} bytes "
+                           f"(RUMPFS_SPOOL_LIMIT)")
+            assert res.out == ""
+    res = run_rumpfs("ls", path, env={"RUMPFS_SPOOL_LIMIT": "8m"})
+    assert res.out == run_rumpfs("ls", plain).out
+    one_error(run_rumpfs("ls", path, env={"RUMPFS_SPOOL_LIMIT": "lots"}, check=False),
+              "RUMPFS_SPOOL_LIMIT=lots: not a size (bytes, or with a k/m/g/t suffix)")
+
+
+def test_compressed_ffs_beyond_the_free_space_of_tmpdir(images, tmp_path):
+    """Whatever the limit, a temporary copy leaves 64 MiB free in TMPDIR
+    (here a 72 MiB tmpfs, so 8 MiB may be used)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to mount a tmpfs")
+    data = images["u1.img"] + bytes((10 << 20) - len(images["u1.img"]))
+    path = write(tmp_path, "big.img.gz", gzip.compress(data, compresslevel=1, mtime=0))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    script = (f'mount -t tmpfs -o size=72m t "{mnt}" && TMPDIR="{mnt}" '
+              f'RUMPFS_SPOOL_LIMIT=1t "{os.sys.executable}" -m rumpfs ls "{path}"')
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, capture_output=True,
+                         text=True)
+    if "mount:" in res.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr!r}")
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr == (f"rumpfs: error: {path}: the decompressed image ({10 << 20} bytes) "
+                          f"needs a temporary copy larger than the free space of {mnt} less "
+                          f"64 MiB ({8 << 20} bytes)\n")
 
 
 # --- ELF objects -----------------------------------------------------------
