@@ -364,6 +364,8 @@ def _terminate(signum, frame):
 
 def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # nohup keeps it ignored
+        signal.signal(signal.SIGHUP, _terminate)
     args = parse_args(argv)
     try:
         return args.func(args)
