@@ -277,6 +277,58 @@ with one error naming the path. See docs/extract.md.
 """
 
 
+class _Stdout:
+    """Standard output for the commands that print what they read: a write
+    the output cannot take (a full disk, /dev/full) is one line naming it,
+    not a traceback (a closed pipe stays a BrokenPipeError)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.failed = False
+
+    def _guard(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            self.failed = True
+            raise RumpfsError(f"standard output: {e.strerror}") from None
+
+    def write(self, data):
+        return self._guard(self._stream.write, data)
+
+    def flush(self):
+        return self._guard(self._stream.flush)
+
+    @property
+    def buffer(self):
+        guarded = _Stdout(self._stream.buffer)
+        guarded._guard = self._guard
+        return guarded
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _printing(command):
+    """Run ``command`` with sys.stdout guarded (see _Stdout) and flushed."""
+    def run(args) -> int:
+        real = sys.stdout
+        sys.stdout = guarded = _Stdout(real)
+        try:
+            status = command(args)
+            guarded.flush()
+            return status
+        finally:
+            # After a failed write the unwritten rest is dropped: the exit
+            # must not try (and fail) again.
+            sys.stdout = open(os.devnull, "w") if guarded.failed else real
+    run.__name__, run.__doc__ = command.__name__, command.__doc__
+    return run
+
+
+@_printing
 def cmd_ls(args) -> int:
     import json
 
@@ -296,6 +348,7 @@ def cmd_ls(args) -> int:
     return 0
 
 
+@_printing
 def cmd_cat(args) -> int:
     from .imagepath import resolve
     from .inspect import open_image
@@ -317,6 +370,7 @@ def cmd_extract(args) -> int:
     return 0
 
 
+@_printing
 def cmd_check(args) -> int:
     from .inspect import open_image
     reader = open_image(args.image)
@@ -333,6 +387,7 @@ def cmd_check(args) -> int:
     return 0
 
 
+@_printing
 def cmd_info(args) -> int:
     import json
 

@@ -387,3 +387,20 @@ def test_stubetc_into_a_full_read_only_or_forbidden_target(tmp_path):
     res = run_rumpfs("stubetc", locked / "etc", check=False, no_dac=True)
     assert res.returncode == 1
     assert res.err == f"rumpfs: error: {locked}/etc: Permission denied\n"
+
+
+@pytest.mark.parametrize("args", [["ls"], ["ls", "--json"], ["cat", "/hello"], ["check"],
+                                  ["info"], ["info", "--json"]],
+                         ids=["ls", "ls-json", "cat", "check", "info", "info-json"])
+def test_standard_output_that_is_full(inputs, tmp_path, args):
+    """What a reading command prints into a full standard output (here
+    /dev/full, as a full disk under a redirection) is one line naming it
+    (they were OSError tracebacks)."""
+    image = tmp_path / "ok.cpio"
+    run_rumpfs("pack", "--no-stubetc", inputs / "src", "-o", image)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run([sys.executable, "-m", "rumpfs", args[0], image, *args[1:]],
+                              env=env, stdout=full, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr == "rumpfs: error: standard output: No space left on device\n"
