@@ -115,7 +115,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with rumpfs's error convention: one line, exit status 1."""
 
     def error(self, message):
-        self.exit(1, f"rumpfs: error: {message} (see {self.prog} --help)\n")
+        self.exit(1, f"rumpfs: error: {shown(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> Parser:
@@ -413,6 +413,16 @@ def _print_info(info, indent=""):
             print(f"{indent}{key}: {value}")
 
 
+def shown(text: str) -> str:
+    """A message as printed: bytes of host names that are not UTF-8 (which
+    argv and os.fsdecode keep as lone surrogates) as \\xNN, the way names
+    from images are shown, instead of \\udcNN."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("ascii")
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt
 
@@ -425,7 +435,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except RumpfsError as e:
-        print(f"rumpfs: error: {e}", file=sys.stderr)
+        print(f"rumpfs: error: {shown(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("rumpfs: interrupted; no output written", file=sys.stderr)

@@ -404,3 +404,16 @@ def test_standard_output_that_is_full(inputs, tmp_path, args):
                               env=env, stdout=full, stderr=subprocess.PIPE, text=True)
     assert proc.returncode == 1
     assert proc.stderr == "rumpfs: error: standard output: No space left on device\n"
+
+
+def test_a_name_that_is_not_utf8_is_shown_with_escapes(tmp_path):
+    """Host names with bytes that are not UTF-8 print as \\xNN (they printed
+    as \\udcNN, Python's surrogates for them); UTF-8 names print as they are."""
+    for raw, shown in ((b"caf\xe9.img", "caf\\xe9.img"), ("café.img".encode(), "café.img")):
+        missing = os.path.join(os.fsencode(tmp_path), raw)
+        res = run_rumpfs("ls", missing, check=False)
+        assert res.returncode == 1
+        assert res.err == f"rumpfs: error: {tmp_path}/{shown}: no such file\n"
+        res = run_rumpfs("pack", "--no-stubetc", missing, "-o", tmp_path / "x.cpio", check=False)
+        assert res.returncode == 1 and res.err.count("\n") == 1
+        assert f"{tmp_path}/{shown}" in res.err and "\\udc" not in res.err
