@@ -133,11 +133,17 @@ class _Decompressing:
     UNKNOWN_SIZE = 1 << 62
     #: Bytes before the current piece still read without starting again.
     KEEP = 8 << 10
+    #: Starts from the beginning before the stream is copied to a temporary
+    #: file instead (within spool_limit): a crafted archive of hard links
+    #: read backwards must not cost a decompression each.
+    MAX_RESTARTS = 8
 
     def __init__(self, source, name: str, method: str):
         self.source, self.name, self.method = source, name, method
         self.size = None
         self._pieces = None
+        self.restarts = -1
+        self._copy = None
         self._restart()
 
     def _restart(self) -> None:
@@ -148,6 +154,32 @@ class _Decompressing:
         self._piece = b""
         self._piece_at = 0  # stream offset of self._piece[0]
         self._pos = 0
+        self.restarts += 1
+
+    def _copy_to_file(self) -> None:
+        """Decompress the whole stream once more, into a temporary file that
+        serves every read from now on."""
+        size = self.measure()
+        limit, why = spool_limit()
+        if size > limit:
+            raise RumpfsError(f"{self.name}: reading this archive backwards (hard links whose "
+                              f"data came earlier) needs a temporary copy of it ({size} "
+                              f"bytes) larger than {why}")
+        self._restart()
+        copy = tempfile.TemporaryFile()
+        try:
+            while self._next_piece():
+                # The piece's new bytes: those after what the file holds.
+                copy.write(self._piece[copy.tell() - self._piece_at:])
+            copy.flush()
+        except OSError as e:
+            copy.close()
+            raise RumpfsError(f"{self.name}: cannot copy the decompressed archive into "
+                              f"{tempfile.gettempdir()}: {e.strerror}") from None
+        except BaseException:
+            copy.close()
+            raise
+        self._copy = copy
 
     def _next_piece(self) -> bool:
         """Decompress the next piece, keeping the end of the last one (a
@@ -198,8 +230,17 @@ class _Decompressing:
         return self._pos
 
     def read(self, n: int = -1) -> bytes:
+        if self._copy is not None:
+            self._copy.seek(self._pos)
+            data = self._copy.read(n)
+            self._pos += len(data)
+            return data
         if self._pos < self._piece_at:
             pos = self._pos
+            if self.restarts >= self.MAX_RESTARTS:
+                self._copy_to_file()
+                self._pos = pos
+                return self.read(n)
             self._restart()
             self._pos = pos
         out = []
@@ -221,6 +262,8 @@ class _Decompressing:
     def close(self) -> None:
         if self._pieces is not None:
             self._pieces.close()
+        if self._copy is not None:
+            self._copy.close()
         self.source.close()
 
     def __enter__(self):

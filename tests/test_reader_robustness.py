@@ -404,6 +404,40 @@ def test_compressed_cpio_is_read_as_a_stream(tmp_path):
         assert (tmp_path / "x" / name).read_bytes() == (tmp_path / "tree" / name).read_bytes()
 
 
+def test_compressed_cpio_read_backwards_is_copied_once(tmp_path, monkeypatch):
+    """Hard links whose data sits on an earlier name that is not extracted
+    are read backwards in the stream; past a few starts from the beginning
+    the archive is decompressed once more into a temporary file (within the
+    spool limit) instead of once per link."""
+    from test_escape import REG, newc
+
+    from rumpfs import compress
+    from rumpfs.extract import extract
+    from rumpfs.inspect import _Decompressing, open_image
+
+    groups = 2 * _Decompressing.MAX_RESTARTS
+    # The data first, in reverse order, each larger than a decompressed
+    # piece: every b{i} reads before the data b{i-1} read.
+    size = compress._OUT_PIECE + 1
+    members = [(f"a{i}", REG, b"%x" % i * size, 100 + i, 2) for i in reversed(range(groups))]
+    members += [(f"b{i}", REG, b"", 100 + i, 2) for i in range(groups)]
+    path = write(tmp_path, "links.cpio.gz", gzip.compress(newc(members), mtime=0))
+    wanted = [f"b{i}" for i in range(groups)]
+    calls = []
+    real = compress.decompressed
+    monkeypatch.setattr(compress, "decompressed", lambda *a: calls.append(1) or real(*a))
+    extract(open_image(path), str(tmp_path / "x"), wanted)
+    for i in range(groups):
+        assert (tmp_path / "x" / f"b{i}").read_bytes() == b"%x" % i * size
+    assert len(calls) == _Decompressing.MAX_RESTARTS + 2  # the first pass, restarts, the copy
+    res = run_rumpfs("extract", path, tmp_path / "y", *wanted, env={"RUMPFS_SPOOL_LIMIT": "0"},
+                     check=False)
+    size = len(newc(members))
+    one_error(res, f"{path}: reading this archive backwards (hard links whose data came "
+                   f"earlier) needs a temporary copy of it ({size} bytes) larger than the "
+                   f"limit of 0 bytes (RUMPFS_SPOOL_LIMIT)")
+
+
 def test_compressed_ffs_bomb_beyond_the_spool_limit(images, tmp_path):
     """An FFS image (read with seeks, so from a temporary copy) padded with
     zeros to 8 MiB, gzip'd to 10 KB: beyond RUMPFS_SPOOL_LIMIT it is one
