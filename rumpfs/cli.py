@@ -115,7 +115,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with rumpfs's error convention: one line, exit status 1."""
 
     def error(self, message):
-        self.exit(1, f"rumpfs: error: {message} (see {self.prog} --help)\n")
+        self.exit(1, f"rumpfs: error: {shown(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> Parser:
@@ -280,6 +280,58 @@ with one error naming the path. See docs/extract.md.
 """
 
 
+class _Stdout:
+    """Standard output for the commands that print what they read: a write
+    the output cannot take (a full disk, /dev/full) is one line naming it,
+    not a traceback (a closed pipe stays a BrokenPipeError)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.failed = False
+
+    def _guard(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            self.failed = True
+            raise RumpfsError(f"standard output: {e.strerror}") from None
+
+    def write(self, data):
+        return self._guard(self._stream.write, data)
+
+    def flush(self):
+        return self._guard(self._stream.flush)
+
+    @property
+    def buffer(self):
+        guarded = _Stdout(self._stream.buffer)
+        guarded._guard = self._guard
+        return guarded
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _printing(command):
+    """Run ``command`` with sys.stdout guarded (see _Stdout) and flushed."""
+    def run(args) -> int:
+        real = sys.stdout
+        sys.stdout = guarded = _Stdout(real)
+        try:
+            status = command(args)
+            guarded.flush()
+            return status
+        finally:
+            # After a failed write the unwritten rest is dropped: the exit
+            # must not try (and fail) again.
+            sys.stdout = open(os.devnull, "w") if guarded.failed else real
+    run.__name__, run.__doc__ = command.__name__, command.__doc__
+    return run
+
+
+@_printing
 def cmd_ls(args) -> int:
     import json
 
@@ -299,6 +351,7 @@ def cmd_ls(args) -> int:
     return 0
 
 
+@_printing
 def cmd_cat(args) -> int:
     from .imagepath import resolve
     from .inspect import open_image
@@ -320,6 +373,7 @@ def cmd_extract(args) -> int:
     return 0
 
 
+@_printing
 def cmd_check(args) -> int:
     from .inspect import disk_problems, open_image
     reader = open_image(args.image)
@@ -336,6 +390,7 @@ def cmd_check(args) -> int:
     return 0
 
 
+@_printing
 def cmd_info(args) -> int:
     import json
 
@@ -361,17 +416,29 @@ def _print_info(info, indent=""):
             print(f"{indent}{key}: {value}")
 
 
+def shown(text: str) -> str:
+    """A message as printed: bytes of host names that are not UTF-8 (which
+    argv and os.fsdecode keep as lone surrogates) as \\xNN, the way names
+    from images are shown, instead of \\udcNN."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("ascii")
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # nohup keeps it ignored
+        signal.signal(signal.SIGHUP, _terminate)
     args = parse_args(argv)
     try:
         return args.func(args)
     except RumpfsError as e:
-        print(f"rumpfs: error: {e}", file=sys.stderr)
+        print(f"rumpfs: error: {shown(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("rumpfs: interrupted; no output written", file=sys.stderr)

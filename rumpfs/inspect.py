@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import tempfile
@@ -29,8 +30,12 @@ def _open_file(path: str):
     return f
 
 
-def locate(path: str):
-    """(file, offset, size, container info or None) of the image in ``path``."""
+def locate(path: str, fmt: str | None = None):
+    """(file, offset, size, container info or None) of the image in ``path``.
+
+    A compressed image is read through its decompressor: a cpio archive
+    (what the readers read front to back) straight from the stream, other
+    formats from a temporary copy no larger than :func:`spool_limit`."""
     f = _open_file(path)
     try:
         head = f.read(16)
@@ -43,11 +48,11 @@ def locate(path: str):
             if method:
                 # A compressed cpio in an object (an initramfs section).
                 part = _Slice(f, found.offset, found.size)
-                return _decompressed(part, path, method) + (found,)
+                return _decompressed(part, path, method, fmt) + (found,)
             return f, found.offset, found.size, found
         method = compress.sniff(head)
         if method:
-            return _decompressed(f, path, method) + (Compressed(method, size),)
+            return _decompressed(f, path, method, fmt) + (Compressed(method, size),)
         return f, 0, size, None
     except BaseException:
         f.close()
@@ -87,29 +92,252 @@ class Compressed:
         return {"compression": self.method, "compressed_size": self.size}
 
 
-def _decompressed(f, path: str, method: str):
-    """Decompress into an anonymous temporary file (never into memory)."""
-    tmp = tempfile.TemporaryFile()
-    # Errors about the image name the compressed file, not the temporary one.
-    tmp.raw.name = path
-    f.seek(0)
+#: Formats read front to back, straight from a decompressing stream.
+STREAMED_FORMATS = ("cpio",)
+#: How much a compressed image of another format may need in the temporary
+#: directory by default (RUMPFS_SPOOL_LIMIT changes it)...
+DEFAULT_SPOOL_LIMIT = 4 << 30
+SPOOL_LIMIT_VARIABLE = "RUMPFS_SPOOL_LIMIT"
+#: ... and the free space it always leaves there.
+SPOOL_MARGIN = 64 << 20
+_SUFFIXES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _decompressed(f, path: str, method: str, fmt: str | None):
+    """The decompressed image as (file, 0, size): the stream itself for the
+    formats read front to back, otherwise a bounded temporary copy."""
+    stream = _Decompressing(f, path, method)
     try:
-        for piece in compress.decompressed(f, method):
+        # The format first, from the first bytes: a bomb that is no image
+        # is refused before it is decompressed whole.
+        image_format = formats.get(fmt) if fmt else formats.detect(stream, 0, stream.UNKNOWN_SIZE)
+        if image_format.name in STREAMED_FORMATS:
+            # Measured by the reader, once it has read what it needs.
+            return stream, 0, stream.UNKNOWN_SIZE
+        size = stream.measure()
+        return _spool(stream, path, method, size), 0, size
+    except BaseException:
+        stream.close()
+        raise
+
+
+class _Decompressing:
+    """The decompressed bytes of a compressed file, read like a file without
+    being stored anywhere: a read after the position decompresses and drops
+    what lies before it, a read before it starts again from the beginning
+    (the cpio reader goes front to back: at most once more for ``cat``,
+    ``check`` and hard links whose data came earlier)."""
+
+    #: The size readers are given until the stream is measured (the cpio
+    #: reader asks :meth:`holds` instead).
+    UNKNOWN_SIZE = 1 << 62
+    #: Bytes before the current piece still read without starting again.
+    KEEP = 8 << 10
+    #: Starts from the beginning before the stream is copied to a temporary
+    #: file instead (within spool_limit): a crafted archive of hard links
+    #: read backwards must not cost a decompression each.
+    MAX_RESTARTS = 8
+
+    def __init__(self, source, name: str, method: str):
+        self.source, self.name, self.method = source, name, method
+        self.size = None
+        self._pieces = None
+        self.restarts = -1
+        self._copy = None
+        self._restart()
+
+    def _restart(self) -> None:
+        if self._pieces is not None:
+            self._pieces.close()
+        self.source.seek(0)
+        self._pieces = compress.decompressed(self.source, self.method)
+        self._piece = b""
+        self._piece_at = 0  # stream offset of self._piece[0]
+        self._pos = 0
+        self.restarts += 1
+
+    def _copy_to_file(self) -> None:
+        """Decompress the whole stream once more, into a temporary file that
+        serves every read from now on."""
+        size = self.measure()
+        limit, why = spool_limit()
+        if size > limit:
+            raise RumpfsError(f"{self.name}: reading this archive backwards (hard links whose "
+                              f"data came earlier) needs a temporary copy of it ({size} "
+                              f"bytes) larger than {why}")
+        self._restart()
+        copy = tempfile.TemporaryFile()
+        try:
+            while self._next_piece():
+                # The piece's new bytes: those after what the file holds.
+                copy.write(self._piece[copy.tell() - self._piece_at:])
+            copy.flush()
+        except OSError as e:
+            copy.close()
+            raise RumpfsError(f"{self.name}: cannot copy the decompressed archive into "
+                              f"{tempfile.gettempdir()}: {e.strerror}") from None
+        except BaseException:
+            copy.close()
+            raise
+        self._copy = copy
+
+    def _next_piece(self) -> bool:
+        """Decompress the next piece, keeping the end of the last one (a
+        symlink target is read just after its end was checked)."""
+        try:
+            piece = next(self._pieces)
+        except StopIteration:
+            return False
+        except compress.CorruptStream as e:
+            raise RumpfsError(f"{self.name}: corrupt {self.method} data: {e}") from None
+        kept = self._piece[-self.KEEP:]
+        self._piece_at += len(self._piece) - len(kept)
+        self._piece = kept + piece
+        return True
+
+    def measure(self) -> int:
+        """The decompressed size (decompressing what is left of the stream)."""
+        if self.size is None:
+            while self._next_piece():
+                pass
+            self.size = self._piece_at + len(self._piece)
+        return self.size
+
+    def holds(self, end: int) -> bool:
+        """Whether the stream has at least ``end`` bytes (decompressing up
+        to there, where a front-to-back reader goes next anyway)."""
+        if self.size is not None:
+            return end <= self.size
+        if end <= self._piece_at + len(self._piece):
+            return True
+        pos = self._pos
+        self._pos = end - 1
+        held = len(self.read(1)) == 1
+        self._pos = pos
+        return held
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_END:
+            pos += self.measure()
+        elif whence == os.SEEK_CUR:
+            pos += self._pos
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self._pos = pos
+        return pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        if self._copy is not None:
+            self._copy.seek(self._pos)
+            data = self._copy.read(n)
+            self._pos += len(data)
+            return data
+        if self._pos < self._piece_at:
+            pos = self._pos
+            if self.restarts >= self.MAX_RESTARTS:
+                self._copy_to_file()
+                self._pos = pos
+                return self.read(n)
+            self._restart()
+            self._pos = pos
+        out = []
+        left = (1 << 63) if n is None or n < 0 else n
+        while left > 0:
+            off = self._pos - self._piece_at
+            if off < len(self._piece):
+                chunk = self._piece[off:off + left]
+                out.append(chunk)
+                self._pos += len(chunk)
+                left -= len(chunk)
+            elif not self._next_piece():
+                break
+        return b"".join(out)
+
+    def fileno(self):
+        raise io.UnsupportedOperation("a decompressing stream has no file descriptor")
+
+    def close(self) -> None:
+        if self._pieces is not None:
+            self._pieces.close()
+        if self._copy is not None:
+            self._copy.close()
+        self.source.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def spool_limit() -> tuple[int, str]:
+    """The most a decompressed image may take in the temporary directory,
+    and how an error names that limit: RUMPFS_SPOOL_LIMIT (bytes, or with a
+    k/m/g/t suffix; default 4g), never more than the directory's free space
+    less SPOOL_MARGIN."""
+    text = os.environ.get(SPOOL_LIMIT_VARIABLE, "").strip()
+    limit, why = DEFAULT_SPOOL_LIMIT, f"the limit of {DEFAULT_SPOOL_LIMIT} bytes"
+    if text:
+        digits, mult = text.lower(), 1
+        if digits[-1:] in _SUFFIXES:
+            digits, mult = digits[:-1], _SUFFIXES[digits[-1]]
+        if not digits.isdigit():
+            raise RumpfsError(f"{SPOOL_LIMIT_VARIABLE}={text}: not a size (bytes, or with a "
+                              f"k/m/g/t suffix)")
+        limit = int(digits) * mult
+        why = f"the limit of {limit} bytes"
+    why += f" ({SPOOL_LIMIT_VARIABLE})"
+    directory = tempfile.gettempdir()
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return limit, why
+    room = max(0, st.f_bavail * st.f_frsize - SPOOL_MARGIN)
+    if room < limit:
+        return room, (f"the free space of {directory} less {SPOOL_MARGIN >> 20} MiB "
+                      f"({room} bytes)")
+    return limit, why
+
+
+def _spool(stream: _Decompressing, path: str, method: str, size: int):
+    """A temporary copy of the decompressed image, for readers that seek
+    (FFS, ISO, FAT): refused beyond :func:`spool_limit`, before anything is
+    written."""
+    limit, why = spool_limit()
+    if size > limit:
+        raise RumpfsError(f"{path}: the decompressed image ({size} bytes) needs a temporary "
+                          f"copy larger than {why}")
+    tmp = tempfile.TemporaryFile()
+    try:
+        stream.seek(0)
+        while True:
+            piece = stream.read(_SPOOL_PIECE)
+            if not piece:
+                break
             tmp.write(piece)
-    except compress.CorruptStream as e:
+        tmp.flush()
+    except OSError as e:
         tmp.close()
-        raise RumpfsError(f"{path}: corrupt {method} data: {e}") from None
+        raise RumpfsError(f"{path}: cannot copy the decompressed image into "
+                          f"{tempfile.gettempdir()}: {e.strerror}") from None
     except BaseException:
         tmp.close()
         raise
-    f.close()
-    tmp.flush()
-    return tmp, 0, tmp.seek(0, os.SEEK_END)
+    stream.close()
+    # Errors about the image name the compressed file, not the temporary one.
+    tmp.raw.name = path
+    return tmp
+
+
+_SPOOL_PIECE = 1 << 20
 
 
 def open_image(path: str, offset: int | None = None, fmt: str | None = None) -> formats.ImageReader:
     """A reader of the image in ``path``; ``with`` it (or ``close()``) to close the file."""
-    f, off, size, _container = locate(path)
+    f, off, size, _container = locate(path, fmt)
     try:
         if offset is not None:
             if not 0 <= offset <= size:
@@ -136,7 +364,8 @@ def describe(path: str) -> dict:
             info["image"] = {"offset": off, "size": size, "format": f"unknown ({e})"}
             return info
         reader = image_format.open(f, off, size)
-        image = {"offset": off, "size": size}
+        # A decompressing stream's size is known once its reader has read it.
+        image = {"offset": off, "size": getattr(reader, "size", size)}
         image.update(reader.info())
         info["image"] = image
         bootable = container is None and image_format.name == "iso" and _has_el_torito(f, off)

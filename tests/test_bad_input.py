@@ -350,3 +350,70 @@ def test_a_size_the_file_system_cannot_hold_fails_at_once(inputs, tmp_path):
     assert res.err == (f"rumpfs: error: --size: {size} bytes is more than a file in {tmp_path} "
                        f"can hold (EFBIG)\n")
     assert os.listdir(tmp_path) == []
+
+
+def test_wrap_of_an_image_it_cannot_read(inputs, tmp_path):
+    """A permission-denied image is one line naming it (it was a
+    PermissionError traceback), with or without --format."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop CAP_DAC_OVERRIDE")
+    image = tmp_path / "locked.cpio"
+    image.write_bytes((inputs / "image.cpio").read_bytes())
+    image.chmod(0)
+    for extra in ([], ["--format", "cpio"]):
+        res = run_rumpfs("wrap", image, *extra, "-o", tmp_path / "w.o", check=False,
+                         no_dac=True)
+        assert res.returncode == 1
+        assert res.err == f"rumpfs: error: {image}: cannot read: Permission denied\n"
+    assert sorted(os.listdir(tmp_path)) == ["locked.cpio"]
+
+
+def test_stubetc_into_a_full_read_only_or_forbidden_target(tmp_path):
+    """stubetc stops with one line naming the path (they were OSError
+    tracebacks), and leaves no half-written file."""
+    from test_extract import _in_tmpfs
+
+    res = _in_tmpfs(tmp_path, "size=8k",
+                    '"$PY" -m rumpfs stubetc "$MNT/e"; echo "rc=$?"; ls -A "$MNT/e"; '
+                    'mount -o remount,ro "$MNT" && "$PY" -m rumpfs stubetc "$MNT/ro"; '
+                    'echo "rc=$?"')
+    mnt = tmp_path / "mnt"
+    # group and hosts fit in 8 KiB; master.passwd is the one being written.
+    assert res.stderr == (f"rumpfs: error: {mnt}/e/master.passwd: No space left on device\n"
+                          f"rumpfs: error: {mnt}/ro: Read-only file system\n")
+    assert res.stdout == "rc=1\ngroup\nhosts\nrc=1\n"
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    res = run_rumpfs("stubetc", locked / "etc", check=False, no_dac=True)
+    assert res.returncode == 1
+    assert res.err == f"rumpfs: error: {locked}/etc: Permission denied\n"
+
+
+@pytest.mark.parametrize("args", [["ls"], ["ls", "--json"], ["cat", "/hello"], ["check"],
+                                  ["info"], ["info", "--json"]],
+                         ids=["ls", "ls-json", "cat", "check", "info", "info-json"])
+def test_standard_output_that_is_full(inputs, tmp_path, args):
+    """What a reading command prints into a full standard output (here
+    /dev/full, as a full disk under a redirection) is one line naming it
+    (they were OSError tracebacks)."""
+    image = tmp_path / "ok.cpio"
+    run_rumpfs("pack", "--no-stubetc", inputs / "src", "-o", image)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run([sys.executable, "-m", "rumpfs", args[0], image, *args[1:]],
+                              env=env, stdout=full, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr == "rumpfs: error: standard output: No space left on device\n"
+
+
+def test_a_name_that_is_not_utf8_is_shown_with_escapes(tmp_path):
+    """Host names with bytes that are not UTF-8 print as \\xNN (they printed
+    as \\udcNN, Python's surrogates for them); UTF-8 names print as they are."""
+    for raw, shown in ((b"caf\xe9.img", "caf\\xe9.img"), ("café.img".encode(), "café.img")):
+        missing = os.path.join(os.fsencode(tmp_path), raw)
+        res = run_rumpfs("ls", missing, check=False)
+        assert res.returncode == 1
+        assert res.err == f"rumpfs: error: {tmp_path}/{shown}: no such file\n"
+        res = run_rumpfs("pack", "--no-stubetc", missing, "-o", tmp_path / "x.cpio", check=False)
+        assert res.returncode == 1 and res.err.count("\n") == 1
+        assert f"{tmp_path}/{shown}" in res.err and "\\udc" not in res.err

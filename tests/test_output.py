@@ -653,14 +653,15 @@ _BLOCKING_PACK = (
 
 @pytest.mark.parametrize("signum,tmpfile", [
     (signal.SIGKILL, True), (signal.SIGHUP, True), (signal.SIGTERM, True), (signal.SIGINT, True),
-    (signal.SIGTERM, False), (signal.SIGINT, False)],
-    ids=["SIGKILL", "SIGHUP", "SIGTERM", "SIGINT", "SIGTERM-named", "SIGINT-named"])
+    (signal.SIGHUP, False), (signal.SIGTERM, False), (signal.SIGINT, False)],
+    ids=["SIGKILL", "SIGHUP", "SIGTERM", "SIGINT", "SIGHUP-named", "SIGTERM-named",
+         "SIGINT-named"])
 def test_signal_mid_pack_leaves_nothing(tmp_path, signum, tmpfile):
     """The pack is stopped while it copies (deterministically: the copy of
     one file waits on a fifo).  The output being written has no name
     (O_TMPFILE), so even SIGKILL leaves nothing; the old output is intact.
-    Without O_TMPFILE the named temporary file is removed on SIGTERM and
-    SIGINT."""
+    Without O_TMPFILE the named temporary file is removed on SIGHUP,
+    SIGTERM and SIGINT."""
     src = tmp_path / "src"
     _small_tree(src)
     (src / "block").write_bytes(b"x" * 5000)
@@ -695,13 +696,27 @@ def test_signal_mid_pack_leaves_nothing(tmp_path, signum, tmpfile):
         proc.wait()
     err = proc.stderr.read()
     proc.stderr.close()
-    if signum in (signal.SIGINT, signal.SIGTERM):
+    if signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         assert proc.returncode == 130
         assert err == b"rumpfs: interrupted; no output written\n"
     else:
         assert proc.returncode == -signum
     assert os.listdir(outdir) == ["out.cpio"]
     assert out.read_bytes() == b"precious"
+
+
+def test_nohup_keeps_sighup_ignored(tmp_path, capsys):
+    """SIGHUP stops a pack like SIGTERM, unless it was ignored (nohup)."""
+    from rumpfs import cli
+    saved = {n: signal.getsignal(n) for n in (signal.SIGHUP, signal.SIGTERM)}
+    try:
+        for before, after in ((signal.SIG_IGN, signal.SIG_IGN), (signal.SIG_DFL, cli._terminate)):
+            signal.signal(signal.SIGHUP, before)
+            assert cli.main(["ls", str(tmp_path / "none")]) == 1
+            assert signal.getsignal(signal.SIGHUP) == after
+    finally:
+        for n, handler in saved.items():
+            signal.signal(n, handler)
 
 
 # -- sources that change while they are packed ---------------------------------------

@@ -11,12 +11,13 @@ from __future__ import annotations
 import gzip
 import lzma
 import os
+import shutil
 import stat
 import struct
 import subprocess
 
 import pytest
-from conftest import run_rumpfs
+from conftest import ROOT, run_rumpfs
 from fuzz_readers import SPEC, make_tree
 
 from rumpfs import api
@@ -162,6 +163,97 @@ def test_ffs_symlink_target_with_nul_check_is_the_gate(images, tmp_path):
     assert res.returncode == 1 and res.err.endswith("symlink target 'etc\\x00f1' has a NUL byte\n")
 
 
+def _inode_at(data: bytes, ino: int, order: str, loc: int) -> int:
+    """Image offset of inode ``ino`` of cylinder group 0, from the superblock
+    fields as layout.py declares them (fs.h ino_to_fsba)."""
+    lay = L.structs("little" if order == "<" else "big")
+    sb = lay.fs.parse(bytes(data[loc:loc + L.SIZEOF_FS]))
+    dinode = lay.ufs2_dinode if sb.fs_magic == L.FS_UFS2_MAGIC else lay.ufs1_dinode
+    assert ino < sb.fs_ipg
+    return sb.fs_iblkno * sb.fs_fsize + ino * dinode.sizeof()
+
+
+@pytest.mark.parametrize("name, order, loc", [("u1.img", "<", L.SBLOCK_UFS1),
+                                              ("u2.img", ">", L.SBLOCK_UFS2)])
+def test_ffs_size_past_the_allocated_file(images, tmp_path, name, order, loc):
+    """A di_size grown to a TiB over a file whose last block was its last
+    data: the block that would hold the new last byte is a hole, which no
+    BSD kernel makes (FreeBSD's fsck_ffs: FILE SIZE BEYOND END OF ALLOCATED
+    FILE).  check names the file and the inode; cat and extract refuse the
+    file with the same line instead of streaming a TiB of zeros."""
+    from ffs_testlib import dissect_open
+
+    data = bytearray(images[name])
+    path = write(tmp_path, "ok.img", data)
+    with open(path, "rb") as f:  # dissect.ffs, not our reader, names the inode
+        ino = dissect_open(f, "little" if order == "<" else "big").get("/sparse").inum
+    at = _inode_at(data, ino, order, loc) + L.offsetof(
+        L.structs("little").ufs2_dinode if name == "u2.img" else L.structs("little").ufs1_dinode,
+        "di_size")
+    assert struct.unpack_from(order + "Q", data, at)[0] == 300_004  # fuzz_readers' tree
+    size = 1 << 40
+    struct.pack_into(order + "Q", data, at, size)
+    path = write(tmp_path, "x.img", data)
+    line = (f"/sparse: inode {ino}: di_size {size} is beyond the end of the allocated file "
+            f"(block {(size - 1) // 8192}, which would hold its last byte, is a hole)")
+    res = run_rumpfs("check", path, check=False)
+    assert res.returncode == 1
+    assert res.out == f"{path}: {line}\n"
+    assert res.err == f"{path}: 1 problem(s) found\n"
+    res = run_rumpfs("cat", path, "/sparse", check=False)
+    one_error(res, f"{path}: {line}")
+    assert res.out == ""
+    res = run_rumpfs("extract", path, tmp_path / "out", check=False)
+    one_error(res, f"{path}: {line}")
+    assert not (tmp_path / "out" / "sparse").exists()
+    # ls still lists it, with the size the inode claims.
+    assert any(row.endswith(" /sparse") and f" {size} " in row
+               for row in run_rumpfs("ls", path).out.splitlines())
+
+
+@pytest.mark.parametrize("fmt, byteorder", [("ffs", "little"), ("ffs2", "big")])
+def test_ffs_sparse_files_that_end_in_a_hole(tmp_path, fmt, byteorder):
+    """Sparse sources whose tails are holes (in the direct blocks, under a
+    single and a double indirect block, and no data at all) keep working:
+    the writer allocates the block of the last byte, as a kernel does, so
+    check calls the image clean; dissect.ffs reads every file as the source
+    and sees that last block allocated; cat gives the source's bytes and
+    extract makes them sparse again."""
+    import hashlib
+
+    from ffs_testlib import dissect_open
+
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {"direct": (b"head", 50_000), "single": (b"head", 1 << 20),
+             "double": (b"head", 40 << 20), "nothing": (b"", 5 << 20)}
+    for name, (head, size) in files.items():
+        with open(src / name, "wb") as f:
+            f.write(head)
+            f.truncate(size)
+    image = tmp_path / "img"
+    api.pack([str(src)], str(image), api.PackOptions(format=fmt, byteorder=byteorder,
+                                                     stubetc=False, pwdb=False,
+                                                     format_options={"block_size": 8192}))
+    assert run_rumpfs("check", image).out == f"{image}: {fmt}: clean\n"
+    with open(image, "rb") as f:
+        fs = dissect_open(f, byteorder)
+        for name, (_head, size) in files.items():
+            node = fs.get("/" + name)
+            assert node.size == size
+            assert hashlib.sha256(node.open().read()).digest() == \
+                hashlib.sha256((src / name).read_bytes()).digest()
+            last_run_start, _frags = node.dataruns()[-1]
+            assert last_run_start is not None, name  # the last block is not a hole
+            assert node.inode.di_blocks * 512 <= 4 * 8192 + 4096, name  # holes stay holes
+    for name in files:
+        assert run_rumpfs("cat", image, name).stdout == (src / name).read_bytes()
+    run_rumpfs("extract", image, tmp_path / "x")
+    for name, (_head, size) in files.items():
+        st = os.stat(tmp_path / "x" / name)
+        assert st.st_size == size and st.st_blocks * 512 < max(size, 64 << 10)
+
+
 # --- cpio ------------------------------------------------------------------
 
 
@@ -272,6 +364,126 @@ def test_gzip_bomb_memory_is_bounded(tmp_path):
     assert res.returncode == 1, res.stderr
     assert res.stderr == (f"rumpfs: error: {path}: not an image rumpfs can read "
                           f"(known formats: cpio, fat, ffs, ffs2, iso)\n")
+
+
+def _gnu_cpio_gz(tmp_path, files: dict[str, tuple[bytes, int]]) -> str:
+    """A gzip'd newc archive made by GNU cpio and gzip(1) from a tree of
+    files (head bytes, then a hole to the size)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name, (head, size) in files.items():
+        with open(tree / name, "wb") as f:
+            f.write(head)
+            f.truncate(size)
+    archive = tmp_path / "a.cpio.gz"
+    listing = "".join(f"{n}\n" for n in files).encode()
+    with open(archive, "wb") as out:
+        subprocess.run(["sh", "-c", "set -e; cpio -o -H newc --quiet | gzip -9 -n"], cwd=tree,
+                       input=listing, stdout=out, check=True)
+    return str(archive)
+
+
+def test_compressed_cpio_is_read_as_a_stream(tmp_path):
+    """A compressed cpio is read straight from its decompressor: with no
+    room at all for a temporary copy (RUMPFS_SPOOL_LIMIT=0), ls, check, cat
+    and extract of 16 MiB of zeros in 16 KB of gzip work, and give the
+    files GNU cpio archived."""
+    files = {"a": (b"first\n", 6), "zeros": (b"", 16 << 20), "z": (b"last\n", 5)}
+    archive = _gnu_cpio_gz(tmp_path, files)
+    assert os.path.getsize(archive) < 40_000
+    env = {"RUMPFS_SPOOL_LIMIT": "0"}
+    rows = run_rumpfs("ls", archive, env=env).out.splitlines()
+    assert [r.rsplit(" ", 1)[1] for r in rows] == ["/a", "/zeros", "/z"]
+    assert f" {16 << 20} " in rows[1]
+    assert run_rumpfs("check", archive, env=env).out == f"{archive}: cpio: clean\n"
+    for name in ("z", "a", "zeros"):  # the last member first: the stream starts again
+        res = run_rumpfs("cat", archive, name, env=env)
+        assert res.stdout == (tmp_path / "tree" / name).read_bytes()
+    run_rumpfs("extract", archive, tmp_path / "x", env=env)
+    for name in files:
+        assert (tmp_path / "x" / name).read_bytes() == (tmp_path / "tree" / name).read_bytes()
+
+
+def test_compressed_cpio_read_backwards_is_copied_once(tmp_path, monkeypatch):
+    """Hard links whose data sits on an earlier name that is not extracted
+    are read backwards in the stream; past a few starts from the beginning
+    the archive is decompressed once more into a temporary file (within the
+    spool limit) instead of once per link."""
+    from test_escape import REG, newc
+
+    from rumpfs import compress
+    from rumpfs.extract import extract
+    from rumpfs.inspect import _Decompressing, open_image
+
+    groups = 2 * _Decompressing.MAX_RESTARTS
+    # The data first, in reverse order, each larger than a decompressed
+    # piece: every b{i} reads before the data b{i-1} read.
+    size = compress._OUT_PIECE + 1
+    members = [(f"a{i}", REG, b"%x" % i * size, 100 + i, 2) for i in reversed(range(groups))]
+    members += [(f"b{i}", REG, b"", 100 + i, 2) for i in range(groups)]
+    path = write(tmp_path, "links.cpio.gz", gzip.compress(newc(members), mtime=0))
+    wanted = [f"b{i}" for i in range(groups)]
+    calls = []
+    real = compress.decompressed
+    monkeypatch.setattr(compress, "decompressed", lambda *a: calls.append(1) or real(*a))
+    extract(open_image(path), str(tmp_path / "x"), wanted)
+    for i in range(groups):
+        assert (tmp_path / "x" / f"b{i}").read_bytes() == b"%x" % i * size
+    assert len(calls) == _Decompressing.MAX_RESTARTS + 2  # the first pass, restarts, the copy
+    res = run_rumpfs("extract", path, tmp_path / "y", *wanted, env={"RUMPFS_SPOOL_LIMIT": "0"},
+                     check=False)
+    size = len(newc(members))
+    one_error(res, f"{path}: reading this archive backwards (hard links whose data came "
+                   f"earlier) needs a temporary copy of it ({size} bytes) larger than the "
+                   f"limit of 0 bytes (RUMPFS_SPOOL_LIMIT)")
+
+
+def test_compressed_ffs_bomb_beyond_the_spool_limit(images, tmp_path):
+    """An FFS image (read with seeks, so from a temporary copy) padded with
+    zeros to 8 MiB, gzip'd to 10 KB: beyond RUMPFS_SPOOL_LIMIT it is one
+    line naming the file and the limit, and nothing is decompressed to
+    disk; under the limit it reads as the plain image does."""
+    data = images["u1.img"] + bytes((8 << 20) - len(images["u1.img"]))
+    plain = write(tmp_path, "plain.img", data)
+    path = str(tmp_path / "bomb.img.gz")
+    with open(path, "wb") as out:
+        subprocess.run(["gzip", "-9", "-n", "-c", plain], stdout=out, check=True)
+    assert os.path.getsize(path) < 20_000
+    for limit, shown, cmds in (("1m", 1 << 20, ("ls", "check", "info")),
+                               ("8388607", (8 << 20) - 1, ("cat",))):
+        for cmd in cmds:
+            res = run_rumpfs(cmd, path, *(["/etc/f1"] if cmd == "cat" else []),
+                             env={"RUMPFS_SPOOL_LIMIT": limit}, check=False)
+            one_error(res, f"{path}: the decompressed image ({8 << 20} bytes) needs a "
+                           f"temporary copy larger than the limit of {shown} bytes "
+                           f"(RUMPFS_SPOOL_LIMIT)")
+            assert res.out == ""
+    res = run_rumpfs("ls", path, env={"RUMPFS_SPOOL_LIMIT": "8m"})
+    assert res.out == run_rumpfs("ls", plain).out
+    one_error(run_rumpfs("ls", path, env={"RUMPFS_SPOOL_LIMIT": "lots"}, check=False),
+              "RUMPFS_SPOOL_LIMIT=lots: not a size (bytes, or with a k/m/g/t suffix)")
+
+
+def test_compressed_ffs_beyond_the_free_space_of_tmpdir(images, tmp_path):
+    """Whatever the limit, a temporary copy leaves 64 MiB free in TMPDIR
+    (here a 72 MiB tmpfs, so 8 MiB may be used)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to mount a tmpfs")
+    data = images["u1.img"] + bytes((10 << 20) - len(images["u1.img"]))
+    path = write(tmp_path, "big.img.gz", gzip.compress(data, compresslevel=1, mtime=0))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    script = (f'mount -t tmpfs -o size=72m t "{mnt}" && TMPDIR="{mnt}" '
+              f'RUMPFS_SPOOL_LIMIT=1t "{os.sys.executable}" -m rumpfs ls "{path}"')
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, capture_output=True,
+                         text=True)
+    if "mount:" in res.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr!r}")
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr == (f"rumpfs: error: {path}: the decompressed image ({10 << 20} bytes) "
+                          f"needs a temporary copy larger than the free space of {mnt} less "
+                          f"64 MiB ({8 << 20} bytes)\n")
 
 
 # --- ELF objects -----------------------------------------------------------

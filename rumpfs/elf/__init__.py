@@ -47,6 +47,10 @@ def wrap(image: str, output: str, *, target: str | None = None, like: str | None
         raise RumpfsError(f"{image}: cannot read: {e.strerror}") from None
     if not os.path.isfile(image):
         raise RumpfsError(f"{image}: not a regular file")
+    try:
+        os.close(os.open(image, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as e:
+        raise RumpfsError(f"{image}: cannot read: {e.strerror}") from None
     fmt_name, compressed = (image_format, False) if image_format else _detect(image)
     comp = component.resolve(options, fmt_name, target=tgt, compressed=compressed)
     size = st.st_size

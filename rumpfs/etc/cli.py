@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
 from ..errors import RumpfsError
@@ -63,12 +64,22 @@ def write_stubetc(directory: str, force: bool = False) -> list[str]:
             if os.path.lexists(os.path.join(directory, name)):
                 raise RumpfsError(f"{os.path.join(directory, name)}: already exists "
                                   f"(give --force to overwrite)")
-    os.makedirs(directory, exist_ok=True)
-    secret = os.path.basename(MASTER_PASSWD)
-    for name in names:
-        dest = os.path.join(directory, name)
-        shutil.copyfile(os.path.join(src, name), dest)
-        os.chmod(dest, 0o600 if name == secret else 0o644)
+    dest = directory
+    try:
+        os.makedirs(directory, exist_ok=True)
+        secret = os.path.basename(MASTER_PASSWD)
+        for name in names:
+            dest = os.path.join(directory, name)
+            try:
+                shutil.copyfile(os.path.join(src, name), dest)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(dest)  # no half-written file stays
+                raise
+            os.chmod(dest, 0o600 if name == secret else 0o644)
+    except OSError as e:
+        # A full, read-only or forbidden target: one line naming the path.
+        raise RumpfsError(f"{dest}: {e.strerror}") from None
     return names
 
 

@@ -28,16 +28,36 @@ class CpioReader(ImageReader):
     """Index of the members of an archive at ``offset`` in ``f``."""
 
     format_name = "cpio"
+    #: A decompressing stream (rumpfs.inspect) measures itself only on
+    #: demand: the index is then made in the one pass that reads it.
+    _stream = None
 
     def __init__(self, f, offset: int = 0, size: int | None = None):
         self.f = f
         self.name = file_name(f)
         self.offset = offset
+        if hasattr(f, "holds"):
+            self._stream = f
+        if self._stream is not None:
+            size = self._stream.UNKNOWN_SIZE - offset
         self.size = os.fstat(f.fileno()).st_size - offset if size is None else size
         self.members: list[_Member] = []
         self.variant = None
         self.trailer_at = None
         self._scan()
+        if self._stream is not None:
+            self.size = self._stream.measure() - offset
+
+    def _holds(self, end: int) -> bool:
+        """Whether the archive has ``end`` bytes."""
+        if self._stream is not None:
+            return self._stream.holds(self.offset + end)
+        return end <= self.size
+
+    def _archive_size(self) -> int:
+        if self._stream is not None:
+            return self._stream.measure() - self.offset
+        return self.size
 
     def _read(self, pos: int, n: int) -> bytes:
         """``n`` bytes at ``pos``, short at the end of the archive (never more
@@ -72,7 +92,7 @@ class CpioReader(ImageReader):
             if len(name) < namesize:
                 raise self.error(f"truncated cpio archive: the name at offset "
                                  f"{pos + HEADER_SIZE} needs {namesize} bytes, the archive "
-                                 f"has {self.size}")
+                                 f"has {self._archive_size()}")
             if name[-1:] != b"\0":
                 raise self.error(f"corrupt cpio name at offset {pos + HEADER_SIZE}: "
                                  f"not NUL-terminated")
@@ -86,10 +106,10 @@ class CpioReader(ImageReader):
             if name == TRAILER_NAME:
                 self.trailer_at = pos
                 break
-            if data_offset + filesize > self.size:
+            if not self._holds(data_offset + filesize):
                 raise self.error(f"truncated cpio archive: {_show(name)} "
                                  f"needs {filesize} bytes at offset {data_offset}, "
-                                 f"the archive has {self.size}")
+                                 f"the archive has {self._archive_size()}")
             mode = h["c_mode"]
             m = _Member()
             m.header_offset = pos

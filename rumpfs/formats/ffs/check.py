@@ -110,6 +110,9 @@ class Checker:
         self.paths: dict[int, bytes] = {L.UFS_ROOTINO: b""}
         #: Per fragment: the inode that holds it, 0 when free, -1 for metadata.
         self.used = array("i")
+        #: (inode, logical block) of the regular files whose last block is a
+        #: hole, reported with their paths once pass 2 knows them.
+        self.past_end: list = []
         #: (inode, fragment, what, other inode or None) for every fragment
         #: claimed twice.
         self.dups: list = []
@@ -138,6 +141,7 @@ class Checker:
         self.mark_metadata()
         self.pass1()
         self.pass2()
+        self.report_past_end()
         self.pass4()
         self.pass5()
         self.p.summarize()
@@ -506,6 +510,7 @@ class Checker:
             raise _Stop()
 
         nblocks = L.howmany(size, r.bsize)
+        addr = None
         try:
             for lbn, addr, _count in r.block_map(din, indirect):
                 if addr == 0:
@@ -519,6 +524,20 @@ class Checker:
             self.check_tail_pointers(info, nblocks)
         except _Stop:
             info.ok = False
+            return
+        if addr == 0 and kind == L.IFREG:
+            # The block map ended in a hole: see FfsReader.last_block_hole.
+            self.past_end.append((info.ino, nblocks - 1))
+
+    def report_past_end(self) -> None:
+        for ino, lbn in self.past_end:
+            size = self.inodes[ino].size
+            path = self.paths.get(ino)
+            if path is None:
+                self.p.add(f"inode {ino}: di_size {size} is beyond the end of the allocated "
+                           f"file (block {lbn}, which would hold its last byte, is a hole)")
+            else:
+                self.p.add(self.r.size_past_end(path, ino, size, lbn))
 
     def check_tail_pointers(self, info: _Inode, nblocks: int) -> None:
         """Pointers in the last indirect block of each level past the end of

@@ -285,6 +285,39 @@ class FfsReader(ImageReader):
                                       nblocks, indirect)
             lbn += span
 
+    def bmap(self, din: dict, lbn: int) -> int:
+        """The fragment address of logical block ``lbn`` of an inode, 0 for a
+        hole (ufs_bmaparray: one pointer read per indirect level)."""
+        if lbn < L.UFS_NDADDR:
+            return din["di_db"][lbn]
+        lbn -= L.UFS_NDADDR
+        span = 1
+        for level in range(1, L.UFS_NIADDR + 1):
+            span *= self.nindir
+            if lbn < span:
+                addr = din["di_ib"][level - 1]
+                while addr and span > 1:
+                    span //= self.nindir
+                    slot, lbn = divmod(lbn, span)
+                    addr = self.pointers(addr)[slot]
+                return addr
+            lbn -= span
+        raise self.error(f"logical block {lbn} is beyond what an inode maps")
+
+    def last_block_hole(self, din: dict) -> int | None:
+        """The logical block holding the last byte of the file when it is a
+        hole, else None.  Every BSD kernel allocates a file's last byte
+        (ffs_truncate: "We must ensure that the last byte of the file is
+        allocated"), and FreeBSD's fsck_ffs calls a size past the last
+        allocated block "FILE SIZE BEYOND END OF ALLOCATED FILE": a size that
+        ends in a hole is a corrupted one (it would stream terabytes of
+        zeros), not a sparse file."""
+        size = din["di_size"]
+        if size <= 0:
+            return None
+        last = (size - 1) // self.bsize
+        return last if self.bmap(din, last) == 0 else None
+
     def _indirect(self, addr, level, lbn, span, nblocks, indirect):
         count = min(span, nblocks - lbn)
         if addr == 0:
@@ -448,10 +481,20 @@ class FfsReader(ImageReader):
                 stack.append(item)
 
     def read(self, entry: Entry) -> Iterator[bytes]:
-        din = self.inode(entry.ino) if entry.ino else self.inode(self.find(entry.path).ino)
+        ino = entry.ino or self.find(entry.path).ino
+        din = self.inode(ino)
         if not stat.S_ISREG(din["di_mode"]):
             raise self.error(f"/{show(entry.path)}: not a regular file")
+        hole = self.last_block_hole(din)
+        if hole is not None:
+            raise self.error(self.size_past_end(entry.path, ino, din["di_size"], hole))
         yield from self.data(din)
+
+    def size_past_end(self, path: bytes, ino: int, size: int, lbn: int) -> str:
+        """What is wrong with a file whose last block is a hole (the reader's
+        and the checker's words)."""
+        return (f"/{show(path)}: inode {ino}: di_size {size} is beyond the end of the "
+                f"allocated file (block {lbn}, which would hold its last byte, is a hole)")
 
     def info(self) -> dict:
         fs = self.fs

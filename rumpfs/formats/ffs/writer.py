@@ -298,6 +298,11 @@ class Plan:
             runs = _without(runs, last) if tail < frag else _with(runs, last)
             if tail == frag:
                 tail = 0
+        else:
+            # So is the last block past the direct ones: every BSD kernel
+            # allocates a file's last byte, FreeBSD's fsck_ffs shortens a file
+            # whose size ends in a hole, and rumpfs's readers refuse it.
+            runs = _with(runs, nblk - 1)
         nfull = sum(n for _, n in runs)
         nind = count_indirect(runs, p.nindir)
         if nfull or nind:
