@@ -1,4 +1,4 @@
-"""Run rumpfs and the reference tools side by side and check the targets of issue 7.
+"""Run rumpfs and the reference tools side by side and check the targets of issues 7, 19.6, 21.6, 22.
 
 For every corpus, every tool runs as a subprocess, interleaved (A B C A B C
 ...) on a warm page cache.  Each run is measured from the outside:
@@ -14,11 +14,16 @@ run goes on.  makefs sizes images with a heuristic that fails on some
 trees: the runner reports that and reruns it with an explicit ``-s`` and
 ``-o density`` to get a time anyway (cells marked ``*``).
 
+Each command then runs again under ``taskset -c 0`` (one core); cells show
+the median with the min-max over the rounds, and flag a row whose slowest
+round exceeds MAX_SPREAD times its fastest.
+
 rumpfs runs as a user has it: a copy of the checkout taken at the start is
 pip-installed into a fresh venv and run as that venv's ``rumpfs`` script
 (``--live``: ``python -m rumpfs`` from the checkout; ``--rumpfs CMD``: CMD).
+rumpfs is run only through its CLI, so the writers can change freely.
 
-    python -m bench [--quick] [--corpus NAME,...] [--tool GLOB] [--reps N]
+    python -m bench [--quick] [--scale] [--corpus NAME,...] [--tool GLOB,...] [--reps N]
 """
 
 from __future__ import annotations
@@ -364,7 +369,8 @@ def fat_estimate(meta: dict) -> dict:
     cluster = 4096
     data = meta["payload_bytes"] + (meta["files"] + meta["dirs"]) * cluster
     size = (int(data * 1.1) + 4 * MiB) // MiB * MiB
-    fat_type = 12 if size < 16 * MiB else 16 if size < 512 * MiB else 32
+    clusters = size // cluster  # the FAT type follows from the cluster count
+    fat_type = 12 if clusters <= FAT12_MAX_CLUSTERS else 16 if clusters <= FAT16_MAX_CLUSTERS else 32
     return {"bytes": size, "type": fat_type, "sector": 512, "cluster_sectors": cluster // 512,
             "root_entries": 0 if fat_type == 32 else 512, "estimated": True}
 
@@ -949,6 +955,10 @@ class Bench:
             "cpio": version(["cpio", "--version"]),
             "bsdtar": version(["bsdtar", "--version"]),
             "objcopy": version(["objcopy", "--version"]),
+            "other references (Debian)": ", ".join(
+                f"{pkg} {version(['dpkg-query', '-W', '-f', '${Version}', pkg])}"
+                for pkg in ("pigz", "zstd", "xz-utils", "lz4", "xorriso", "genisoimage", "dosfstools",
+                            "mtools", "erofs-utils")),
             "load average": f"{self.load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after",
         }
 
