@@ -621,8 +621,9 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.quick = args.quick
-        #: Every command runs a second time pinned to one core (taskset -c 0).
+        #: Every command (or those of --one-core GLOBS) runs a second time pinned to one core.
         self.one_core = not args.no_one_core and shutil.which("taskset") is not None
+        self.one_core_globs = (args.one_core or "*").split(",")
         self.work = os.path.abspath(args.work or default_work())
         self.timeout = args.timeout or (180 if self.quick else 600)
         self.cells: dict[tuple[str, str], Cell] = {}
@@ -854,7 +855,8 @@ class Bench:
                 self.verify(cell, ctx, out)
         if output and os.path.exists(output):
             os.unlink(output)
-        if run.ok and self.one_core and not cell.failed1:
+        if (run.ok and self.one_core and not cell.failed1
+                and any(fnmatch.fnmatchcase(t.name, g) for g in self.one_core_globs)):
             # The same command on one core: what a user of a one-CPU VM or a
             # loaded build machine sees, and how much the parallel work helps.
             run1 = measure(["taskset", "-c", "0", *cell.argv], output, self.timeout,
@@ -1557,8 +1559,10 @@ def main(argv=None) -> int:
                    help="the scaling section (issue 22.5): etc, small10k, small100k and small1m "
                         "(1,000,000 files, about 2 GiB, generated once) with each format and makefs; "
                         "small1m runs one round")
+    p.add_argument("--one-core", metavar="GLOB,...",
+                   help="run only these tools a second time under taskset -c 0 (default: every tool)")
     p.add_argument("--no-one-core", action="store_true",
-                   help="do not run every command a second time under taskset -c 0 (halves the run)")
+                   help="do not run any command a second time under taskset -c 0 (halves the run)")
     p.add_argument("--reps", type=int, help="rounds per corpus (default 3, --quick 1)")
     p.add_argument("--large-reps", type=int, help="rounds for the large corpus")
     p.add_argument("--timeout", type=float, help="seconds per command (default 600, --quick 180)")

@@ -334,7 +334,7 @@ def test_every_command_is_run_again_on_one_core(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runmod, "measure", fake_measure)
     bench = runmod.Bench.__new__(runmod.Bench)
-    bench.one_core, bench.work, bench.timeout = True, str(tmp_path), 5
+    bench.one_core, bench.one_core_globs, bench.work, bench.timeout = True, ["bsdtar*"], str(tmp_path), 5
     bench.env, bench.code = {}, str(tmp_path)
     bench.args = type("A", (), {"quiet": True, "no_verify": True})()
     tool = runmod.Tool("bsdtar-newc", "cpio", lambda ctx, out: ["bsdtar", "-cf", out], ".cpio")
@@ -343,6 +343,10 @@ def test_every_command_is_run_again_on_one_core(tmp_path, monkeypatch):
     out = str(tmp_path / "stdlib.bsdtar-newc.cpio")
     assert calls == [["bsdtar", "-cf", out], ["taskset", "-c", "0", "bsdtar", "-cf", out]]
     assert cell.wall == 1.0 and cell.wall1 == 2.0
+    calls.clear()  # a tool --one-core does not name runs once
+    other = runmod.Cell("stdlib", runmod.Tool("rumpfs-cpio", "cpio", lambda ctx, out: ["r", out], ".cpio"))
+    bench.run_cell(other, fake_ctx(tmp_path), first=False)
+    assert len(calls) == 1 and other.runs1 == []
 
 
 def walls(*ws, one=()):
