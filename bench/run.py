@@ -1333,35 +1333,34 @@ class Bench:
         ``pairs`` is [(mine, ref), ...] checked together; with ``faster_of`` the
         reference of each corpus is the faster of the refs given.  Wall time on
         all cores, or under taskset -c 0 with ``one_core``."""
-        figures, held, seen = [], True, False
-        for corpus in (self.standin(c) for c in corpora_):
+        figures, verdicts = [], []
+        wall = (lambda c: c.wall1) if one_core else (lambda c: c.wall)
+        for corpus in dict.fromkeys(self.standin(c) for c in corpora_):
             for mine, refs in pairs:
                 refs = refs if isinstance(refs, tuple) else (refs,)
                 a = self.cell(corpus, mine)
-                bs = [self.cell(corpus, r) for r in refs]
-                bs = [b for b in bs if b is not None]
+                bs = [b for b in (self.cell(corpus, r) for r in refs) if b is not None]
                 if a is None or not bs:
                     continue
-                seen = True
                 if not a.ok:
-                    held = False
+                    verdicts.append(False)
                     figures.append(f"{corpus}: {mine} FAIL")
                     continue
-                ok_refs = [b for b in bs if b.ok and (b.wall1 if one_core else b.wall)]
+                ok_refs = [b for b in bs if b.ok]
                 if not ok_refs:
-                    figures.append(f"{corpus}: {'/'.join(refs)} FAIL")
+                    figures.append(f"{corpus}: {'/'.join(refs)} FAIL, not judged")
                     continue
-                wall = (lambda c: c.wall1) if one_core else (lambda c: c.wall)
-                if wall(a) is None:
-                    held = False
-                    figures.append(f"{corpus}: {mine} has no one-core run")
+                timed = [b for b in ok_refs if wall(b) is not None]
+                if wall(a) is None or not timed:
+                    figures.append(f"{corpus}: no one-core runs (--one-core / --no-one-core), not judged")
                     continue
-                b = min(ok_refs, key=wall) if faster_of else ok_refs[0]
+                b = min(timed, key=wall) if faster_of else timed[0]
                 r = wall(a) / wall(b)
-                held &= r <= limit
+                verdicts.append(r <= limit)
                 figures.append(f"{corpus}: {mine} {wall(a):.3g} s vs {b.tool.name} {wall(b):.3g} s = {r:.2f}x"
                                + (f" (cpu {fmt_ratio(ratio(a.cpu, b.cpu))})" if not one_core else ""))
-        return (title, held if seen else None, "; ".join(figures) or "not run")
+        held = False if False in verdicts else True if verdicts else None
+        return (title, held, "; ".join(figures) or "not run")
 
     def targets_22(self) -> list:
         res = []

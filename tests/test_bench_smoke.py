@@ -522,3 +522,25 @@ def test_debian_corpus_falls_back_to_the_candidate_and_says_so(tmp_path, monkeyp
     (cache / "pkg-b_2%3a3.0-1_amd64.deb").write_bytes(b"b")  # cached pinned files are not fetched again
     debs, fallbacks = corpora.fetch_debian(str(cache))
     assert calls == [] and fallbacks == []
+
+
+def test_a_target_without_its_figures_is_not_held_by_default():
+    """A failed reference or a run without one-core figures is n/a, not held; a
+    failed rumpfs row is NOT held."""
+    from bench.run import Cell, Run
+
+    bench = fake_bench()
+    put(bench, "small100k", "rumpfs-ffs", 1.0)  # no one-core runs
+    put(bench, "small100k", "makefs-ffs1", 2.0)
+    put(bench, "debian", "rumpfs-ffs2", 1.0, 1.0)
+    bench.cells[("debian", "makefs-ffs2")] = Cell("debian", by_name()["makefs-ffs2"],
+                                                  failed=Run(False, 1, 1, 1, note="rc 1: makefs: bread"))
+    by = {t: (h, f) for t, h, f in bench.targets()}
+    (one,) = [v for t, v in by.items() if t.startswith("#22.2 FFS one core: rumpfs-ffs ")]
+    assert one == (None, "small100k: no one-core runs (--one-core / --no-one-core), not judged")
+    (ffs2,) = [v for t, v in by.items() if t.startswith("#22.2 FFS one core: rumpfs-ffs2")]
+    assert ffs2 == (None, "debian: makefs-ffs2 FAIL, not judged")
+    bench.cells[("small100k", "rumpfs-ffs")].failed = bench.cells[("debian", "makefs-ffs2")].failed
+    by = {t: (h, f) for t, h, f in bench.targets()}
+    (allcores,) = [v for t, v in by.items() if t.startswith("#22.2 FFS all cores") and "rumpfs-ffs wall" in t]
+    assert allcores == (False, "small100k: rumpfs-ffs FAIL")
