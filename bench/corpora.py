@@ -13,6 +13,16 @@ Every corpus is built from fixed seeds with fixed modes and times
                512 MiB sparse file with four 1 MiB extents, a small text.
 ``deep``       a 200-level directory chain, 5,000 symlinks of five kinds,
                1,000 extra hard-link names.
+``debian``     a real tree: a fixed list of Debian packages at pinned
+               versions (``DEBIAN_PACKAGES``), fetched with ``apt-get
+               download`` into a cache and unpacked with ``dpkg-deb -x``;
+               a pinned version the archive no longer has is replaced by
+               its candidate, and the corpus's JSON says so.
+``small1m``    1,000,000 files, the same shape as small100k (opt-in: only
+               with ``--corpus small1m`` or ``--scale``).
+
+``NAME.tar`` beside a corpus (``ensure_tar``) is the same tree as a GNU tar
+archive, the input of the tar-layer rows.
 
 ``--quick`` corpora are smaller versions under ``<root>/quick``.  A corpus
 is generated into ``NAME.tmp`` and renamed when complete; ``NAME.json``
@@ -30,6 +40,7 @@ import os
 import random
 import shutil
 import stat
+import subprocess
 import sys
 import sysconfig
 
@@ -261,6 +272,79 @@ def gen_deep(dest: str, quick: bool) -> None:
         os.mkdir(os.path.join(dest, f"empty{i}"))
 
 
+#: The real-tree corpus: Debian bookworm packages at the versions of 2026-12-04
+#: (about 280 MB unpacked): headers (libc6-dev, linux-libc-dev, libstdc++,
+#: boost), Python and Perl libraries, locales, zoneinfo, man pages (with
+#: their .so links), and icon themes (symlink farms).
+DEBIAN_PACKAGES = (
+    ("libc6-dev", "2.36-9+deb12u14"),
+    ("linux-libc-dev", "6.1.192-3"),
+    ("libpython3.11-stdlib", "3.11.2-6+deb12u9"),
+    ("perl-modules-5.36", "5.36.0-7+deb12u4"),
+    ("locales", "2.36-9+deb12u14"),
+    ("tzdata", "2026f-0+deb12u1"),
+    ("manpages", "6.03-2"),
+    ("manpages-dev", "6.03-2"),
+    ("adwaita-icon-theme", "43-1"),
+    ("hicolor-icon-theme", "0.17-2"),
+    ("breeze-icon-theme", "4:5.103.0-1"),
+    ("libboost1.74-dev", "1.74.0+ds1-21"),
+    ("libstdc++-12-dev", "12.2.0-14+deb12u1"),
+)
+
+
+def _run(argv: list[str], cwd: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+
+
+def fetch_debian(cache: str, log=None) -> tuple[list[str], list[str]]:
+    """The .deb files of DEBIAN_PACKAGES in ``cache`` (downloaded once), and a
+    note for each package whose pinned version the archive no longer offers."""
+    os.makedirs(cache, exist_ok=True)
+    debs, fallbacks = [], []
+    for name, version in DEBIAN_PACKAGES:
+        # apt-get download names files NAME_VERSION_ARCH.deb with the epoch's ':' as %3a.
+        pinned = [f for f in os.listdir(cache)
+                  if f.startswith(f"{name}_{version.replace(':', '%3a')}_") and f.endswith(".deb")]
+        if not pinned:
+            if log:
+                log(f"apt-get download {name}={version}")
+            proc = _run(["apt-get", "download", f"{name}={version}"], cwd=cache)
+            if proc.returncode == 0:
+                pinned = [f for f in os.listdir(cache)
+                          if f.startswith(f"{name}_{version.replace(':', '%3a')}_") and f.endswith(".deb")]
+        if pinned:
+            debs.append(os.path.join(cache, sorted(pinned)[0]))
+            continue
+        # The pinned version is gone (a point release replaced it): take the candidate.
+        before = set(os.listdir(cache))
+        proc = _run(["apt-get", "download", name], cwd=cache)
+        got = sorted(f for f in set(os.listdir(cache)) - before if f.endswith(".deb"))
+        if proc.returncode != 0 or not got:
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            raise SystemExit(f"bench: cannot download Debian package {name} "
+                             f"({lines[-1] if lines else 'apt-get download failed'})")
+        debs.append(os.path.join(cache, got[0]))
+        fallbacks.append(f"{name} {version} is gone from the archive: used {got[0]}")
+    return debs, fallbacks
+
+
+def gen_debian(dest: str, quick: bool, root: str, log=None) -> dict:
+    """The real tree: every package of DEBIAN_PACKAGES unpacked into ``dest``.
+
+    Files keep the times and modes their packages give them; directories,
+    which the unpacking of later packages touches, get the fixed time."""
+    debs, fallbacks = fetch_debian(os.path.join(root, "debian-debs"), log)
+    os.mkdir(dest)
+    for deb in debs:
+        proc = _run(["dpkg-deb", "-x", deb, dest])
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: dpkg-deb -x {deb} failed: {proc.stderr.strip()}")
+    for dirpath, _, _ in os.walk(dest):
+        os.utime(dirpath, (FIXED_TIME, FIXED_TIME))
+    return {"packages": [os.path.basename(d) for d in debs], "fallbacks": fallbacks}
+
+
 GENERATORS = {
     "etc": lambda d, q: gen_etc(d, q),
     "stdlib": lambda d, q: gen_stdlib(d, q),
@@ -268,11 +352,16 @@ GENERATORS = {
     "small1k": lambda d, q: gen_small(d, 1000),
     "small10k": lambda d, q: gen_small(d, 10_000),
     "small100k": lambda d, q: gen_small(d, 100_000),
+    "small1m": lambda d, q: gen_small(d, 1_000_000),
     "large": lambda d, q: gen_large(d, q),
+    "debian": None,  # gen_debian: it needs the root (for its .deb cache) and returns notes
 }
 
-FULL = ("etc", "stdlib", "deep", "small10k", "small100k", "large")
+FULL = ("etc", "stdlib", "deep", "small10k", "small100k", "large", "debian")
 QUICK = ("etc", "stdlib", "deep", "small1k", "small10k", "large")
+#: The scaling section (--scale): small trees of one shape, 10k to 1M files,
+#: with etc for each tool's fixed cost.
+SCALE = ("etc", "small10k", "small100k", "small1m")
 
 
 def corpus_root(root: str | None, quick: bool) -> str:
@@ -287,7 +376,8 @@ def ensure(name: str, root: str | None = None, quick: bool = False, log=None) ->
     path = os.path.join(base, name)
     meta_path = path + ".json"
     stamp = {"version": VERSION, "quick": quick,
-             "source": stdlib_source() if name == "stdlib" else None}
+             "source": stdlib_source() if name == "stdlib" else
+             [list(p) for p in DEBIAN_PACKAGES] if name == "debian" else None}
     if os.path.isdir(path) and os.path.exists(meta_path):
         with open(meta_path) as f:
             meta = json.load(f)
@@ -300,18 +390,38 @@ def ensure(name: str, root: str | None = None, quick: bool = False, log=None) ->
         if os.path.lexists(stale):
             shutil.rmtree(stale)
     old_umask = os.umask(0o022)
+    extra = {}
     try:
-        GENERATORS[name](tmp, quick)
+        if name == "debian":
+            extra = gen_debian(tmp, quick, base, log)
+        else:
+            GENERATORS[name](tmp, quick)
     finally:
         os.umask(old_umask)
     os.chmod(tmp, 0o755)
-    _fix_times(tmp)
+    if name != "debian":
+        _fix_times(tmp)
     os.rename(tmp, path)
     meta = scan(path)
+    meta.update(extra)
     meta["stamp"] = stamp
     with open(meta_path, "w") as f:
         json.dump(meta, f, indent=1)
     return path, meta
+
+
+def ensure_tar(name: str, path: str) -> str:
+    """``NAME.tar`` beside the corpus: the tree as a GNU tar archive (sorted
+    names, numeric owners), made once; the tar layer's input."""
+    tar = path + ".tar"
+    if os.path.exists(tar) and os.path.getmtime(tar) >= os.path.getmtime(path + ".json"):
+        return tar
+    proc = _run(["tar", "--sort=name", "--format=gnu", "--numeric-owner", "-C", path,
+                 "-cf", tar + ".tmp", "."])
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: cannot make {tar}: {proc.stderr.strip()}")
+    os.rename(tar + ".tmp", tar)
+    return tar
 
 
 def main(argv=None) -> int:
@@ -324,6 +434,8 @@ def main(argv=None) -> int:
         if name not in GENERATORS:
             p.error(f"{name}: unknown corpus (known: {', '.join(GENERATORS)})")
         path, meta = ensure(name, args.root, args.quick, log=lambda m: print(m, file=sys.stderr))
+        for note in meta.get("fallbacks", ()):
+            print(f"{name}: {note}", file=sys.stderr)
         print(f"{name}\t{path}\t{meta['entries']} entries\t{meta['payload_bytes']} bytes")
     return 0
 

@@ -1,4 +1,4 @@
-"""Run rumpfs and the reference tools side by side and check the targets of issue 7.
+"""Run rumpfs and the reference tools side by side and check the targets of issues 7, 19.6, 21.6, 22.
 
 For every corpus, every tool runs as a subprocess, interleaved (A B C A B C
 ...) on a warm page cache.  Each run is measured from the outside:
@@ -14,11 +14,16 @@ run goes on.  makefs sizes images with a heuristic that fails on some
 trees: the runner reports that and reruns it with an explicit ``-s`` and
 ``-o density`` to get a time anyway (cells marked ``*``).
 
+Each command then runs again under ``taskset -c 0`` (one core); cells show
+the median with the min-max over the rounds, and flag a row whose slowest
+round exceeds MAX_SPREAD times its fastest.
+
 rumpfs runs as a user has it: a copy of the checkout taken at the start is
 pip-installed into a fresh venv and run as that venv's ``rumpfs`` script
 (``--live``: ``python -m rumpfs`` from the checkout; ``--rumpfs CMD``: CMD).
+rumpfs is run only through its CLI, so the writers can change freely.
 
-    python -m bench [--quick] [--corpus NAME,...] [--tool GLOB] [--reps N]
+    python -m bench [--quick] [--scale] [--corpus NAME,...] [--tool GLOB,...] [--reps N]
 """
 
 from __future__ import annotations
@@ -67,6 +72,23 @@ PACK_RSS_PER_ENTRY_KIB = 1
 MAX_RSS_GROWTH_WITH_BYTES_KIB = 16 * 1024
 #: Time per file may grow at most this much from the 10k to the 100k corpus.
 MAX_SCALING = 1.2
+
+# -- targets of issues 19.6, 21.6 and 22 ----------------------------------------------------------
+
+#: Compressed cpio wall time over bsdtar piped into the standard compressor (22.1).
+MAX_COMPRESSED_RATIO = 1.0
+#: FFS wall time over makefs's, on one core and on all cores (22.2).
+MAX_FFS_ONE_CORE_RATIO = 0.8
+MAX_FFS_ALL_CORES_RATIO = 0.6
+#: A row whose slowest round exceeds its fastest by more than this is flagged (22.4).
+MAX_SPREAD = 1.3
+#: Peak RSS of every pack: this base plus this much per entry, in KiB (22.5).
+SCALE_RSS_BASE_KIB = 60 * 1024
+SCALE_RSS_PER_ENTRY_KIB = 0.5
+#: ISO and FAT wall time over the faster reference (19.6).
+MAX_ISO_FAT_RATIO = 1.0
+#: A tar layer packs at least this fraction of the speed of the same tree as a directory (21.6).
+MIN_TAR_SPEED = 0.8
 
 
 #: GNU time, for the peak RSS of the tool alone (``%M``); without it, wait4's figure.
@@ -173,6 +195,10 @@ class Ctx:
     rumpfs: list[str] = field(default_factory=list)
     #: The interpreter of the Python floor: the one rumpfs runs on.
     python: str = sys.executable
+    #: The corpus as a tar archive (the tar-layer rows), when one of them runs.
+    tar: str | None = None
+    #: The geometry of rumpfs's FAT image of this corpus (``fat_geometry``), for the reference.
+    fat: dict | None = None
 
 
 @dataclass
@@ -189,6 +215,20 @@ class Tool:
     fallbacks: Callable[[Ctx, str], list[list[str]]] | None = None
     #: Only on corpora where this holds.
     when: Callable[[Ctx], bool] = lambda ctx: True
+    #: The corpora this tool runs on (None: all); in --quick, small10k stands for small100k.
+    only: tuple | None = None
+    #: In --quick, these instead (when the stand-ins would make the smoke run too long).
+    only_quick: tuple | None = None
+    #: Programs it needs: a missing one makes a FAIL cell naming its Debian package.
+    requires: tuple = ()
+    #: Why it cannot run on this machine (e.g. a program too old), or None.
+    unavailable: Callable[[], str | None] | None = None
+    #: Called with the output of its first successful run, before the output is removed.
+    after: Callable[[Ctx, str], None] | None = None
+    #: How ``bench.verify`` reads the output back (default: the group).
+    verify: tuple = ()
+    #: Reads the corpus as a tar archive (``Ctx.tar``).
+    needs_tar: bool = False
 
 
 def sh(script: str) -> list[str]:
@@ -240,37 +280,216 @@ def makefs_argv(version: int, ctx: Ctx, out: str, extra=()) -> list[str]:
     return ["makefs", "-t", "ffs", *opts, *extra, out, ctx.path]
 
 
-def tools() -> list[Tool]:
-    def rumpfs_pack(fmt):
-        return lambda ctx, out: [*ctx.rumpfs, "pack", "--no-stubetc", "--no-progress",
-                                 "--format", fmt, ctx.path, "-o", out]
+#: Debian package of each program a row needs (scripts/apt-test-packages.txt and
+#: scripts/apt-bench-packages.txt install them).
+PACKAGES = {
+    "pigz": "pigz", "zstd": "zstd", "xz": "xz-utils", "lz4": "lz4", "bsdtar": "libarchive-tools",
+    "xorriso": "xorriso", "genisoimage": "genisoimage", "mkfs.fat": "dosfstools", "mcopy": "mtools",
+    "mkfs.erofs": "erofs-utils", "makefs": "makefs", "cpio": "cpio", "objcopy": "binutils",
+    "taskset": "util-linux", "tar": "tar",
+}
 
-    return [
+#: Compressed cpio (issue 22.1): output suffix -> (rumpfs method, level, the reference row,
+#: its compressor command line, the decompressor that reads rumpfs's output back).  Levels
+#: are the references': pigz and xz default to 6, zstd to 3, and the kernel's build
+#: compresses lz4 with ``lz4 -l -9``.  Each reference is ``bsdtar --format newc`` piped into it.
+COMPRESSED = {
+    "gz": ("gzip", 6, "pigz-6", "pigz -6 -c", "gzip -dc"),
+    "zst": ("zstd", 3, "zstd-3-T0", "zstd -3 -T0 -q -c", "zstd -dc"),
+    "xz": ("xz", 6, "xz-6-T0", "xz -T0 -6 -c", "xz -dc"),
+    "lz4": ("lz4", 9, "lz4-l-9", "lz4 -l -9 -q -c", "lz4 -dc"),
+}
+
+#: Where the new rows of issues 19, 21 and 22 run (the corpora those issues name, the
+#: real tree, and etc for the fixed cost of the scaling line); small1m only when asked.
+ISO_FAT_CORPORA = ("etc", "stdlib", "small10k", "small100k", "debian", "small1m")
+COMPRESSED_CORPORA = ("stdlib", "small100k", "debian")
+TAR_CORPORA = ("stdlib", "small100k", "debian")
+#: In --quick, the corpus that stands for a full one.
+QUICK_STANDIN = {"small100k": "small10k", "small10k": "small1k"}
+
+
+def erofs_tar_missing() -> str | None:
+    """mkfs.erofs reads a tar only from erofs-utils 1.7 on (``--tar``)."""
+    try:
+        proc = subprocess.run(["mkfs.erofs", "--help"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None  # ``requires`` names the missing program
+    if "--tar" in proc.stdout + proc.stderr:
+        return None
+    version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "erofs-utils"],
+                             capture_output=True, text=True).stdout.strip() or "?"
+    return f"this mkfs.erofs (erofs-utils {version}) has no --tar"
+
+
+# -- FAT: the reference makes its image at the size and type rumpfs chose ----------------------
+
+#: Fields of the FAT boot sector's BPB (Microsoft FAT specification), little-endian:
+#: name -> (offset, struct format).
+FAT_BPB = {
+    "bytes_per_sector": (11, "<H"),
+    "sectors_per_cluster": (13, "<B"),
+    "reserved_sectors": (14, "<H"),
+    "num_fats": (16, "<B"),
+    "root_entries": (17, "<H"),
+    "total_sectors16": (19, "<H"),
+    "fat_size16": (22, "<H"),
+    "total_sectors32": (32, "<I"),
+    "fat_size32": (36, "<I"),
+}
+FAT12_MAX_CLUSTERS = 4084
+FAT16_MAX_CLUSTERS = 65524
+DIR_ENTRY_BYTES = 32
+
+
+def fat_geometry(image: str) -> dict:
+    """Size, FAT type and cluster size of a FAT image, read from its boot sector."""
+    import struct
+    with open(image, "rb") as f:
+        boot = f.read(512)
+    bpb = {k: struct.unpack_from(fmt, boot, off)[0] for k, (off, fmt) in FAT_BPB.items()}
+    sectors = bpb["total_sectors16"] or bpb["total_sectors32"]
+    fat_size = bpb["fat_size16"] or bpb["fat_size32"]
+    root_sectors = -(-bpb["root_entries"] * DIR_ENTRY_BYTES // bpb["bytes_per_sector"])
+    data = sectors - bpb["reserved_sectors"] - bpb["num_fats"] * fat_size - root_sectors
+    clusters = data // bpb["sectors_per_cluster"]
+    fat_type = (32 if bpb["fat_size16"] == 0 else 12 if clusters <= FAT12_MAX_CLUSTERS else 16)
+    return {"bytes": os.path.getsize(image), "type": fat_type,
+            "sector": bpb["bytes_per_sector"], "cluster_sectors": bpb["sectors_per_cluster"],
+            "root_entries": bpb["root_entries"]}
+
+
+def record_fat_geometry(ctx: Ctx, out: str) -> None:
+    ctx.fat = fat_geometry(out)
+
+
+def fat_estimate(meta: dict) -> dict:
+    """A size for mkfs.fat when rumpfs made no image to copy it from: every file and
+    directory rounded up to 4 KiB clusters, twice that room for the FATs and slack."""
+    cluster = 4096
+    data = meta["payload_bytes"] + (meta["files"] + meta["dirs"]) * cluster
+    size = (int(data * 1.1) + 4 * MiB) // MiB * MiB
+    clusters = size // cluster  # the FAT type follows from the cluster count
+    fat_type = 12 if clusters <= FAT12_MAX_CLUSTERS else 16 if clusters <= FAT16_MAX_CLUSTERS else 32
+    return {"bytes": size, "type": fat_type, "sector": 512, "cluster_sectors": cluster // 512,
+            "root_entries": 0 if fat_type == 32 else 512, "estimated": True}
+
+
+def mkfs_fat_argv(ctx: Ctx, out: str, geometry: dict | None = None) -> list[str]:
+    """``mkfs.fat`` + ``mcopy -s`` at rumpfs's size, FAT type and cluster size."""
+    g = geometry or ctx.fat or fat_estimate(ctx.meta)
+    kib = -(-g["bytes"] // KiB)
+    opts = f"-F {g['type']} -S {g['sector']} -s {g['cluster_sectors']}"
+    if g["type"] != 32 and g["root_entries"]:
+        opts += f" -r {g['root_entries']}"
+    # mcopy: -m keeps the mtimes, -Q stops at the first error (its batch mode, -b, fails
+    # here with "Streamcache allocation problem"); MTOOLS_SKIP_CHECK: no geometry complaint.
+    return sh(f"shopt -s dotglob nullglob; mkfs.fat -C {opts} {q(out)} {kib} > /dev/null && "
+              f"MTOOLS_SKIP_CHECK=1 mcopy -s -m -Q -i {q(out)} {q(ctx.path)}/* ::/")
+
+
+def mkfs_fat_fallbacks(ctx: Ctx, out: str) -> list[list[str]]:
+    """When mkfs.fat refuses rumpfs's size (too small for it: etc), or mcopy cannot fit
+    the tree, an estimated size (cells marked ``*``)."""
+    return [mkfs_fat_argv(ctx, out, fat_estimate(ctx.meta))]
+
+
+def tools() -> list[Tool]:
+    def rumpfs_pack(fmt, *extra, src=None):
+        return lambda ctx, out: [*ctx.rumpfs, "pack", "--no-stubetc", "--no-progress",
+                                 "--format", fmt, *extra, src(ctx) if src else ctx.path, "-o", out]
+
+    table = [
         Tool("floor:cat>1file", "floor",
              lambda ctx, out: sh(f"find {q(ctx.path)} -type f -print0 | xargs -0 -r cat > {q(out)}")),
         Tool("floor:py-lstat", "floor",
              lambda ctx, out: [ctx.python, "-m", "bench.walkfloor", ctx.path], suffix=""),
         Tool("rumpfs-ffs", "ffs1", rumpfs_pack("ffs"), ".img", True, ("makefs-ffs1",)),
         Tool("makefs-ffs1", "ffs1", lambda ctx, out: makefs_argv(1, ctx, out), ".img",
-             fallbacks=makefs_fallbacks(1)),
+             fallbacks=makefs_fallbacks(1), requires=("makefs",)),
         Tool("rumpfs-ffs2", "ffs2", rumpfs_pack("ffs2"), ".img", True, ("makefs-ffs2",)),
         Tool("makefs-ffs2", "ffs2", lambda ctx, out: makefs_argv(2, ctx, out), ".img",
-             fallbacks=makefs_fallbacks(2)),
+             fallbacks=makefs_fallbacks(2), requires=("makefs",)),
         Tool("rumpfs-cpio", "cpio", rumpfs_pack("cpio"), ".cpio", True,
              ("bsdtar-newc", "cpio-gnu-newc")),
         Tool("bsdtar-newc", "cpio",
-             lambda ctx, out: ["bsdtar", "--format", "newc", "-cf", out, "-C", ctx.path, "."], ".cpio"),
+             lambda ctx, out: ["bsdtar", "--format", "newc", "-cf", out, "-C", ctx.path, "."], ".cpio",
+             requires=("bsdtar",)),
         Tool("cpio-gnu-newc", "cpio",
              lambda ctx, out: sh(f"cd {q(ctx.path)} && find . -print0 | LC_ALL=C sort -z | "
-                                 f"cpio -o -H newc --reproducible --null --quiet > {q(out)}"), ".cpio"),
+                                 f"cpio -o -H newc --reproducible --null --quiet > {q(out)}"), ".cpio",
+             requires=("cpio",)),
+    ]
+    # Compressed cpio (issue 22.1) against bsdtar piped into the standard compressor.
+    for suffix, (method, level, ref, compressor, decompressor) in COMPRESSED.items():
+        program = compressor.split()[0]
+        table += [
+            Tool(f"rumpfs-cpio-{suffix}", f"cpio.{suffix}",
+                 rumpfs_pack("cpio", "--compress", method, "--compress-level", str(level)),
+                 f".cpio.{suffix}", True, (ref,), only=COMPRESSED_CORPORA, only_quick=("stdlib",),
+                 verify=("cpio", decompressor)),
+            Tool(ref, f"cpio.{suffix}",
+                 lambda ctx, out, c=compressor: sh(f"bsdtar --format newc -cf - -C {q(ctx.path)} . | "
+                                                   f"{c} > {q(out)}"),
+                 f".cpio.{suffix}", only=COMPRESSED_CORPORA, only_quick=("stdlib",),
+                 requires=("bsdtar", program)),
+        ]
+    table += [
+        # ISO 9660 with Rock Ridge and Joliet (issue 19.6).
+        Tool("rumpfs-iso", "iso", rumpfs_pack("iso"), ".iso", True, ("xorriso-iso", "genisoimage-iso"),
+             only=ISO_FAT_CORPORA),
+        Tool("xorriso-iso", "iso",
+             lambda ctx, out: ["xorriso", "-as", "mkisofs", "-R", "-J", "-quiet", "-o", out, ctx.path],
+             ".iso", only=ISO_FAT_CORPORA, requires=("xorriso",)),
+        Tool("genisoimage-iso", "iso",
+             lambda ctx, out: ["genisoimage", "-R", "-J", "-quiet", "-o", out, ctx.path],
+             ".iso", only=ISO_FAT_CORPORA, requires=("genisoimage",)),
+        # FAT (issue 19.6): the reference gets the size, type and cluster rumpfs chose.
+        Tool("rumpfs-fat", "fat", rumpfs_pack("fat", "--fat-skip-special"), ".fat", True,
+             ("mkfs.fat+mcopy",), only=ISO_FAT_CORPORA, after=record_fat_geometry),
+        Tool("mkfs.fat+mcopy", "fat", mkfs_fat_argv, ".fat", only=ISO_FAT_CORPORA,
+             requires=("mkfs.fat", "mcopy"), fallbacks=mkfs_fat_fallbacks),
+        # The tar layer (issue 21.6): the same tree from a tar archive.
+        Tool("rumpfs-tar-ffs", "ffs1", rumpfs_pack("ffs", src=lambda ctx: ctx.tar), ".img", True,
+             ("rumpfs-ffs", "makefs-ffs1", "erofs-tar"), only=TAR_CORPORA, needs_tar=True),
+        Tool("rumpfs-tar-cpio", "cpio", rumpfs_pack("cpio", src=lambda ctx: ctx.tar), ".cpio", True,
+             ("rumpfs-cpio", "bsdtar-tar2newc"), only=TAR_CORPORA, needs_tar=True),
+        Tool("bsdtar-tar2newc", "cpio",
+             lambda ctx, out: ["bsdtar", "--format", "newc", "-cf", out, f"@{ctx.tar}"], ".cpio",
+             only=TAR_CORPORA, requires=("bsdtar",), needs_tar=True),
+        Tool("erofs-tar", "erofs",
+             lambda ctx, out: ["mkfs.erofs", "--quiet", "--tar=f", out, ctx.tar], ".img",
+             only=TAR_CORPORA, requires=("mkfs.erofs",), unavailable=erofs_tar_missing, needs_tar=True),
         Tool("rumpfs-wrap", "elf",
              lambda ctx, out: [*ctx.rumpfs, "wrap", ctx.wrap_input, "-o", out], ".o", True,
              ("objcopy",), when=lambda ctx: ctx.wrap_input is not None),
         Tool("objcopy", "elf",
              lambda ctx, out: ["objcopy", "-I", "binary", "-O", "elf64-x86-64", "-B", "i386:x86-64",
                                ctx.wrap_input, out], ".o",
-             when=lambda ctx: ctx.wrap_input is not None),
+             when=lambda ctx: ctx.wrap_input is not None, requires=("objcopy",)),
     ]
+    return table
+
+
+def runs_on(tool: Tool, corpus: str, quick: bool) -> bool:
+    """Whether ``tool`` runs on ``corpus`` (its ``only`` list, with --quick's stand-ins)."""
+    if quick and tool.only_quick is not None:
+        return corpus in tool.only_quick
+    if tool.only is None:
+        return True
+    only = set(tool.only)
+    if quick:
+        only |= {QUICK_STANDIN[c] for c in tool.only if c in QUICK_STANDIN}
+    return corpus in only
+
+
+def why_unavailable(tool: Tool) -> str | None:
+    """Why ``tool`` cannot run here: a missing program (and its package), or ``unavailable``."""
+    for program in tool.requires:
+        if shutil.which(program) is None:
+            return (f"{program} is not installed (Debian package {PACKAGES.get(program, program)}; "
+                    f"scripts/apt-bench-packages.txt)")
+    return tool.unavailable() if tool.unavailable else None
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -288,21 +507,35 @@ class Cell:
     argv: list | None = None
     verify: dict | None = None
     verify_note: str = ""
+    #: The same command pinned to one core (``taskset -c 0``).
+    runs1: list = field(default_factory=list)
+    failed1: str = ""
 
     @property
     def ok(self) -> bool:
         return bool(self.runs) and self.failed is None
 
-    def _values(self, attr: str) -> list:
-        return [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+    def _values(self, attr: str, one_core: bool = False) -> list:
+        runs = self.runs1 if one_core else self.runs
+        return [getattr(r, attr) for r in runs if getattr(r, attr) is not None]
 
-    def median(self, attr: str) -> float | None:
-        vals = self._values(attr)
+    def median(self, attr: str, one_core: bool = False) -> float | None:
+        vals = self._values(attr, one_core)
         return statistics.median(vals) if vals else None
 
-    def least(self, attr: str) -> float | None:
-        vals = self._values(attr)
+    def least(self, attr: str, one_core: bool = False) -> float | None:
+        vals = self._values(attr, one_core)
         return min(vals) if vals else None
+
+    def spread(self, attr: str = "wall", one_core: bool = False) -> tuple | None:
+        """(min, max) over the rounds, or None."""
+        vals = self._values(attr, one_core)
+        return (min(vals), max(vals)) if vals else None
+
+    def flagged(self, one_core: bool = False) -> bool:
+        """The slowest round took more than MAX_SPREAD times the fastest (issue 22.4)."""
+        sp = self.spread("wall", one_core)
+        return sp is not None and len(self._values("wall", one_core)) > 1 and sp[1] > MAX_SPREAD * sp[0]
 
     @property
     def wall(self):
@@ -313,8 +546,16 @@ class Cell:
         return self.median("cpu")
 
     @property
+    def wall1(self):
+        return self.median("wall", True)
+
+    @property
+    def cpu1(self):
+        return self.median("cpu", True)
+
+    @property
     def rss_kib(self):
-        return max((r.rss_kib for r in self.runs), default=None)
+        return max((r.rss_kib for r in self.runs + self.runs1), default=None)
 
     @property
     def out_bytes(self):
@@ -329,9 +570,13 @@ class Cell:
         notes = []
         if self.failed is not None:
             notes.append(self.failed.note)
-        if self.own_estimate_failure:
+        if self.own_estimate_failure and self.tool.group == "fat":
+            notes.append(f"at rumpfs's size: {self.own_estimate_failure}; rerun at an estimated size")
+        elif self.own_estimate_failure:
             notes.append(f"own size estimate failed ({self.own_estimate_failure}); "
                          f"rerun with {' '.join(self.argv[3:-2])}")
+        if self.failed1:
+            notes.append(f"one core: {self.failed1}")
         if self.verify_note:
             notes.append(self.verify_note)
         return "; ".join(notes)
@@ -345,6 +590,18 @@ def fmt_num(x, digits=3) -> str:
     if abs(x) >= 100:
         return f"{x:.0f}"
     return f"{x:.{digits}g}"
+
+
+def fmt_spread(cell: Cell, one_core: bool = False) -> str:
+    """Median, the min-max over the rounds, and ``!`` when the row is flagged."""
+    med = cell.median("wall", one_core)
+    if med is None:
+        return ""
+    lo, hi = cell.spread("wall", one_core)
+    text = fmt_num(med)
+    if len(cell._values("wall", one_core)) > 1:
+        text += f" ({fmt_num(lo)}-{fmt_num(hi)})"
+    return text + ("!" if cell.flagged(one_core) else "")
 
 
 def fmt_ratio(x) -> str:
@@ -364,6 +621,9 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.quick = args.quick
+        #: Every command (or those of --one-core GLOBS) runs a second time pinned to one core.
+        self.one_core = not args.no_one_core and shutil.which("taskset") is not None
+        self.one_core_globs = (args.one_core or "*").split(",")
         self.work = os.path.abspath(args.work or default_work())
         self.timeout = args.timeout or (180 if self.quick else 600)
         self.cells: dict[tuple[str, str], Cell] = {}
@@ -483,12 +743,13 @@ class Bench:
             print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     def selected_tools(self) -> list[Tool]:
-        pats = self.args.tool.split(",") if self.args.tool else ["*"]
-        return [t for t in tools() if any(fnmatch.fnmatchcase(t.name, p) for p in pats)]
+        return select_tools(self.args.tool, self.args.scale)
 
     def reps_for(self, corpus: str) -> int:
         if corpus == "large" and self.args.large_reps:
             return self.args.large_reps
+        if corpus == "small1m" and not self.args.reps:
+            return 1  # minutes per command: the scaling line needs one round
         return self.args.reps or (1 if self.quick else 3)
 
     def run(self) -> None:
@@ -496,8 +757,7 @@ class Bench:
         self.ffs_reader_missing = None if self.args.no_verify else ffs_reader_missing()
         if self.ffs_reader_missing:
             self.log(f"FFS images will not be read back: {self.ffs_reader_missing}")
-        names = self.args.corpus.split(",") if self.args.corpus else list(
-            corpora.QUICK if self.quick else corpora.FULL)
+        names = corpus_names(self.args)
         for name in names:
             if name not in corpora.GENERATORS:
                 raise SystemExit(f"bench: {name}: unknown corpus (known: {', '.join(corpora.GENERATORS)})")
@@ -512,10 +772,16 @@ class Bench:
         selected = self.selected_tools()
         if any(t.group == "elf" for t in selected):
             ctx.wrap_input = self.make_wrap_input(ctx)
-        active = [t for t in selected if t.when(ctx)]
+        active = [t for t in selected if runs_on(t, name, self.quick) and t.when(ctx)]
         cells = {t.name: Cell(name, t) for t in active}
         for t in active:
             self.cells[(name, t.name)] = cells[t.name]
+            why = why_unavailable(t)
+            if why:
+                cells[t.name].failed = Run(False, 0.0, 0.0, 0, note=why)
+        if any(t.needs_tar and cells[t.name].failed is None for t in active):
+            self.log(f"{name}: making {path}.tar")
+            ctx.tar = corpora.ensure_tar(name, path)
         reps = self.reps_for(name)
         self.warm_up(ctx)
         try:
@@ -541,7 +807,8 @@ class Bench:
     def warm_up(self, ctx: Ctx) -> None:
         """Read every file once, untimed: the page cache is warm for every tool, and
         the atime updates of a first read (relatime, fixed old atimes) are paid here."""
-        r = measure(sh(f"find {q(ctx.path)} -type f -print0 | xargs -0 -r cat > /dev/null"), None,
+        tar = f"; cat {q(ctx.tar)} > /dev/null" if ctx.tar else ""  # the tar rows' input, too
+        r = measure(sh(f"find {q(ctx.path)} -type f -print0 | xargs -0 -r cat > /dev/null{tar}"), None,
                     self.timeout)
         if not r.ok:
             self.log(f"{ctx.corpus}: warm-up failed: {r.note}")
@@ -559,7 +826,8 @@ class Bench:
 
     def run_cell(self, cell: Cell, ctx: Ctx, first: bool) -> None:
         t = cell.tool
-        out = os.path.join(self.work, f"{ctx.corpus}.{t.name.replace(':', '-').replace('>', '')}{t.suffix}")
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in t.name)
+        out = os.path.join(self.work, f"{ctx.corpus}.{safe}{t.suffix}")
         output = out if t.suffix else None
         if cell.argv is None:
             cell.argv = t.argv(ctx, out)
@@ -582,10 +850,26 @@ class Bench:
             cell.failed = run
         else:
             cell.runs.append(run)
+            if len(cell.runs) == 1 and t.after and output:
+                t.after(ctx, out)
             if first and t.is_rumpfs and output:
                 self.verify(cell, ctx, out)
         if output and os.path.exists(output):
             os.unlink(output)
+        if (run.ok and self.one_core and not cell.failed1
+                and any(fnmatch.fnmatchcase(t.name, g) for g in self.one_core_globs)):
+            # The same command on one core: what a user of a one-CPU VM or a
+            # loaded build machine sees, and how much the parallel work helps.
+            run1 = measure(["taskset", "-c", "0", *cell.argv], output, self.timeout,
+                           env=self.env, cwd=self.code)
+            self.log(f"  {t.name:16} {'ok' if run1.ok else 'FAIL':4} wall {run1.wall:8.3f} s  "
+                     f"cpu {run1.cpu:8.3f} s  (one core) {run1.note}")
+            if run1.ok:
+                cell.runs1.append(run1)
+            else:
+                cell.failed1 = run1.note
+            if output and os.path.exists(output):
+                os.unlink(output)
 
     def verify(self, cell: Cell, ctx: Ctx, out: str) -> None:
         """Read rumpfs's output back with an independent reader (count of entries)."""
@@ -603,8 +887,12 @@ class Bench:
             argv = [sys.executable, "-m", "bench.verify", "ffs", out]
             if ctx.corpus == "large":
                 argv.append("/sparse.bin")
+        elif cell.tool.verify:
+            argv = [sys.executable, "-m", "bench.verify", cell.tool.verify[0], out, *cell.tool.verify[1:]]
         elif group == "cpio":
             argv = [sys.executable, "-m", "bench.verify", "cpio", out]
+        elif group in ("iso", "fat"):
+            argv = [sys.executable, "-m", "bench.verify", group, out]
         elif group == "elf":
             argv = [sys.executable, "-m", "bench.verify", "elf", out]
         else:
@@ -622,9 +910,13 @@ class Bench:
         cell.verify = json.loads(proc.stdout)
         seen = cell.verify.get("entries")
         if seen is not None:
-            tag = "read back" if seen == meta["entries"] else "read back MISMATCH"
-            who = "dissect.ffs" if group.startswith("ffs") else "bsdtar"
-            cell.verify_note = f"{tag}: {who} sees {seen} of {meta['entries']} entries"
+            expected = meta["entries"]
+            if group == "fat":
+                expected -= meta["symlinks"]  # --fat-skip-special leaves them out
+            tag = "read back" if seen == expected else "read back MISMATCH"
+            who = {"ffs1": "dissect.ffs", "ffs2": "dissect.ffs", "iso": "isoinfo -R -f",
+                   "fat": "fsck.fat -n and mdir -/ -b"}.get(group, "bsdtar")
+            cell.verify_note = f"{tag}: {who} sees {seen} of {expected} entries"
 
     # -- reporting ----------------------------------------------------------------------------
 
@@ -666,6 +958,10 @@ class Bench:
             "cpio": version(["cpio", "--version"]),
             "bsdtar": version(["bsdtar", "--version"]),
             "objcopy": version(["objcopy", "--version"]),
+            "other references (Debian)": ", ".join(
+                f"{pkg} {version(['dpkg-query', '-W', '-f', '${Version}', pkg])}"
+                for pkg in ("pigz", "zstd", "xz-utils", "lz4", "xorriso", "genisoimage", "dosfstools",
+                            "mtools", "erofs-utils")),
             "load average": f"{self.load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after",
         }
 
@@ -682,32 +978,42 @@ class Bench:
             r = self.cell(c.corpus, ref)
             if r is None:
                 continue
+            both = c.ok and r.ok
             out.append((ref, {
-                "wall": ratio(c.wall, r.wall) if c.ok and r.ok else None,
-                "cpu": ratio(c.cpu, r.cpu) if c.ok and r.ok else None,
-                "rss": ratio(c.rss_kib, r.rss_kib) if c.ok and r.ok else None,
-                "size": ratio(c.out_bytes, r.out_bytes) if c.ok and r.ok else None,
+                "wall": ratio(c.wall, r.wall) if both else None,
+                "wall1": ratio(c.wall1, r.wall1) if both else None,
+                "cpu": ratio(c.cpu, r.cpu) if both else None,
+                "rss": ratio(c.rss_kib, r.rss_kib) if both else None,
+                "size": ratio(c.out_bytes, r.out_bytes) if both else None,
             }))
         return out
 
     def tsv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf, delimiter="\t", lineterminator="\n")
-        w.writerow(["corpus", "tool", "status", "runs", "wall_s", "cpu_s", "peak_rss_kib", "out_bytes",
-                    "out_alloc_bytes", "payload_bytes", "entries", "ref", "wall_ratio", "cpu_ratio",
-                    "rss_ratio", "size_ratio", "note"])
+        w.writerow(["corpus", "tool", "status", "runs", "wall_s", "wall_min_s", "wall_max_s", "cpu_s",
+                    "wall1_s", "wall1_min_s", "wall1_max_s", "cpu1_s", "flagged", "peak_rss_kib",
+                    "out_bytes", "out_alloc_bytes", "payload_bytes", "entries", "ref", "wall_ratio",
+                    "wall1_ratio", "cpu_ratio", "rss_ratio", "size_ratio", "note"])
+
+        def num(x):
+            return "" if x is None else f"{x:.4f}"
+
         for c in self.rows():
             m = self.metas[c.corpus]
             status = "ok*" if c.ok and c.starred else "ok" if c.ok else "FAIL"
+            sp, sp1 = (c.spread() or (None, None)), (c.spread("wall", True) or (None, None))
+            flagged = ",".join(k for k, f in (("all", c.flagged()), ("one", c.flagged(True))) if f)
             base = [c.corpus, c.tool.name, status, len(c.runs),
-                    f"{c.wall:.4f}" if c.ok else "", f"{c.cpu:.4f}" if c.ok else "",
+                    num(c.wall), num(sp[0]), num(sp[1]), num(c.cpu),
+                    num(c.wall1), num(sp1[0]), num(sp1[1]), num(c.cpu1), flagged,
                     c.rss_kib if c.ok else "", c.out_bytes if c.ok and c.out_bytes is not None else "",
                     c.out_alloc if c.ok and c.out_alloc is not None else "",
                     m["payload_bytes"], m["entries"]]
             refs = self.ref_ratios(c) or [("", {})]
             for ref, rr in refs:
                 w.writerow(base + [ref] + [("" if rr.get(k) is None else f"{rr[k]:.3f}")
-                                           for k in ("wall", "cpu", "rss", "size")] + [c.note])
+                                           for k in ("wall", "wall1", "cpu", "rss", "size")] + [c.note])
         return buf.getvalue()
 
     def markdown(self, targets) -> str:
@@ -718,51 +1024,68 @@ class Bench:
         for k, v in mach.items():
             out.append(f"| {k} | {v} |")
         out.append("")
-        out.append("Median of the runs (interleaved, warm cache); peak RSS is the largest process, "
-                   "max over the runs. `*`: makefs with our `-s`/`density` because its own estimate "
-                   "failed. Ratios are rumpfs / reference.\n")
+        one = ("; `1 core`: the same command under `taskset -c 0`" if self.one_core
+               else "; one-core runs were off (--no-one-core)")
+        out.append("Median of the runs (interleaved, warm cache), with the fastest and slowest round in "
+                   f"brackets; `!`: the slowest round took more than {MAX_SPREAD}x the fastest{one}. "
+                   "Peak RSS is the largest process, max over the runs. `*`: makefs with our "
+                   "`-s`/`density` because its own estimate failed (mkfs.fat: a size we estimated). "
+                   "Ratios are rumpfs / reference.\n")
+        for corpus in self.corpus_names:
+            for note in self.metas[corpus].get("fallbacks", ()):
+                out.append(f"* {corpus}: {note}")
+        if any(self.metas[c].get("fallbacks") for c in self.corpus_names):
+            out.append("")
         out.extend(self.summary())
         for corpus in self.corpus_names:
             m = self.metas[corpus]
             out.append(f"### {corpus}: {m['entries']:,} entries, {m['files']:,} files, "
                        f"{m['payload_bytes'] / MiB:,.1f} MiB payload\n")
-            out.append("| tool | runs | wall s | cpu s | peak RSS MiB | out MiB | alloc MiB | "
-                       "out/payload | vs reference: wall, cpu, size |")
-            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+            out.append("| tool | runs | wall s | cpu s | 1 core: wall s | 1 core: cpu s | peak RSS MiB | "
+                       "out MiB | alloc MiB | out/payload | vs reference: wall, 1 core, cpu, size |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
             for t in tools():
                 c = self.cell(corpus, t.name)
                 if c is None:
                     continue
                 star = "*" if c.starred else ""
                 if not c.ok:
-                    out.append(f"| {t.name} | {len(c.runs)} | FAIL | | | | | | {c.note} |")
+                    out.append(f"| {t.name} | {len(c.runs)} | FAIL | | | | | | | | {c.note} |")
                     continue
                 vs = "; ".join(
-                    f"{ref}: {fmt_ratio(rr['wall'])}, {fmt_ratio(rr['cpu'])}, {fmt_ratio(rr['size'])}"
+                    f"{ref}: {fmt_ratio(rr['wall'])}, {fmt_ratio(rr['wall1'])}, {fmt_ratio(rr['cpu'])}, "
+                    f"{fmt_ratio(rr['size'])}"
                     if rr["wall"] is not None else f"{ref}: FAIL"
                     for ref, rr in self.ref_ratios(c))
                 extra = [x for x in (vs, c.note) if x]
                 size = lambda b: "" if b is None else f"{b / MiB:,.2f}"
                 out.append(
-                    f"| {t.name} | {len(c.runs)} | {fmt_num(c.wall)}{star} | {fmt_num(c.cpu)}{star} | "
+                    f"| {t.name} | {len(c.runs)} | {fmt_spread(c)}{star} | {fmt_num(c.cpu)}{star} | "
+                    f"{fmt_spread(c, True)} | {fmt_num(c.cpu1)} | "
                     f"{c.rss_kib / 1024:.1f}{star} | {size(c.out_bytes)}{star} | {size(c.out_alloc)} | "
                     f"{fmt_num(ratio(c.out_bytes, m['payload_bytes']))} | {'; '.join(extra)} |")
             out.append("")
+        scaling = self.scaling()
+        if scaling:
+            out.extend(scaling)
         out.append("### Targets\n")
+        out.append(f"TARGETS of issues 7, 19.6, 21.6 and 22: {mach['date']}, commit {self.rev}; "
+                   f"machine: nproc {os.cpu_count()}, {mach['cpu'].split(' x ', 1)[-1]}, "
+                   f"kernel {mach['kernel']}.\n")
         if self.quick:
             out.append("Quick run: small corpora and one round, so the fixed start-up of a Python "
                        "process dominates and the verdicts are indicative only.\n")
         out.append("| target | result | figures |")
         out.append("|---|---|---|")
         for name, held, figures in targets:
-            verdict = {True: "HELD", False: "NOT HELD", None: "n/a"}[held]
+            verdict = {True: "held", False: "NOT held", None: "n/a"}[held]
             out.append(f"| {name} | {verdict} | {figures} |")
         out.append("")
         return "\n".join(out)
 
     def summary(self) -> list[str]:
-        """One line per rumpfs row and reference: wall ratio (cpu ratio) per corpus."""
-        out = ["### Summary: rumpfs / reference, wall time (cpu time); image size\n",
+        """One line per rumpfs row and reference: wall ratio (one-core ratio) per corpus."""
+        out = ["### Summary: rumpfs / reference, wall time (one core); image size\n",
                "| rumpfs vs | " + " | ".join(self.corpus_names) + " |",
                "|---|" + "---:|" * len(self.corpus_names)]
         for t in tools():
@@ -779,18 +1102,63 @@ class Bench:
                     else:
                         star = "*" if b.starred else ""
                         size = f"; {a.out_bytes / b.out_bytes:.2f}{star}" if t.group != "elf" else ""
-                        cells.append(f"{a.wall / b.wall:.2f} ({a.cpu / b.cpu:.2f}){size}")
+                        one = f" ({fmt_ratio(ratio(a.wall1, b.wall1))})" if a.wall1 and b.wall1 else ""
+                        cells.append(f"{a.wall / b.wall:.2f}{one}{size}")
                 if any(cells):
                     out.append(f"| {t.name} vs {ref} | " + " | ".join(cells) + " |")
         out.append("")
         return out
+
+    def scale_series(self) -> list[str]:
+        """The corpora of one shape this run has, smallest first (small1k ... small1m)."""
+        return [c for c in ("small1k", "small10k", "small100k", "small1m") if c in self.metas]
+
+    def scaling(self) -> list[str]:
+        """Time per entry (beyond each tool's fixed cost on etc) and peak RSS against the
+        limit, for every pack at each size of the small corpora (issue 22.5)."""
+        series = self.scale_series()
+        if len(series) < 2:
+            return []
+        out = [f"### Scaling: wall us per entry beyond the fixed cost (etc's fastest run); "
+               f"peak RSS MiB of limit {SCALE_RSS_BASE_KIB // 1024} MiB + {SCALE_RSS_PER_ENTRY_KIB} KiB "
+               "per entry\n",
+               "| tool | " + " | ".join(series) + f" | {series[-1]} / {series[0]} |",
+               "|---|" + "---:|" * (len(series) + 1)]
+        for t in tools():
+            if t.group in ("floor", "elf"):
+                continue
+            cells = [self.cell(c, t.name) for c in series]
+            if sum(1 for c in cells if c is not None) < 2:
+                continue
+            row, per = [], []
+            for corpus, c in zip(series, cells):
+                if c is None:
+                    row.append("")
+                elif not c.ok:
+                    row.append("FAIL")
+                else:
+                    n = self.metas[corpus]["entries"]
+                    us = self.per_entry_one(t.name, c, n)
+                    per.append(us)
+                    limit = SCALE_RSS_BASE_KIB + SCALE_RSS_PER_ENTRY_KIB * n
+                    over = "!" if c.rss_kib > limit else ""
+                    row.append(f"{us:.1f} us; {c.rss_kib / 1024:.0f}{over} of {limit / 1024:.0f} MiB")
+            growth = fmt_ratio(per[-1] / per[0]) if len(per) > 1 and per[0] > 0 else ""
+            out.append(f"| {t.name} | " + " | ".join(row) + f" | {growth} |")
+        out.append("")
+        return out
+
+    def per_entry_one(self, tool: str, c: Cell, n: int) -> float:
+        fixed = self.cell("etc", tool)
+        fixed_wall = fixed.least("wall") if fixed is not None and fixed.ok else 0.0
+        return (c.wall - fixed_wall) / n * 1e6
 
     # -- targets ------------------------------------------------------------------------------
 
     def targets(self) -> list[tuple[str, bool | None, str]]:
         res = []
         have = set(self.corpus_names)
-        small_big = "small100k" if "small100k" in have else "small10k"
+        small_big = "small100k" if "small100k" in have else "small10k"  # the latter in --quick
         small_small = "small10k" if small_big == "small100k" else "small1k"
         heavy = [c for c in ("stdlib", small_big) if c in have]
 
@@ -951,6 +1319,174 @@ class Bench:
                     if qa > 0:
                         figures += f"; {ref} on the same corpora: {qb / qa:.2f}x"
             res.append((title, r <= MAX_SCALING, figures))
+        res = [(f"#7 {title}", held, figures) for title, held, figures in res]
+        return res + self.targets_22() + self.targets_19() + self.targets_21()
+
+
+    def standin(self, corpus: str) -> str:
+        return QUICK_STANDIN.get(corpus, corpus) if self.quick else corpus
+
+    def ratio_target(self, title: str, pairs, corpora_: tuple, limit: float, one_core: bool = False,
+                     faster_of: bool = False):
+        """One target: rumpfs row / reference row <= ``limit`` on each corpus.
+
+        ``pairs`` is [(mine, ref), ...] checked together; with ``faster_of`` the
+        reference of each corpus is the faster of the refs given.  Wall time on
+        all cores, or under taskset -c 0 with ``one_core``."""
+        figures, verdicts = [], []
+        wall = (lambda c: c.wall1) if one_core else (lambda c: c.wall)
+        for corpus in dict.fromkeys(self.standin(c) for c in corpora_):
+            for mine, refs in pairs:
+                refs = refs if isinstance(refs, tuple) else (refs,)
+                a = self.cell(corpus, mine)
+                bs = [b for b in (self.cell(corpus, r) for r in refs) if b is not None]
+                if a is None or not bs:
+                    continue
+                if not a.ok:
+                    verdicts.append(False)
+                    figures.append(f"{corpus}: {mine} FAIL")
+                    continue
+                ok_refs = [b for b in bs if b.ok]
+                if not ok_refs:
+                    figures.append(f"{corpus}: {'/'.join(refs)} FAIL, not judged")
+                    continue
+                timed = [b for b in ok_refs if wall(b) is not None]
+                if wall(a) is None or not timed:
+                    figures.append(f"{corpus}: no one-core runs (--one-core / --no-one-core), not judged")
+                    continue
+                b = min(timed, key=wall) if faster_of else timed[0]
+                r = wall(a) / wall(b)
+                verdicts.append(r <= limit)
+                figures.append(f"{corpus}: {mine} {wall(a):.3g} s vs {b.tool.name} {wall(b):.3g} s = {r:.2f}x"
+                               + (f" (cpu {fmt_ratio(ratio(a.cpu, b.cpu))})" if not one_core else ""))
+        held = False if False in verdicts else True if verdicts else None
+        return (title, held, "; ".join(figures) or "not run")
+
+    def targets_22(self) -> list:
+        res = []
+        for suffix, (_, _, ref, compressor, _) in COMPRESSED.items():
+            res.append(self.ratio_target(
+                f"#22.1 compressed: rumpfs-cpio-{suffix} wall <= {MAX_COMPRESSED_RATIO}x "
+                f"bsdtar --format newc piped into `{compressor}` ({ref}) on stdlib and small100k",
+                [(f"rumpfs-cpio-{suffix}", ref)], ("stdlib", "small100k"), MAX_COMPRESSED_RATIO))
+        for mine, ref in (("rumpfs-ffs", "makefs-ffs1"), ("rumpfs-ffs2", "makefs-ffs2")):
+            res.append(self.ratio_target(
+                f"#22.2 FFS one core: {mine} wall <= {MAX_FFS_ONE_CORE_RATIO}x {ref} under taskset -c 0 "
+                "on small100k and debian", [(mine, ref)], ("small100k", "debian"),
+                MAX_FFS_ONE_CORE_RATIO, one_core=True))
+            res.append(self.ratio_target(
+                f"#22.2 FFS all cores ({os.cpu_count()}): {mine} wall <= {MAX_FFS_ALL_CORES_RATIO}x {ref} "
+                "on small100k and debian", [(mine, ref)], ("small100k", "debian"), MAX_FFS_ALL_CORES_RATIO))
+        # 22.4: the spread of every row.
+        cells = [c for c in self.rows() if c.ok]
+        flagged = [f"{c.corpus}/{c.tool.name}{' (1 core)' if one else ''} "
+                   f"{fmt_num(c.spread('wall', one)[0])}-{fmt_num(c.spread('wall', one)[1])} s"
+                   for c in cells for one in (False, True) if c.flagged(one)]
+        multi = [c for c in cells if len(c.runs) > 1]
+        res.append((f"#22.4 spread: no row's slowest round over {MAX_SPREAD}x its fastest",
+                    (not flagged) if multi else None,
+                    (f"{len(flagged)} flagged: " + ", ".join(flagged)) if flagged
+                    else f"{len(multi)} rows of several rounds, none flagged" if multi else "one round only"))
+        # 22.5: time per entry flat across the small corpora, and memory per entry.
+        series = self.scale_series()
+        if len(series) >= 2:
+            for t in tools():
+                if not t.is_rumpfs or t.group in ("elf", "floor"):
+                    continue
+                cells = [(c, self.cell(c, t.name)) for c in series]
+                cells = [(c, x) for c, x in cells if x is not None]
+                if len(cells) < 2:
+                    continue
+                title = (f"#22.5 scaling: {t.name} time per entry {cells[0][0]} -> {cells[-1][0]} "
+                         f"within {MAX_SCALING}x")
+                if not all(x.ok for _, x in cells):
+                    res.append((title, False, ", ".join(f"{c} FAIL" for c, x in cells if not x.ok)))
+                    continue
+                per = [(c, self.per_entry_one(t.name, x, self.metas[c]["entries"])) for c, x in cells]
+                growth = max(us for _, us in per[1:]) / per[0][1] if per[0][1] > 0 else float("inf")
+                fig = " -> ".join(f"{us:.1f}" for _, us in per) + f" us/entry = {growth:.2f}x"
+                for ref in t.refs[:1]:
+                    rc = [(c, self.cell(c, ref)) for c, _ in cells]
+                    if all(x is not None and x.ok for _, x in rc):
+                        rper = [self.per_entry_one(ref, x, self.metas[c]["entries"]) for c, x in rc]
+                        if rper[0] > 0:
+                            fig += (f"; {ref}: " + " -> ".join(f"{us:.1f}" for us in rper)
+                                    + f" = {max(rper[1:]) / rper[0]:.2f}x")
+                    elif any(x is not None and not x.ok for _, x in rc):
+                        fig += f"; {ref} FAIL on " + ", ".join(c for c, x in rc if x is not None and not x.ok)
+                res.append((title, growth <= MAX_SCALING, fig))
+        packs = [c for c in self.rows() if c.ok and c.tool.group not in ("elf", "floor")]
+        if packs:
+            def limit(c):
+                return SCALE_RSS_BASE_KIB + SCALE_RSS_PER_ENTRY_KIB * self.metas[c.corpus]["entries"]
+            mine = [c for c in packs if c.tool.is_rumpfs]
+            over = [c for c in mine if c.rss_kib > limit(c)]
+            worst = max(mine, key=lambda c: c.rss_kib / limit(c), default=None)
+            figs = [f"{c.corpus}/{c.tool.name} {c.rss_kib / 1024:.1f} of {limit(c) / 1024:.0f} MiB"
+                    for c in (over or ([worst] if worst else []))]
+            refs_over = [f"{c.corpus}/{c.tool.name} {c.rss_kib / 1024:.1f} of {limit(c) / 1024:.0f} MiB"
+                         for c in packs if not c.tool.is_rumpfs and c.rss_kib > limit(c)]
+            text = ("over: " if over else "highest: ") + ", ".join(figs)
+            text += "; references over it: " + (", ".join(refs_over) if refs_over else "none")
+            res.append((f"#22.5 memory: every pack's peak RSS <= {SCALE_RSS_BASE_KIB // 1024} MiB + "
+                        f"{SCALE_RSS_PER_ENTRY_KIB} KiB per entry", (not over) if mine else None, text))
+        return res
+
+    def targets_19(self) -> list:
+        corp = ("stdlib", "small10k", "small100k")
+        res = [self.ratio_target(
+            f"#19.6 ISO: rumpfs-iso wall <= {MAX_ISO_FAT_RATIO}x the faster of xorriso and genisoimage "
+            "on stdlib, small10k and small100k",
+            [("rumpfs-iso", ("xorriso-iso", "genisoimage-iso"))], corp, MAX_ISO_FAT_RATIO, faster_of=True)]
+        figures, held, seen = [], True, False
+        for corpus in dict.fromkeys(self.standin(c) for c in corp):
+            a = self.cell(corpus, "rumpfs-iso")
+            for ref in ("xorriso-iso", "genisoimage-iso"):
+                b = self.cell(corpus, ref)
+                if a is None or b is None:
+                    continue
+                seen = True
+                if not a.ok or not b.ok:
+                    held &= a.ok
+                    figures.append(f"{corpus}: {'rumpfs-iso' if not a.ok else ref} FAIL")
+                    continue
+                r = a.out_bytes / b.out_bytes
+                held &= r <= 1.0
+                figures.append(f"{corpus}: {a.out_bytes / MiB:.1f} MiB vs {ref} {b.out_bytes / MiB:.1f} MiB "
+                               f"= {r:.3f}x")
+        res.append(("#19.6 ISO: rumpfs-iso image no larger than xorriso's and genisoimage's",
+                    held if seen else None, "; ".join(figures) or "not run"))
+        res.append(self.ratio_target(
+            f"#19.6 FAT: rumpfs-fat wall <= {MAX_ISO_FAT_RATIO}x mkfs.fat + mcopy -s on stdlib, small10k "
+            "and small100k", [("rumpfs-fat", "mkfs.fat+mcopy")], corp, MAX_ISO_FAT_RATIO))
+        figures, held, seen = [], True, False
+        for corpus in dict.fromkeys(self.standin(c) for c in corp):
+            a, b = self.cell(corpus, "rumpfs-fat"), self.cell(corpus, "mkfs.fat+mcopy")
+            if a is None or b is None:
+                continue
+            seen = True
+            if not a.ok:
+                held = False
+                figures.append(f"{corpus}: rumpfs-fat FAIL")
+                continue
+            # The reference is made at rumpfs's size: where mcopy fits the tree in
+            # it, the sizes are equal; where it cannot, rumpfs's image is smaller.
+            figures.append(f"{corpus}: {a.out_bytes / MiB:.1f} MiB, "
+                           + ("mcopy fits the tree in the same size" if b.ok and not b.starred
+                              else f"mkfs.fat+mcopy: {b.note or 'FAIL'}"))
+        res.append(("#19.6 FAT: rumpfs-fat image no larger (the reference is made at rumpfs's size, type "
+                    "and cluster)", held if seen else None, "; ".join(figures) or "not run"))
+        return res
+
+    def targets_21(self) -> list:
+        res = []
+        for mine, ref in (("rumpfs-tar-ffs", "rumpfs-ffs"), ("rumpfs-tar-cpio", "rumpfs-cpio")):
+            # Speed >= MIN_TAR_SPEED of the directory's: wall(tar) <= wall(dir) / MIN_TAR_SPEED.
+            title, held, fig = self.ratio_target(
+                f"#21.6 tar layer: {mine} at >= {MIN_TAR_SPEED}x the speed of {ref} from the directory "
+                "on stdlib and small100k", [(mine, ref)], ("stdlib", "small100k"), 1 / MIN_TAR_SPEED)
+            res.append((title, held, fig + (f" (time limit {1 / MIN_TAR_SPEED:.2f}x)" if held is not None
+                                            else "")))
         return res
 
     def per_entry(self, tool: str, a, b, na: int, nb: int):
@@ -982,11 +1518,51 @@ def update_docs(path: str, md: str) -> None:
         f.write(f"{head}\n\n{DOCS_MARKER}\n\n{body.strip()}\n")
 
 
+#: The tools of the scaling section (--scale): each format and its reference.
+SCALE_TOOLS = ("rumpfs-ffs", "makefs-ffs1", "rumpfs-ffs2", "makefs-ffs2", "rumpfs-cpio", "bsdtar-newc",
+               "rumpfs-iso", "rumpfs-fat")
+
+
+def select_tools(patterns: str | None, scale: bool = False) -> list[Tool]:
+    """The tools whose names match one of the comma-separated globs (all by default;
+    with --scale and no globs, SCALE_TOOLS)."""
+    if patterns:
+        pats = patterns.split(",")
+    elif scale:
+        pats = list(SCALE_TOOLS)
+    else:
+        pats = ["*"]
+    return [t for t in tools() if any(fnmatch.fnmatchcase(t.name, p) for p in pats)]
+
+
+def corpus_names(args) -> list[str]:
+    if args.corpus:
+        return args.corpus.split(",")
+    if args.scale:
+        return ["etc", "small1k", "small10k"] if args.quick else list(corpora.SCALE)
+    return list(corpora.QUICK if args.quick else corpora.FULL)
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="corpora: " + ", ".join(corpora.GENERATORS) + f" (default: {', '.join(corpora.FULL)}; "
+               f"--quick: {', '.join(corpora.QUICK)}; --scale: {', '.join(corpora.SCALE)})\n"
+               "tools: " + ", ".join(t.name for t in tools()) + "\n"
+               "example: python -m bench --corpus stdlib,small100k --tool 'rumpfs-cpio-*,pigz*,zstd*'")
     p.add_argument("--quick", action="store_true", help="small corpora, one round: a smoke run")
-    p.add_argument("--corpus", metavar="NAME,...", help="corpora to run (default: all)")
-    p.add_argument("--tool", metavar="GLOB,...", help="tools to run (default: all)")
+    p.add_argument("--corpus", metavar="NAME,...",
+                   help="corpora to run (default: all but small1m; small1m is opt-in)")
+    p.add_argument("--tool", metavar="GLOB,...", help="tools to run, by name glob (default: all)")
+    p.add_argument("--scale", action="store_true",
+                   help="the scaling section (issue 22.5): etc, small10k, small100k and small1m "
+                        "(1,000,000 files, about 2 GiB, generated once) with each format and makefs; "
+                        "small1m runs one round")
+    p.add_argument("--one-core", metavar="GLOB,...",
+                   help="run only these tools a second time under taskset -c 0 (default: every tool)")
+    p.add_argument("--no-one-core", action="store_true",
+                   help="do not run any command a second time under taskset -c 0 (halves the run)")
     p.add_argument("--reps", type=int, help="rounds per corpus (default 3, --quick 1)")
     p.add_argument("--large-reps", type=int, help="rounds for the large corpus")
     p.add_argument("--timeout", type=float, help="seconds per command (default 600, --quick 180)")
@@ -1027,7 +1603,7 @@ def main(argv=None) -> int:
     print(md)
     print("\n```tsv\n" + tsv + "```")
     for name, held, figures in targets:
-        verdict = {True: "HELD", False: "NOT HELD", None: "n/a"}[held]
+        verdict = {True: "held", False: "NOT held", None: "n/a"}[held]
         print(f"{verdict:8}  {name}: {figures}")
     print(f"\nresults: {os.path.join(outdir, 'results.md')} and results.tsv", file=sys.stderr)
     return 0
