@@ -1,0 +1,145 @@
+"""Mutation testing of the writers with mutmut 2.5 (``pip install 'mutmut<3'``).
+
+mutmut mutates the source in place, so each run works in its own copy of the
+committed tree (tests spawn ``python -m rumpfs`` from the copy's root)::
+
+    python scripts/mutation.py cpio            # copy HEAD to /tmp/rumpfs-mut-cpio, run
+    python scripts/mutation.py ffs --results   # the survivors of the last run
+
+The runner of each module is a fast selection of that writer's independent
+judges (``-x``: a mutant is killed at the first failing test); the whole
+default suite kills at least as many.  The FFS run mutates only the inode,
+directory, cylinder-group and superblock code (``SCOPE``): the copy gets a
+``mutmut_config.py`` whose ``pre_mutation`` hook skips every other line (the
+skipped mutants are counted apart by mutmut, not as killed).  Runs go under
+``nice -n 10``; run one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PYTEST = "python -m pytest -x -q -n 0 -p no:cacheprovider -p no:randomly"
+
+MODULES = {
+    "cpio": ("rumpfs/formats/cpio/writer.py", [
+        "-k", "'not compress'", "tests/test_cpio.py", "tests/test_mutants_cpio.py",
+        "tests/test_hostwalk.py::test_gnu_cpio_extracts_subtrees_written_by_walkers",
+        "tests/test_output.py::test_cpio_with_worker_copies_reads_back_with_bsdtar",
+        "tests/test_output.py::test_cpio_member_larger_than_a_piece_reads_back_with_gnu_cpio",
+    ]),
+    "db185": ("rumpfs/etc/db185.py", ["tests/test_etc_db185.py"]),
+    "elf": ("rumpfs/elf/writer.py", ["tests/test_elf.py", "tests/test_mutants_elf.py"]),
+    "ffs": ("rumpfs/formats/ffs/writer.py", [
+        "tests/test_mutants_ffs.py",
+        "tests/test_ffs_write.py::test_fixture_tree_reads_back",
+        "tests/test_ffs_write.py::test_big_endian",
+        "tests/test_ffs_write.py::test_edges",
+        "tests/test_ffs_write.py::test_several_cylinder_groups_auto",
+        "tests/test_ffs_write.py::test_big_endian_several_groups_and_long_symlinks",
+        "tests/test_ffs_write.py::test_superblock_options",
+        "tests/test_ffs_write.py::test_largest_netbsd_device_number",
+        "tests/test_ffs_write.py::test_superblock_time_is_the_newest_inode_time",
+        "tests/test_ffs_write.py::test_atime_mtime_ctime_kept_apart",
+        "tests/test_ffs_write.py::test_fast_and_slow_symlinks",
+        "tests/test_ffs_write.py::test_csum_area_of_whole_blocks",
+    ]),
+}
+
+#: The FFS writer's functions under test (issue 16: inode, directory,
+#: cylinder-group and superblock code); qualified names as ``ast`` sees them.
+SCOPE = {
+    "ffs": [
+        # inodes
+        "encode_rdev", "di_gens", "Writer._pointers", "Writer._inode_columns",
+        "Writer._write_inodes", "_inline_struct",
+        # directories
+        "Plan._dir_size", "Plan.dir_bytes", "Plan._dir_bytes",
+        # cylinder groups
+        "Writer._summaries", "Writer._csum_bytes", "Writer._write_cgs", "_merge",
+        "_CgState.__init__", "_bitmap",
+        # superblock
+        "Writer._fs_time", "Writer._superblock_options", "Writer.superblock",
+        "Writer._write_superblocks",
+    ],
+}
+
+CONFIG = '''\
+"""Written by scripts/mutation.py: mutate only the lines of SCOPE's functions."""
+import ast
+
+SCOPE = {scope!r}
+PATH = {path!r}
+
+
+def _lines():
+    tree = ast.parse(open(PATH).read())
+    keep = set()
+
+    def visit(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.ClassDef)):
+                name = prefix + child.name
+                if name in SCOPE:
+                    keep.update(range(child.lineno, child.end_lineno + 1))
+                visit(child, name + ".")
+    visit(tree, "")
+    return keep
+
+
+_KEEP = None
+
+
+def pre_mutation(context):
+    global _KEEP
+    if _KEEP is None:
+        _KEEP = _lines()
+    # current_line_index counts from 0, ast's lines from 1.
+    if context.current_line_index + 1 not in _KEEP:
+        context.skip = True
+'''
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("module", choices=sorted(MODULES))
+    ap.add_argument("--dest", help="the copy to mutate (default /tmp/rumpfs-mut-MODULE)")
+    ap.add_argument("--results", action="store_true", help="show the last run's survivors")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the copy and its cache; refresh only the tests "
+                         "(mutmut then retests only the mutants not yet killed)")
+    args = ap.parse_args()
+    path, tests = MODULES[args.module]
+    dest = Path(args.dest or f"/tmp/rumpfs-mut-{args.module}")
+    if args.results:
+        return subprocess.call(["mutmut", "results"], cwd=dest)
+    if args.keep and dest.exists():
+        shutil.rmtree(dest / "tests")
+        subprocess.run(f"git archive HEAD tests | tar -x -C {dest}", shell=True, cwd=ROOT,
+                       check=True)
+    else:
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        subprocess.run(f"git archive HEAD | tar -x -C {dest}", shell=True, cwd=ROOT, check=True)
+    tests = [t for t in tests if t.startswith(("-", "'")) or (dest / t.split("::")[0]).exists()]
+    runner = dest / "mutation-runner.sh"
+    runner.write_text(f"#!/bin/sh\nexec {PYTEST} --basetemp={dest}.pt {' '.join(tests)}\n")
+    runner.chmod(0o755)
+    if args.module in SCOPE:
+        (dest / "mutmut_config.py").write_text(CONFIG.format(scope=SCOPE[args.module], path=path))
+    cmd = ["nice", "-n", "10", "mutmut", "run", "--paths-to-mutate", path,
+           "--tests-dir", "tests/", "--runner", str(runner)]
+    print(" ".join(cmd), file=sys.stderr)
+    return subprocess.call(cmd, cwd=dest, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
