@@ -83,6 +83,42 @@ def _pointers(f, addr: int, level: int, sb, fmt: str, out: set, frags_per_block:
             out.add(("data", ptr))
 
 
+DIRBLKSIZ = 512
+#: dir.h's d_type of each inode kind.
+DT = {stat.S_IFIFO: 1, stat.S_IFCHR: 2, stat.S_IFDIR: 4, stat.S_IFBLK: 6, stat.S_IFREG: 8,
+      stat.S_IFLNK: 10, stat.S_IFSOCK: 12}
+
+
+def check_directory(data: bytes, ino: int, fs, byteorder: str) -> list[str]:
+    """A directory's bytes at dir.h's offsets: chunks of DIRBLKSIZ that the
+    entries' d_reclen exactly fill, each entry at least its 4-aligned size,
+    its name NUL-padded, its d_type the inode's kind; '.' and '..' first."""
+    bad = []
+    e = "<" if byteorder == "little" else ">"
+    if len(data) % DIRBLKSIZ or not data:
+        return [f"dir {ino}: {len(data)} bytes"]
+    names = []
+    for chunk in range(0, len(data), DIRBLKSIZ):
+        pos = chunk
+        while pos < chunk + DIRBLKSIZ:
+            d_ino, reclen, d_type, namlen = struct.unpack_from(e + "IHBB", data, pos)
+            need = (8 + namlen + 1 + 3) & ~3
+            if reclen < need or pos + reclen > chunk + DIRBLKSIZ:
+                return bad + [f"dir {ino}: entry at {pos}: d_reclen {reclen}, needs {need}"]
+            name = data[pos + 8:pos + 8 + namlen]
+            if data[pos + 8 + namlen:pos + need] != bytes(need - 8 - namlen):
+                bad.append(f"dir {ino}: {name!r} not NUL-padded")
+            if d_ino:
+                kind = stat.S_IFMT(fs.inode(d_ino).inode.di_mode)
+                if DT.get(kind) != d_type:
+                    bad.append(f"dir {ino}: {name!r} d_type {d_type}, inode kind {kind:o}")
+                names.append((name, d_ino))
+            pos += reclen
+    if [n for n, _ in names[:2]] != [b".", b".."] or names[0][1] != ino:
+        bad.append(f"dir {ino}: starts with {names[:2]}")
+    return bad
+
+
 def check_image(path, byteorder: str) -> list[str]:
     """Every map and count of the image against what the test works out; one line per difference."""
     bad = []
@@ -143,6 +179,8 @@ def check_image(path, byteorder: str) -> list[str]:
                                     mine.add(x)
                 elif any(node.di_ib) or (any(list(node.di_db)[1:]) and not fast_link):
                     bad.append(f"inode {ino}: a {kind:o} with block pointers")
+                if kind == stat.S_IFDIR:
+                    bad += check_directory(fs.inode(ino).open().read(), ino, fs, byteorder)
                 if node.di_blocks != len(mine) * fsize // DEV_BSIZE:
                     bad.append(f"inode {ino}: di_blocks {node.di_blocks}, holds {len(mine)} fragments")
                 if mine & used:
