@@ -79,10 +79,10 @@ def _dbt(data: bytes):
 class Libdb1:
     """A db opened through glibc's db 1.85."""
 
-    def __init__(self, path, flags=os.O_RDONLY, lorder=None):
+    def __init__(self, path, flags=os.O_RDONLY, lorder=None, bsize=4096, ffactor=32, nelem=256):
         info = None
         if lorder:
-            info = HASHINFO(4096, 32, 256, 2 << 20, None, LORDER[lorder])
+            info = HASHINFO(bsize, ffactor, nelem, 2 << 20, None, LORDER[lorder])
         self.db = LIBDB1.dbopen(os.fsencode(path), flags, 0o644, DB_HASH,
                                 ctypes.byref(info) if info else None)
         if not self.db:
@@ -126,9 +126,10 @@ class Libdb1:
         self.close()
 
 
-def libdb1_write(path, pairs, byteorder) -> bytes:
-    """The file libdb1 writes for these pairs, as pwd_mkdb configures it."""
-    with Libdb1(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, lorder=byteorder) as db:
+def libdb1_write(path, pairs, byteorder, **hashinfo) -> bytes:
+    """The file libdb1 writes for these pairs, as pwd_mkdb configures it
+    (or with the given bsize, ffactor, nelem)."""
+    with Libdb1(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, lorder=byteorder, **hashinfo) as db:
         for key, data in pairs:
             db.put(key, data)
     return open(path, "rb").read()
@@ -157,7 +158,8 @@ def page_contents(data: bytes, byteorder: str, bsize=4096) -> dict:
     the bytes of its free area (libdb1 leaves malloc garbage there)."""
     e = "<" if byteorder == "little" else ">"
     pages = {0: data[:260]}
-    for number in range(1, len(data) // bsize):
+    hdrpages = struct.unpack_from(">i", data, 60)[0]
+    for number in range(hdrpages, len(data) // bsize):
         page = data[number * bsize:(number + 1) * bsize]
         if page == bytes(bsize):
             continue
@@ -212,8 +214,46 @@ def test_same_buckets_as_libdb1_after_splits(tmp_path, byteorder):
     po, pr = page_contents(ours, byteorder), page_contents(ref, byteorder)
     del po[0], pr[0]    # last_freed, a search hint, differs
     assert po == pr
+    assert without_last_freed(ours, 4096) == without_last_freed(ref, 4096)
     (tmp_path / "ours.db").write_bytes(ours)
     assert read_all(tmp_path / "ours.db") == dict(pairs)
+
+
+def without_last_freed(data: bytes, bsize: int) -> bytes:
+    """The header pages (HASHHDR, then zeros up to the first bucket) with
+    last_freed, a search hint libdb1 moves as it goes, zeroed."""
+    hdrpages = struct.unpack_from(">i", data, 60)[0]
+    head = bytearray(data[:hdrpages * bsize])
+    head[36:40] = bytes(4)
+    return bytes(head)
+
+
+@needs_libdb1
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+@pytest.mark.parametrize("bsize,ffactor,nelem,count", [
+    (256, 2, 1, 300),       # a header of two pages (HASHHDR is 260 bytes)
+    (512, 4, 1, 700),       # many splits from the smallest table
+    (1024, 8, 5000, 900),   # a large first table
+])
+def test_same_file_as_libdb1_for_other_hash_parameters(tmp_path, byteorder, bsize, ffactor,
+                                                       nelem, count):
+    """Another bsize, fill factor and first table size: every header field
+    but last_freed and every page's table and pairs as libdb1 makes them
+    (small pairs: no bucket of libdb1's step-by-step build overflows)."""
+    pairs = [(b"k%d" % i, b"%d" % (i * 7)) for i in range(count)]
+    hashinfo = dict(bsize=bsize, ffactor=ffactor, nelem=nelem)
+    ours = db185.build(pairs, byteorder, **hashinfo)
+    ref = libdb1_write(tmp_path / "ref.db", pairs, byteorder, **hashinfo)
+    assert len(ours) == len(ref)
+    assert without_last_freed(ours, bsize) == without_last_freed(ref, bsize)
+    po, pr = page_contents(ours, byteorder, bsize), page_contents(ref, byteorder, bsize)
+    assert po.keys() == pr.keys()
+    for number in po:
+        if number >= header(ours)["hdrpages"]:
+            assert po[number] == pr[number], number
+    (tmp_path / "ours.db").write_bytes(ours)
+    with Libdb1(tmp_path / "ours.db") as db:
+        assert dict(db.items()) == dict(pairs)
 
 
 @needs_libdb1
