@@ -154,8 +154,9 @@ def check_image(path, byteorder: str) -> list[str]:
                     bad.append(f"inode {ino}: map says {state}, mode {node.di_mode:o}")
                 if not allocated:
                     continue
-                if node.di_gen == 0:
-                    bad.append(f"inode {ino}: di_gen 0")
+                # di_gen is an int32_t (dinode.h); the writer promises non-zero.
+                if not 0 < node.di_gen <= 0x7FFFFFFF:
+                    bad.append(f"inode {ino}: di_gen {node.di_gen}")
                 kind = stat.S_IFMT(node.di_mode)
                 mine = set()
                 fast_link = kind == stat.S_IFLNK and node.di_size < sb.fs_maxsymlinklen
@@ -186,6 +187,13 @@ def check_image(path, byteorder: str) -> list[str]:
                 if mine & used:
                     bad.append(f"inode {ino}: {len(mine & used)} fragments used twice")
                 used |= mine
+        # Each group's superblock copy (fs.h cgsblock) is the primary's.
+        f.seek(sb.fs_sblockloc)
+        primary = f.read(sb.fs_sbsize)
+        for c in range(sb.fs_ncg):
+            f.seek((c * fpg + sb.fs_sblkno) * fsize)
+            if f.read(sb.fs_sbsize) != primary:
+                bad.append(f"cg {c}: the superblock copy differs from the primary")
         # Each group's maps and header against that.
         for c in range(sb.fs_ncg):
             group = mod.CylinderGroup(fs, c)
@@ -264,7 +272,7 @@ SIZE_FIELDS = ["fs_bsize", "fs_fsize", "fs_frag", "fs_bmask", "fs_fmask", "fs_bs
                "fs_fshift", "fs_fragshift", "fs_fsbtodb", "fs_sbsize", "fs_nindir", "fs_inopb",
                "fs_maxbpg", "fs_qbmask", "fs_qfmask", "fs_maxsymlinklen", "fs_maxfilesize",
                "fs_old_inodefmt", "fs_contigsumsize", "fs_avgfilesize", "fs_avgfpdir",
-               "fs_maxbsize", "fs_magic", "fs_clean", "fs_maxcontig"]
+               "fs_maxbsize", "fs_magic", "fs_clean", "fs_maxcontig", "fs_optim"]
 #: (fs_sblockloc too for UFS1: makefs puts a UFS2 superblock at 8192,
 #: rumpfs at 65536, where every BSD kernel looks first; see test_ffs_write.py.)
 UFS1_SIZE_FIELDS = ["fs_sblockloc", "fs_old_nspf", "fs_old_interleave", "fs_old_rps", "fs_old_postblformat",
