@@ -146,6 +146,13 @@ def test_object_as_gas_lays_out_the_same_component(key, template, extra, tmp_pat
     def globals_of(syms):
         return {s["name"]: s | {"num": None} for s in syms if s["bind"] != "LOCAL"}
     assert globals_of(o_syms) == globals_of(g_syms)
+    # The local symbols (the null symbol, the image section's) are ones gas
+    # has too (gas leaves out a section symbol no relocation uses).
+    def locals_of(syms):
+        return [tuple(v for k, v in s.items() if k != "num") for s in syms if s["bind"] == "LOCAL"]
+    assert locals_of(o_syms)[0] == (0, 0, "NOTYPE", "LOCAL", "DEFAULT", "UND", "")
+    if o_relocs:
+        assert set(locals_of(o_syms)) <= set(locals_of(g_syms))
     assert o_relocs == g_relocs
     assert len(o_relocs) == (0 if template == "linux-initramfs" else 1)
 
