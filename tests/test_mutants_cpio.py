@@ -129,6 +129,8 @@ def test_crc_archive_of_large_files_verifies_with_gnu_cpio(tmp_path):
     src.mkdir()
     for name, size in (("a", 3 << 20), ("b", (1 << 16) + 3), ("c", 1 << 16), ("d", 7)):
         (src / name).write_bytes(os.urandom(size))
+    # 0xff bytes: the largest sums a piece of the checksum can reach.
+    (src / "ff").write_bytes(b"\xff" * 100_003)
     for out in (tmp_path / "x.cpio", tmp_path / "x.cpio.gz"):
         run_rumpfs("pack", "--no-stubetc", "--cpio-variant", "crc", src, "-o", out)
         raw = out.read_bytes()
@@ -137,3 +139,22 @@ def test_crc_archive_of_large_files_verifies_with_gnu_cpio(tmp_path):
         proc = subprocess.run(["cpio", "-it", "--only-verify-crc"], input=raw, capture_output=True)
         assert proc.returncode == 0 and b"checksum error" not in proc.stderr.lower(), proc.stderr
         assert_headers_as_the_source(raw, src)
+
+
+def test_times_outside_the_cpio_range_are_clamped_with_one_warning(tmp_path):
+    """c_mtime is 32 bits unsigned: a time before 1970 is stored as 0, one
+    after 2106 as 0xffffffff (read at the header's offsets), with one warning
+    naming how many and the first."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, t in (("early", -86400), ("late", 1 << 33), ("ok", 1_000_000_000)):
+        (src / name).write_bytes(b"x")
+        os.utime(src / name, (t, t))
+    out = tmp_path / "t.cpio"
+    res = run_rumpfs("pack", "--no-stubetc", "--no-progress", src,
+                     "-o", out)
+    assert res.err.strip() == ("rumpfs: warning: 2 time(s) outside the 32-bit cpio range were "
+                               "clamped (first: /early)")
+    headers = newc_headers(out.read_bytes())
+    assert {p: headers[p]["c_mtime"] for p in (b"early", b"late", b"ok")} == {
+        b"early": 0, b"late": 0xFFFFFFFF, b"ok": 1_000_000_000}
