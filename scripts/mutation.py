@@ -57,6 +57,8 @@ MODULES = {
         "tests/test_ffs_write.py::test_atime_mtime_ctime_kept_apart",
         "tests/test_ffs_write.py::test_fast_and_slow_symlinks",
         "tests/test_ffs_write.py::test_csum_area_of_whole_blocks",
+        "tests/test_ffs_write.py::test_bad_options",
+        "tests/test_ffs_write.py::test_ufs1_time_limit",
     ]),
 }
 

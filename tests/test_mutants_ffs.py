@@ -312,3 +312,39 @@ def test_superblock_constants_as_makefs_writes_them(tmp_path, version, bsize, fs
             overhead = sb.fs_sblkno + sb.fs_ncg * (sb.fs_dblkno - sb.fs_sblkno)
             assert sb.fs_dsize == sb.fs_size - overhead - -(-sb.fs_cssize // sb.fs_fsize)
             assert sb.fs_cssize == -(-sb.fs_ncg * 16 // sb.fs_fsize) * sb.fs_fsize
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"minfree": -1}, "--minfree -1: must be 0 to 99 (percent)"),
+    ({"minfree": 100}, "--minfree 100: must be 0 to 99 (percent)"),
+    ({"optimization": "fast"}, "--optimization fast: must be time or space"),
+    ({"label": "L" * 32}, f"--label {'L' * 32}: 32 bytes, at most 31 and no NUL"),
+    ({"label": "a\0b"}, "--label a\0b: 3 bytes, at most 31 and no NUL"),
+])
+def test_superblock_option_limits(tmp_path, options, message):
+    from rumpfs.errors import RumpfsError
+    src = tmp_path / "src"
+    src.mkdir()
+    with pytest.raises(RumpfsError) as exc:
+        pack([str(src)], str(tmp_path / "x.img"), format="ffs2", stubetc=False,
+             format_options=options)
+    assert str(exc.value) == message
+    assert not (tmp_path / "x.img").exists()
+
+
+@pytest.mark.parametrize("options,fields", [
+    ({"minfree": 0, "optimization": "time"}, {"fs_minfree": 0, "fs_optim": 0}),
+    ({"minfree": 99, "label": "L" * 31}, {"fs_minfree": 99, "fs_volname": b"L" * 31 + b"\0"}),
+    ({"optimization": "space", "label": b"root"}, {"fs_optim": 1, "fs_minfree": 5}),
+])
+def test_superblock_option_edges_as_dissect_reads_them(tmp_path, options, fields):
+    """The accepted extremes (fs.h: FS_OPTTIME 0, FS_OPTSPACE 1; minfree's
+    default is docs/ffs.md's 5)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    image = tmp_path / "x.img"
+    pack([str(src)], str(image), format="ffs2", stubetc=False, format_options=options)
+    with open(image, "rb") as f:
+        sb = dissect_open(f, "little").sb
+        got = {k: bytes(getattr(sb, k)) if k == "fs_volname" else getattr(sb, k) for k in fields}
+    assert got == fields
