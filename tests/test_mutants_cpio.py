@@ -147,7 +147,8 @@ def test_times_outside_the_cpio_range_are_clamped_with_one_warning(tmp_path):
     naming how many and the first."""
     src = tmp_path / "src"
     src.mkdir()
-    for name, t in (("early", -86400), ("late", 1 << 33), ("ok", 1_000_000_000)):
+    for name, t in (("early", -86400), ("late", 1 << 33), ("ok", 1_000_000_000),
+                    ("edge0", 0), ("edge1", 0xFFFFFFFF)):   # the range's own ends: no warning
         (src / name).write_bytes(b"x")
         os.utime(src / name, (t, t))
     out = tmp_path / "t.cpio"
@@ -156,8 +157,8 @@ def test_times_outside_the_cpio_range_are_clamped_with_one_warning(tmp_path):
     assert res.err.strip() == ("rumpfs: warning: 2 time(s) outside the 32-bit cpio range were "
                                "clamped (first: /early)")
     headers = newc_headers(out.read_bytes())
-    assert {p: headers[p]["c_mtime"] for p in (b"early", b"late", b"ok")} == {
-        b"early": 0, b"late": 0xFFFFFFFF, b"ok": 1_000_000_000}
+    assert {p: headers[p]["c_mtime"] for p in (b"early", b"late", b"ok", b"edge0", b"edge1")} == {
+        b"early": 0, b"late": 0xFFFFFFFF, b"ok": 1_000_000_000, b"edge0": 0, b"edge1": 0xFFFFFFFF}
 
 
 def test_crc_of_members_of_an_uncompressed_tar(tmp_path):
