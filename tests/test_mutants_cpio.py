@@ -6,7 +6,8 @@ directory's c_nlink, the trailer's fields) and forgive others.  Here every
 header is parsed at cpio(5)'s offsets (test_cpio.newc_headers) and each
 field compared with what ``os.lstat`` says of the source: mode, owner, link
 count (test_cpio.source_nlinks), mtime, size, device numbers, the data or
-link target; c_devmajor/c_devminor are 0 and c_ino counts from 1 in archive
+link target, c_check (0 in 070701; in 070702 a regular file's byte sum);
+c_devmajor/c_devminor are 0 and c_ino counts from 1 in archive
 order (rumpfs's documented choices: nothing of the build host leaks).  The
 archives are the whole-tree path (the fixture tree) and the directory
 walkers' scattered path (SubtreeWriter, test_hostwalk's edge tree).  The
@@ -56,6 +57,10 @@ def assert_headers_as_the_source(data: bytes, top, clamped=(), keep_owner=False)
         }
         got = {k: h[k] for k in want}
         assert got == want, path
+        # c_check: 0 in a 070701 header; in 070702 the sum of a regular
+        # file's data (GNU cpio sums nothing else).
+        summed = h["magic"] == b"070702" and stat.S_ISREG(st.st_mode)
+        assert h["c_check"] == (sum(h["data"]) & 0xFFFFFFFF if summed else 0), path
         key = (st.st_dev, st.st_ino)
         if key not in first_name:
             first_name[key] = path
