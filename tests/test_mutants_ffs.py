@@ -63,6 +63,12 @@ def make_tree(top):
     for i in range(60):
         (big / (f"entry-with-a-longish-name-{i:03}" + "x" * (i % 9))).write_bytes(b"%d" % i)
     (top / "d1" / "sub").mkdir()
+    # 31 entries of 32 bytes (20-byte names): with '.' and '..' (24 bytes)
+    # the first chunk takes 15, the second exactly 16, filling it to the byte.
+    exact = top / "exact"
+    exact.mkdir()
+    for i in range(31):
+        (exact / f"{i:020d}").write_bytes(b"")
     if IS_ROOT:
         os.mknod(top / "chr", stat.S_IFCHR | 0o600, os.makedev(4095, 0xFFFFF))
         os.mknod(top / "blk", stat.S_IFBLK | 0o600, os.makedev(3, 257))
@@ -322,6 +328,7 @@ def test_superblock_constants_as_makefs_writes_them(tmp_path, version, bsize, fs
     ({"label": "a\0b"}, "--label a\0b: 3 bytes, at most 31 and no NUL"),
 ])
 def test_superblock_option_limits(tmp_path, options, message):
+    """Out-of-range superblock options: the one-line error, nothing written."""
     from rumpfs.errors import RumpfsError
     src = tmp_path / "src"
     src.mkdir()
@@ -348,3 +355,15 @@ def test_superblock_option_edges_as_dissect_reads_them(tmp_path, options, fields
         sb = dissect_open(f, "little").sb
         got = {k: bytes(getattr(sb, k)) if k == "fs_volname" else getattr(sb, k) for k in fields}
     assert got == fields
+
+
+@pytest.mark.parametrize("major,minor", [(4096, 0), (0, 0x100000)])
+def test_device_number_beyond_netbsd_dev_t(tmp_path, major, minor):
+    """NetBSD's 32-bit dev_t has 12 bits of major, 20 of minor (sys/types.h)."""
+    from rumpfs.errors import RumpfsError
+    spec = tmp_path / "dev.spec"
+    spec.write_text(f"nod /dev/x 0600 0 0 c {major} {minor}\n")
+    with pytest.raises(RumpfsError) as exc:
+        pack([], str(tmp_path / "d.img"), stubetc=False, spec=[str(spec)], format="ffs")
+    assert str(exc.value) == f"/dev/x: device {major},{minor} does not fit NetBSD's dev_t"
+    assert not (tmp_path / "d.img").exists()
