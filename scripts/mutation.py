@@ -58,6 +58,7 @@ MODULES = {
         "tests/test_ffs_write.py::test_fast_and_slow_symlinks",
         "tests/test_ffs_write.py::test_csum_area_of_whole_blocks",
         "tests/test_ffs_write.py::test_bad_options",
+        "tests/test_ffs_write.py::test_sparse_file_with_a_hole_first_and_a_tail_last",
         "tests/test_ffs_write.py::test_ufs1_time_limit",
     ]),
 }

@@ -27,7 +27,8 @@ import subprocess
 
 import pytest
 from conftest import IS_ROOT, require_module
-from ffs_testlib import dissect_open
+from ffs_testlib import dissect_open, dissect_records
+from treecompare import assert_same, normalized, scan_host
 
 from rumpfs.api import pack
 
@@ -45,8 +46,8 @@ def _bits(raw: bytes, count: int) -> list[bool]:
 
 
 def make_tree(top):
-    """Files with tails, full blocks, single and double indirect blocks, a
-    hole, symlinks of both kinds, devices (root only), nested directories and
+    """Files with tails, full blocks, single and double indirect blocks,
+    holes (one file of a hole and a tail), symlinks of both kinds, devices (root only), nested directories and
     one directory of several DIRBLKSIZ chunks."""
     top.mkdir()
     (top / "empty").write_bytes(b"")
@@ -56,6 +57,9 @@ def make_tree(top):
     with open(top / "sparse", "wb") as f:
         f.seek(3_000_000)                                  # double indirect at 4 KiB
         f.write(b"end")
+    with open(top / "holetail", "wb") as f:
+        f.seek(131072)                                     # a hole, then only a tail
+        f.write(b"tail")
     (top / "fast").symlink_to("t" * 20)
     (top / "slow").symlink_to("s" * 300)
     big = top / "d1" / "d2" / "many"
@@ -270,6 +274,7 @@ def test_maps_and_counts_as_the_specification_derives_them(tmp_path, fmt, byteor
         sb = dissect_open(f, byteorder).sb
         assert sb.fs_ncg >= (3 if options else 1)
     assert check_image(image, byteorder) == []
+    assert_same(normalized(scan_host(src)), dissect_records(image, byteorder))
 
 
 #: Superblock fields that follow from the block and fragment size and the
