@@ -14,8 +14,11 @@ directory, cylinder-group and superblock code (``SCOPE``): the copy gets a
 skipped mutants are counted apart by mutmut, not as killed); the same hook
 with ``--sample N`` tests one mutant in N, chosen by a hash of its line's text
 and its index on the line, so the same sample on every run.  Runs go under
-``nice -n 10``; run one at a time.  Do not run ``mutmut results`` while a run
-is going: it re-reads the file mutmut has mutated and corrupts the cache.
+``nice -n 10``; run one at a time, and stop one by its process group (the
+command it prints): mutmut's worker process outlives a killed mutmut and
+goes on mutating the copy.  Do not run ``mutmut results`` while a run is
+going: it re-reads the file mutmut has mutated and corrupts the cache
+(``--status`` reads the cache alone).
 """
 
 from __future__ import annotations
@@ -183,8 +186,12 @@ def main() -> int:
         CONFIG.format(scope=SCOPE.get(args.module), sample=args.sample, path=path))
     cmd = ["nice", "-n", "10", "mutmut", "run", "--paths-to-mutate", path,
            "--tests-dir", "tests/", "--runner", str(runner)]
-    print(" ".join(cmd), file=sys.stderr)
-    return subprocess.call(cmd, cwd=dest, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    # Its own process group: mutmut's worker process outlives a killed
+    # mutmut and goes on mutating the copy; stop a run with kill -- -PGID.
+    proc = subprocess.Popen(cmd, cwd=dest, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),
+                            start_new_session=True)
+    print(" ".join(cmd), f"(stop with: kill -- -{proc.pid})", file=sys.stderr)
+    return proc.wait()
 
 
 if __name__ == "__main__":
