@@ -260,7 +260,8 @@ def check_image(path, byteorder: str) -> list[str]:
 
 CASES = [
     ("ffs", "little", dict(block_size=4096, frag_size=512, size="40m")),
-    ("ffs2", "big", dict(block_size=4096, frag_size=512, size="40m")),
+    # More inodes than the tree needs: free inodes in every group.
+    ("ffs2", "big", dict(block_size=4096, frag_size=512, size="40m", density=8192)),
     ("ffs2", "little", {}),
     ("ffs", "big", {}),
     ("ffs2", "little", dict(block_size=65536)),   # one block per cluster: no cluster summary
