@@ -171,8 +171,11 @@ def main() -> int:
     if args.status:
         return status(dest)
     if args.keep and dest.exists():
-        # Fresh files (a stopped run leaves its mutant in place), the same cache.
+        # Fresh files (a stopped run leaves its mutant in place), the same
+        # cache; no bytecode compiled from some earlier mutant.
         subprocess.run(f"git archive HEAD | tar -x -C {dest}", shell=True, cwd=ROOT, check=True)
+        for cache in list(dest.rglob("__pycache__")):
+            shutil.rmtree(cache)
     else:
         if dest.exists():
             shutil.rmtree(dest)
