@@ -166,7 +166,7 @@ def test_times_outside_the_cpio_range_are_clamped_with_one_warning(tmp_path):
         b"early": 0, b"late": 0xFFFFFFFF, b"ok": 1_000_000_000, b"edge0": 0, b"edge1": 0xFFFFFFFF}
 
 
-def test_crc_of_members_of_an_uncompressed_tar(tmp_path):
+def test_crc_of_members_read_straight_from_a_plain_tar(tmp_path):
     """Data read straight from a tar archive (the member ends before the
     archive does): GNU cpio verifies every sum and extracts the same bytes."""
     src = tmp_path / "src"
