@@ -234,6 +234,7 @@ def without_last_freed(data: bytes, bsize: int) -> bytes:
     (256, 2, 1, 300),       # a header of two pages (HASHHDR is 260 bytes)
     (512, 4, 1, 700),       # many splits from the smallest table
     (1024, 8, 5000, 900),   # a large first table
+    (512, 4, 17, 300),      # nelem - 1 a multiple of ffactor: 5 buckets, so 8
 ])
 def test_same_file_as_libdb1_for_other_hash_parameters(tmp_path, byteorder, bsize, ffactor,
                                                        nelem, count):
@@ -271,6 +272,19 @@ def test_overflow_pages_read_by_libdb1(tmp_path, byteorder):
         for key, data in pairs[::37]:
             assert db.get(key) == data
         assert db.get(b"1nobody") is None
+    # hash.h: a pair whose data word is below REAL_KEY (4) is a marker; the
+    # only one a file without big keys has is (address, OVFLPAGE = 0), last.
+    links = 0
+    for number, content in page_contents(ours, byteorder).items():
+        if number == 0 or isinstance(content, bytes):
+            continue
+        words = content[0]
+        n = words[0]
+        for i in range(1, n + 1, 2):
+            if words[i + 1] < 4:
+                assert words[i + 1] == 0 and i + 2 == n + 1, (number, words[i:i + 2])
+                links += 1
+    assert links > 100
 
 
 @needs_libdb1
@@ -319,3 +333,22 @@ def test_many_fat_records_spread_over_more_buckets(tmp_path):
         path = tmp_path / "fat.db"
         path.write_bytes(data)
         assert read_all(path) == dict(pairs)
+
+
+@needs_libdb1
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+def test_small_pages_filled_to_the_last_pair(tmp_path, byteorder):
+    """512-byte pages, 64 pairs per bucket of 14-byte pairs: every bucket
+    chains pages filled as far as hash_page.c lets them (a pair only goes
+    in while an overflow link still fits after it); libdb1 reads every pair
+    and the page tables never run into the pairs."""
+    pairs = [(b"k%05d" % i, b"v%03d" % (i % 1000)) for i in range(3000)]
+    ours = db185.build(pairs, byteorder, bsize=512, ffactor=64, nelem=1)
+    for number, content in page_contents(ours, byteorder, 512).items():
+        if number and not isinstance(content, bytes):
+            words, _ = content
+            n, free, offset = words[0], words[-2], words[-1]
+            assert free == offset - 2 * (n + 3) >= 0, number
+    path = tmp_path / "small.db"
+    path.write_bytes(ours)
+    assert read_all(path) == dict(pairs)
