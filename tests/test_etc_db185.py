@@ -79,10 +79,10 @@ def _dbt(data: bytes):
 class Libdb1:
     """A db opened through glibc's db 1.85."""
 
-    def __init__(self, path, flags=os.O_RDONLY, lorder=None):
+    def __init__(self, path, flags=os.O_RDONLY, lorder=None, bsize=4096, ffactor=32, nelem=256):
         info = None
         if lorder:
-            info = HASHINFO(4096, 32, 256, 2 << 20, None, LORDER[lorder])
+            info = HASHINFO(bsize, ffactor, nelem, 2 << 20, None, LORDER[lorder])
         self.db = LIBDB1.dbopen(os.fsencode(path), flags, 0o644, DB_HASH,
                                 ctypes.byref(info) if info else None)
         if not self.db:
@@ -126,9 +126,10 @@ class Libdb1:
         self.close()
 
 
-def libdb1_write(path, pairs, byteorder) -> bytes:
-    """The file libdb1 writes for these pairs, as pwd_mkdb configures it."""
-    with Libdb1(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, lorder=byteorder) as db:
+def libdb1_write(path, pairs, byteorder, **hashinfo) -> bytes:
+    """The file libdb1 writes for these pairs, as pwd_mkdb configures it
+    (or with the given bsize, ffactor, nelem)."""
+    with Libdb1(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, lorder=byteorder, **hashinfo) as db:
         for key, data in pairs:
             db.put(key, data)
     return open(path, "rb").read()
@@ -157,7 +158,8 @@ def page_contents(data: bytes, byteorder: str, bsize=4096) -> dict:
     the bytes of its free area (libdb1 leaves malloc garbage there)."""
     e = "<" if byteorder == "little" else ">"
     pages = {0: data[:260]}
-    for number in range(1, len(data) // bsize):
+    hdrpages = struct.unpack_from(">i", data, 60)[0]
+    for number in range(hdrpages, len(data) // bsize):
         page = data[number * bsize:(number + 1) * bsize]
         if page == bytes(bsize):
             continue
@@ -212,8 +214,47 @@ def test_same_buckets_as_libdb1_after_splits(tmp_path, byteorder):
     po, pr = page_contents(ours, byteorder), page_contents(ref, byteorder)
     del po[0], pr[0]    # last_freed, a search hint, differs
     assert po == pr
+    assert without_last_freed(ours, 4096) == without_last_freed(ref, 4096)
     (tmp_path / "ours.db").write_bytes(ours)
     assert read_all(tmp_path / "ours.db") == dict(pairs)
+
+
+def without_last_freed(data: bytes, bsize: int) -> bytes:
+    """The header pages (HASHHDR, then zeros up to the first bucket) with
+    last_freed, a search hint libdb1 moves as it goes, zeroed."""
+    hdrpages = struct.unpack_from(">i", data, 60)[0]
+    head = bytearray(data[:hdrpages * bsize])
+    head[36:40] = bytes(4)
+    return bytes(head)
+
+
+@needs_libdb1
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+@pytest.mark.parametrize("bsize,ffactor,nelem,count", [
+    (256, 2, 1, 300),       # a header of two pages (HASHHDR is 260 bytes)
+    (512, 4, 1, 700),       # many splits from the smallest table
+    (1024, 8, 5000, 900),   # a large first table
+    (512, 4, 17, 300),      # nelem - 1 a multiple of ffactor: 5 buckets, so 8
+])
+def test_same_file_as_libdb1_for_other_hash_parameters(tmp_path, byteorder, bsize, ffactor,
+                                                       nelem, count):
+    """Another bsize, fill factor and first table size: every header field
+    but last_freed and every page's table and pairs as libdb1 makes them
+    (small pairs: no bucket of libdb1's step-by-step build overflows)."""
+    pairs = [(b"k%d" % i, b"%d" % (i * 7)) for i in range(count)]
+    hashinfo = dict(bsize=bsize, ffactor=ffactor, nelem=nelem)
+    ours = db185.build(pairs, byteorder, **hashinfo)
+    ref = libdb1_write(tmp_path / "ref.db", pairs, byteorder, **hashinfo)
+    assert len(ours) == len(ref)
+    assert without_last_freed(ours, bsize) == without_last_freed(ref, bsize)
+    po, pr = page_contents(ours, byteorder, bsize), page_contents(ref, byteorder, bsize)
+    assert po.keys() == pr.keys()
+    for number in po:
+        if number >= header(ours)["hdrpages"]:
+            assert po[number] == pr[number], number
+    (tmp_path / "ours.db").write_bytes(ours)
+    with Libdb1(tmp_path / "ours.db") as db:
+        assert dict(db.items()) == dict(pairs)
 
 
 @needs_libdb1
@@ -224,6 +265,20 @@ def test_overflow_pages_read_by_libdb1(tmp_path, byteorder):
     ours = db185.build(pairs, byteorder)
     h = header(ours)
     assert h["spares"][h["ovfl_point"]] > 4 + 100, "expected many overflow pages"
+    # Before libdb1 reads it (a bad marker can crash it): in hash.h a pair
+    # whose data word is below REAL_KEY (4) is a marker; the only one a file
+    # without big keys has is (address, OVFLPAGE = 0), last on its page.
+    links = 0
+    for number, content in page_contents(ours, byteorder).items():
+        if number == 0 or isinstance(content, bytes):
+            continue
+        words = content[0]
+        n = words[0]
+        for i in range(1, n + 1, 2):
+            if words[i + 1] < 4:
+                assert words[i + 1] == 0 and i + 2 == n + 1, (number, words[i:i + 2])
+                links += 1
+    assert links > 100
     path = tmp_path / "ours.db"
     path.write_bytes(ours)
     assert read_all(path) == dict(pairs)
@@ -279,3 +334,22 @@ def test_many_fat_records_spread_over_more_buckets(tmp_path):
         path = tmp_path / "fat.db"
         path.write_bytes(data)
         assert read_all(path) == dict(pairs)
+
+
+@needs_libdb1
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+def test_small_pages_filled_to_the_last_pair(tmp_path, byteorder):
+    """512-byte pages, 64 pairs per bucket of 14-byte pairs: every bucket
+    chains pages filled as far as hash_page.c lets them (a pair only goes
+    in while an overflow link still fits after it); libdb1 reads every pair
+    and the page tables never run into the pairs."""
+    pairs = [(b"k%05d" % i, b"v%03d" % (i % 1000)) for i in range(3000)]
+    ours = db185.build(pairs, byteorder, bsize=512, ffactor=64, nelem=1)
+    for number, content in page_contents(ours, byteorder, 512).items():
+        if number and not isinstance(content, bytes):
+            words, _ = content
+            n, free, offset = words[0], words[-2], words[-1]
+            assert free == offset - 2 * (n + 3) >= 0, number
+    path = tmp_path / "small.db"
+    path.write_bytes(ours)
+    assert read_all(path) == dict(pairs)
