@@ -166,20 +166,16 @@ class _Decompressing:
                               f"data came earlier) needs a temporary copy of it ({size} "
                               f"bytes) larger than {why}")
         self._restart()
-        copy = tempfile.TemporaryFile()
-        try:
+
+        def new_bytes():
+            held = 0
             while self._next_piece():
-                # The piece's new bytes: those after what the file holds.
-                copy.write(self._piece[copy.tell() - self._piece_at:])
-            copy.flush()
-        except OSError as e:
-            copy.close()
-            raise RumpfsError(f"{self.name}: cannot copy the decompressed archive into "
-                              f"{tempfile.gettempdir()}: {e.strerror}") from None
-        except BaseException:
-            copy.close()
-            raise
-        self._copy = copy
+                # The piece's new bytes: those after what the copy holds.
+                new = self._piece[held - self._piece_at:]
+                held += len(new)
+                yield new
+
+        self._copy = _temporary_copy(new_bytes(), self.name, "archive")
 
     def _next_piece(self) -> bool:
         """Decompress the next piece, keeping the end of the last one (a
@@ -302,6 +298,24 @@ def spool_limit() -> tuple[int, str]:
     return limit, why
 
 
+def _temporary_copy(pieces, name: str, what: str):
+    """An unnamed temporary file holding ``pieces``; a write error (a full
+    TMPDIR) is one line naming ``name``."""
+    copy = tempfile.TemporaryFile()
+    try:
+        for piece in pieces:
+            copy.write(piece)
+        copy.flush()
+    except OSError as e:
+        copy.close()
+        raise RumpfsError(f"{name}: cannot copy the decompressed {what} into "
+                          f"{tempfile.gettempdir()}: {e.strerror}") from None
+    except BaseException:
+        copy.close()
+        raise
+    return copy
+
+
 def _spool(stream: _Decompressing, path: str, method: str, size: int):
     """A temporary copy of the decompressed image, for readers that seek
     (FFS, ISO, FAT): refused beyond :func:`spool_limit`, before anything is
@@ -310,22 +324,8 @@ def _spool(stream: _Decompressing, path: str, method: str, size: int):
     if size > limit:
         raise RumpfsError(f"{path}: the decompressed image ({size} bytes) needs a temporary "
                           f"copy larger than {why}")
-    tmp = tempfile.TemporaryFile()
-    try:
-        stream.seek(0)
-        while True:
-            piece = stream.read(_SPOOL_PIECE)
-            if not piece:
-                break
-            tmp.write(piece)
-        tmp.flush()
-    except OSError as e:
-        tmp.close()
-        raise RumpfsError(f"{path}: cannot copy the decompressed image into "
-                          f"{tempfile.gettempdir()}: {e.strerror}") from None
-    except BaseException:
-        tmp.close()
-        raise
+    stream.seek(0)
+    tmp = _temporary_copy(iter(lambda: stream.read(_SPOOL_PIECE), b""), path, "image")
     stream.close()
     # Errors about the image name the compressed file, not the temporary one.
     tmp.raw.name = path
