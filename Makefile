@@ -27,7 +27,7 @@ example:
 	rumpfs pack examples/hello -o hello.o && rumpfs ls hello.o
 
 # Benchmark against makefs, GNU cpio, bsdtar and objcopy (issue 7; see docs/benchmark.md).
-# make bench: the full run (corpora in $RUMPFS_CORPORA, about 10 min);
+# make bench: the full run (corpora in $RUMPFS_CORPORA, about an hour with every one-core rerun, 38 min with --one-core limited to the FFS and compressed rows; see docs/benchmark.md);
 # make bench-quick or make bench ARGS=--quick: the smoke run.
 .PHONY: bench bench-quick
 bench:
