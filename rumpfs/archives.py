@@ -357,7 +357,13 @@ class ArchiveReader:
         """Put ``node`` at ``path`` of the archive's tree; a parent it lacks
         is made from the template.  The directories placed so far are kept
         by path (``self.dirs``): a member under one of them is one dict
-        lookup and one insertion."""
+        lookup and one insertion.  The archive's top (an empty path) gives
+        the root its metadata."""
+        if not path:
+            if not node.is_dir:
+                raise self.error(f"member {_show(raw)}: the archive's top is not a directory")
+            self.tree.root.copy_meta_from(node)
+            return
         parent_path, _, base = path.rpartition(b"/")
         parent = self.dirs.get(parent_path)
         if parent is not None and len(base) <= NAME_MAX and base not in parent.children:
@@ -607,11 +613,6 @@ class ArchiveReader:
             else:
                 node.rdev = os.makedev(self.number(fields[DEVMAJOR], data_at - BLOCK),
                                        self.number(fields[DEVMINOR], data_at - BLOCK))
-        if not path:
-            if kind != DIR:
-                raise self.error(f"member {_show(raw)}: the archive's top is not a directory")
-            self.tree.root.copy_meta_from(node)
-            return
         self.place(path, node, raw)
 
     def sparse_data(self, info: tarfile.TarInfo) -> HostData:
@@ -719,11 +720,6 @@ class ArchiveReader:
             node.target = target
         elif kind in (CHR, BLK):
             node.rdev = rdev
-        if not path:
-            if kind != DIR:
-                raise self.error(f"member {_show(raw)}: the archive's top is not a directory")
-            self.tree.root.copy_meta_from(node)
-            return
         self.place(path, node, raw)
 
 
