@@ -224,6 +224,11 @@ def test_dotdot_member_is_refused(tmp_path):
     refused(tmp_path, archive, f"{archive}: member a/../../etc/passwd: '..' in the name")
 
 
+def test_a_top_that_is_no_directory_is_refused(tmp_path):
+    archive = tar_with(tmp_path, member("./", data=b"x"))
+    refused(tmp_path, archive, f"{archive}: member ./: the archive's top is not a directory")
+
+
 def test_hard_link_to_no_member_is_refused(tmp_path):
     archive = tar_with(tmp_path, member("a", tarfile.LNKTYPE, linkname="/etc/shadow"))
     refused(tmp_path, archive, f"{archive}: member a: hard link to /etc/shadow, "
