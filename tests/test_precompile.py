@@ -211,9 +211,19 @@ def test_superblock_fast_pack_equals_construct_build():
     sb = {"fs_magic": L.FS_UFS1_MAGIC, "fs_old_cstotal": {"cs_ndir": 3, "cs_nifree": 7},
           "fs_cstotal": {"cs_nbfree": 9, "cs_ndir": 2}, "fs_id": [5, 6],
           "fs_volname": b"root".ljust(L.MAXVOLLEN, b"\0"), "fs_bmask": ~8191, "fs_qbmask": 8191,
-          "fs_maxfilesize": 2**63 + 5, "fs_old_flags": L.FS_FLAGS_UPDATED, "unrelated": 1}
+          "fs_maxfilesize": 2**63 + 5, "fs_old_flags": L.FS_FLAGS_UPDATED}
     for layout in (L.LITTLE, L.BIG):
         assert layout.fast("fs").pack_dict(sb) == layout.fs.build(sb)
+
+
+@pytest.mark.parametrize("misspelt, name", [({"fs_magik": 1}, "fs_magik"),
+                                             ({"fs_cstotal": {"cs_nbfre": 9}}, "cs_nbfre")])
+def test_fast_pack_refuses_a_name_the_declaration_lacks(misspelt, name):
+    # construct's build ignores a key it has no field for, so a misspelt
+    # field would be written as 0 without a word; the fast form refuses it.
+    assert L.LITTLE.fs.build(misspelt) == L.LITTLE.fs.build({})
+    with pytest.raises(KeyError, match=repr(name)):
+        L.LITTLE.fast("fs").pack_dict(misspelt)
 
 
 def _probe(mode: str) -> dict:

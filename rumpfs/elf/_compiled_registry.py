@@ -4,7 +4,7 @@
 # derives the same values from its construct declarations (slower).
 
 SOURCE = 'rumpfs/elf/registry.py'
-SOURCE_CRC32 = 0x109d94bf
+SOURCE_CRC32 = 0x30ad4457
 RECORDS = {32: ('L H H L L Q L L 32s 64s',
                 (('ri_magic', None, None, 0),
                  ('ri_version', None, None, 0),

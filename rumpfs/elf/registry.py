@@ -161,7 +161,7 @@ def build(bits: int, byteorder: str, *, fmt: int, flags: int, size: int, name: s
           mount_point: str, pointer: int = 0) -> bytes:
     """One record; ``pointer`` is the in-place addend (0: the relocation fills it)."""
     fields = dict(ri_magic=MAGIC, ri_version=VERSION, ri_format=fmt, ri_flags=flags,
-                  ri_reclen=RECORD_SIZE, ri_size=size, ri_image=pointer, ri_image_pad=0,
+                  ri_reclen=RECORD_SIZE, ri_size=size, ri_image=pointer,
                   ri_name=name,
                   ri_mountpoint=check_mount_point(mount_point).ljust(MOUNTPOINT_LEN, b"\0"))
     for field, (encoding, length) in _facts()["STRINGS"].items():

@@ -645,8 +645,13 @@ def _regroup(fields, values) -> dict:
 
 def _spread(fields, d: dict) -> list:
     out = []
+    found = 0
     for name, count, sub, default in fields:
-        v = d.get(name)
+        v = d.get(name, _ABSENT)
+        if v is _ABSENT:
+            v = None
+        else:
+            found += 1
         if sub is not None:
             out.extend(_spread(sub, v or {}))
         elif count is None:
@@ -656,7 +661,15 @@ def _spread(fields, d: dict) -> list:
             if len(v) > count:
                 raise ValueError(f"{name}: {len(v)} values, at most {count}")
             out.extend(v + [0] * (count - len(v)))
+    if found != len(d):
+        # A misspelt field would otherwise be packed as its default, silently.
+        unknown = sorted(set(d) - {name for name, *_ in fields})
+        raise KeyError(f"no field {', '.join(map(repr, unknown))} in this structure")
     return out
+
+
+#: A field the caller's dict leaves out (None is a value: "the default").
+_ABSENT = object()
 
 
 def fast_struct(con, byteorder: str | None = None) -> FastStruct:
