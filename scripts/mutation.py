@@ -184,7 +184,9 @@ def main() -> int:
         subprocess.run(f"git archive HEAD | tar -x -C {dest}", shell=True, cwd=ROOT, check=True)
     tests = [t for t in tests if t.startswith(("-", "'")) or (dest / t.split("::")[0]).exists()]
     runner = dest / "mutation-runner.sh"
-    runner.write_text(f"#!/bin/sh\nexec {PYTEST} --basetemp={dest}.pt {' '.join(tests)}\n")
+    # mutmut counts only exit status 1 as a kill: a mutant that breaks the
+    # module's import (pytest exits 2, a collection error) is caught as surely.
+    runner.write_text(f"#!/bin/sh\n{PYTEST} --basetemp={dest}.pt {' '.join(tests)} || exit 1\n")
     runner.chmod(0o755)
     (dest / "mutmut_config.py").write_text(
         CONFIG.format(scope=SCOPE.get(args.module), sample=args.sample, path=path))

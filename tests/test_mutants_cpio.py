@@ -183,3 +183,112 @@ def test_crc_of_members_read_straight_from_a_plain_tar(tmp_path):
     headers = newc_headers(out.read_bytes())
     for name in ("a", "b", "c"):
         assert headers[name.encode()]["data"] == (src / name).read_bytes()
+
+
+def _hard_link_tree(top) -> None:
+    """Files with one, two and three names, the pairs in different directories."""
+    os.makedirs(top / "a")
+    os.makedirs(top / "b")
+    for name, data in (("one", b"1"), ("two", b"22"), ("three", b"333")):
+        (top / "a" / name).write_bytes(data)
+    os.link(top / "a" / "two", top / "b" / "two")
+    os.link(top / "a" / "three", top / "b" / "three")
+    os.link(top / "a" / "three", top / "three")
+
+
+@pytest.mark.parametrize("variant", ["newc", "crc"])
+@pytest.mark.parametrize("source", ["directory", "tar"])
+def test_hard_link_groups_of_two_and_three_names(tmp_path, variant, source):
+    """Each group shares one c_ino, its data on the first name only, and
+    GNU cpio extracts them as links of one file.  (From a directory the
+    walk counts a file's names only at its end; a tar layer is listed
+    whole first: the two paths give a group's members its inode apart.)"""
+    src = tmp_path / "src"
+    _hard_link_tree(src)
+    layer = src
+    if source == "tar":
+        layer = tmp_path / "src.tar"
+        subprocess.run(["tar", "-cf", str(layer), "-C", str(src), "."], check=True)
+    out = tmp_path / "h.cpio"
+    run_rumpfs("pack", "--no-stubetc", "--cpio-variant", variant, layer, "-o", out)
+    assert_headers_as_the_source(out.read_bytes(), src, keep_owner=source == "tar")
+    dest = tmp_path / "x"
+    dest.mkdir()
+    with open(out, "rb") as f:
+        subprocess.run(["cpio", "-id", "--quiet"], stdin=f, cwd=dest, check=True)
+    assert os.path.samefile(dest / "a" / "two", dest / "b" / "two")
+    assert os.path.samefile(dest / "a" / "three", dest / "three")
+    assert not os.path.samefile(dest / "a" / "one", dest / "a" / "two")
+    assert (dest / "b" / "two").read_bytes() == b"22"
+
+
+@pytest.mark.parametrize("output", ["m.cpio", "m.cpio.gz"])
+def test_a_megabyte_of_headers_after_a_file(tmp_path, output):
+    """More than the writer's 1 MiB buffer of members without data (empty
+    files with long names) after a file the copy workers (crc archive) or
+    the compressing sink (larger than SMALL_FILE) copied: every header
+    where cpio(5) puts it, and the sums GNU cpio verifies."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "a").write_bytes(os.urandom(cpio_writer.SMALL_FILE + 5000))
+    for k in range(4000):  # 4,000 x (110 + 216) bytes: 1.3 MB of headers
+        (src / "d" / (f"{k:05}" + "e" * 200)).touch()
+    (src / "z").write_bytes(os.urandom(7000))
+    out = tmp_path / output
+    # crc: written by this process, not the walkers, so the buffer fills.
+    run_rumpfs("pack", "--no-stubetc", "--cpio-variant", "crc", src, "-o", out)
+    raw = out.read_bytes()
+    if output.endswith(".gz"):
+        raw = subprocess.run(["gzip", "-dc", str(out)], capture_output=True, check=True).stdout
+    assert_headers_as_the_source(raw, src)
+    listed = subprocess.run(["cpio", "-it", "--only-verify-crc", "--quiet"], input=raw,
+                            capture_output=True, check=True)
+    assert listed.stderr == b""
+
+
+def _recording_progress(monkeypatch) -> list:
+    """The Progress objects api.pack makes, kept to be read afterwards."""
+    from rumpfs import api
+    made = []
+
+    class Recorded(api.Progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "stream": _Discard(), "terminal": False})
+            made.append(self)
+
+    monkeypatch.setattr(api, "Progress", Recorded)
+    return made
+
+
+class _Discard:
+    def write(self, text):
+        pass
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+@pytest.mark.parametrize("output", ["walkers.cpio", "crc.cpio", "small-and-large.cpio.gz"])
+def test_progress_counts_every_data_byte_once(edge_tree, tmp_path, monkeypatch, output):  # noqa: F811
+    """Bytes done at the end are the data of the source's files, each inode
+    once (os.lstat's sizes), whichever process copied them: the walkers
+    (newc), this process (crc) or a compressing sink (files below and above
+    its in-buffer limit); and the total the line shows is that sum too."""
+    from rumpfs import api
+    src = edge_tree  # files of 0 to 70,000 bytes (SMALL_FILE is 65,536) and 3 MiB
+    monkeypatch.setattr(hostwalk, "SHARE_AFTER_ENTRIES", EARLY_SHARE)
+    made = _recording_progress(monkeypatch)
+    api.pack([src], tmp_path / output, stubetc=False, progress=True,
+             format_options={"cpio_variant": "crc" if output.startswith("crc") else "newc"})
+    inodes = {}
+    for root, _dirs, files in os.walk(src):
+        for name in files:
+            st = os.lstat(os.path.join(root, name))
+            if stat.S_ISREG(st.st_mode):
+                inodes[st.st_ino] = st.st_size
+    [progress] = made
+    assert progress.done == sum(inodes.values())
+    assert progress.total == sum(inodes.values())
