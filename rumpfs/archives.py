@@ -16,13 +16,16 @@ member), whatever the size of the archive.
 Tar headers (ustar, GNU and POSIX pax: long names and link names, pax
 times, base-256 numbers) are unpacked here with one ``struct`` format
 derived from the declaration in rumpfs.tar_layout, from large reads of the
-uncompressed file, and a member's directory is found by its path in a dict:
-a member costs a few microseconds, so a tar packs as fast as the same tree
-given as a directory.  The rare members this does not read (GNU and pax
-sparse files, global pax headers and every member after one, pax headers
-that name a charset) are read by the standard library's ``tarfile`` from
-their offset.  cpio (newc, crc and odc, what GNU cpio writes) is parsed
-here.
+uncompressed file, and a member's directory is found by its path in a dict.
+A directory is listed by two walker processes; a tar is one stream, so on a
+machine with a second core a child process reads the headers and sends the
+members to this one in batches while this one builds the tree: the two
+halves of the work overlap, and a tar packs about as fast as the same tree
+given as a directory (docs/inputs.md has the figures).  The rare members
+this does not read (GNU and pax sparse files, global pax headers and every
+member after one, pax headers that name a charset) are read by the
+standard library's ``tarfile`` from their offset, in this process.  cpio
+(newc, crc and odc, what GNU cpio writes) is parsed here.
 
 Bad input is one line naming the archive and the member: ``..`` in a name,
 a hard link to no earlier member, a relative symlink that climbs out of the
@@ -36,6 +39,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import marshal
 import os
 import signal
 import stat
@@ -118,14 +122,19 @@ GNU_SPARSE = b"GNU.sparse"
 #: Members whose size field does not count data blocks after the header.
 NO_DATA_TYPES = (LNKTYPE, tarfile.SYMTYPE, DIRTYPE, tarfile.FIFOTYPE, tarfile.CHRTYPE,
                  tarfile.BLKTYPE)
+DEVICE_TYPES = (tarfile.CHRTYPE, tarfile.BLKTYPE)
 PERMISSION_BITS = 0o7777
 #: Bytes read or decompressed at a time.
 CHUNK = 1 << 20
 #: Read to the end of the archive (see ArchiveReader.readable).
 UNTIL_THE_END = sys.maxsize
 #: Bytes of a tar read at a time for its headers (member data is read
-#: along: a read per member would cost more).
-READ_SIZE = 1 << 12
+#: along: a read per member would cost more; 256 KiB: fewer calls, and
+#: copying what is read costs less than the calls did, on small100k) ...
+READ_SIZE = 1 << 18
+#: ... and after a member of more than READ_SIZE bytes, whose data is not
+#: wanted: the next header and a few small members.
+SHORT_READ = 1 << 12
 #: Members laid out in the spool (sparse ones) start on this boundary, so
 #: that their holes are holes of the spool file too.
 SPOOL_ALIGN = 1 << 16
@@ -421,25 +430,144 @@ class ArchiveReader:
 
     # -- tar -----------------------------------------------------------------------
     def read_tar(self) -> None:
-        """Every member, its header unpacked here (one ``struct`` call, see
-        rumpfs.tar_layout) from large reads of the archive; the rare members
-        this does not handle (GNU and pax sparse files, global pax headers
-        and what follows them, pax headers naming a charset) are read by
-        ``tarfile`` from their offset."""
+        """Every member: its header unpacked here (:meth:`tar_headers`),
+        in a child process when there is a second core to run it on
+        (:meth:`read_tar_forked`), while this one builds the tree; the rare
+        members tar_headers leaves to ``tarfile`` (GNU and pax sparse files,
+        global pax headers and what follows them, pax headers naming a
+        charset) are read here, and the rest of the archive after them."""
+        if _parse_in_child():
+            stop = self.read_tar_forked()
+        else:
+            stop = self.tar_members(self.tar_headers(self.start))
+        while stop is not None:  # (offset, rest_slow) of a member tarfile reads
+            offset, rest_slow = stop
+            offset = self.tar_member_slow(offset)
+            if offset is None:
+                return
+            stop = (offset, True) if rest_slow else self.tar_members(self.tar_headers(offset))
+
+    def tar_members(self, records) -> tuple | None:
+        """Place the members :meth:`tar_headers` gives; where it stopped at
+        a member ``tarfile`` is to read, its (offset, rest_slow)."""
+        member = self.tar_member
+        for record in records:
+            if record[0] is None:
+                return record[1:]
+            member(*record)
+        return None
+
+    def read_tar_forked(self) -> tuple | None:
+        """:meth:`tar_members` of :meth:`tar_headers`, the headers read by
+        a child process: it sends the members in batches (``marshal``, each
+        after its length) on a pipe, then a last record, while this process
+        builds the tree from what it received.  The members and the errors
+        come in the archive's order, so the tree and the first error are
+        those the reading in one process gives.  The child also reads the
+        decompressing child's reports (see readable): its last record hands
+        over how far the archive is known to go."""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            os.close(r)
+            os._exit(self._send_headers(w))
+        os.close(w)
+        try:
+            with open(r, "rb", buffering=PIPE_READ) as pipe:
+                member = self.tar_member
+                while True:
+                    head = pipe.read(_FRAME_LENGTH.size)
+                    if len(head) < _FRAME_LENGTH.size:
+                        raise self.error("the process reading the archive's headers stopped")
+                    records = marshal.loads(pipe.read(_FRAME_LENGTH.unpack(head)[0]))
+                    for record in records:
+                        if record[0] is None:
+                            return self._headers_read(*record[1:])
+                        member(*record)
+        finally:
+            try:
+                os.kill(pid, signal.SIGKILL)  # it has ended, unless this process failed
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+
+    def _send_headers(self, w: int) -> int:  # pragma: no cover - runs in the child
+        """The child of read_tar_forked: every member's record on ``w``,
+        then ``(None, END or SLOW or ERROR, ...)``; its exit status."""
+        decompressor = self.decompressor
+        if decompressor is not None:
+            decompressor.pid = None  # its parent reaps it, and stops it on an error
+        batch: list = []
+        size = FIRST_BATCH
+        code = 0
+        try:
+            for record in self.tar_headers(self.start):
+                if record[0] is None:
+                    batch.append((None, _HEADERS_SLOW, *record[1:], *self._reach()))
+                    break
+                batch.append(record)
+                if len(batch) >= size:
+                    _send_frame(w, batch)
+                    batch = []
+                    size = min(2 * size, BATCH)
+            else:
+                batch.append((None, _HEADERS_END, None, False, *self._reach()))
+        except RumpfsError as e:
+            batch.append((None, _HEADERS_ERROR, str(e)))
+            code = 1
+        except BaseException as e:  # noqa: B036 - report anything, never unwind
+            batch.append((None, _HEADERS_ERROR, f"{self.path}: reading the headers failed: {e!r}"))
+            code = 1
+        try:
+            _send_frame(w, batch)
+        except OSError:
+            code = 1  # the parent stopped reading: it failed, and says why
+        return code
+
+    def _reach(self) -> tuple:
+        """How far the archive is known to go (see readable), for the parent."""
+        d = self.decompressor
+        return (self.end,) if d is None else (self.end, d.size, d.done, d._pending)
+
+    def _headers_read(self, kind: int, *rest) -> tuple | None:
+        """The child's last record: an error is raised; else the parent
+        takes over how far the archive goes, and where tarfile is to read."""
+        if kind == _HEADERS_ERROR:
+            raise RumpfsError(rest[0])
+        offset, rest_slow, end, *decompressed = rest
+        self.end = end
+        if decompressed:
+            d = self.decompressor
+            d.size, d.done, d._pending = decompressed
+            if d.done:
+                self.spool.size = d.size
+        return (offset, rest_slow) if kind == _HEADERS_SLOW else None
+
+    def tar_headers(self, offset: int):
+        """The members from ``offset`` on, as the arguments of
+        :meth:`tar_member`, their headers unpacked here (one ``struct``
+        call, see rumpfs.tar_layout) from large reads of the archive.  At a
+        member this does not handle it yields ``(None, offset, rest_slow)``
+        and stops: ``tarfile`` reads that member (``rest_slow``: and every
+        one after it: a global pax header)."""
         fd = self.f.fileno()
         unpack = _HEADER.unpack_from
         buf, base = b"", 0  # bytes of the archive read so far, from offset base
-        offset = self.start
         # Extension headers (pax "x", GNU "L"/"K") met before the member, in
         # order, and where the first one starts.
         extensions: list = []
         ext_start = 0
         member_slow = False  # a pax header tarfile is to read
-        rest_slow = False  # after a global pax header, tarfile reads the rest
+        # Without a decompressor the archive's end is known: a member's data
+        # is checked against it here rather than by a call (see readable).
+        known_end = self.end if self.decompressor is None else None
         while True:
             pos = offset - base
             if pos + BLOCK > len(buf):
-                want = self.readable(offset + READ_SIZE) - offset
+                # Long reads while the headers follow each other closely; a
+                # short one after a large member (its data is not wanted).
+                read = READ_SIZE if offset - base - len(buf) < READ_SIZE else SHORT_READ
+                want = self.readable(offset + read) - offset
                 buf, base, pos = os.pread(fd, max(0, want), offset), offset, 0
                 if len(buf) < BLOCK:
                     if not buf and not extensions:
@@ -478,13 +606,9 @@ class ArchiveReader:
                     extensions.append((typeflag, data.partition(b"\0")[0]))
                 offset = data_at + _align(size, BLOCK)
                 continue
-            if typeflag in SLOW_TYPES or member_slow or rest_slow:
-                rest_slow = rest_slow or typeflag == tarfile.XGLTYPE
-                offset = self.tar_member_slow(ext_start if extensions else offset)
-                extensions, member_slow = [], False
-                if offset is None:
-                    return
-                continue
+            if typeflag in SLOW_TYPES or member_slow:
+                yield None, ext_start if extensions else offset, typeflag == tarfile.XGLTYPE
+                return
             raw = fields[NAME].partition(b"\0")[0]
             if typeflag == AREGTYPE and raw.endswith(b"/"):
                 typeflag = DIRTYPE  # an old (v7) tar's directory
@@ -522,9 +646,15 @@ class ArchiveReader:
                         if b"mtime" in value:
                             mtime_ns = _pax_time_text(value[b"mtime"])
                 extensions = []
-            offset = data_at if typeflag in NO_DATA_TYPES else data_at + _align(size, BLOCK)
-            self.tar_member(raw, typeflag, mode, uid, gid, mtime_ns, size, data_at, linkname,
-                            fields)
+            if typeflag in NO_DATA_TYPES:
+                offset = data_at
+                truncated = False
+            else:
+                offset = data_at + -(-size // BLOCK) * BLOCK
+                stop = data_at + size
+                truncated = stop > known_end if known_end is not None else self.readable(stop) < stop
+            yield (raw, typeflag, mode, uid, gid, mtime_ns, size, data_at, linkname,
+                   fields if typeflag in DEVICE_TYPES else None, truncated)
 
     def tar_member_slow(self, offset: int) -> int | None:
         """The member at ``offset`` read by ``tarfile``; the next member's offset."""
@@ -555,8 +685,10 @@ class ArchiveReader:
             if info.offset_data + stored > self.end:
                 raise self.error(f"member {_show(raw)}: truncated: its data ends past the "
                                  f"archive's {self.end} bytes")
+        end = info.offset_data + info.size
         self.tar_member(raw, info.type, info.mode, info.uid, info.gid, _pax_time(info),
-                        info.size, info.offset_data, os.fsencode(info.linkname), None, info)
+                        info.size, info.offset_data, os.fsencode(info.linkname), None,
+                        self.readable(end) < end, info)
 
     def check_chksum(self, block: bytes, field: bytes, offset: int) -> None:
         """The exact check read_tar falls back on when the quick one fails:
@@ -583,9 +715,11 @@ class ArchiveReader:
 
     def tar_member(self, raw: bytes, typeflag: bytes, mode: int, uid: int, gid: int,
                    mtime_ns: int, size: int, data_at: int, linkname: bytes, fields,
-                   info: tarfile.TarInfo | None = None) -> None:
+                   truncated: bool, info: tarfile.TarInfo | None = None) -> None:
         """Place one member: its header's fields read (and its extensions
-        applied) by read_tar, or by ``tarfile`` (``info``: a sparse member)."""
+        applied) by tar_headers, or by ``tarfile`` (``info``: a sparse
+        member); ``fields``: the header's, for a device; ``truncated``: its
+        data ends past the archive's end."""
         path = self.name(raw)
         if self.oci and self.whiteout(path):
             return
@@ -600,7 +734,7 @@ class ArchiveReader:
             if info is not None and info.sparse is not None:
                 node.data = self.sparse_data(info)
             else:
-                if self.readable(data_at + size) < data_at + size:
+                if truncated:
                     raise self.error(f"member {_show(raw)}: truncated: its data ends past the "
                                      f"archive's {self.end} bytes")
                 node.data = self.data(data_at, size)
@@ -941,3 +1075,30 @@ def _align(n: int, to: int) -> int:
 
 def _show(name: bytes) -> str:
     return name.decode("utf-8", "backslashreplace")
+
+
+#: The last record of read_tar_forked's child: the archive ended, a member
+#: tarfile is to read, or the error that stopped it.
+_HEADERS_END, _HEADERS_SLOW, _HEADERS_ERROR = 0, 1, 2
+#: Members per batch the child sends: a few at first, so that the parent
+#: starts at once, then more (fewer calls).
+FIRST_BATCH = 64
+BATCH = 4096
+#: A batch's length before it.
+_FRAME_LENGTH = struct.Struct("=Q")
+#: The parent's read buffer on the child's pipe.
+PIPE_READ = 1 << 20
+
+
+def _send_frame(fd: int, records: list) -> None:
+    blob = marshal.dumps(records)
+    _write_all(fd, _FRAME_LENGTH.pack(len(blob)) + blob)
+
+
+def _parse_in_child() -> bool:
+    """Whether read_tar reads the headers in a child process: there is a
+    second core to run it on (on one, the pipe only adds work)."""
+    if not hasattr(os, "fork"):
+        return False
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (cores or 1) > 1

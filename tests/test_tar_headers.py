@@ -1,0 +1,159 @@
+"""A tar layer's headers are read by a child process while rumpfs builds the
+tree (rumpfs.archives.ArchiveReader.read_tar_forked), or in one process
+when only one core is there (``taskset -c 0``).  Both give the same image,
+byte for byte, and that image holds what the archive holds: GNU tar
+extracts the archive, GNU cpio the image, and the two trees are compared
+file by file.  The archives are long enough for several batches from the
+child, and hand over to ``tarfile`` halfway (a global pax header), also
+while a gzip'd archive is still being decompressed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import subprocess
+import sys
+import tarfile
+
+import pytest
+from conftest import ROOT, Result
+from treecompare import assert_same, scan_host
+
+#: More members than the child's first batches hold (64, 128, 256, ...).
+FILES = 420
+#: The member before which a global pax header hands the rest to tarfile.
+GLOBAL_AT = 300
+
+
+def build_tar(fmt: int, global_header: bool = True) -> bytes:
+    """An archive of directories, files of 0-3000 bytes, long names (GNU
+    'L' or pax 'x' members), a large uid, hard links, symlinks and a fifo,
+    in no particular order; a global pax header before member GLOBAL_AT."""
+    rng = random.Random(21)
+    # The top owned by root: GNU cpio does not change the "." it extracts into.
+    members = [_info("./", tarfile.DIRTYPE, mode=0o755, gid=0)]
+    members += [_info(f"d{k:02d}", tarfile.DIRTYPE, mode=0o750 + k % 8) for k in range(20)]
+    files = []
+    for k in range(FILES):
+        name = f"d{k % 20:02d}/f{k:04d}" + ("-" + "n" * 120 if k % 50 == 7 else "")
+        data = rng.randbytes(rng.randrange(3000))
+        info = _info(name, tarfile.REGTYPE, mode=0o644 if k % 3 else 0o755, data=data,
+                     uid=3_000_000 if k == 11 else k % 7)
+        files.append(name)
+        members.append(info)
+    members += [_info(f"d{k:02d}/hard{k}", tarfile.LNKTYPE, linkname=files[k * 13])
+                for k in range(0, 20, 3)]
+    members += [_info(f"d{k:02d}/sym{k}", tarfile.SYMTYPE, linkname=f"../d{(k + 1) % 20:02d}")
+                for k in range(0, 20, 4)]
+    members.append(_info("d05/fifo", tarfile.FIFOTYPE, mode=0o600))
+    # Directories first, the rest shuffled (hard links after their targets).
+    body = members[21:21 + FILES]
+    rng.shuffle(body)
+    members = members[:21] + body + members[21 + FILES:]
+    out = bytearray()
+    for n, (info, data) in enumerate(members):
+        if global_header and n == GLOBAL_AT:
+            out += tarfile.TarInfo.create_pax_global_header({"uid": "77"})
+        out += info.tobuf(fmt, "utf-8", "surrogateescape")
+        if data:
+            out += data + bytes(-len(data) % tarfile.BLOCKSIZE)
+    return bytes(out + bytes(2 * tarfile.BLOCKSIZE))
+
+
+def _info(name: str, type_: bytes, mode: int = 0o644, data: bytes = b"", uid: int = 0,
+          gid: int | None = None, linkname: str = "") -> tuple:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.uid = type_, mode, uid
+    info.gid = 100 + uid % 3 if gid is None else gid
+    info.size = len(data)
+    info.mtime = 1_600_000_000 + len(name) * 1000 + len(data)
+    info.linkname = linkname
+    return info, data
+
+
+def pack(*args, one_core: bool = False, check: bool = True) -> Result:
+    """``rumpfs pack --no-stubetc ARGS``; ``one_core``: under ``taskset -c 0``,
+    where rumpfs reads the headers in one process."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("SOURCE_DATE_EPOCH", None)
+    cmd = [sys.executable, "-m", "rumpfs", "pack", "--no-stubetc", *map(str, args)]
+    proc = subprocess.run(["taskset", "-c", "0", *cmd] if one_core else cmd, env=env,
+                          capture_output=True)
+    res = Result(proc)
+    assert not check or proc.returncode == 0, res.err
+    return res
+
+
+@pytest.mark.parametrize(("compression", "global_header"),
+                         [(None, True), ("gzip", True), ("gzip", False)],
+                         ids=["plain", "gzip", "gzip-to-the-end"])
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT], ids=["gnu", "pax"])
+def test_headers_read_by_a_child_give_the_same_image(tmp_path, fmt, compression, global_header):
+    """The child hands over how far the decompressor got: where tarfile
+    takes over (a global header) or at the end of the archive."""
+    data = build_tar(fmt, global_header)
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(data)
+    source = archive
+    if compression:
+        source = tmp_path / "a.tar.gz"
+        source.write_bytes(gzip.compress(data, 1))
+    for k in (0, 1):
+        pack(source, "-o", tmp_path / f"r{k}.cpio", one_core=bool(k))
+    assert (tmp_path / "r0.cpio").read_bytes() == (tmp_path / "r1.cpio").read_bytes()
+
+    # What GNU tar extracts from the archive is what GNU cpio extracts from the image.
+    expected_dir, actual_dir = tmp_path / "from-tar", tmp_path / "from-cpio"
+    expected_dir.mkdir()
+    actual_dir.mkdir()
+    subprocess.run(["tar", "-xpf", str(archive), "--numeric-owner", "-C", str(expected_dir)],
+                   check=True)
+    with open(tmp_path / "r0.cpio", "rb") as f:
+        subprocess.run(["cpio", "-idm", "--quiet", "--numeric-uid-gid"], stdin=f, cwd=actual_dir,
+                       check=True)
+    expected, actual = scan_host(expected_dir), scan_host(actual_dir)
+    assert len(expected) == FILES + 21 + 7 + 5 + 1
+    # The global header's uid reached the members after it (tarfile read them).
+    assert sorted({r["uid"] for r in expected.values() if r["type"] == "file"}) == \
+        [0, 1, 2, 3, 4, 5, 6, *[77] * global_header, 3_000_000]
+    for records in (expected, actual):
+        for r in records.values():
+            if r["type"] in ("dir", "symlink"):
+                r["mtime"] = None  # extractors set them before filling, or not at all
+    assert_same(expected, actual)
+
+
+def _many(count: int) -> bytes:
+    out = bytearray()
+    for k in range(count):
+        info, data = _info(f"f{k:04d}", tarfile.REGTYPE, data=b"%d" % k)
+        out += info.tobuf(tarfile.GNU_FORMAT) + data + bytes(-len(data) % tarfile.BLOCKSIZE)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("one_core", [False, True], ids=["child", "one-core"])
+def test_the_first_bad_member_is_the_error_and_nothing_is_written(tmp_path, one_core):
+    """Members and errors come from the child in the archive's order: a
+    member refused while the tree is built (a '..', member 300) is the
+    error, not the damaged header the child met after it; a damaged
+    header after hundreds of good members is one line too."""
+    bad_name = _info("a/../../x", tarfile.REGTYPE, data=b"x")
+    damaged = bytearray(_info("later", tarfile.REGTYPE)[0].tobuf(tarfile.GNU_FORMAT))
+    damaged[0:1] = b"L"  # the checksum no longer matches
+    out = tmp_path / "r.cpio"
+    out.write_bytes(b"old")
+    cases = [
+        (_many(300) + bad_name[0].tobuf(tarfile.GNU_FORMAT) + b"x".ljust(512, b"\0")
+         + bytes(damaged) + bytes(1024), "member a/../../x: '..' in the name"),
+        (_many(300) + bytes(damaged) + bytes(1024),
+         f"offset {300 * 1024}: bad tar header (checksum mismatch)"),
+    ]
+    for data, line in cases:
+        archive = tmp_path / "bad.tar"
+        archive.write_bytes(data)
+        res = pack(archive, "-o", out, one_core=one_core, check=False)
+        assert (res.returncode, res.err) == (1, f"rumpfs: error: {archive}: {line}\n")
+        assert out.read_bytes() == b"old"
+        assert sorted(os.listdir(tmp_path)) == ["bad.tar", "r.cpio"]
