@@ -29,7 +29,7 @@ GLOBAL_AT = 300
 
 def build_tar(fmt: int, global_header: bool = True) -> bytes:
     """An archive of directories, files of 0-3000 bytes, long names (GNU
-    'L' or pax 'x' members), a large uid, hard links, symlinks and a fifo,
+    'L' or pax 'x' members), UTF-8 names, a large uid, hard links, symlinks and a fifo,
     in no particular order; a global pax header before member GLOBAL_AT."""
     rng = random.Random(21)
     # The top owned by root: GNU cpio does not change the "." it extracts into.
@@ -38,6 +38,8 @@ def build_tar(fmt: int, global_header: bool = True) -> bytes:
     files = []
     for k in range(FILES):
         name = f"d{k % 20:02d}/f{k:04d}" + ("-" + "n" * 120 if k % 50 == 7 else "")
+        if k % 50 == 9:
+            name += "-ÿé"  # a header that is not ASCII (GNU) or a pax path
         data = rng.randbytes(rng.randrange(3000))
         info = _info(name, tarfile.REGTYPE, mode=0o644 if k % 3 else 0o755, data=data,
                      uid=3_000_000 if k == 11 else k % 7)
@@ -142,12 +144,16 @@ def test_the_first_bad_member_is_the_error_and_nothing_is_written(tmp_path, one_
     bad_name = _info("a/../../x", tarfile.REGTYPE, data=b"x")
     damaged = bytearray(_info("later", tarfile.REGTYPE)[0].tobuf(tarfile.GNU_FORMAT))
     damaged[0:1] = b"L"  # the checksum no longer matches
+    damaged_utf8 = bytearray(_info("lätér", tarfile.REGTYPE)[0].tobuf(tarfile.GNU_FORMAT))
+    damaged_utf8[0:1] = b"L"  # a block that is not ASCII: its sum is found by halves
     out = tmp_path / "r.cpio"
     out.write_bytes(b"old")
     cases = [
         (_many(300) + bad_name[0].tobuf(tarfile.GNU_FORMAT) + b"x".ljust(512, b"\0")
          + bytes(damaged) + bytes(1024), "member a/../../x: '..' in the name"),
         (_many(300) + bytes(damaged) + bytes(1024),
+         f"offset {300 * 1024}: bad tar header (checksum mismatch)"),
+        (_many(300) + bytes(damaged_utf8) + bytes(1024),
          f"offset {300 * 1024}: bad tar header (checksum mismatch)"),
     ]
     for data, line in cases:
