@@ -1029,9 +1029,60 @@ class _Window:
         return True
 
 
+class _GzipMembers:
+    """The gzip members of ``f`` one after another, decompressed, as
+    ``gzip -d`` and Python's gzip module read them (zero bytes after a
+    member are padding; anything else must start another member), with
+    zlib reading each member's header and checking its trailer, from
+    CHUNK-sized reads.  The gzip module reads 8 KiB at a time and sums
+    the CRC in a call of its own: inflating small100k.tar.gz (286 MB) cost
+    0.88 s of CPU with it, 0.71 s this way.  A cut archive is the gzip
+    module's EOFError."""
+
+    def __init__(self, f):
+        self.f = f
+        self.member = zlib.decompressobj(GZIP_WBITS)
+        self.pending = b""  # compressed bytes the member has not taken yet
+
+    def read(self, size: int) -> bytes:
+        while True:
+            member = self.member
+            if member.eof:
+                rest = member.unused_data.lstrip(b"\0")
+                while len(rest) < len(GZIP_MAGIC):
+                    more = self.f.read(CHUNK)
+                    if not more:
+                        break
+                    rest = (rest + more).lstrip(b"\0")
+                if not rest:
+                    return b""
+                if not rest.startswith(GZIP_MAGIC):
+                    raise gzip.BadGzipFile(f"Not a gzipped file ({rest[:len(GZIP_MAGIC)]!r})")
+                member = self.member = zlib.decompressobj(GZIP_WBITS)
+                self.pending = rest
+            data = self.pending or self.f.read(CHUNK)
+            out = member.decompress(data, size)  # with no data: what zlib still holds
+            self.pending = member.unconsumed_tail
+            if out:
+                return out
+            if not data and not member.eof:
+                raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+#: zlib's window bits for a gzip member, header and trailer included.
+GZIP_WBITS = 16 + zlib.MAX_WBITS
+GZIP_MAGIC = COMPRESSED_MAGICS[0][0]
+
+
 def _decompressing(method: str, f):
     if method == "gzip":
-        return gzip.GzipFile(fileobj=f, mode="rb")
+        return _GzipMembers(f)
     if method == "xz":
         return lzma.LZMAFile(f)
     if method == "bzip2":
