@@ -49,7 +49,7 @@ import tarfile
 import tempfile
 import weakref
 import zlib
-from itertools import zip_longest
+from itertools import islice, zip_longest
 from zlib import adler32
 
 from . import tar_layout
@@ -442,16 +442,22 @@ class ArchiveReader:
 
     # -- tar -----------------------------------------------------------------------
     def read_tar(self) -> None:
-        """Every member: its header unpacked here (:meth:`tar_headers`),
-        in a child process when there is a second core to run it on
-        (:meth:`read_tar_forked`), while this one builds the tree; the rare
-        members tar_headers leaves to ``tarfile`` (GNU and pax sparse files,
-        global pax headers and what follows them, pax headers naming a
-        charset) are read here, and the rest of the archive after them."""
-        if _parse_in_child():
-            stop = self.read_tar_forked()
-        else:
-            stop = self.tar_members(self.tar_headers(self.start))
+        """Every member: its header unpacked by :meth:`tar_headers`, here
+        for the first IN_PROCESS_MEMBERS, then in a child process when there
+        is a second core to run it on (:meth:`read_tar_forked`), while this
+        one builds the tree; the rare members tar_headers leaves to
+        ``tarfile`` (GNU and pax sparse files, global pax headers and what
+        follows them, pax headers naming a charset) are read here, and the
+        rest of the archive after them."""
+        headers = self.tar_headers(self.start)
+        stop = self.tar_members(islice(headers, IN_PROCESS_MEMBERS))
+        if stop is None:
+            record = next(headers, None)  # None: the archive ended
+            if record is not None:
+                stop = self.tar_members((record,))
+                if stop is None:
+                    stop = (self.read_tar_forked(_next_header(record)) if _parse_in_child()
+                            else self.tar_members(headers))
         while stop is not None:  # (offset, rest_slow) of a member tarfile reads
             offset, rest_slow = stop
             offset = self.tar_member_slow(offset)
@@ -507,8 +513,9 @@ class ArchiveReader:
                 dirs[path] = node
         return None
 
-    def read_tar_forked(self) -> tuple | None:
-        """:meth:`tar_members` of :meth:`tar_headers`, the headers read by
+    def read_tar_forked(self, offset: int) -> tuple | None:
+        """:meth:`tar_members` of :meth:`tar_headers` from the header at
+        ``offset``, the headers read by
         a child process: it sends the members in batches (``marshal``, each
         after its length) on a pipe, then a last record, while this process
         builds the tree from what it received.  The members and the errors
@@ -520,7 +527,7 @@ class ArchiveReader:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             os.close(r)
-            os._exit(self._send_headers(w))
+            os._exit(self._send_headers(w, offset))
         os.close(w)
         try:
             with open(r, "rb", buffering=PIPE_READ) as pipe:
@@ -539,7 +546,7 @@ class ArchiveReader:
                 pass
             os.waitpid(pid, 0)
 
-    def _send_headers(self, w: int) -> int:  # pragma: no cover - runs in the child
+    def _send_headers(self, w: int, offset: int) -> int:  # pragma: no cover - runs in the child
         """The child of read_tar_forked: every member's record on ``w``,
         then ``(None, END or SLOW or ERROR, ...)``; its exit status."""
         decompressor = self.decompressor
@@ -549,7 +556,7 @@ class ArchiveReader:
         size = FIRST_BATCH
         code = 0
         try:
-            for record in self.tar_headers(self.start):
+            for record in self.tar_headers(offset):
                 if record[0] is None:
                     batch.append((None, _HEADERS_SLOW, *record[1:], *self._reach()))
                     break
@@ -1183,6 +1190,9 @@ def _show(name: bytes) -> str:
 #: The last record of read_tar_forked's child: the archive ended, a member
 #: tarfile is to read, or the error that stopped it.
 _HEADERS_END, _HEADERS_SLOW, _HEADERS_ERROR = 0, 1, 2
+#: Members read in this process before a child takes over the headers (a
+#: smaller archive is read without one: it would save less than it costs).
+IN_PROCESS_MEMBERS = 4096
 #: Members per batch the child sends: a few at first, so that the parent
 #: starts at once, then more (fewer calls).
 FIRST_BATCH = 64
@@ -1191,6 +1201,13 @@ BATCH = 4096
 _FRAME_LENGTH = struct.Struct("=Q")
 #: The parent's read buffer on the child's pipe.
 PIPE_READ = 1 << 20
+
+
+def _next_header(record: tuple) -> int:
+    """Where the header after a member of tar_headers starts (as tar_headers
+    finds it: after the data blocks, which some types do not have)."""
+    typeflag, size, data_at = record[1], record[6], record[7]
+    return data_at if typeflag in NO_DATA_TYPES else data_at + _align(size, BLOCK)
 
 
 def _send_frame(fd: int, records: list) -> None:
