@@ -49,7 +49,7 @@ import tarfile
 import tempfile
 import weakref
 import zlib
-from itertools import islice, zip_longest
+from itertools import accumulate, islice, pairwise, zip_longest
 from zlib import adler32
 
 from . import tar_layout
@@ -97,17 +97,21 @@ ODC_HEADER_SIZE = 6 + sum(width for _, width in ODC_FIELDS)
 #: Where "ustar" stands in a POSIX tar header.
 USTAR_MAGIC_OFFSET = 257
 TAR_BLOCK = BLOCK = tar_layout.BLOCK
-#: The header fields read_tar uses ...
-_USED_FIELDS = ("name", "mode", "uid", "gid", "size", "mtime", "chksum", "typeflag", "linkname",
-                "devmajor", "devminor", "prefix")
+#: The header fields every member needs ...
+_USED_FIELDS = ("name", "mode", "uid", "gid", "size", "mtime", "chksum", "typeflag")
 #: ... unpacked with one struct: rumpfs.tar_layout's format, the others
-#: (magic, version, owner names) skipped as padding; and where they are.
+#: skipped as padding; and where they are.
 _HEADER = struct.Struct(" ".join(
     item if name in _USED_FIELDS else item.replace("s", "x")
     for name, item in zip_longest(tar_layout.FIELDS, tar_layout.FORMAT.split())))
 _UNPACKED = [name for name in tar_layout.FIELDS if name in _USED_FIELDS]
-(NAME, MODE, UID, GID, SIZE, MTIME, CHKSUM, TYPEFLAG, LINKNAME, DEVMAJOR, DEVMINOR,
- PREFIX) = map(_UNPACKED.index, _USED_FIELDS)
+NAME, MODE, UID, GID, SIZE, MTIME, CHKSUM, TYPEFLAG = map(_UNPACKED.index, _USED_FIELDS)
+#: Where each field of the header is (start, end): those some members need
+#: (link names, devices, a ustar name's prefix) are sliced from the block.
+_FIELD_AT = dict(zip(tar_layout.FIELDS, pairwise(accumulate(
+    map(struct.calcsize, tar_layout.FORMAT.split()), initial=0))))
+LINKNAME_AT, PREFIX_AT, DEVMAJOR_AT, DEVMINOR_AT = map(
+    _FIELD_AT.get, ("linkname", "prefix", "devmajor", "devminor"))
 #: The checksum: a header block of ASCII bytes, and half of any block, sum
 #: to less than Adler-32's modulus, so the low 16 bits of their Adler-32
 #: are 1 + their byte sum.
@@ -120,17 +124,21 @@ AREGTYPE, DIRTYPE, LNKTYPE = tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.LNKTYPE
 GNU_LONGNAME, GNU_LONGLINK = tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK
 #: Headers that say more about the member after them: pax (and Solaris)
 #: extended headers, GNU long names and long link names.
-PAX_TYPES = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE)
-EXTENSION_TYPES = (*PAX_TYPES, GNU_LONGNAME, GNU_LONGLINK)
+PAX_TYPES = frozenset((tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE))
+EXTENSION_TYPES = frozenset((*PAX_TYPES, GNU_LONGNAME, GNU_LONGLINK))
 #: Members tarfile reads for us: GNU sparse files and global pax headers
 #: (which change every member after them); and pax headers with these keys.
-SLOW_TYPES = (tarfile.GNUTYPE_SPARSE, tarfile.XGLTYPE)
+SLOW_TYPES = frozenset((tarfile.GNUTYPE_SPARSE, tarfile.XGLTYPE))
 HDRCHARSET = b"hdrcharset"
 GNU_SPARSE = b"GNU.sparse"
+#: (Sets of type flags are frozensets: a member is tested against several,
+#: and a set lookup costs a quarter of a search through a tuple.)
 #: Members whose size field does not count data blocks after the header.
-NO_DATA_TYPES = (LNKTYPE, tarfile.SYMTYPE, DIRTYPE, tarfile.FIFOTYPE, tarfile.CHRTYPE,
-                 tarfile.BLKTYPE)
-DEVICE_TYPES = (tarfile.CHRTYPE, tarfile.BLKTYPE)
+NO_DATA_TYPES = frozenset((LNKTYPE, tarfile.SYMTYPE, DIRTYPE, tarfile.FIFOTYPE, tarfile.CHRTYPE,
+                           tarfile.BLKTYPE))
+DEVICE_TYPES = frozenset((tarfile.CHRTYPE, tarfile.BLKTYPE))
+#: Members whose header names a link target.
+LINK_TYPES = frozenset((LNKTYPE, tarfile.SYMTYPE))
 PERMISSION_BITS = 0o7777
 #: Bytes read or decompressed at a time.
 CHUNK = 1 << 20
@@ -607,6 +615,7 @@ class ArchiveReader:
         one after it: a global pax header)."""
         fd = self.f.fileno()
         unpack = _HEADER.unpack_from
+        (prefix_at, prefix_end), (linkname_at, linkname_end) = PREFIX_AT, LINKNAME_AT
         buf, base = b"", 0  # bytes of the archive read so far, from offset base
         # Extension headers (pax "x", GNU "L"/"K") met before the member, in
         # order, and where the first one starts.
@@ -673,10 +682,10 @@ class ArchiveReader:
                 typeflag = DIRTYPE  # an old (v7) tar's directory
             if typeflag == DIRTYPE:
                 raw = raw.rstrip(b"/")
-            prefix = fields[PREFIX].partition(b"\0")[0]
-            if prefix:
-                raw = prefix + b"/" + raw
-            linkname = fields[LINKNAME].partition(b"\0")[0]
+            if block[prefix_at]:
+                raw = block[prefix_at:prefix_end].partition(b"\0")[0] + b"/" + raw
+            linkname = (block[linkname_at:linkname_end].partition(b"\0")[0]
+                        if typeflag in LINK_TYPES else b"")
             try:
                 mode = int(fields[MODE].partition(b"\0")[0], 8)
                 uid = int(fields[UID].partition(b"\0")[0], 8)
@@ -712,8 +721,11 @@ class ArchiveReader:
                 offset = data_at + -(-size // BLOCK) * BLOCK
                 stop = data_at + size
                 truncated = stop > known_end if known_end is not None else self.readable(stop) < stop
-            yield (raw, typeflag, mode, uid, gid, mtime_ns, size, data_at, linkname,
-                   fields if typeflag in DEVICE_TYPES else None, truncated)
+            devices = None
+            if typeflag in DEVICE_TYPES:
+                devices = (block[DEVMAJOR_AT[0]:DEVMAJOR_AT[1]], block[DEVMINOR_AT[0]:DEVMINOR_AT[1]])
+            yield (raw, typeflag, mode, uid, gid, mtime_ns, size, data_at, linkname, devices,
+                   truncated)
 
     def tar_member_slow(self, offset: int) -> int | None:
         """The member at ``offset`` read by ``tarfile``; the next member's offset."""
@@ -773,12 +785,12 @@ class ArchiveReader:
         return os.pread(self.f.fileno(), size, at)
 
     def tar_member(self, raw: bytes, typeflag: bytes, mode: int, uid: int, gid: int,
-                   mtime_ns: int, size: int, data_at: int, linkname: bytes, fields,
+                   mtime_ns: int, size: int, data_at: int, linkname: bytes, devices,
                    truncated: bool, info: tarfile.TarInfo | None = None) -> None:
         """Place one member: its header's fields read (and its extensions
         applied) by tar_headers, or by ``tarfile`` (``info``: a sparse
-        member); ``fields``: the header's, for a device; ``truncated``: its
-        data ends past the archive's end."""
+        member); ``devices``: a device's major and minor fields;
+        ``truncated``: its data ends past the archive's end."""
         path = self.name(raw)
         if self.oci and self.whiteout(path):
             return
@@ -804,8 +816,8 @@ class ArchiveReader:
             if info is not None:
                 node.rdev = os.makedev(info.devmajor, info.devminor)
             else:
-                node.rdev = os.makedev(self.number(fields[DEVMAJOR], data_at - BLOCK),
-                                       self.number(fields[DEVMINOR], data_at - BLOCK))
+                node.rdev = os.makedev(self.number(devices[0], data_at - BLOCK),
+                                       self.number(devices[1], data_at - BLOCK))
         self.place(path, node, raw)
 
     def sparse_data(self, info: tarfile.TarInfo) -> HostData:

@@ -35,7 +35,8 @@ GLOBAL_AT = IN_PROCESS_MEMBERS + 300
 
 def build_tar(fmt: int, global_header: bool = True) -> bytes:
     """An archive of directories, files of 0-1000 bytes, long names (GNU
-    'L' or pax 'x' members), UTF-8 names, a large uid, hard links, symlinks and a fifo,
+    'L' or pax 'x' members), UTF-8 names, a large uid, hard links, symlinks,
+    a fifo and a device,
     in no particular order; a global pax header before member GLOBAL_AT."""
     rng = random.Random(21)
     # The top owned by root: GNU cpio does not change the "." it extracts into.
@@ -56,6 +57,9 @@ def build_tar(fmt: int, global_header: bool = True) -> bytes:
     members += [_info(f"d{k:02d}/sym{k}", tarfile.SYMTYPE, linkname=f"../d{(k + 1) % 20:02d}")
                 for k in range(0, 20, 4)]
     members.append(_info("d05/fifo", tarfile.FIFOTYPE, mode=0o600))
+    device = _info("d07/tty", tarfile.CHRTYPE, mode=0o620)
+    device[0].devmajor, device[0].devminor = 4, 300
+    members.append(device)
     # Directories first, the rest shuffled (hard links after their targets).
     body = members[21:21 + FILES]
     rng.shuffle(body)
@@ -116,7 +120,7 @@ def test_headers_read_by_a_child_give_the_same_image(tmp_path, fmt, compression,
     # What Python's tarfile reads from the archive is what libarchive reads
     # from the image (extracting thousands of files would take seconds).
     expected, actual = tarfile_records(archive), libarchive_records(tmp_path / "r0.cpio")
-    assert len(expected) == FILES + 21 + 7 + 5 + 1
+    assert len(expected) == FILES + 21 + 7 + 5 + 2
     # The global header's uid reached the members after it (tarfile read them).
     assert sorted({r["uid"] for r in expected.values() if r["type"] == "file"}) == \
         [0, 1, 2, 3, 4, 5, 6, *[77] * global_header, 3_000_000]
@@ -127,7 +131,7 @@ def tarfile_records(archive) -> dict:
     """The archive as Python's tarfile reads it (hard links as their targets)."""
     out = {}
     kinds = {tarfile.REGTYPE: "file", tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink",
-             tarfile.FIFOTYPE: "fifo"}
+             tarfile.FIFOTYPE: "fifo", tarfile.CHRTYPE: "chardev"}
     with tarfile.open(archive) as t:
         for info in t:
             path = os.fsencode(info.name).removeprefix(b"./").rstrip(b"/")
@@ -140,7 +144,8 @@ def tarfile_records(archive) -> dict:
             target = os.fsencode(info.linkname) if info.issym() else None
             size = len(target) if target is not None else info.size
             out[path] = record(kinds[info.type], info.mode, info.uid, info.gid, size, 1,
-                               int(info.mtime), target, None, digest)
+                               int(info.mtime), target,
+                               (info.devmajor, info.devminor) if info.ischr() else None, digest)
     return out
 
 
