@@ -18,10 +18,11 @@ times, base-256 numbers) are unpacked here with one ``struct`` format
 derived from the declaration in rumpfs.tar_layout, from large reads of the
 uncompressed file, and a member's directory is found by its path in a dict.
 A directory is listed by two walker processes; a tar is one stream, so on a
-machine with a second core a child process reads the headers and sends the
-members to this one in batches while this one builds the tree: the two
-halves of the work overlap, and a tar packs about as fast as the same tree
-given as a directory (docs/inputs.md has the figures).  The rare members
+machine with a second core a child process reads the headers after the
+first few thousand and sends the members to this one in batches while this
+one builds the tree: the two halves of the work overlap, and a tar packs
+about as fast as the same tree given as a directory (docs/inputs.md has
+the figures).  The rare members
 this does not read (GNU and pax sparse files, global pax headers and every
 member after one, pax headers that name a charset) are read by the
 standard library's ``tarfile`` from their offset, in this process.  cpio
