@@ -44,6 +44,7 @@ COMMANDS = {
     "qemu-system-x86_64": "qemu-system-x86",
     "dpkg-deb": "dpkg",
     "setpriv": "util-linux",
+    "taskset": "util-linux",
     "file": "file",
     "xorriso": "xorriso",
     "isoinfo": "genisoimage",

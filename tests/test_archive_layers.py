@@ -7,6 +7,7 @@ read the result, compared file by file with the source tree.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import subprocess
@@ -358,3 +359,36 @@ def test_cut_compressed_archive_is_refused(tmp_path):
                                             f"file ended before the end-of-stream marker was "
                                             f"reached\n")
     assert out.read_bytes() == b"old"
+
+
+def test_gzip_members_and_padding_are_read_as_gzip_reads_them(tmp_path):
+    """A .tar.gz of several gzip members (``cat a.gz b.gz``, each with the
+    file name in its header, as the gzip program writes it) and zero
+    padding after them packs as the plain tar does; what follows the
+    padding must be another member, else it is the gzip module's error."""
+    plain = tar_with(tmp_path, *(member(f"d/f{k}", data=os.urandom(k * 37)) for k in range(200)))
+    data = open(plain, "rb").read()
+    third = len(data) // 3 + 5  # not on a block boundary
+    parts = []
+    for k, piece in enumerate((data[:third], data[third:2 * third], data[2 * third:])):
+        part = tmp_path / f"part{k}"
+        part.write_bytes(piece)
+        subprocess.run(["gzip", str(part)], check=True)
+        parts.append((tmp_path / f"part{k}.gz").read_bytes())
+    joined = tmp_path / "joined.tar.gz"
+    joined.write_bytes(b"".join(parts) + bytes(1000))
+    os.utime(joined, ns=(os.stat(plain).st_mtime_ns,) * 2)  # the time of the implied "d"
+    assert subprocess.run(["gzip", "-dc", str(joined)], capture_output=True,
+                          check=True).stdout == data
+    for source, out in ((plain, tmp_path / "plain.cpio"), (joined, tmp_path / "joined.cpio")):
+        run_rumpfs("pack", "--no-stubetc", source, "-o", out)
+    assert (tmp_path / "plain.cpio").read_bytes() == (tmp_path / "joined.cpio").read_bytes()
+
+    joined.write_bytes(b"".join(parts) + bytes(1000) + b"junk")
+    with pytest.raises(gzip.BadGzipFile) as error:
+        gzip.decompress(joined.read_bytes())
+    out = tmp_path / "r.cpio"
+    res = run_rumpfs("pack", "--no-stubetc", joined, "-o", out, check=False)
+    assert (res.returncode, res.err) == (1, f"rumpfs: error: {joined}: corrupt gzip data: "
+                                            f"{error.value}\n")
+    assert not out.exists()
