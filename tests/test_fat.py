@@ -175,6 +175,18 @@ def test_forced_type(tmp_path, rumpfs, fat_type):
     dest = tmp_path / "x"
     mcopy_out(out, dest)
     assert (dest / "sub" / "file.txt").read_bytes() == b"x" * 3000
+    # The boot sector the precompiled packer wrote, read by the construct
+    # declaration of its type: the extended BPB where that type has it.
+    from rumpfs.formats.fat import layout
+    raw = out.read_bytes()
+    boot = (layout.BootSector32 if bits == 32 else layout.BootSector16).parse(raw)
+    assert boot.ext.BS_BootSig == layout.EXT_BOOT_SIGNATURE
+    assert boot.ext.BS_FilSysType == b"FAT%d   " % bits
+    assert (boot.bpb.BPB_TotSec16 or boot.bpb.BPB_TotSec32) * boot.bpb.BPB_BytsPerSec == len(raw)
+    if bits == 32:
+        assert raw[:layout.SECTOR] == raw[layout.BACKUP_BOOT_SECTOR * layout.SECTOR:][:layout.SECTOR]
+        info = layout.FsInfo.parse(raw[layout.FSINFO_SECTOR * layout.SECTOR:])
+        assert info.FSI_Free_Count < clusters
 
 
 def _geometry_at(tmp_path, src, size) -> tuple[int, int]:

@@ -273,6 +273,26 @@ def test_struct_formats_mirror_the_construct_declarations():
     assert layout.VolumeDescriptor.sizeof() == layout.SECTOR
 
 
+def test_volume_descriptors_read_by_the_declarations(iso):
+    # What the precompiled packers wrote, parsed by the construct
+    # declarations: both byte orders agree, the volume is the file.
+    from rumpfs.formats.iso import layout
+    raw = iso.read_bytes()
+    start = layout.SYSTEM_AREA_SECTORS * layout.SECTOR
+    for k, kind in enumerate((layout.VD_PRIMARY, layout.VD_SUPPLEMENTARY)):
+        vd = layout.VolumeDescriptor.parse(raw[start + k * layout.SECTOR:])
+        assert vd.type == kind
+        for name in ("volume_space_size", "volume_set_size", "volume_sequence_number",
+                     "logical_block_size", "path_table_size"):
+            assert vd[name].le == vd[name].be, name
+        assert vd.volume_space_size.le * layout.SECTOR == len(raw)
+        assert vd.logical_block_size.le == layout.SECTOR
+        table = raw[vd.l_path_table * layout.SECTOR:][:vd.path_table_size.le]
+        assert raw[vd.m_path_table * layout.SECTOR:][:2] == table[:2]  # the root's record
+        assert vd.escape_sequences.rstrip(b"\0") == (layout.JOLIET_ESCAPE if k else b"")
+    layout.Terminator.parse(raw[start + 2 * layout.SECTOR:])
+
+
 def test_rumpfs_extract_gives_back_the_tree(iso, fixture_tree, tmp_path, rumpfs):
     # Our own reader, after the independent ones: every field, hard links too.
     dest = tmp_path / "x"

@@ -39,6 +39,7 @@ from .layout import (
     ATTR_READ_ONLY,
     ATTR_VOLUME_ID,
     BACKUP_BOOT_SECTOR,
+    BOOT_SECTOR,
     BOOT_SIGNATURE,
     DIR_ENTRY,
     DIR_ENTRY_SIZE,
@@ -47,6 +48,7 @@ from .layout import (
     EXT_BOOT_SIGNATURE,
     FILE_SIZE_MAX,
     FIRST_CLUSTER,
+    FSINFO,
     FSINFO_SECTOR,
     FSINFO_UNKNOWN,
     HEADS,
@@ -513,7 +515,6 @@ class FatLayout:
         return (self.tree.root.mtime_ns // NS) & 0xFFFFFFFF
 
     def _boot_sector(self) -> bytes:
-        from .layout import BootSector
         fat32 = self.fat == 32
         total16 = self.total if self.total < 0x10000 and not fat32 else 0
         bpb = dict(BS_jmpBoot=JUMP_FAT32 if fat32 else JUMP_FAT16, BS_OEMName=OEM_NAME,
@@ -531,14 +532,13 @@ class FatLayout:
             f32 = dict(BPB_FATSz32=self.fat_sectors, BPB_ExtFlags=0, BPB_FSVer=0,
                        BPB_RootClus=self.dirs[0].first, BPB_FSInfo=FSINFO_SECTOR,
                        BPB_BkBootSec=BACKUP_BOOT_SECTOR, BPB_Reserved=bytes(12))
-        head = BootSector.build(dict(bpb=bpb, fat32=f32, ext=ext), fat_bits=self.fat)
+        head = BOOT_SECTOR[self.fat].pack_dict(dict(bpb=bpb, fat32=f32, ext=ext))
         return head.ljust(SECTOR - len(BOOT_SIGNATURE), b"\0") + BOOT_SIGNATURE
 
     def _fsinfo(self) -> bytes:
-        from .layout import FsInfo
         free = self.clusters - self.used
         nxt = FIRST_CLUSTER + self.used if free else FSINFO_UNKNOWN
-        return FsInfo.build(dict(FSI_Reserved1=bytes(480), FSI_Free_Count=free,
+        return FSINFO.pack_dict(dict(FSI_Reserved1=bytes(480), FSI_Free_Count=free,
                                  FSI_Nxt_Free=nxt, FSI_Reserved2=bytes(12)))
 
     def write(self, sink) -> int:

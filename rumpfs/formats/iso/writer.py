@@ -73,9 +73,12 @@ from .layout import (
     SUSP_VERSION,
     SYMLINK_TARGET_MAX,
     SYSTEM_AREA_SECTORS,
+    TERMINATOR,
     TF_FLAGS,
     VD_PRIMARY,
     VD_SUPPLEMENTARY,
+    VOLUME_DESCRIPTOR,
+    both,
     both32,
     record_date,
     volume_date,
@@ -580,8 +583,6 @@ class IsoLayout:
 
     def _descriptor(self, kind: int, root_record: bytes, pt_size: int, pt_l: int, pt_m: int,
                     joliet: bool) -> bytes:
-        from .layout import VolumeDescriptor
-
         def text(value: str, size: int) -> bytes:
             # Unused text fields are spaces: UCS-2 ones in the Joliet descriptor.
             if joliet:
@@ -592,15 +593,16 @@ class IsoLayout:
         volume_id = (text(label[:JOLIET_LABEL_MAX], 32) if joliet
                      else _d_chars(label.encode("utf-8", "replace")).ljust(32, b" "))
         when = self.tree.root.mtime_ns // NS
-        return VolumeDescriptor.build(dict(
+        return VOLUME_DESCRIPTOR.pack_dict(dict(
             type=kind, flags=0, system_id=text("", 32), volume_id=volume_id,
-            volume_space_size=dict(le=self.sectors, be=self.sectors),
+            volume_space_size=both(self.sectors, 4),
             escape_sequences=(JOLIET_ESCAPE if joliet else b"").ljust(32, b"\0"),
-            volume_set_size=dict(le=1, be=1), volume_sequence_number=dict(le=1, be=1),
-            logical_block_size=dict(le=SECTOR, be=SECTOR),
-            path_table_size=dict(le=pt_size, be=pt_size),
-            l_path_table=pt_l, l_path_table_optional=0, m_path_table=pt_m,
-            m_path_table_optional=0, root_directory_record=root_record,
+            volume_set_size=both(1, 2), volume_sequence_number=both(1, 2),
+            logical_block_size=both(SECTOR, 2),
+            path_table_size=both(pt_size, 4),
+            # The M table's location is big-endian: a bytes slot of the format.
+            l_path_table=pt_l, m_path_table=pt_m.to_bytes(4, "big"),
+            root_directory_record=root_record,
             volume_set_id=text("", 128), publisher_id=text("", 128),
             preparer_id=text("", 128), application_id=text("", 128),
             copyright_file_id=text("", 37), abstract_file_id=text("", 37),
@@ -610,7 +612,6 @@ class IsoLayout:
             application_use=bytes(512)))
 
     def write(self, sink) -> int:
-        from .layout import Terminator
         # A file starts on a sector of its own, zeros after its data: the
         # copy workers may join neighbouring files into one write.  The
         # first copies go to them now, the rest while the directories are
@@ -626,7 +627,7 @@ class IsoLayout:
         svd = self._descriptor(VD_SUPPLEMENTARY, self._record(b"\0", root.jextent, root.jsize,
                                                               FLAG_DIRECTORY, root.node),
                                self.jpt_size, self.jpt_l, self.jpt_m, True)
-        head = pvd + svd + Terminator.build({})
+        head = pvd + svd + TERMINATOR.pack_dict({})
         sink.pwrite(head, SYSTEM_AREA_SECTORS * SECTOR)
         for where, table in ((self.pt_l, self._path_table(self.dirs, False, PATH_RECORD_L)),
                              (self.pt_m, self._path_table(self.dirs, False, PATH_RECORD_M)),
