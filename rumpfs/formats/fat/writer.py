@@ -348,18 +348,24 @@ class FatLayout:
         return subdirs
 
     # -- pass 2: geometry ---------------------------------------------------------------
-    def _needed(self, cluster: int, fat: int) -> int | None:
-        """Clusters the tree takes with this cluster size, or None when the
-        FAT12/16 root directory cannot hold the root's entries.  (Counted
-        over the distinct entry counts and file sizes, which are far fewer
-        than directories and files.)"""
+    def _all_clusters(self, cluster: int) -> int:
+        """Clusters every directory and file takes with this cluster size.
+        (Counted over the distinct entry counts and file sizes, which are
+        far fewer than directories and files.)"""
+        return (self._clusters_of(self.dir_bytes, cluster, 1)
+                + self._clusters_of(self.size_counts, cluster, 0))
+
+    def _needed(self, cluster: int, fat: int, everything: int) -> int | None:
+        """Clusters the tree takes with this cluster size and FAT type, given
+        what ``everything`` takes (:meth:`_all_clusters`), or None when the
+        FAT12/16 root directory cannot hold the root's entries."""
         root = self.dirs[0].entries
-        if fat != 32 and root > MAX_ROOT_ENTRIES:
+        if fat == 32:
+            return everything
+        if root > MAX_ROOT_ENTRIES:
             return None
-        total = self._clusters_of(self.dir_bytes, cluster, 1)
-        if fat != 32:
-            total -= max(1, -(-root * DIR_ENTRY_SIZE // cluster))
-        return total + self._clusters_of(self.size_counts, cluster, 0)
+        # FAT12/16 keep the root directory in its own area, not in clusters.
+        return everything - max(1, -(-root * DIR_ENTRY_SIZE // cluster))
 
     @staticmethod
     def _clusters_of(counts: Counter, cluster: int, least: int) -> int:
@@ -410,8 +416,9 @@ class FatLayout:
         best = None
         spc = 1
         while spc * SECTOR <= MAX_CLUSTER_BYTES:
+            everything = self._all_clusters(spc * SECTOR)
             for fat in types:
-                needed = self._needed(spc * SECTOR, fat)
+                needed = self._needed(spc * SECTOR, fat, everything)
                 if needed is None:
                     continue
                 g = self._geometry(fat, spc, needed)
