@@ -115,6 +115,37 @@ def test_pycdlib_reads_rock_ridge_and_joliet(iso, fixture_tree):
         p.close()
 
 
+def test_joliet_names_of_characters_it_cannot_hold(tmp_path, rumpfs):
+    # Joliet refuses * / : ; ? \ (they become _), holds UCS-2 (bytes that
+    # are not UTF-8 become U+FFFD) and 64 units, never half a surrogate
+    # pair; names that become equal get ~N.  Read back by pycdlib.
+    import pycdlib
+    src = tmp_path / "src"
+    src.mkdir()
+    names = [b"a*b?c:d;e\\f.txt", b"a_b_c_d_e_f.txt", b"bad\xff\xfename", b"x" * 63 + "\U0001f600".encode(),
+             "\u00e9t\u00e9 *.txt".encode()]
+    for name in names:
+        (src / os.fsdecode(name)).write_bytes(name)
+    out = tmp_path / "j.iso"
+    rumpfs("pack", src, "--no-stubetc", "-o", out, env=ENV)
+    p = pycdlib.PyCdlib()
+    p.open(str(out))
+    try:
+        got = {}
+        for rec in p.list_children(joliet_path="/"):
+            if rec.is_dot() or rec.is_dotdot():
+                continue
+            buf = __import__("io").BytesIO()
+            ident = rec.file_identifier().decode("utf-16-be")
+            p.get_file_from_iso_fp(buf, joliet_path="/" + ident)
+            got[ident] = buf.getvalue()
+    finally:
+        p.close()
+    assert got == {"a_b_c_d_e_f.txt": b"a*b?c:d;e\\f.txt", "a_b_c_d_e_f.txt~1": b"a_b_c_d_e_f.txt",
+                   "bad\ufffd\ufffdname": b"bad\xff\xfename", "x" * 63: b"x" * 63 + "\U0001f600".encode(),
+                   "\u00e9t\u00e9 _.txt": "\u00e9t\u00e9 *.txt".encode()}
+
+
 def test_reproducible_and_no_larger_than_xorriso(fixture_tree, tmp_path, rumpfs):
     a, b, ref = tmp_path / "a.iso", tmp_path / "b.iso", tmp_path / "ref.iso"
     rumpfs("pack", fixture_tree, "--no-stubetc", "-o", a, env=ENV)

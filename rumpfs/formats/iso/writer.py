@@ -38,7 +38,6 @@ Choices:
 from __future__ import annotations
 
 import functools
-import stat
 
 from ...errors import RumpfsError
 from ...output import BATCH_JOBS
@@ -97,7 +96,10 @@ _IFMT = 0o170000  # stat.S_IFMT's mask
 #: this many bytes.
 DIR_RUN_BYTES = 1 << 20
 _D_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
-_JOLIET_FORBIDDEN = str.maketrans({c: "_" for c in "*/:;?\\"})
+#: bytes.translate table: what a Joliet name cannot hold becomes "_".  These
+#: are ASCII, never part of a longer UTF-8 sequence: replacing them before
+#: decoding is replacing them after (and costs a tenth of str.translate).
+_JOLIET_TABLE = bytes(0x5F if c in b"*/:;?\\" else c for c in range(256))
 
 
 # -- System Use entries --------------------------------------------------------------
@@ -128,6 +130,8 @@ def _tf_of(mtime: int, atime: int, ctime: int) -> bytes:
 
 def _nm(name: bytes) -> list[bytes]:
     room = SUSP_ENTRY_MAX - 5
+    if len(name) <= room:  # nearly every name: one entry
+        return [_entry(b"NM", b"\0" + name)]
     pieces = [name[i:i + room] for i in range(0, len(name), room)] or [b""]
     return [_entry(b"NM", bytes((NM_CONTINUE if i < len(pieces) - 1 else 0,)) + p)
             for i, p in enumerate(pieces)]
@@ -259,21 +263,21 @@ def _iso_name(name: bytes, is_dir: bool, taken: set) -> tuple[bytes, tuple]:
                                              ext_id.ljust(8, b" "))
 
 
+def _cut_units(data: bytes, size: int) -> bytes:
+    """UTF-16 units cut to ``size`` bytes, never in a surrogate pair."""
+    data = data[:size]
+    if len(data) >= 2 and 0xD8 <= data[-2] <= 0xDB:  # half a surrogate pair
+        data = data[:-2]
+    return data
+
+
 def _joliet_name(name: bytes, taken: set) -> bytes:
-    text = name.decode("utf-8", "replace").translate(_JOLIET_FORBIDDEN)
-    units = text.encode("utf-16-be")
+    units = name.translate(_JOLIET_TABLE).decode("utf-8", "replace").encode("utf-16-be")
     limit = JOLIET_NAME_MAX * 2
-
-    def cut(data: bytes, size: int) -> bytes:
-        data = data[:size]
-        if len(data) >= 2 and 0xD8 <= data[-2] <= 0xDB:  # half a surrogate pair
-            data = data[:-2]
-        return data
-
-    base = cut(units, limit)
+    base = _cut_units(units, limit)
     # Compared as Windows and Linux's Joliet do: case matters, exact units.
-    return _unique(base, taken, lambda s: cut(base, limit - 2 * len(s)) + s.decode().encode(
-        "utf-16-be"))
+    return _unique(base, taken, lambda s: _cut_units(base, limit - 2 * len(s))
+                   + s.decode().encode("utf-16-be"))
 
 
 # -- the layout --------------------------------------------------------------------------
@@ -359,7 +363,7 @@ class IsoLayout:
         entries.append(_tf(node))
         if name is not None:
             entries.extend(_nm(name))
-        kind = stat.S_IFMT(node.mode)
+        kind = node.mode & _IFMT
         if kind == LNK:
             entries.extend(_sl(node.target))
         elif kind in (CHR, BLK):
