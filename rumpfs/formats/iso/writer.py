@@ -521,30 +521,35 @@ class IsoLayout:
     # -- bytes -------------------------------------------------------------------------
     def _record(self, ident: bytes, extent: int, size: int, flags: int, node,
                 susp: bytes = b"", piece: _Piece | None = None) -> bytes:
-        ce = _ce(piece) if piece is not None else b""
-        length = _record_len(len(ident), len(susp) + len(ce))
-        head = DIR_RECORD.pack(length, 0, extent, extent.to_bytes(4, "big"), size,
-                               size.to_bytes(4, "big"), record_date(node.mtime_ns // NS), flags,
-                               0, 0, 1, b"\0\1", len(ident))
-        return head + ident + (b"\0" if len(ident) % 2 == 0 else b"") + susp + ce
+        if piece is not None:
+            susp += _ce(piece)
+        id_len = len(ident)
+        pad = b"" if id_len % 2 else b"\0"  # the System Use area starts at an even offset
+        head = DIR_RECORD.pack(_record_len(id_len, len(susp)), 0, extent,
+                               extent.to_bytes(4, "big"), size, size.to_bytes(4, "big"),
+                               record_date(node.mtime_ns // NS), flags, 0, 0, 1, b"\0\1", id_len)
+        return b"".join((head, ident, pad, susp))
 
-    def _name_records(self, rec: _Name, ident: bytes, joliet: bool) -> list[bytes]:
-        node = rec.node
+    def _name_record(self, rec: _Name, ident: bytes, joliet: bool) -> bytes:
+        """The record of a name that has one: all but multi-extent files
+        (:meth:`_extent_records`)."""
         susp, piece = (b"", None) if joliet else (rec.susp, rec.piece)
-        if rec.dir is not None:
-            d = rec.dir
+        d = rec.dir
+        if d is not None:
             extent, size = (d.jextent, d.jsize) if joliet else (d.extent, d.size)
-            return [self._record(ident, extent, size, FLAG_DIRECTORY, node, susp, piece)]
-        if rec.count is None:
-            return [self._record(ident, 0, 0, 0, node, susp, piece)]
+            return self._record(ident, extent, size, FLAG_DIRECTORY, rec.node, susp, piece)
+        size = rec.size
+        extent = self.extents[id(rec.node)] if size else 0
+        return self._record(ident, extent, size, 0, rec.node, susp, piece)
+
+    def _extent_records(self, rec: _Name, ident: bytes, joliet: bool) -> list[bytes]:
+        """The records of a file of several extents, all but the last flagged."""
+        susp, piece = (b"", None) if joliet else (rec.susp, rec.piece)
         size, count = rec.size, rec.count
-        if count == 1:
-            return [self._record(ident, self.extents[id(node)] if size else 0, size, 0, node,
-                                 susp, piece)]
-        first = self.extents[id(node)]
+        first = self.extents[id(rec.node)]
         return [self._record(ident, first + k * (EXTENT_MAX // SECTOR),
                              min(EXTENT_MAX, size - k * EXTENT_MAX),
-                             FLAG_MULTI_EXTENT if k < count - 1 else 0, node, susp, piece)
+                             FLAG_MULTI_EXTENT if k < count - 1 else 0, rec.node, susp, piece)
                 for k in range(count)]
 
     def _directory(self, d: _Dir, joliet: bool) -> bytes:
@@ -553,7 +558,10 @@ class IsoLayout:
             records = [self._record(b"\0", d.jextent, d.jsize, FLAG_DIRECTORY, d.node),
                        self._record(b"\1", p.jextent, p.jsize, FLAG_DIRECTORY, p.node)]
             for rec in d.jnames:
-                records += self._name_records(rec, rec.joliet_id, True)
+                if rec.count is not None and rec.count > 1:
+                    records += self._extent_records(rec, rec.joliet_id, True)
+                else:
+                    records.append(self._name_record(rec, rec.joliet_id, True))
             size = d.jsize
         else:
             records = [self._record(b"\0", d.extent, d.size, FLAG_DIRECTORY, d.node,
@@ -561,7 +569,10 @@ class IsoLayout:
                        self._record(b"\1", p.extent, p.size, FLAG_DIRECTORY, p.node,
                                     d.dotdot.susp, d.dotdot.piece)]
             for rec in d.names:
-                records += self._name_records(rec, rec.iso_id, False)
+                if rec.count is not None and rec.count > 1:
+                    records += self._extent_records(rec, rec.iso_id, False)
+                else:
+                    records.append(self._name_record(rec, rec.iso_id, False))
             size = d.size
         # A record never crosses a sector boundary (ECMA-119 6.8.1.1).
         out, pos, start = [], 0, 0
