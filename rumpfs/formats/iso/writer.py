@@ -459,21 +459,28 @@ class IsoLayout:
             queue.extend(r.dir for r in d.jnames if r.dir is not None)
 
     # -- sizes and places ------------------------------------------------------------
-    def _iso_lengths(self, d: _Dir):
-        yield _record_len(1, len(d.dot.susp) + (CE_SIZE if d.dot.piece else 0))
-        yield _record_len(1, len(d.dotdot.susp) + (CE_SIZE if d.dotdot.piece else 0))
+    def _iso_lengths(self, d: _Dir) -> list[int]:
+        """The lengths of ``d``'s ISO 9660 records, in order (one record per
+        extent of a multi-extent file)."""
+        lengths = [_record_len(1, len(d.dot.susp) + (CE_SIZE if d.dot.piece else 0)),
+                   _record_len(1, len(d.dotdot.susp) + (CE_SIZE if d.dotdot.piece else 0))]
         for r in d.names:
             n = _record_len(len(r.iso_id), len(r.susp) + (CE_SIZE if r.piece else 0))
-            for _ in range(r.count or 1):
-                yield n
+            if r.count is not None and r.count > 1:
+                lengths += [n] * r.count
+            else:
+                lengths.append(n)
+        return lengths
 
-    def _joliet_lengths(self, d: _Dir):
-        yield _record_len(1)
-        yield _record_len(1)
+    def _joliet_lengths(self, d: _Dir) -> list[int]:
+        lengths = [_record_len(1), _record_len(1)]
         for r in d.jnames:
             n = _record_len(len(r.joliet_id))
-            for _ in range(r.count or 1):
-                yield n
+            if r.count is not None and r.count > 1:
+                lengths += [n] * r.count
+            else:
+                lengths.append(n)
+        return lengths
 
     def allocate(self) -> int:
         """Sectors of everything; returns the image size in sectors."""
