@@ -250,6 +250,24 @@ def test_names_differing_in_case_are_an_error(tmp_path, rumpfs):
     assert out.read_bytes() == b"old"
 
 
+@pytest.mark.parametrize("name, bad", [("a*b.txt", "*"), ('quo"te', '"'),
+                                       ("\u00e9t\u00e9\x01.txt", "\x01"),
+                                       ("\u65e5\u672c>.txt", ">")])
+def test_name_fat_cannot_hold_is_an_error(tmp_path, rumpfs, name, bad):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "\u00e9t\u00e9-\u65e5\u672c.txt").write_bytes(b"fine: not ASCII, nothing forbidden")
+    (src / name).write_bytes(b"x")
+    out = tmp_path / "n.fat"
+    res = rumpfs("pack", src, "--no-stubetc", "-o", out, check=False)
+    assert res.returncode == 1
+    assert res.err.startswith("rumpfs: error: /")
+    assert res.err.endswith(f": FAT names cannot hold {bad!r} (nor any of \"*/:<>?\\| or "
+                            "control characters)\n")
+    assert res.err.count("\n") == 1
+    assert not out.exists()
+
+
 def test_file_of_4_gib_is_an_error(tmp_path, rumpfs):
     src = tmp_path / "src"
     src.mkdir()

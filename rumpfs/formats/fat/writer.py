@@ -108,19 +108,24 @@ def parse_size(text) -> int:
 
 
 # -- names -------------------------------------------------------------------------------
-#: str.translate table deleting what a long name must not hold.
-_LFN_DELETE = dict.fromkeys([*map(ord, LFN_FORBIDDEN), *range(0x20)])
+#: What a long name must not hold: ASCII characters, so they are found in
+#: its UTF-8 bytes (bytes.translate, a tenth of the cost of str.translate
+#: with a dict) ...
+_LFN_DELETE_BYTES = LFN_FORBIDDEN.encode("ascii") + bytes(range(0x20))
+#: ... and named in the error from its text.
+_LFN_DELETE = frozenset(_LFN_DELETE_BYTES.decode("ascii"))
 
 
 #: Bytes of UTF-16 one long-name entry holds.
 _LFN_BYTES = 2 * LFN_CHARS
 
 
-def _long_units(path: bytes, text: str) -> bytes:
-    """The UTF-16 units of a name that needs long entries, or an error
-    naming the path.  (A plain 8.3 name is checked by being one.)"""
-    if len(text.translate(_LFN_DELETE)) != len(text):
-        bad = next(c for c in text if ord(c) in _LFN_DELETE)
+def _long_units(path: bytes, name: bytes, text: str) -> bytes:
+    """The UTF-16 units of a name (``text``, decoded from ``name``) that
+    needs long entries, or an error naming the path.  (A plain 8.3 name is
+    checked by being one.)"""
+    if len(name.translate(None, _LFN_DELETE_BYTES)) != len(name):
+        bad = next(c for c in text if c in _LFN_DELETE)
         raise RumpfsError(f"{display(path)}: FAT names cannot hold {bad!r} "
                           f"(nor any of {LFN_FORBIDDEN} or control characters)")
     if text.endswith((".", " ")):
@@ -314,7 +319,7 @@ class FatLayout:
             folded[key] = name
             plain = _plain_short(name)
             if plain is None:
-                units = _long_units(join(d.path, name), text)
+                units = _long_units(join(d.path, name), name, text)
                 entries += -(-len(units) // _LFN_BYTES)
             if is_dir:
                 ref = _Dir(child, join(d.path, name), d)
