@@ -21,7 +21,6 @@ from .errors import OptionError, RumpfsError
 from .hostwalk import HostStream
 from .output import AtomicOutput, Copier, ImageSink, Progress, StreamSink
 from .sources import HostDirectory, Layer, Policy, Remove, build_tree, settle_times, stubetc_layer
-from .spec import SpecFile
 from .tree import Tree, split_path
 
 #: Output suffixes that ask for a container around the image.
@@ -120,7 +119,9 @@ def make_layers(sources, opts: PackOptions, target=None) -> list[Layer]:
     for src in sources:
         # A SRC that is a file is a tar or cpio archive (rumpfs.archives).
         layers.append(src if isinstance(src, Layer) else source_layer(os.fspath(src), platform))
-    layers.extend(SpecFile(s) for s in opts.spec)
+    if opts.spec:
+        from .spec import SpecFile  # spec files (rumpfs.spec), like mtree below
+        layers.extend(SpecFile(s) for s in opts.spec)
     if opts.mtree:
         from .mtree import MtreeSpec
         layers.append(MtreeSpec(os.fspath(opts.mtree), opts.mtree_only))

@@ -460,13 +460,14 @@ def _fat_fields(data: bytes) -> list:
     f = io.BytesIO(data)
     f.name = "seed"
     r = FatReader(f, 0, len(data))
-    boot = {sc.name: sc.subcon for sc in L.BootSector.subcons}
+    boot = {sc.name: sc.subcon
+            for sc in (L.BootSector32 if r.fat == 32 else L.BootSector16).subcons}
     bpb = _struct_fields(boot["bpb"])
     fields = [(off, size, "little", name) for name, (off, size) in bpb.items()
               if name not in ("BS_jmpBoot", "BS_OEMName")]
     ext_at = boot["bpb"].sizeof()
     if r.fat == 32:
-        fat32 = boot["fat32"].cases[32]
+        fat32 = boot["fat32"]
         for name, (off, size) in _struct_fields(fat32).items():
             if name != "BPB_Reserved":
                 fields.append((ext_at + off, size, "little", name))

@@ -7,7 +7,12 @@ modules that imported and a digest of each image.
 
 ``stale`` spoils the generated modules' SOURCE_CRC32 first, ``unreadable``
 makes the layouts' own source unreadable: both must fall back to construct
-and write the same bytes.
+and write the same bytes.  The ISO 9660 and FAT writers are among them.
+
+    python -S tests/precompile_probe.py pack OUTPUT ARGS...
+
+runs ``rumpfs pack ARGS... -o OUTPUT`` through the command line instead and
+prints which of the slow modules that imported.
 """
 
 from __future__ import annotations
@@ -34,7 +39,16 @@ CONFIGS = (
     ("ffs2", "big", {}),
     ("cpio", "little", {}),
     ("cpio", "little", {"cpio_variant": "crc"}),
+    ("iso", "little", {}),
+    ("iso", "little", {"label": "probe"}),
+    ("fat", "little", {"fat_skip_special": True}),
+    ("fat", "little", {"fat_skip_special": True, "fat_type": 16, "label": "PROBE"}),
+    ("fat", "little", {"fat_skip_special": True, "fat_type": 32}),
 )
+
+#: Layouts of the writers above with a generated module, by name in the output.
+LAYOUT_MODULES = {"ffs": "rumpfs.formats.ffs.layout", "cpio": "rumpfs.formats.cpio.layout",
+                  "iso": "rumpfs.formats.iso.layout", "fat": "rumpfs.formats.fat.layout"}
 
 
 def small_tree():
@@ -63,16 +77,19 @@ def main(mode: str) -> None:
     before = set(sys.modules)
 
     if mode == "stale":
-        import rumpfs.formats.cpio._compiled as cpio_generated
-        import rumpfs.formats.ffs._compiled as ffs_generated
-        ffs_generated.SOURCE_CRC32 ^= 1
-        cpio_generated.SOURCE_CRC32 ^= 1
+        import importlib
+
+        import rumpfs.formats.precompile as precompile
+        for layout in LAYOUT_MODULES.values():
+            importlib.import_module(precompile.generated_name(layout)).SOURCE_CRC32 ^= 1
     elif mode == "unreadable":
         import rumpfs.formats.precompile as precompile
         precompile.source_digest = lambda path: None
 
     import rumpfs.formats.cpio.writer  # noqa: F401
+    import rumpfs.formats.fat.writer  # noqa: F401
     import rumpfs.formats.ffs.writer  # noqa: F401
+    import rumpfs.formats.iso.writer  # noqa: F401
     from rumpfs import formats
     from rumpfs.output import ImageSink
 
@@ -93,13 +110,17 @@ def main(mode: str) -> None:
             images[f"{name} {order} {sorted(extra.items())}"] = [len(raw), zlib.crc32(raw)]
 
     from rumpfs.formats.cpio import layout as cpio_layout
+    from rumpfs.formats.fat import layout as fat_layout
     from rumpfs.formats.ffs import layout as ffs_layout
+    from rumpfs.formats.iso import layout as iso_layout
     print(json.dumps({
         "preloaded": preloaded,
         "imported": sorted(set(sys.modules) - before),
         "slow_imported": [name for name in SLOW if name in set(sys.modules) - before],
         "ffs_generated": ffs_layout._generated() is not None,
         "cpio_generated": cpio_layout._GENERATED is not None,
+        "iso_generated": iso_layout._GENERATED is not None,
+        "fat_generated": fat_layout._GENERATED is not None,
         "cpio_fields": list(cpio_layout.FIELDS),
         "cpio_sizes": [cpio_layout.FIELD_WIDTH, cpio_layout.MAGIC_SIZE, cpio_layout.HEADER_SIZE],
         "ffs_numbers": [ffs_layout.SIZEOF_FS, ffs_layout.FS_MAGIC_OFFSET, ffs_layout.SIZEOF_CSUM],
@@ -107,5 +128,21 @@ def main(mode: str) -> None:
     }))
 
 
+def pack(output: str, args: list[str]) -> None:
+    """``rumpfs pack ARGS -o OUTPUT`` as the command line runs it."""
+    preloaded = [name for name in SLOW if name in sys.modules]
+    from rumpfs.cli import main as rumpfs
+
+    status = rumpfs(["pack", *args, "-o", output])
+    print(json.dumps({
+        "status": status,
+        "preloaded": preloaded,
+        "slow_imported": [name for name in SLOW if name in sys.modules],
+    }))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "pack":
+        pack(sys.argv[2], sys.argv[3:])
+    else:
+        main(sys.argv[1])

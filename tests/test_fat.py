@@ -175,6 +175,18 @@ def test_forced_type(tmp_path, rumpfs, fat_type):
     dest = tmp_path / "x"
     mcopy_out(out, dest)
     assert (dest / "sub" / "file.txt").read_bytes() == b"x" * 3000
+    # The boot sector the precompiled packer wrote, read by the construct
+    # declaration of its type: the extended BPB where that type has it.
+    from rumpfs.formats.fat import layout
+    raw = out.read_bytes()
+    boot = (layout.BootSector32 if bits == 32 else layout.BootSector16).parse(raw)
+    assert boot.ext.BS_BootSig == layout.EXT_BOOT_SIGNATURE
+    assert boot.ext.BS_FilSysType == b"FAT%d   " % bits
+    assert (boot.bpb.BPB_TotSec16 or boot.bpb.BPB_TotSec32) * boot.bpb.BPB_BytsPerSec == len(raw)
+    if bits == 32:
+        assert raw[:layout.SECTOR] == raw[layout.BACKUP_BOOT_SECTOR * layout.SECTOR:][:layout.SECTOR]
+        info = layout.FsInfo.parse(raw[layout.FSINFO_SECTOR * layout.SECTOR:])
+        assert info.FSI_Free_Count < clusters
 
 
 def _geometry_at(tmp_path, src, size) -> tuple[int, int]:
@@ -236,6 +248,24 @@ def test_names_differing_in_case_are_an_error(tmp_path, rumpfs):
     assert res.err == ("rumpfs: error: /makefile: same name as /Makefile to FAT, whose names "
                        "ignore case\n")
     assert out.read_bytes() == b"old"
+
+
+@pytest.mark.parametrize("name, bad", [("a*b.txt", "*"), ('quo"te', '"'),
+                                       ("\u00e9t\u00e9\x01.txt", "\x01"),
+                                       ("\u65e5\u672c>.txt", ">")])
+def test_name_fat_cannot_hold_is_an_error(tmp_path, rumpfs, name, bad):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "\u00e9t\u00e9-\u65e5\u672c.txt").write_bytes(b"fine: not ASCII, nothing forbidden")
+    (src / name).write_bytes(b"x")
+    out = tmp_path / "n.fat"
+    res = rumpfs("pack", src, "--no-stubetc", "-o", out, check=False)
+    assert res.returncode == 1
+    assert res.err.startswith("rumpfs: error: /")
+    assert res.err.endswith(f": FAT names cannot hold {bad!r} (nor any of \"*/:<>?\\| or "
+                            "control characters)\n")
+    assert res.err.count("\n") == 1
+    assert not out.exists()
 
 
 def test_file_of_4_gib_is_an_error(tmp_path, rumpfs):

@@ -115,6 +115,37 @@ def test_pycdlib_reads_rock_ridge_and_joliet(iso, fixture_tree):
         p.close()
 
 
+def test_joliet_names_of_characters_it_cannot_hold(tmp_path, rumpfs):
+    # Joliet refuses * / : ; ? \ (they become _), holds UCS-2 (bytes that
+    # are not UTF-8 become U+FFFD) and 64 units, never half a surrogate
+    # pair; names that become equal get ~N.  Read back by pycdlib.
+    import pycdlib
+    src = tmp_path / "src"
+    src.mkdir()
+    names = [b"a*b?c:d;e\\f.txt", b"a_b_c_d_e_f.txt", b"bad\xff\xfename", b"x" * 63 + "\U0001f600".encode(),
+             "\u00e9t\u00e9 *.txt".encode()]
+    for name in names:
+        (src / os.fsdecode(name)).write_bytes(name)
+    out = tmp_path / "j.iso"
+    rumpfs("pack", src, "--no-stubetc", "-o", out, env=ENV)
+    p = pycdlib.PyCdlib()
+    p.open(str(out))
+    try:
+        got = {}
+        for rec in p.list_children(joliet_path="/"):
+            if rec.is_dot() or rec.is_dotdot():
+                continue
+            buf = __import__("io").BytesIO()
+            ident = rec.file_identifier().decode("utf-16-be")
+            p.get_file_from_iso_fp(buf, joliet_path="/" + ident)
+            got[ident] = buf.getvalue()
+    finally:
+        p.close()
+    assert got == {"a_b_c_d_e_f.txt": b"a*b?c:d;e\\f.txt", "a_b_c_d_e_f.txt~1": b"a_b_c_d_e_f.txt",
+                   "bad\ufffd\ufffdname": b"bad\xff\xfename", "x" * 63: b"x" * 63 + "\U0001f600".encode(),
+                   "\u00e9t\u00e9 _.txt": "\u00e9t\u00e9 *.txt".encode()}
+
+
 def test_reproducible_and_no_larger_than_xorriso(fixture_tree, tmp_path, rumpfs):
     a, b, ref = tmp_path / "a.iso", tmp_path / "b.iso", tmp_path / "ref.iso"
     rumpfs("pack", fixture_tree, "--no-stubetc", "-o", a, env=ENV)
@@ -271,6 +302,26 @@ def test_struct_formats_mirror_the_construct_declarations():
     assert layout.PathTableRecord.build(dict(name_length=3, ext_attr_length=0, extent=99,
                                              parent=7)) == layout.PATH_RECORD_L.pack(3, 0, 99, 7)
     assert layout.VolumeDescriptor.sizeof() == layout.SECTOR
+
+
+def test_volume_descriptors_read_by_the_declarations(iso):
+    # What the precompiled packers wrote, parsed by the construct
+    # declarations: both byte orders agree, the volume is the file.
+    from rumpfs.formats.iso import layout
+    raw = iso.read_bytes()
+    start = layout.SYSTEM_AREA_SECTORS * layout.SECTOR
+    for k, kind in enumerate((layout.VD_PRIMARY, layout.VD_SUPPLEMENTARY)):
+        vd = layout.VolumeDescriptor.parse(raw[start + k * layout.SECTOR:])
+        assert vd.type == kind
+        for name in ("volume_space_size", "volume_set_size", "volume_sequence_number",
+                     "logical_block_size", "path_table_size"):
+            assert vd[name].le == vd[name].be, name
+        assert vd.volume_space_size.le * layout.SECTOR == len(raw)
+        assert vd.logical_block_size.le == layout.SECTOR
+        table = raw[vd.l_path_table * layout.SECTOR:][:vd.path_table_size.le]
+        assert raw[vd.m_path_table * layout.SECTOR:][:2] == table[:2]  # the root's record
+        assert vd.escape_sequences.rstrip(b"\0") == (layout.JOLIET_ESCAPE if k else b"")
+    layout.Terminator.parse(raw[start + 2 * layout.SECTOR:])
 
 
 def test_rumpfs_extract_gives_back_the_tree(iso, fixture_tree, tmp_path, rumpfs):

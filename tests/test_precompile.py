@@ -1,7 +1,8 @@
 """The precompiled layouts (rumpfs/formats/*/_compiled.py, rumpfs/elf/_compiled*.py,
 rumpfs/etc/_compiled_db185.py): current, equal to what construct derives, and
 enough for the writers to run without construct, dataclasses or typing --
-while a stale one is ignored, not trusted."""
+while a stale one is ignored, not trusted.  ``rumpfs pack`` of every format
+imports no construct."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rumpfs import _compiled_compress_layout as compress_generated
-from rumpfs import compress_layout
+from rumpfs import compress_layout, formats
 from rumpfs.elf import _compiled as elf_generated
 from rumpfs.elf import _compiled_registry as registry_generated
 from rumpfs.elf import layout as elf_layout
@@ -25,8 +26,12 @@ from rumpfs.etc import db185
 from rumpfs.formats import precompile
 from rumpfs.formats.cpio import _compiled as cpio_generated
 from rumpfs.formats.cpio import layout as cpio_layout
+from rumpfs.formats.fat import _compiled as fat_generated
+from rumpfs.formats.fat import layout as fat_layout
 from rumpfs.formats.ffs import _compiled as ffs_generated
 from rumpfs.formats.ffs import layout as L
+from rumpfs.formats.iso import _compiled as iso_generated
+from rumpfs.formats.iso import layout as iso_layout
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = Path(__file__).with_name("precompile_probe.py")
@@ -47,6 +52,8 @@ def test_layouts_use_their_generated_module():
     assert registry._generated() is registry_generated
     assert db185._generated() is db185_generated
     assert compress_layout._GENERATED is compress_generated
+    assert iso_layout._GENERATED is iso_generated
+    assert fat_layout._GENERATED is fat_generated
 
 
 def test_generated_names():
@@ -226,6 +233,126 @@ def test_fast_pack_refuses_a_name_the_declaration_lacks(misspelt, name):
         L.LITTLE.fast("fs").pack_dict(misspelt)
 
 
+# -- ISO 9660, FAT ---------------------------------------------------------------------
+
+
+def _values(con, fields, seed: int) -> tuple[dict, dict]:
+    """Distinct values for every field of a construct Struct but its
+    constants: (what construct builds from, what the FastStruct of the
+    description ``fields`` packs from -- an integer the description gives a
+    bytes slot, being of the other byte order, as its bytes)."""
+    from construct import Const, FormatField, Struct
+
+    built, packed = {}, {}
+    described = {name: (sub, default) for name, _count, sub, default in fields}
+    for i, sc in enumerate(con.subcons):
+        inner = precompile.unwrap(sc)
+        if sc.name is None or isinstance(inner, Const):
+            continue
+        sub, default = described[sc.name]
+        if isinstance(inner, Struct):
+            built[sc.name], packed[sc.name] = _values(inner, sub, seed + 31 * i)
+        elif isinstance(inner, FormatField):
+            size = inner.sizeof()
+            value = (seed * 7919 + i * 104729 + 1) % (1 << 8 * size)
+            built[sc.name] = value
+            if isinstance(default, bytes):
+                packed[sc.name] = value.to_bytes(size, "big" if inner.fmtstr[0] == ">" else "little")
+            else:
+                packed[sc.name] = value
+        else:
+            size = inner.sizeof()
+            built[sc.name] = packed[sc.name] = bytes((seed + i + k) % 256 for k in range(size))
+    return built, packed
+
+
+@pytest.mark.parametrize("layout, generated, name", [
+    *((iso_layout, iso_generated, name) for name in iso_layout.STRUCT_NAMES),
+    *((fat_layout, fat_generated, name) for name in fat_layout.STRUCT_NAMES)],
+    ids=lambda v: v if isinstance(v, str) else "")
+def test_iso_fat_generated_struct_equals_construct(layout, generated, name):
+    from rumpfs.formats.ffs.layout import FastStruct
+
+    con = getattr(layout, name)
+    fmt, fields, size = generated.STRUCTS[name]
+    assert precompile.describe(con) == (fmt, fields)
+    fast = FastStruct(fmt, fields, "little")
+    assert fast.size == size == con.sizeof()
+    built, packed = _values(con, fields, len(name))
+    raw = fast.pack_dict(packed)
+    assert raw == con.build(built)
+    parsed = con.parse(raw)
+    for field, value in built.items():
+        if isinstance(value, dict):
+            assert {k: parsed[field][k] for k in value} == value
+        else:
+            assert parsed[field] == value
+
+
+def test_iso_fat_packers_are_the_generated_ones():
+    # What the writers pack with is what the declarations describe:
+    # ECMA-119's both-byte-order halves, the M path table big-endian.
+    assert iso_layout.DIR_RECORD.format == "<" + iso_generated.STRUCTS["DirectoryRecord"][0]
+    assert iso_layout.DIR_RECORD.size == 33
+    assert iso_layout.PATH_RECORD_L.pack(3, 0, 99, 7) == bytes((3, 0, 99, 0, 0, 0, 7, 0))
+    assert iso_layout.PATH_RECORD_M.pack(3, 0, 99, 7) == bytes((3, 0, 0, 0, 0, 99, 0, 7))
+    assert iso_layout.VOLUME_DESCRIPTOR.size == iso_layout.TERMINATOR.size == iso_layout.SECTOR
+    assert iso_layout.TERMINATOR.pack_dict({}) == iso_layout.Terminator.build({})
+    assert fat_layout.DIR_ENTRY.format == "<" + fat_generated.STRUCTS["DirEntry"][0]
+    assert fat_layout.DIR_ENTRY.size == fat_layout.LFN_ENTRY.size == fat_layout.DIR_ENTRY_SIZE
+    assert fat_layout.BPB.size == 36  # the extended BPB starts at 36 (FAT12/16) ...
+    assert fat_layout.BOOT_SECTOR[32].size == 90  # ... or at 64, and ends at 90 (FAT32)
+    assert fat_layout.BOOT_SECTOR[12] is fat_layout.BOOT_SECTOR[16]
+    assert fat_layout.BOOT_SECTOR[16].size == 62
+    assert fat_layout.FSINFO.size == fat_layout.SECTOR
+
+
+def test_describe_other_byte_order_and_integer_constants():
+    from construct import Const, Int8ul, Int16ub, Int16ul, Int32ub, Int32ul, Struct
+
+    both = Struct("le" / Int32ul, "be" / Int32ub)
+    con = Struct("kind" / Const(7, Int8ul), "size" / both, "tag" / Const(0x1234, Int16ul),
+                 "n" / Int16ub)
+    assert precompile.describe(con) == ("B L 4s H 2s", (
+        ("kind", None, None, 7), ("size", None, (("le", None, None, 0),
+                                                 ("be", None, None, bytes(4))), 0),
+        ("tag", None, None, 0x1234), ("n", None, None, bytes(2))))
+    with pytest.raises(TypeError, match="other byte order"):
+        precompile.describe(Struct("a" / Int16ul, "b" / Const(1, Int16ub)))
+
+
+def _pack_probe(fmt: str, extra: list, tmp_path) -> dict:
+    """``rumpfs pack examples/hello --format FMT EXTRA`` run by
+    tests/precompile_probe.py in ``python -S`` (see :func:`_probe`)."""
+    import construct
+
+    path = [str(REPO), str(Path(construct.__file__).resolve().parent.parent)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), SOURCE_DATE_EPOCH="1700000000")
+    suffix = ".o" if "--image-format" in extra else ".out"  # .out: no format of its own
+    out = tmp_path / f"image{suffix}"
+    args = ["--no-progress", *(["--format", fmt] if fmt else []), *extra]
+    proc = subprocess.run([sys.executable, "-S", str(PROBE), "pack", str(out),
+                           str(REPO / "examples" / "hello"), *args],
+                          env=env, check=True, capture_output=True, text=True, timeout=120)
+    got = json.loads(proc.stdout)
+    got["size"] = out.stat().st_size
+    return got
+
+
+@pytest.mark.parametrize("fmt, extra", [
+    *((name, []) for name in formats.names()),
+    ("cpio", ["--compress", "gzip"]),
+    ("", ["--image-format", "iso"]),
+    ("", ["--image-format", "fat"])], ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_pack_imports_no_construct(fmt, extra, tmp_path):
+    # `rumpfs pack` of every format, through the command line in a fresh
+    # interpreter: the writers pack with the generated layouts.
+    got = _pack_probe(fmt, extra, tmp_path)
+    assert got["status"] == 0 and got["size"] > 0
+    assert got["preloaded"] == []
+    assert "construct" not in got["slow_imported"], got
+
+
 def _probe(mode: str) -> dict:
     """Run tests/precompile_probe.py in ``python -S`` (no site hook has
     imported typing before it), with the repository and construct on the path."""
@@ -248,13 +375,17 @@ def test_writers_import_none_of_construct_dataclasses_typing(fresh):
     # the count: they are not the FFS/cpio writers' own.
     assert fresh["slow_imported"] == [], fresh["imported"]
     assert fresh["ffs_generated"] and fresh["cpio_generated"]
-    assert "rumpfs.formats.ffs.writer" in fresh["imported"]
+    assert fresh["iso_generated"] and fresh["fat_generated"]
+    for writer in ("ffs", "cpio", "iso", "fat"):
+        assert f"rumpfs.formats.{writer}.writer" in fresh["imported"]
+    assert len(fresh["images"]) == 11
 
 
 @pytest.mark.parametrize("mode", ["stale", "unreadable"])
 def test_stale_or_unreadable_falls_back_to_construct(mode, fresh):
     got = _probe(mode)
     assert not got["ffs_generated"] and not got["cpio_generated"]
+    assert not got["iso_generated"] and not got["fat_generated"]
     assert "construct" in got["slow_imported"]
     for key in ("cpio_fields", "cpio_sizes", "ffs_numbers", "images"):
         assert got[key] == fresh[key], key
@@ -308,7 +439,8 @@ def test_stale_generated_module_is_ignored_in_process(monkeypatch):
     assert precompile.load(L.__name__, L.__file__) is ffs_generated
     assert precompile.load(L.__name__, str(REPO / "no-such-file.py")) is None
     for layout, generated in ((elf_layout, elf_generated), (registry, registry_generated),
-                              (db185, db185_generated)):
+                              (db185, db185_generated), (iso_layout, iso_generated),
+                              (fat_layout, fat_generated)):
         monkeypatch.setattr(generated, "SOURCE_CRC32", generated.SOURCE_CRC32 ^ 1)
         assert precompile.load(layout.__name__, layout.__file__) is None
         monkeypatch.undo()
@@ -321,6 +453,8 @@ def test_fallback_facts_equal_the_generated_ones():
     assert elf_layout.precompile() == {"STRUCTS": elf_generated.STRUCTS}
     assert registry.precompile() == {"RECORDS": registry_generated.RECORDS,
                                      "STRINGS": registry_generated.STRINGS}
+    assert iso_layout.precompile() == {"STRUCTS": iso_generated.STRUCTS}
+    assert fat_layout.precompile() == {"STRUCTS": fat_generated.STRUCTS}
 
 
 def test_render_starts_with_the_generated_notice():

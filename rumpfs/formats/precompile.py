@@ -2,7 +2,7 @@
 worked out ahead of time.
 
 Every on-disk structure is declared once, with construct, in a layout
-module (:data:`LAYOUTS`: the FFS and cpio ``layout`` modules, the ELF
+module (:data:`LAYOUTS`: the FFS, cpio, ISO 9660 and FAT ``layout`` modules, the ELF
 structures, the ELF registry record, the db 1.85 hash file, the tar header,
 the framing of compressed streams).  The writers
 need only the plain facts behind those declarations -- ``struct`` format
@@ -40,9 +40,9 @@ import zlib
 #: Layout modules that have a generated module.  Each provides
 #: ``precompile() -> {NAME: value}``: the module-level names to generate, with
 #: values made of Python literals (ints, strings, None, tuples, dicts).
-LAYOUTS = ("rumpfs.formats.ffs.layout", "rumpfs.formats.cpio.layout", "rumpfs.elf.layout",
-           "rumpfs.elf.registry", "rumpfs.etc.db185", "rumpfs.tar_layout",
-           "rumpfs.compress_layout")
+LAYOUTS = ("rumpfs.formats.ffs.layout", "rumpfs.formats.cpio.layout", "rumpfs.formats.iso.layout",
+           "rumpfs.formats.fat.layout", "rumpfs.elf.layout", "rumpfs.elf.registry",
+           "rumpfs.etc.db185", "rumpfs.tar_layout", "rumpfs.compress_layout")
 #: The generated module's name, in the layout's package (see :func:`generated_name`).
 GENERATED = "_compiled"
 #: How to regenerate, as the generated files and the messages say it.
@@ -132,9 +132,11 @@ def generated_path(layout_name: str) -> str:
 # dict that leaves the field out gets.  These helpers give the FFS layout's
 # :func:`~rumpfs.formats.ffs.layout.describe` for the declarations it
 # handles (the tests compare both) and also know the fields the ELF and
-# registry declarations use: ``Const`` (default: the constant) and a
-# NUL-padded ``PaddedString`` (``Ns``; the caller encodes the text with the
-# encoding :func:`string_fields` gives).
+# registry, ISO 9660 and FAT declarations use: ``Const`` bytes or integers
+# (default: the constant), a NUL-padded ``PaddedString`` (``Ns``; the caller
+# encodes the text with the encoding :func:`string_fields` gives) and
+# integers in the other byte order than the Struct's (``Ns``, see
+# :func:`_integer`).
 
 
 def unwrap(con):
@@ -151,8 +153,23 @@ def describe(con) -> tuple:
     """``(format, field tree)`` of a construct Struct of fixed-size fields
     (imports construct)."""
     fmt: list = []
-    fields = _flatten(con, fmt)
+    fields = _flatten(con, fmt, _ORDER_CHARS[byteorder_of(con)])
     return " ".join(fmt), fields
+
+
+#: ``struct`` byte-order characters of each order, as construct's formats use them.
+_ORDER_CHARS = {"little": "<", "big": ">!"}
+
+
+def _integer(inner, order: str) -> tuple[str, object]:
+    """(format item, default) of an integer field.  ``struct`` packs a
+    format in one byte order: an integer of the other order (ECMA-119's
+    both-byte-order fields hold each value little- then big-endian) is an
+    ``Ns`` slot the caller fills with ``value.to_bytes(N, ...)``."""
+    size = inner.sizeof()
+    if size > 1 and inner.fmtstr[0] not in order:
+        return f"{size}s", bytes(size)
+    return inner.fmtstr[1:], 0
 
 
 def _padded_string(con):
@@ -165,7 +182,7 @@ def _padded_string(con):
     return None
 
 
-def _flatten(con, fmt: list) -> tuple:
+def _flatten(con, fmt: list, order: str) -> tuple:
     from construct import Array, Bytes, Const, FormatField, Padded, Pass, Struct
 
     fields = []
@@ -173,10 +190,18 @@ def _flatten(con, fmt: list) -> tuple:
         name = sc.name
         inner = unwrap(sc)
         if isinstance(inner, FormatField):
-            fmt.append(inner.fmtstr[1:])
-            fields.append((name, None, None, 0))
+            item, default = _integer(inner, order)
+            fmt.append(item)
+            fields.append((name, None, None, default))
+        elif isinstance(inner, Const) and isinstance(inner.subcon, FormatField):
+            item, default = _integer(inner.subcon, order)
+            if default != 0:
+                raise TypeError(f"describe: constant {name!r} is in the other byte order")
+            fmt.append(item)
+            fields.append((name, None, None, inner.value))
         elif (isinstance(inner, Array) and isinstance(inner.count, int)
-              and isinstance(unwrap(inner.subcon), FormatField)):
+              and isinstance(unwrap(inner.subcon), FormatField)
+              and _integer(unwrap(inner.subcon), order)[1] == 0):
             fmt.append(f"{inner.count}{unwrap(inner.subcon).fmtstr[1:]}")
             fields.append((name, inner.count, None, 0))
         elif isinstance(inner, Bytes) and isinstance(inner.length, int):
@@ -192,7 +217,7 @@ def _flatten(con, fmt: list) -> tuple:
         elif isinstance(inner, Padded) and inner.subcon is Pass:
             fmt.append(f"{inner.length}x")
         elif isinstance(inner, Struct):
-            fields.append((name, None, _flatten(inner, fmt), 0))
+            fields.append((name, None, _flatten(inner, fmt, order), 0))
         else:
             raise TypeError(f"describe: cannot compile field {name!r} ({type(inner).__name__})")
     return tuple(fields)

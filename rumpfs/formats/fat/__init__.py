@@ -10,7 +10,6 @@ tests.  ``--label`` and ``--size`` are the options the FFS format declares
 from __future__ import annotations
 
 from .. import ImageFormat, WriteOptions
-from .layout import BOOT_SIGNATURE, SECTOR
 
 
 class FatFormat(ImageFormat):
@@ -41,11 +40,15 @@ class FatFormat(ImageFormat):
         return write_image(tree, sink, options.extra)
 
     def probe(self, f, offset: int, size: int) -> bool:
+        # Imported here: every command line lists this format (its
+        # options), few read or write a FAT image.
+        from .layout import BOOT_SIGNATURE, SECTOR
+        from .reader import looks_like_fat
+
         if size < SECTOR:
             return False
         f.seek(offset)
         boot = f.read(SECTOR)
-        from .reader import looks_like_fat
         return boot[SECTOR - 2:] == BOOT_SIGNATURE and looks_like_fat(boot)
 
     def open(self, f, offset: int, size: int):

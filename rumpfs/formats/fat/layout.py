@@ -1,15 +1,16 @@
 """FAT12/16/32 structures, as the Microsoft FAT specification (FAT: General
 Overview of On-Disk Format, 1.03) names them.
 
-The boot sector (BPB) and FSInfo sector are declared with construct.
-Directory entries come once per name, so the writer packs them with the
-``struct`` formats below, which mirror the declarations field for field
-(the tests check that both give the same bytes).
+The boot sector (BPB), the FSInfo sector and the directory entries are
+declared once, with construct, below.  The writer and the reader pack and
+unpack with ``struct`` formats derived from those declarations
+(:data:`DIR_ENTRY`, :data:`LFN_ENTRY`, :data:`BOOT_SECTOR`...), read from
+``_compiled.py`` (``python -m rumpfs.formats.precompile``) when that was
+generated from this very source, else derived from construct: importing
+construct costs more than writing a small image.
 """
 
 from __future__ import annotations
-
-import struct
 
 SECTOR = 512
 NUM_FATS = 2
@@ -69,15 +70,11 @@ SHORT_EXTRA = b"$%'-_@~`!(){}^#&"
 DATE_EPOCH_YEAR = 1980
 DATE_LAST_YEAR = 2107
 
-# name, attr, nt_res, crt_time_tenth, crt_time, crt_date, lst_acc_date,
-# fst_clus_hi, wrt_time, wrt_date, fst_clus_lo, file_size
-DIR_ENTRY = struct.Struct("<11sBBBHHHHHHHI")
-# ord, name1 (5 UCS-2), attr, type, chksum, name2 (6), fst_clus_lo (0), name3 (2)
-LFN_ENTRY = struct.Struct("<B10sBBB12sH4s")
 
 
 def _declare() -> dict:
-    from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Struct, Switch, this
+    """The construct declarations (imports construct)."""
+    from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Struct
 
     Bpb = Struct(
         "BS_jmpBoot" / Bytes(3),
@@ -112,9 +109,15 @@ def _declare() -> dict:
         "BPB_BkBootSec" / Int16ul,
         "BPB_Reserved" / Bytes(12),
     )
-    BootSector = Struct(
+    # The extended BPB follows the BPB at offset 36 on FAT12/16 and after
+    # the FAT32 fields, at offset 64, on FAT32 (specification, section 3).
+    BootSector16 = Struct(
         "bpb" / Bpb,
-        "fat32" / Switch(this._params.fat_bits, {32: Fat32Bpb}),  # FAT32 only
+        "ext" / ExtBpb,
+    )
+    BootSector32 = Struct(
+        "bpb" / Bpb,
+        "fat32" / Fat32Bpb,
         "ext" / ExtBpb,
     )
     FsInfo = Struct(
@@ -150,15 +153,68 @@ def _declare() -> dict:
         "LDIR_FstClusLO" / Int16ul,
         "LDIR_Name3" / Bytes(4),
     )
-    return {"BootSector": BootSector, "FsInfo": FsInfo, "DirEntry": DirEntry,
-            "LfnEntry": LfnEntry}
+    return {"Bpb": Bpb, "BootSector16": BootSector16, "BootSector32": BootSector32,
+            "FsInfo": FsInfo, "DirEntry": DirEntry, "LfnEntry": LfnEntry}
+
+
+#: The declarations :func:`precompile` describes, in order.
+STRUCT_NAMES = ("Bpb", "BootSector16", "BootSector32", "FsInfo", "DirEntry", "LfnEntry")
 
 
 def __getattr__(name: str):
-    if name not in ("BootSector", "FsInfo", "DirEntry", "LfnEntry"):
+    if name not in STRUCT_NAMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals().update(_declare())
     return globals()[name]
+
+
+def precompile() -> dict:
+    """What ``python -m rumpfs.formats.precompile`` writes into
+    ``_compiled.py`` (imports construct): per declaration its ``struct``
+    format without byte order, field tree and size
+    (:func:`rumpfs.formats.precompile.describe`)."""
+    from ..precompile import describe
+
+    declared = _declare()
+    structs = {}
+    for name in STRUCT_NAMES:
+        fmt, fields = describe(declared[name])
+        structs[name] = (fmt, fields, declared[name].sizeof())
+    return {"STRUCTS": structs}
+
+
+def _generated():
+    """``_compiled``, generated from this module, if it was generated from
+    this very source; else None (construct derives)."""
+    from ..precompile import load
+
+    return load(__name__, globals().get("__file__"))
+
+
+def _fast(structs: dict, name: str):
+    """A little-endian :class:`~rumpfs.formats.ffs.layout.FastStruct` of one description."""
+    from ..ffs.layout import FastStruct
+
+    fmt, fields, size = structs[name]
+    packer = FastStruct(fmt, fields, "little")
+    if packer.size != size:  # pragma: no cover - the generator derived both
+        raise AssertionError(f"{name}: struct size {packer.size} != {size}")
+    return packer
+
+
+_GENERATED = _generated()
+_STRUCTS = _GENERATED.STRUCTS if _GENERATED is not None else precompile()["STRUCTS"]
+#: Directory entries come once per name: packed positionally, fields in
+#: declaration order (DIR_Name ... DIR_FileSize; LDIR_Ord ... LDIR_Name3).
+DIR_ENTRY = _fast(_STRUCTS, "DirEntry").struct
+LFN_ENTRY = _fast(_STRUCTS, "LfnEntry").struct
+#: The BPB alone (what every FAT type shares), as the reader probes it.
+BPB = _fast(_STRUCTS, "Bpb").struct
+#: The boot sectors and FSInfo are packed from dicts (``.pack_dict``;
+#: constants filled in).
+_BOOT_SECTOR16 = _fast(_STRUCTS, "BootSector16")
+BOOT_SECTOR = {12: _BOOT_SECTOR16, 16: _BOOT_SECTOR16, 32: _fast(_STRUCTS, "BootSector32")}
+FSINFO = _fast(_STRUCTS, "FsInfo")
 
 
 def fat_date(t) -> int:

@@ -17,6 +17,7 @@ from .layout import (
     ATTR_LONG_NAME,
     ATTR_READ_ONLY,
     ATTR_VOLUME_ID,
+    BPB,
     DIR_ENTRY,
     DIR_ENTRY_SIZE,
     FIRST_CLUSTER,
@@ -29,7 +30,8 @@ from .layout import (
 
 NS = 1_000_000_000
 _CHUNK = 1 << 20
-_BPB = struct.Struct("<3s8sHBHBHHBHHHII")
+#: BS_jmpBoot .. BPB_TotSec32, what every FAT type's boot sector starts with.
+_BPB = BPB
 _DELETED = 0xE5
 _VALID_SECTOR_SIZES = (512, 1024, 2048, 4096)
 

@@ -9,7 +9,6 @@ serves every format that has a label).
 from __future__ import annotations
 
 from .. import ImageFormat, WriteOptions
-from .layout import SECTOR, STANDARD_ID, SYSTEM_AREA_SECTORS
 
 
 class IsoFormat(ImageFormat):
@@ -24,6 +23,10 @@ class IsoFormat(ImageFormat):
         return write_image(tree, sink, options.extra)
 
     def probe(self, f, offset: int, size: int) -> bool:
+        # Imported here: every command line lists this format (its
+        # options), few read or write an ISO image.
+        from .layout import SECTOR, STANDARD_ID, SYSTEM_AREA_SECTORS
+
         where = SYSTEM_AREA_SECTORS * SECTOR
         if size < where + SECTOR:
             return False

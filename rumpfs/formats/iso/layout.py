@@ -1,12 +1,17 @@
 """ISO 9660 (ECMA-119) structures, with the Rock Ridge (RRIP 1.12 over
 SUSP 1.12) and Joliet extensions.
 
-The volume descriptors are declared with construct below, as ECMA-119 8.4
-lists their fields.  Directory records, path table records and the System
-Use entries come once per name, so the writer packs them with ``struct``
-formats that mirror the declarations field for field (the tests check that
-both give the same bytes).  "Both-endian" fields hold the value twice,
-little-endian first (ECMA-119 7.2.3, 7.3.3).
+The volume descriptors, directory records and path table records are
+declared once, with construct, below, as ECMA-119 8.4, 9.1 and 9.4 list
+their fields.  "Both-endian" fields hold the value twice, little-endian
+first (ECMA-119 7.2.3, 7.3.3).  The writer packs with ``struct`` formats
+derived from those declarations (:data:`DIR_RECORD`, :data:`PATH_RECORD_L`,
+:data:`VOLUME_DESCRIPTOR`...; a both-endian field's big-endian half is an
+``Ns`` slot given ``value.to_bytes(N, "big")``), read from
+``_compiled.py`` (``python -m rumpfs.formats.precompile``) when that was
+generated from this very source, else derived from construct: importing
+construct costs more than writing a small image.  The System Use entries
+are packed with the small formats below.
 """
 
 from __future__ import annotations
@@ -44,10 +49,6 @@ ISO_FILE_ID_MAX = 30
 ISO_DIR_ID_MAX = 31
 INTERCHANGE_LEVEL = 3
 
-DIR_RECORD = struct.Struct("<BB I4s I4s 7s BBB H2s B")
-PATH_RECORD_L = struct.Struct("<BBIH")
-PATH_RECORD_M = struct.Struct(">BBIH")
-
 # -- SUSP / Rock Ridge entries: a 2-letter signature, length, version 1 --------
 SUSP_HEADER = struct.Struct("<2sBB")
 SUSP_VERSION = 1
@@ -73,6 +74,12 @@ SL_CURRENT, SL_PARENT, SL_ROOT = 0x02, 0x04, 0x08
 SYMLINK_TARGET_MAX = 1024
 #: Longest System Use entry (its length is one byte).
 SUSP_ENTRY_MAX = 255
+
+
+def both(value: int, size: int) -> dict:
+    """A both-endian field of ``size`` bytes per half, as the packers of
+    :data:`VOLUME_DESCRIPTOR` take it (the big-endian half as bytes)."""
+    return {"le": value, "be": value.to_bytes(size, "big")}
 
 
 def both16(v: int) -> bytes:
@@ -185,8 +192,59 @@ def _declare() -> dict:
             "VolumeDescriptor": VolumeDescriptor, "Terminator": Terminator}
 
 
+#: The declarations :func:`precompile` describes, in order.
+STRUCT_NAMES = ("DirectoryRecord", "PathTableRecord", "VolumeDescriptor", "Terminator")
+
+
 def __getattr__(name: str):
-    if name not in ("DirectoryRecord", "PathTableRecord", "VolumeDescriptor", "Terminator"):
+    if name not in STRUCT_NAMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals().update(_declare())
     return globals()[name]
+
+
+def precompile() -> dict:
+    """What ``python -m rumpfs.formats.precompile`` writes into
+    ``_compiled.py`` (imports construct): per declaration its ``struct``
+    format without byte order, field tree and size
+    (:func:`rumpfs.formats.precompile.describe`)."""
+    from ..precompile import describe
+
+    declared = _declare()
+    structs = {}
+    for name in STRUCT_NAMES:
+        fmt, fields = describe(declared[name])
+        structs[name] = (fmt, fields, declared[name].sizeof())
+    return {"STRUCTS": structs}
+
+
+def _generated():
+    """``_compiled``, generated from this module, if it was generated from
+    this very source; else None (construct derives)."""
+    from ..precompile import load
+
+    return load(__name__, globals().get("__file__"))
+
+
+def _fast(structs: dict, name: str, byteorder: str = "little"):
+    """A :class:`~rumpfs.formats.ffs.layout.FastStruct` of one description."""
+    from ..ffs.layout import FastStruct
+
+    fmt, fields, size = structs[name]
+    packer = FastStruct(fmt, fields, byteorder)
+    if packer.size != size:  # pragma: no cover - the generator derived both
+        raise AssertionError(f"{name}: struct size {packer.size} != {size}")
+    return packer
+
+
+_GENERATED = _generated()
+_STRUCTS = _GENERATED.STRUCTS if _GENERATED is not None else precompile()["STRUCTS"]
+#: Directory records and path table records come once per name: packed
+#: positionally, fields in declaration order.  The M path table is the L
+#: one with its numbers big-endian (ECMA-119 9.4.3).
+DIR_RECORD = _fast(_STRUCTS, "DirectoryRecord").struct
+PATH_RECORD_L = _fast(_STRUCTS, "PathTableRecord").struct
+PATH_RECORD_M = _fast(_STRUCTS, "PathTableRecord", "big").struct
+#: The descriptors are packed from dicts (``.pack_dict``; constants filled in).
+VOLUME_DESCRIPTOR = _fast(_STRUCTS, "VolumeDescriptor")
+TERMINATOR = _fast(_STRUCTS, "Terminator")

@@ -38,7 +38,6 @@ Choices:
 from __future__ import annotations
 
 import functools
-import stat
 
 from ...errors import RumpfsError
 from ...output import BATCH_JOBS
@@ -73,9 +72,12 @@ from .layout import (
     SUSP_VERSION,
     SYMLINK_TARGET_MAX,
     SYSTEM_AREA_SECTORS,
+    TERMINATOR,
     TF_FLAGS,
     VD_PRIMARY,
     VD_SUPPLEMENTARY,
+    VOLUME_DESCRIPTOR,
+    both,
     both32,
     record_date,
     volume_date,
@@ -94,7 +96,10 @@ _IFMT = 0o170000  # stat.S_IFMT's mask
 #: this many bytes.
 DIR_RUN_BYTES = 1 << 20
 _D_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
-_JOLIET_FORBIDDEN = str.maketrans({c: "_" for c in "*/:;?\\"})
+#: bytes.translate table: what a Joliet name cannot hold becomes "_".  These
+#: are ASCII, never part of a longer UTF-8 sequence: replacing them before
+#: decoding is replacing them after (and costs a tenth of str.translate).
+_JOLIET_TABLE = bytes(0x5F if c in b"*/:;?\\" else c for c in range(256))
 
 
 # -- System Use entries --------------------------------------------------------------
@@ -125,6 +130,8 @@ def _tf_of(mtime: int, atime: int, ctime: int) -> bytes:
 
 def _nm(name: bytes) -> list[bytes]:
     room = SUSP_ENTRY_MAX - 5
+    if len(name) <= room:  # nearly every name: one entry
+        return [_entry(b"NM", b"\0" + name)]
     pieces = [name[i:i + room] for i in range(0, len(name), room)] or [b""]
     return [_entry(b"NM", bytes((NM_CONTINUE if i < len(pieces) - 1 else 0,)) + p)
             for i, p in enumerate(pieces)]
@@ -256,21 +263,21 @@ def _iso_name(name: bytes, is_dir: bool, taken: set) -> tuple[bytes, tuple]:
                                              ext_id.ljust(8, b" "))
 
 
+def _cut_units(data: bytes, size: int) -> bytes:
+    """UTF-16 units cut to ``size`` bytes, never in a surrogate pair."""
+    data = data[:size]
+    if len(data) >= 2 and 0xD8 <= data[-2] <= 0xDB:  # half a surrogate pair
+        data = data[:-2]
+    return data
+
+
 def _joliet_name(name: bytes, taken: set) -> bytes:
-    text = name.decode("utf-8", "replace").translate(_JOLIET_FORBIDDEN)
-    units = text.encode("utf-16-be")
+    units = name.translate(_JOLIET_TABLE).decode("utf-8", "replace").encode("utf-16-be")
     limit = JOLIET_NAME_MAX * 2
-
-    def cut(data: bytes, size: int) -> bytes:
-        data = data[:size]
-        if len(data) >= 2 and 0xD8 <= data[-2] <= 0xDB:  # half a surrogate pair
-            data = data[:-2]
-        return data
-
-    base = cut(units, limit)
+    base = _cut_units(units, limit)
     # Compared as Windows and Linux's Joliet do: case matters, exact units.
-    return _unique(base, taken, lambda s: cut(base, limit - 2 * len(s)) + s.decode().encode(
-        "utf-16-be"))
+    return _unique(base, taken, lambda s: _cut_units(base, limit - 2 * len(s))
+                   + s.decode().encode("utf-16-be"))
 
 
 # -- the layout --------------------------------------------------------------------------
@@ -356,7 +363,7 @@ class IsoLayout:
         entries.append(_tf(node))
         if name is not None:
             entries.extend(_nm(name))
-        kind = stat.S_IFMT(node.mode)
+        kind = node.mode & _IFMT
         if kind == LNK:
             entries.extend(_sl(node.target))
         elif kind in (CHR, BLK):
@@ -452,21 +459,28 @@ class IsoLayout:
             queue.extend(r.dir for r in d.jnames if r.dir is not None)
 
     # -- sizes and places ------------------------------------------------------------
-    def _iso_lengths(self, d: _Dir):
-        yield _record_len(1, len(d.dot.susp) + (CE_SIZE if d.dot.piece else 0))
-        yield _record_len(1, len(d.dotdot.susp) + (CE_SIZE if d.dotdot.piece else 0))
+    def _iso_lengths(self, d: _Dir) -> list[int]:
+        """The lengths of ``d``'s ISO 9660 records, in order (one record per
+        extent of a multi-extent file)."""
+        lengths = [_record_len(1, len(d.dot.susp) + (CE_SIZE if d.dot.piece else 0)),
+                   _record_len(1, len(d.dotdot.susp) + (CE_SIZE if d.dotdot.piece else 0))]
         for r in d.names:
             n = _record_len(len(r.iso_id), len(r.susp) + (CE_SIZE if r.piece else 0))
-            for _ in range(r.count or 1):
-                yield n
+            if r.count is not None and r.count > 1:
+                lengths += [n] * r.count
+            else:
+                lengths.append(n)
+        return lengths
 
-    def _joliet_lengths(self, d: _Dir):
-        yield _record_len(1)
-        yield _record_len(1)
+    def _joliet_lengths(self, d: _Dir) -> list[int]:
+        lengths = [_record_len(1), _record_len(1)]
         for r in d.jnames:
             n = _record_len(len(r.joliet_id))
-            for _ in range(r.count or 1):
-                yield n
+            if r.count is not None and r.count > 1:
+                lengths += [n] * r.count
+            else:
+                lengths.append(n)
+        return lengths
 
     def allocate(self) -> int:
         """Sectors of everything; returns the image size in sectors."""
@@ -514,30 +528,35 @@ class IsoLayout:
     # -- bytes -------------------------------------------------------------------------
     def _record(self, ident: bytes, extent: int, size: int, flags: int, node,
                 susp: bytes = b"", piece: _Piece | None = None) -> bytes:
-        ce = _ce(piece) if piece is not None else b""
-        length = _record_len(len(ident), len(susp) + len(ce))
-        head = DIR_RECORD.pack(length, 0, extent, extent.to_bytes(4, "big"), size,
-                               size.to_bytes(4, "big"), record_date(node.mtime_ns // NS), flags,
-                               0, 0, 1, b"\0\1", len(ident))
-        return head + ident + (b"\0" if len(ident) % 2 == 0 else b"") + susp + ce
+        if piece is not None:
+            susp += _ce(piece)
+        id_len = len(ident)
+        pad = b"" if id_len % 2 else b"\0"  # the System Use area starts at an even offset
+        head = DIR_RECORD.pack(_record_len(id_len, len(susp)), 0, extent,
+                               extent.to_bytes(4, "big"), size, size.to_bytes(4, "big"),
+                               record_date(node.mtime_ns // NS), flags, 0, 0, 1, b"\0\1", id_len)
+        return b"".join((head, ident, pad, susp))
 
-    def _name_records(self, rec: _Name, ident: bytes, joliet: bool) -> list[bytes]:
-        node = rec.node
+    def _name_record(self, rec: _Name, ident: bytes, joliet: bool) -> bytes:
+        """The record of a name that has one: all but multi-extent files
+        (:meth:`_extent_records`)."""
         susp, piece = (b"", None) if joliet else (rec.susp, rec.piece)
-        if rec.dir is not None:
-            d = rec.dir
+        d = rec.dir
+        if d is not None:
             extent, size = (d.jextent, d.jsize) if joliet else (d.extent, d.size)
-            return [self._record(ident, extent, size, FLAG_DIRECTORY, node, susp, piece)]
-        if rec.count is None:
-            return [self._record(ident, 0, 0, 0, node, susp, piece)]
+            return self._record(ident, extent, size, FLAG_DIRECTORY, rec.node, susp, piece)
+        size = rec.size
+        extent = self.extents[id(rec.node)] if size else 0
+        return self._record(ident, extent, size, 0, rec.node, susp, piece)
+
+    def _extent_records(self, rec: _Name, ident: bytes, joliet: bool) -> list[bytes]:
+        """The records of a file of several extents, all but the last flagged."""
+        susp, piece = (b"", None) if joliet else (rec.susp, rec.piece)
         size, count = rec.size, rec.count
-        if count == 1:
-            return [self._record(ident, self.extents[id(node)] if size else 0, size, 0, node,
-                                 susp, piece)]
-        first = self.extents[id(node)]
+        first = self.extents[id(rec.node)]
         return [self._record(ident, first + k * (EXTENT_MAX // SECTOR),
                              min(EXTENT_MAX, size - k * EXTENT_MAX),
-                             FLAG_MULTI_EXTENT if k < count - 1 else 0, node, susp, piece)
+                             FLAG_MULTI_EXTENT if k < count - 1 else 0, rec.node, susp, piece)
                 for k in range(count)]
 
     def _directory(self, d: _Dir, joliet: bool) -> bytes:
@@ -546,7 +565,10 @@ class IsoLayout:
             records = [self._record(b"\0", d.jextent, d.jsize, FLAG_DIRECTORY, d.node),
                        self._record(b"\1", p.jextent, p.jsize, FLAG_DIRECTORY, p.node)]
             for rec in d.jnames:
-                records += self._name_records(rec, rec.joliet_id, True)
+                if rec.count is not None and rec.count > 1:
+                    records += self._extent_records(rec, rec.joliet_id, True)
+                else:
+                    records.append(self._name_record(rec, rec.joliet_id, True))
             size = d.jsize
         else:
             records = [self._record(b"\0", d.extent, d.size, FLAG_DIRECTORY, d.node,
@@ -554,7 +576,10 @@ class IsoLayout:
                        self._record(b"\1", p.extent, p.size, FLAG_DIRECTORY, p.node,
                                     d.dotdot.susp, d.dotdot.piece)]
             for rec in d.names:
-                records += self._name_records(rec, rec.iso_id, False)
+                if rec.count is not None and rec.count > 1:
+                    records += self._extent_records(rec, rec.iso_id, False)
+                else:
+                    records.append(self._name_record(rec, rec.iso_id, False))
             size = d.size
         # A record never crosses a sector boundary (ECMA-119 6.8.1.1).
         out, pos, start = [], 0, 0
@@ -580,8 +605,6 @@ class IsoLayout:
 
     def _descriptor(self, kind: int, root_record: bytes, pt_size: int, pt_l: int, pt_m: int,
                     joliet: bool) -> bytes:
-        from .layout import VolumeDescriptor
-
         def text(value: str, size: int) -> bytes:
             # Unused text fields are spaces: UCS-2 ones in the Joliet descriptor.
             if joliet:
@@ -592,15 +615,16 @@ class IsoLayout:
         volume_id = (text(label[:JOLIET_LABEL_MAX], 32) if joliet
                      else _d_chars(label.encode("utf-8", "replace")).ljust(32, b" "))
         when = self.tree.root.mtime_ns // NS
-        return VolumeDescriptor.build(dict(
+        return VOLUME_DESCRIPTOR.pack_dict(dict(
             type=kind, flags=0, system_id=text("", 32), volume_id=volume_id,
-            volume_space_size=dict(le=self.sectors, be=self.sectors),
+            volume_space_size=both(self.sectors, 4),
             escape_sequences=(JOLIET_ESCAPE if joliet else b"").ljust(32, b"\0"),
-            volume_set_size=dict(le=1, be=1), volume_sequence_number=dict(le=1, be=1),
-            logical_block_size=dict(le=SECTOR, be=SECTOR),
-            path_table_size=dict(le=pt_size, be=pt_size),
-            l_path_table=pt_l, l_path_table_optional=0, m_path_table=pt_m,
-            m_path_table_optional=0, root_directory_record=root_record,
+            volume_set_size=both(1, 2), volume_sequence_number=both(1, 2),
+            logical_block_size=both(SECTOR, 2),
+            path_table_size=both(pt_size, 4),
+            # The M table's location is big-endian: a bytes slot of the format.
+            l_path_table=pt_l, m_path_table=pt_m.to_bytes(4, "big"),
+            root_directory_record=root_record,
             volume_set_id=text("", 128), publisher_id=text("", 128),
             preparer_id=text("", 128), application_id=text("", 128),
             copyright_file_id=text("", 37), abstract_file_id=text("", 37),
@@ -610,7 +634,6 @@ class IsoLayout:
             application_use=bytes(512)))
 
     def write(self, sink) -> int:
-        from .layout import Terminator
         # A file starts on a sector of its own, zeros after its data: the
         # copy workers may join neighbouring files into one write.  The
         # first copies go to them now, the rest while the directories are
@@ -626,7 +649,7 @@ class IsoLayout:
         svd = self._descriptor(VD_SUPPLEMENTARY, self._record(b"\0", root.jextent, root.jsize,
                                                               FLAG_DIRECTORY, root.node),
                                self.jpt_size, self.jpt_l, self.jpt_m, True)
-        head = pvd + svd + Terminator.build({})
+        head = pvd + svd + TERMINATOR.pack_dict({})
         sink.pwrite(head, SYSTEM_AREA_SECTORS * SECTOR)
         for where, table in ((self.pt_l, self._path_table(self.dirs, False, PATH_RECORD_L)),
                              (self.pt_m, self._path_table(self.dirs, False, PATH_RECORD_M)),
