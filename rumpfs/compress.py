@@ -569,7 +569,10 @@ class CompressingSink:
         return size
 
     def close(self) -> None:
-        """Stop the threads; blocks not started are dropped (after an error)."""
+        """Stop the threads; blocks not started are dropped (after an error).
+        A zstd stream's context (its own thread and buffers) goes at once,
+        not when a reference cycle through the sink is collected."""
+        self.stream = None
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None

@@ -1014,6 +1014,8 @@ def run(kinds=None, mutants: int = 100, run_seed: int = 0, jobs: int = 2,
                     idle.append(w)
                     continue
                 rc = w.proc.wait()
+                w.stop()  # its pipes and log: a run of many deaths must not run out of fds
+                workers.remove(w)
                 _record(summary, _lost(w.job, f"worker died (exit status {rc})"), run_seed,
                         out, workdir)
                 idle.append(_spawn())
@@ -1021,6 +1023,7 @@ def run(kinds=None, mutants: int = 100, run_seed: int = 0, jobs: int = 2,
                 if now - w.started > deadline:
                     busy.pop(fd)
                     w.stop()
+                    workers.remove(w)
                     _record(summary, _lost(w.job, "hang"), run_seed, out, workdir)
                     idle.append(_spawn())
             if progress:
