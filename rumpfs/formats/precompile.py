@@ -172,6 +172,16 @@ def _integer(inner, order: str) -> tuple[str, object]:
     return inner.fmtstr[1:], 0
 
 
+def describe_all(declared: dict, names) -> dict:
+    """``{name: (format, field tree, size)}`` of the declarations ``names``
+    in ``declared`` (imports construct)."""
+    table = {}
+    for name in names:
+        fmt, fields = describe(declared[name])
+        table[name] = (fmt, fields, declared[name].sizeof())
+    return table
+
+
 def _padded_string(con):
     """The byte length of a ``PaddedString`` declaration, else None."""
     from construct import FixedSized, NullStripped, StringEncoded

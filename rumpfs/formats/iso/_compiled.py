@@ -4,7 +4,7 @@
 # derives the same values from its construct declarations (slower).
 
 SOURCE = 'rumpfs/formats/iso/layout.py'
-SOURCE_CRC32 = 0xd5fd89c0
+SOURCE_CRC32 = 0x35090a6d
 STRUCTS = {'DirectoryRecord': ('B B L 4s L 4s 7s B B B H 2s B',
                                (('length', None, None, 0),
                                 ('ext_attr_length', None, None, 0),

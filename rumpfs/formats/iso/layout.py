@@ -206,16 +206,10 @@ def __getattr__(name: str):
 def precompile() -> dict:
     """What ``python -m rumpfs.formats.precompile`` writes into
     ``_compiled.py`` (imports construct): per declaration its ``struct``
-    format without byte order, field tree and size
-    (:func:`rumpfs.formats.precompile.describe`)."""
-    from ..precompile import describe
+    format without byte order, field tree and size."""
+    from ..precompile import describe_all
 
-    declared = _declare()
-    structs = {}
-    for name in STRUCT_NAMES:
-        fmt, fields = describe(declared[name])
-        structs[name] = (fmt, fields, declared[name].sizeof())
-    return {"STRUCTS": structs}
+    return {"STRUCTS": describe_all(_declare(), STRUCT_NAMES)}
 
 
 def _generated():
