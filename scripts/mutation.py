@@ -34,6 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PYTEST = "python -m pytest -x -q -n 0 -p no:cacheprovider -p no:randomly"
 
+#: A pytest plugin for the runner: every failing exit status becomes 1.
+EXIT_PLUGIN = """\
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus not in (0, 1):
+        session.exitstatus = 1
+"""
+
 MODULES = {
     "cpio": ("rumpfs/formats/cpio/writer.py", [
         "-k", "'not compressed_archives and not compress_option'",
@@ -185,8 +192,12 @@ def main() -> int:
     tests = [t for t in tests if t.startswith(("-", "'")) or (dest / t.split("::")[0]).exists()]
     runner = dest / "mutation-runner.sh"
     # mutmut counts only exit status 1 as a kill: a mutant that breaks the
-    # module's import (pytest exits 2, a collection error) is caught as surely.
-    runner.write_text(f"#!/bin/sh\n{PYTEST} --basetemp={dest}.pt {' '.join(tests)} || exit 1\n")
+    # module's import (pytest exits 2, a collection error) is caught as
+    # surely, so a plugin makes any failing status 1.  (Not `|| exit 1` in
+    # the script: pytest must stay the process mutmut kills on a timeout.)
+    (dest / "mutation_exit.py").write_text(EXIT_PLUGIN)
+    runner.write_text(f"#!/bin/sh\nexec {PYTEST} -p mutation_exit --basetemp={dest}.pt "
+                      f"{' '.join(tests)}\n")
     runner.chmod(0o755)
     (dest / "mutmut_config.py").write_text(
         CONFIG.format(scope=SCOPE.get(args.module), sample=args.sample, path=path))
