@@ -182,6 +182,18 @@ def describe_all(declared: dict, names) -> dict:
     return table
 
 
+def fast_struct(structs: dict, name: str, byteorder: str = "little"):
+    """The :class:`~rumpfs.formats.ffs.layout.FastStruct` of the description
+    ``structs[name]`` (a table :func:`describe_all` made)."""
+    from .ffs.layout import FastStruct
+
+    fmt, fields, size = structs[name]
+    packer = FastStruct(fmt, fields, byteorder)
+    if packer.size != size:  # pragma: no cover - the generator derived both
+        raise AssertionError(f"{name}: struct size {packer.size} != {size}")
+    return packer
+
+
 def _padded_string(con):
     """The byte length of a ``PaddedString`` declaration, else None."""
     from construct import FixedSized, NullStripped, StringEncoded

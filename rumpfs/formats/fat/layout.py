@@ -12,6 +12,8 @@ construct costs more than writing a small image.
 
 from __future__ import annotations
 
+from ..precompile import fast_struct
+
 SECTOR = 512
 NUM_FATS = 2
 MEDIA_FIXED = 0xF8
@@ -185,30 +187,19 @@ def _generated():
     return load(__name__, globals().get("__file__"))
 
 
-def _fast(structs: dict, name: str):
-    """A little-endian :class:`~rumpfs.formats.ffs.layout.FastStruct` of one description."""
-    from ..ffs.layout import FastStruct
-
-    fmt, fields, size = structs[name]
-    packer = FastStruct(fmt, fields, "little")
-    if packer.size != size:  # pragma: no cover - the generator derived both
-        raise AssertionError(f"{name}: struct size {packer.size} != {size}")
-    return packer
-
-
 _GENERATED = _generated()
 _STRUCTS = _GENERATED.STRUCTS if _GENERATED is not None else precompile()["STRUCTS"]
 #: Directory entries come once per name: packed positionally, fields in
 #: declaration order (DIR_Name ... DIR_FileSize; LDIR_Ord ... LDIR_Name3).
-DIR_ENTRY = _fast(_STRUCTS, "DirEntry").struct
-LFN_ENTRY = _fast(_STRUCTS, "LfnEntry").struct
+DIR_ENTRY = fast_struct(_STRUCTS, "DirEntry").struct
+LFN_ENTRY = fast_struct(_STRUCTS, "LfnEntry").struct
 #: The BPB alone (what every FAT type shares), as the reader probes it.
-BPB = _fast(_STRUCTS, "Bpb").struct
+BPB = fast_struct(_STRUCTS, "Bpb").struct
 #: The boot sectors and FSInfo are packed from dicts (``.pack_dict``;
 #: constants filled in).
-_BOOT_SECTOR16 = _fast(_STRUCTS, "BootSector16")
-BOOT_SECTOR = {12: _BOOT_SECTOR16, 16: _BOOT_SECTOR16, 32: _fast(_STRUCTS, "BootSector32")}
-FSINFO = _fast(_STRUCTS, "FsInfo")
+_BOOT_SECTOR16 = fast_struct(_STRUCTS, "BootSector16")
+BOOT_SECTOR = {12: _BOOT_SECTOR16, 16: _BOOT_SECTOR16, 32: fast_struct(_STRUCTS, "BootSector32")}
+FSINFO = fast_struct(_STRUCTS, "FsInfo")
 
 
 def fat_date(t) -> int:

@@ -20,6 +20,8 @@ import functools
 import struct
 import time
 
+from ..precompile import fast_struct
+
 SECTOR = 2048
 #: Sectors 0-15 are the system area; the volume descriptors start at 16.
 SYSTEM_AREA_SECTORS = 16
@@ -220,25 +222,14 @@ def _generated():
     return load(__name__, globals().get("__file__"))
 
 
-def _fast(structs: dict, name: str, byteorder: str = "little"):
-    """A :class:`~rumpfs.formats.ffs.layout.FastStruct` of one description."""
-    from ..ffs.layout import FastStruct
-
-    fmt, fields, size = structs[name]
-    packer = FastStruct(fmt, fields, byteorder)
-    if packer.size != size:  # pragma: no cover - the generator derived both
-        raise AssertionError(f"{name}: struct size {packer.size} != {size}")
-    return packer
-
-
 _GENERATED = _generated()
 _STRUCTS = _GENERATED.STRUCTS if _GENERATED is not None else precompile()["STRUCTS"]
 #: Directory records and path table records come once per name: packed
 #: positionally, fields in declaration order.  The M path table is the L
 #: one with its numbers big-endian (ECMA-119 9.4.3).
-DIR_RECORD = _fast(_STRUCTS, "DirectoryRecord").struct
-PATH_RECORD_L = _fast(_STRUCTS, "PathTableRecord").struct
-PATH_RECORD_M = _fast(_STRUCTS, "PathTableRecord", "big").struct
+DIR_RECORD = fast_struct(_STRUCTS, "DirectoryRecord").struct
+PATH_RECORD_L = fast_struct(_STRUCTS, "PathTableRecord").struct
+PATH_RECORD_M = fast_struct(_STRUCTS, "PathTableRecord", "big").struct
 #: The descriptors are packed from dicts (``.pack_dict``; constants filled in).
-VOLUME_DESCRIPTOR = _fast(_STRUCTS, "VolumeDescriptor")
-TERMINATOR = _fast(_STRUCTS, "Terminator")
+VOLUME_DESCRIPTOR = fast_struct(_STRUCTS, "VolumeDescriptor")
+TERMINATOR = fast_struct(_STRUCTS, "Terminator")
