@@ -216,3 +216,19 @@ def test_object_as_gas_lays_out_the_same_component(key, template, extra, tmp_pat
     # The section header table ends the file.
     entsize = 64 if word == 8 else 40
     assert o_shoff + o_shnum * entsize == size
+    # The gABI's section header 0 (SHN_UNDEF) is all zeros.
+    with open(tmp_path / "ours.o", "rb") as f:
+        f.seek(o_shoff)
+        assert f.read(entsize) == bytes(entsize)
+    # Packed tight: each section starts at the first offset its alignment
+    # allows after the one before (the first after the ELF header), and the
+    # header table at the first word boundary after the last.
+    ehsize = 64 if word == 8 else 52
+    by_offset = sorted((s for s in o_secs.values() if s["type"] != "NULL"),
+                       key=lambda s: s["offset"])
+    end = ehsize
+    for s in by_offset:
+        align = max(s["align"], 1)
+        assert s["offset"] == -(-end // align) * align, s["name"]
+        end = s["offset"] + s["size"]
+    assert o_shoff == -(-end // word) * word

@@ -36,28 +36,24 @@ def align_up(value: int, align: int) -> int:
 class Section:
     """One section of the object being written (a plain class, not a
     dataclass: that module alone costs more start-up than writing a small
-    object).  Sections compare by identity."""
+    object).  Sections compare by identity; ``index`` is set once the
+    section table is complete."""
 
     __slots__ = ("name", "sh_type", "flags", "data", "size", "offset", "align", "link", "info",
                  "entsize", "index")
 
     def __init__(self, name: str, sh_type: int, flags: int = 0, data: bytes = b"",
-                 size: int | None = None, offset: int = 0, align: int = 1, link: int = 0,
-                 info: int = 0, entsize: int = 0, index: int = 0):
+                 align: int = 1, info: int = 0, entsize: int = 0):
         self.name = name
         self.sh_type = sh_type
         self.flags = flags
         self.data = data
-        self.size = size  # when the contents are written elsewhere (the image)
-        self.offset = offset
+        self.size = None  # set when the contents are written elsewhere (the image)
+        self.offset = 0
         self.align = align
-        self.link = link
+        self.link = 0
         self.info = info
         self.entsize = entsize
-        self.index = index
-
-    def __repr__(self) -> str:
-        return "Section(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
     @property
     def sh_size(self) -> int:
@@ -118,9 +114,11 @@ def _write_rest(fd: int, comp: Component, base: int, size: int, path: str) -> No
     # -- the image section and what follows the image in it -------------------------
     tail = bytearray(tmpl.trailer)
     size_value_offset = None  # (section, offset) of the size word
-    sections: list[Section] = [Section("", L.SHT_NULL)]
+    # Index 0 is the null section: a header of zeros (the gABI's SHN_UNDEF).
+    sections: list[Section] = [Section("", L.SHT_NULL, align=0)]
     flags = L.SHF_ALLOC | (L.SHF_WRITE if comp.writable else 0)
-    image = Section(comp.section, L.SHT_PROGBITS, flags, offset=base, align=tmpl.align)
+    image = Section(comp.section, L.SHT_PROGBITS, flags, align=tmpl.align)
+    image.offset = base
     sections.append(image)
     size_sec = None
     if tmpl.size is not None and tmpl.size_section is None:
@@ -152,10 +150,9 @@ def _write_rest(fd: int, comp: Component, base: int, size: int, path: str) -> No
     strtab = StringTable()
     syms = [dict(st_name=0, st_value=0, st_size=0, st_info=0, st_other=0, st_shndx=0)]
     section_sym = len(syms)
-    image.index = sections.index(image)
     syms.append(dict(st_name=0, st_value=0, st_size=0,
                      st_info=L.st_info(L.STB_LOCAL, L.STT_SECTION), st_other=0,
-                     st_shndx=image.index))
+                     st_shndx=sections.index(image)))
     first_global = len(syms)
     other = L.VISIBILITIES[tmpl.visibility]
 
@@ -227,9 +224,8 @@ def _write_rest(fd: int, comp: Component, base: int, size: int, path: str) -> No
     for s, name in zip(sections, names):
         out += lay.Shdr.pack_dict(dict(
             sh_name=name, sh_type=s.sh_type, sh_flags=s.flags, sh_addr=0,
-            sh_offset=s.offset if s.sh_type != L.SHT_NULL else 0, sh_size=s.sh_size,
-            sh_link=s.link, sh_info=s.info,
-            sh_addralign=s.align if s.sh_type != L.SHT_NULL else 0, sh_entsize=s.entsize))
+            sh_offset=s.offset, sh_size=s.sh_size, sh_link=s.link, sh_info=s.info,
+            sh_addralign=s.align, sh_entsize=s.entsize))
     if t.bits == 32 and pos + len(out) > 0xFFFFFFFF:
         raise RumpfsError(f"{path}: object of {pos + len(out)} bytes does not fit a 32-bit "
                           f"ELF object (limit 4 GiB)")
