@@ -28,6 +28,8 @@ import pytest
 from conftest import run_rumpfs
 from elf import toolchains as TC
 
+from rumpfs.errors import RumpfsError
+
 #: (toolchain, template, extra wrap options): each byte order and class, REL,
 #: RELA and MIPS64 relocations, every template's size/end/trailer shape,
 #: a writable section and a non-default visibility or alignment.
@@ -40,7 +42,22 @@ CASES = [
     ("mips64el", "freebsd-mfs", ()),
     ("arm", "rumpfs", ("--writable",)),
     ("s390x", "linux-initramfs", ()),
+    ("x86_64", "user.toml", ()),
+    ("ppc64", "user.toml", ()),
 ]
+
+#: A user template no built-in matches: a trailer of odd length, then the
+#: size word in the image section itself, and protected symbols.
+USER_TEMPLATE = """\
+[template]
+section = ".rodata.user.{name}"
+start = "user_{name}_start"
+end = "user_{name}_end"
+size = "user_{name}_size"
+visibility = "protected"
+trailer = [1, 2, 3]
+align = 32
+"""
 
 #: Targets whose gas rounds a section's size up to its alignment, with zeros.
 GAS_PADS = ("mips", "s390x")
@@ -153,6 +170,9 @@ def test_object_as_gas_lays_out_the_same_component(key, template, extra, tmp_pat
     tc.require()
     image = tmp_path / "image.bin"
     image.write_bytes(os.urandom(1001))   # an odd size: the trailer and size word need padding
+    if template.endswith(".toml"):
+        (tmp_path / template).write_text(USER_TEMPLATE)
+        template = str(tmp_path / template)
     args = ["--target", tc.target, *tc.rumpfs_args, "--template", template, "--name", "one", *extra]
     run_rumpfs("wrap", image, "-o", tmp_path / "ours.o", *args)
     run_rumpfs("wrap", image, "-o", tmp_path / "one.S", *args)
@@ -232,3 +252,48 @@ def test_object_as_gas_lays_out_the_same_component(key, template, extra, tmp_pat
         assert s["offset"] == -(-end // align) * align, s["name"]
         end = s["offset"] + s["size"]
     assert o_shoff == -(-end // word) * word
+
+
+def _sparse_object(path, target: str, image_size: int) -> None:
+    """An object whose image is ``image_size`` bytes of hole: the writer is
+    given no image bytes, only the size (nothing of it is read back)."""
+    from rumpfs.elf import component, writer
+
+    # No registry record: its alignment (8) would make the steps coarser.
+    comp = component.resolve({"target": target, "registry": False}, "raw")
+    with open(path, "wb") as f:
+        writer.write_object(f.fileno(), comp, lambda sink: image_size, str(path))
+
+
+@pytest.mark.parametrize("target, bits", [("i386", 32), ("x86_64", 64)])
+def test_object_size_limit_of_elf32_at_the_byte(target, bits, tmp_path):
+    """ELF32 offsets are 32-bit words: an object of at most 0xFFFFFFFF bytes
+    is written, one word more is refused with the exact error; ELF64 goes
+    past 4 GiB.  The objects are sparse; readelf judges them."""
+    tc = TC.TOOLCHAINS[target]
+    tc.require()
+    small = tmp_path / "small.o"
+    _sparse_object(small, tc.target, 4096)
+    # Every section after the image is word-aligned, so an image size of the
+    # same residue modulo the word adds the same bytes around it, and object
+    # sizes go in steps of a word: ELF32's largest is 0xFFFFFFFC.
+    word = bits // 8
+    overhead = os.path.getsize(small) - 4096
+    largest = (0xFFFFFFFF - overhead) // word * word
+    fits = tmp_path / "fits.o"
+    _sparse_object(fits, tc.target, largest)
+    assert os.path.getsize(fits) == 0x100000000 - word
+    secs = read_object(fits)[0]
+    image = next(s for s in secs.values() if s["name"].startswith(".rodata.rumpfs"))
+    assert image["size"] >= largest
+    beyond = tmp_path / "beyond.o"
+    if bits == 32:
+        with pytest.raises(RumpfsError) as err:
+            _sparse_object(beyond, tc.target, largest + word)
+        assert str(err.value) == (f"{beyond}: object of {1 << 32} bytes does "
+                                  f"not fit a 32-bit ELF object (limit 4 GiB)")
+    else:
+        _sparse_object(beyond, tc.target, 1 << 33)
+        secs = read_object(beyond)[0]
+        image = next(s for s in secs.values() if s["name"].startswith(".rodata.rumpfs"))
+        assert image["size"] >= 1 << 33

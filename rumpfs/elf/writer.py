@@ -80,23 +80,11 @@ def image_base(comp: Component) -> int:
     return align_up(ehdr_size, comp.template.align)
 
 
-def write_object(fd: int, comp: Component, write_image, path: str = "object") -> int:
+def write_object(fd: int, comp: Component, write_image, path: str) -> int:
     """Write the object into ``fd``; ``write_image(sink)`` returns the image size."""
     base = image_base(comp)
     sink = ImageSink(fd, base)
     size = write_image(sink)
-    _write_rest(fd, comp, base, size, path)
-    return size
-
-
-def wrap_file(fd: int, comp: Component, src: str, size: int, path: str = "object") -> int:
-    """Write the object around the ``size`` bytes of the image file ``src``."""
-    from ..tree import HostData
-    base = image_base(comp)
-    sink = ImageSink(fd, base)
-    data = HostData(os.fsencode(src), size)
-    sink.copy_at(data, 0, 0, size)
-    sink.finish(size)
     _write_rest(fd, comp, base, size, path)
     return size
 
@@ -107,35 +95,29 @@ def _write_rest(fd: int, comp: Component, base: int, size: int, path: str) -> No
     word = t.word_size
     word_int = (lambda v: v.to_bytes(word, t.byteorder))
 
-    if t.bits == 32 and size + (1 << 20) > 0xFFFFFFFF:
-        raise RumpfsError(f"{path}: image of {size} bytes does not fit a 32-bit ELF object "
-                          f"(limit 4 GiB)")
-
     # -- the image section and what follows the image in it -------------------------
-    tail = bytearray(tmpl.trailer)
-    size_value_offset = None  # (section, offset) of the size word
     # Index 0 is the null section: a header of zeros (the gABI's SHN_UNDEF).
     sections: list[Section] = [Section("", L.SHT_NULL, align=0)]
     flags = L.SHF_ALLOC | (L.SHF_WRITE if comp.writable else 0)
     image = Section(comp.section, L.SHT_PROGBITS, flags, align=tmpl.align)
     image.offset = base
     sections.append(image)
-    size_sec = None
-    if tmpl.size is not None and tmpl.size_section is None:
-        pad = align_up(size + len(tail), word) - (size + len(tail))
-        tail += bytes(pad)
-        size_value_offset = size + len(tail)
+    tail = bytearray(tmpl.trailer)
+    size_in_image = tmpl.size is not None and tmpl.size_section is None
+    if size_in_image:
+        # The size word after the trailer, at the next word boundary.
+        tail += bytes(align_up(size + len(tail), word) - size - len(tail))
+        size_word_at = (image, size + len(tail))
         tail += word_int(size)
-        size_sec = image
     image.size = size + len(tail)
     if tail:
         os.pwrite(fd, bytes(tail), base + size)
     pos = base + image.size
 
-    if tmpl.size is not None and tmpl.size_section is not None:
+    if tmpl.size is not None and not size_in_image:
         size_sec = Section(tmpl.size_section, L.SHT_PROGBITS, L.SHF_ALLOC, word_int(size),
                            align=word)
-        size_value_offset = 0
+        size_word_at = (size_sec, 0)
         sections.append(size_sec)
 
     reg = None
@@ -165,7 +147,7 @@ def _write_rest(fd: int, comp: Component, base: int, size: int, path: str) -> No
     if tmpl.end is not None:
         global_sym(tmpl.end, image, size, 0, L.STT_NOTYPE)
     if tmpl.size is not None:
-        global_sym(tmpl.size, size_sec, size_value_offset, word, L.STT_OBJECT)
+        global_sym(tmpl.size, *size_word_at, word, L.STT_OBJECT)
 
     # -- the registry pointer's relocation -----------------------------------------------
     if reg is not None:
