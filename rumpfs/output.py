@@ -547,7 +547,7 @@ class ImageSink(_Buffered):
 
     # -- internals ----------------------------------------------------------------
     def _pwrite_all(self, data, offset: int) -> None:
-        _pwrite_all(self.fd, data, offset)
+        pwrite_all(self.fd, data, offset)
 
 
 class StreamSink(_Buffered):
@@ -873,7 +873,7 @@ def grow_pipe(fd: int) -> None:
         pass
 
 
-def _pwrite_all(fd: int, data, offset: int) -> None:
+def pwrite_all(fd: int, data, offset: int) -> None:
     """Write all of ``data`` into the output at ``offset``."""
     view = memoryview(data)
     try:
@@ -988,7 +988,7 @@ class StretchWriter:
         if self._filled + n > GATHER_BYTES:
             self.flush()
             if n > GATHER_BYTES:
-                _pwrite_all(self.fd, data, self.end)
+                pwrite_all(self.fd, data, self.end)
                 self.end += n
                 return
         self._buf[self._filled:self._filled + n] = data
@@ -1027,14 +1027,14 @@ class StretchWriter:
                     self._filled, self.end, self._data = filled, end, self._data + data
                     self.flush()
                     if joined:  # the buffer is full: the gap's zeros on their own
-                        _pwrite_all(self.fd, _ZEROS[:gap], end)
+                        pwrite_all(self.fd, _ZEROS[:gap], end)
                     filled, end, data, gap = 0, start, 0, 0
                 room = unit
                 if gap:
                     buf[filled:filled + gap] = _ZEROS[:gap]
                     filled += gap
                 if len(header) > GATHER_BYTES:
-                    _pwrite_all(self.fd, header, start)  # the buffer is empty: flushed above
+                    pwrite_all(self.fd, header, start)  # the buffer is empty: flushed above
                 elif header:
                     buf[filled:filled + len(header)] = header
                     filled += len(header)
@@ -1083,7 +1083,7 @@ class StretchWriter:
 
     def flush(self) -> None:
         if self._filled:
-            _pwrite_all(self.fd, self._buf[:self._filled], self.end - self._filled)
+            pwrite_all(self.fd, self._buf[:self._filled], self.end - self._filled)
             self._filled = 0
         if self._data and self.counter is not None:
             self.counter.advance(self._data)
@@ -1143,7 +1143,7 @@ def _copy_run(src: int, dst: int, path: bytes, src_off: int, dst_off: int, size:
             except OSError as e:
                 raise _unreadable(path, e) from None
             n = len(chunk)
-            _pwrite_all(dst, chunk, dst_off)
+            pwrite_all(dst, chunk, dst_off)
         if n == 0:
             raise _short(src, path, file_size, mtime)
         src_off += n

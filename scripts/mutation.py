@@ -58,7 +58,7 @@ MODULES = {
     ]),
     "elf": ("rumpfs/elf/writer.py", [
         "tests/test_mutants_elf.py", "tests/test_elf.py",
-        "-k", "'gas or header_matches or registry_section or readelf_reads or streams or error'",
+        "-k", "'mutants_elf or header_matches or registry_section or readelf_reads or streams or error'",
     ]),
     "ffs": ("rumpfs/formats/ffs/writer.py", [
         "tests/test_mutants_ffs.py",

@@ -20,10 +20,8 @@ or on the host, so the same input gives the same bytes.
 
 from __future__ import annotations
 
-import os
-
 from ..errors import RumpfsError
-from ..output import ImageSink
+from ..output import ImageSink, pwrite_all
 from . import layout as L
 from . import registry
 from .component import Component
@@ -111,7 +109,7 @@ def _write_rest(fd: int, comp: Component, base: int, size: int, path: str) -> No
         tail += word_int(size)
     image.size = size + len(tail)
     if tail:
-        os.pwrite(fd, bytes(tail), base + size)
+        pwrite_all(fd, bytes(tail), base + size)
     pos = base + image.size
 
     if tmpl.size is not None and not size_in_image:
@@ -194,9 +192,7 @@ def _write_rest(fd: int, comp: Component, base: int, size: int, path: str) -> No
 
     # -- lay out the small sections after the image, then the header table ------------
     out = bytearray()
-    for s in sections[1:]:
-        if s is image:
-            continue
+    for s in sections[2:]:  # after the null section and the image
         pos_aligned = align_up(pos + len(out), s.align)
         out += bytes(pos_aligned - pos - len(out))
         s.offset = pos_aligned
@@ -211,7 +207,7 @@ def _write_rest(fd: int, comp: Component, base: int, size: int, path: str) -> No
     if t.bits == 32 and pos + len(out) > 0xFFFFFFFF:
         raise RumpfsError(f"{path}: object of {pos + len(out)} bytes does not fit a 32-bit "
                           f"ELF object (limit 4 GiB)")
-    _pwrite_all(fd, bytes(out), pos)
+    pwrite_all(fd, bytes(out), pos)
 
     ehdr = lay.Ehdr.pack_dict(dict(
         e_ident=L.ident(t.elfclass, t.byteorder, t.osabi, t.abiversion),
@@ -220,12 +216,4 @@ def _write_rest(fd: int, comp: Component, base: int, size: int, path: str) -> No
         e_phentsize=0, e_phnum=0, e_shentsize=lay.Shdr.size, e_shnum=len(sections),
         e_shstrndx=shstr.index))
     # The gap between the header and the image stays zero (a hole when large).
-    _pwrite_all(fd, ehdr, 0)
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
+    pwrite_all(fd, ehdr, 0)
