@@ -349,13 +349,18 @@ def _mtime_of(data) -> int:
     return NO_MTIME if mtime is None else mtime
 
 
-def _open_source(path: bytes, size: int, mtime_ns: int) -> int:
+def _open_path(path: bytes) -> int:
+    """An fd on a source path, not followed through a symlink; errors name the path."""
     try:
-        fd = os.open(path, _SOURCE_FLAGS)
+        return os.open(path, _SOURCE_FLAGS)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise _changed(path, "now a symlink") from None
         raise _unreadable(path, e) from None
+
+
+def _open_source(path: bytes, size: int, mtime_ns: int) -> int:
+    fd = _open_path(path)
     try:
         st = os.fstat(fd)
         # The usual case in one test; check_source says what differs.
@@ -1045,7 +1050,12 @@ class StretchWriter:
                     if kept is not None:
                         os.close(kept)
                         kept = kept_path = None
-                    src = _open_source(path, file_size, mtime)
+                    if gathered and file_size != UNCHECKED_SIZE:
+                        # Checked once, after the read (the fstat below): a
+                        # small file read whole cannot change unseen between.
+                        src = _open_path(path)
+                    else:
+                        src = _open_source(path, file_size, mtime)
                     if file_size == UNCHECKED_SIZE:
                         # Part of a larger file (archive members): the next
                         # job is likely to read it too, so it stays open.
@@ -1055,6 +1065,8 @@ class StretchWriter:
                         try:
                             got = preadv(src, [buf[filled:filled + size]], src_offset)
                         except OSError as e:
+                            # A fifo or directory now: say that, not the errno.
+                            check_source(src, path, file_size, mtime)
                             raise _unreadable(path, e) from None
                         if got != size:
                             raise _short(src, path, file_size, mtime)
