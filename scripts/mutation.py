@@ -34,8 +34,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PYTEST = "python -m pytest -x -q -n 0 -p no:cacheprovider -p no:randomly"
 
-#: A pytest plugin for the runner: every failing exit status becomes 1.
-EXIT_PLUGIN = """\
+#: A pytest plugin for the runner: it keeps only the chosen tests (KEEP:
+#: whole files and node ids), and makes every failing exit status 1.  The
+#: choice is made here, not by node ids on the command line: a mutant that
+#: breaks an import would make pytest refuse such an id ("found no
+#: collectors", status 4, before any hook can change it).
+RUNNER_PLUGIN = """\
+KEEP = {keep!r}
+
+
+def pytest_collection_modifyitems(config, items):
+    chosen, dropped = [], []
+    for item in items:
+        test = item.nodeid.split("[")[0]
+        (chosen if test in KEEP or test.split("::")[0] in KEEP else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = chosen
+
+
 def pytest_sessionfinish(session, exitstatus):
     if exitstatus not in (0, 1):
         session.exitstatus = 1
@@ -196,15 +213,17 @@ def main() -> int:
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
         subprocess.run(f"git archive HEAD | tar -x -C {dest}", shell=True, cwd=ROOT, check=True)
-    tests = [t for t in tests if t.startswith(("-", "'")) or (dest / t.split("::")[0]).exists()]
+    options = [t for t in tests if t.startswith(("-", "'"))]
+    keep = [t for t in tests if t not in options and (dest / t.split("::")[0]).exists()]
+    files = list(dict.fromkeys(t.split("::")[0] for t in keep))
     runner = dest / "mutation-runner.sh"
     # mutmut counts only exit status 1 as a kill: a mutant that breaks the
     # module's import (pytest exits 2, a collection error) is caught as
-    # surely, so a plugin makes any failing status 1.  (Not `|| exit 1` in
+    # surely, so the plugin makes any failing status 1.  (Not `|| exit 1` in
     # the script: pytest must stay the process mutmut kills on a timeout.)
-    (dest / "mutation_exit.py").write_text(EXIT_PLUGIN)
-    runner.write_text(f"#!/bin/sh\nexec {PYTEST} -p mutation_exit --basetemp={dest}.pt "
-                      f"{' '.join(tests)}\n")
+    (dest / "mutation_runner_plugin.py").write_text(RUNNER_PLUGIN.format(keep=tuple(keep)))
+    runner.write_text(f"#!/bin/sh\nexec {PYTEST} -p mutation_runner_plugin --basetemp={dest}.pt "
+                      f"{' '.join(options + files)}\n")
     runner.chmod(0o755)
     (dest / "mutmut_config.py").write_text(
         CONFIG.format(scope=SCOPE.get(args.module), sample=args.sample, path=path))

@@ -288,6 +288,67 @@ def test_overflow_pages_read_by_libdb1(tmp_path, byteorder):
         assert db.get(b"1nobody") is None
 
 
+def overflow_bit(addr: int, spares) -> int:
+    """The bitmap bit of the overflow page at ``addr`` (hash_page.c: the
+    split point in the bits above SPLITSHIFT = 11, the page's offset in it
+    below, counted on from the spares of the split point before)."""
+    split, offset = addr >> 11, addr & 0x7FF
+    return (spares[split - 1] if split else 0) + offset - 1
+
+
+def overflow_links(data: bytes, byteorder: str, bsize: int) -> list[int]:
+    """The overflow addresses the bucket and overflow pages link to (the
+    (address, OVFLPAGE = 0) pair that ends a page's table)."""
+    links = []
+    for number, content in page_contents(data, byteorder, bsize).items():
+        if number == 0 or isinstance(content, bytes):
+            continue
+        words = content[0]
+        n = words[0]
+        if n >= 2 and words[n] == 0 and words[n - 1] >= 4:
+            links.append(words[n - 1])
+    return links
+
+
+def assert_overflow_bitmap(data: bytes, byteorder: str, bsize: int, ffactor: int,
+                           nelem: int) -> int:
+    """The overflow bitmap as hash_page.c keeps it: bit 0 (the bitmap page
+    itself) and the bit of every linked overflow page set; of the l2 + 1
+    pages reserved when the table was made (init_htab: l2 = log2 of the
+    first bucket count) the unused ones clear; every later bit set (__ibitmap
+    fills them, a writer allocates at the top).  Returns the pages in use.
+    (Checked before libdb1 updates a file: a wrong bitmap can crash it.)"""
+    h = header(data)
+    bitmaps = struct.unpack_from(">32H", data, 68 + 32 * 4)
+    assert bitmaps[1:] == (0,) * 31
+    first_buckets = (nelem - 1) // ffactor + 1
+    reserved = db185.log2_ceil(max(first_buckets, 2)) + 1
+    in_use = {0} | {overflow_bit(a, h["spares"]) for a in overflow_links(data, byteorder, bsize)}
+    # The bitmap page, by its own address.
+    split, offset = bitmaps[0] >> 11, bitmaps[0] & 0x7FF
+    first_bucket_of_split = (1 << split) - 1
+    page = (first_bucket_of_split + h["hdrpages"]
+            + (h["spares"][db185.log2_ceil(first_bucket_of_split + 1) - 1]
+               if first_bucket_of_split else 0) + offset)
+    words = struct.unpack_from(("<" if byteorder == "little" else ">") + f"{bsize // 4}I",
+                               data, page * bsize)
+    bits = [(w >> b) & 1 for w in words for b in range(32)]
+    assert bits == [1 if i in in_use or i >= reserved else 0 for i in range(len(bits))]
+    return len(in_use)
+
+
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+@pytest.mark.parametrize("bsize, ffactor, nelem, count, data_len", [
+    (4096, 32, 256, 2000, 700),     # pwd_mkdb's table, every bucket chained
+    (256, 4, 1, 3000, 100),         # overflow pages at many split points
+])
+def test_overflow_bitmap_marks_the_pages_in_use(byteorder, bsize, ffactor, nelem, count,
+                                                data_len):
+    pairs = list(pairs_for(count, data_len))
+    ours = db185.build(pairs, byteorder, bsize=bsize, ffactor=ffactor, nelem=nelem)
+    assert assert_overflow_bitmap(ours, byteorder, bsize, ffactor, nelem) > 100
+
+
 @needs_libdb1
 @pytest.mark.parametrize("byteorder", ["little", "big"])
 def test_libdb1_can_keep_updating_our_file(tmp_path, byteorder):
@@ -295,6 +356,7 @@ def test_libdb1_can_keep_updating_our_file(tmp_path, byteorder):
     pairs = list(pairs_for(600, data_len=300))
     path = tmp_path / "ours.db"
     path.write_bytes(db185.build(pairs, byteorder))
+    assert_overflow_bitmap(path.read_bytes(), byteorder, 4096, 32, 256)
     more = [(b"2extra%05d" % i, b"x" * (i % 500)) for i in range(3000)]
     with Libdb1(path, os.O_RDWR) as db:
         for key, data in more:
@@ -324,16 +386,16 @@ def test_record_larger_than_a_page_is_refused():
     db.put(b"k", b"x" * 4081)   # the largest that fits
 
 
+@needs_libdb1
 def test_many_fat_records_spread_over_more_buckets(tmp_path):
     """More overflow pages than one split point addresses: more buckets instead."""
     pairs = list(pairs_for(6000, data_len=2000))
     data = db185.build(pairs, "little")
     h = header(data)
     assert h["max_bucket"] + 1 > 6000 // 32
-    if LIBDB1 is not None:
-        path = tmp_path / "fat.db"
-        path.write_bytes(data)
-        assert read_all(path) == dict(pairs)
+    path = tmp_path / "fat.db"
+    path.write_bytes(data)
+    assert read_all(path) == dict(pairs)
 
 
 @needs_libdb1
@@ -353,3 +415,111 @@ def test_small_pages_filled_to_the_last_pair(tmp_path, byteorder):
     path = tmp_path / "small.db"
     path.write_bytes(ours)
     assert read_all(path) == dict(pairs)
+
+
+@needs_libdb1
+@pytest.mark.parametrize("count, grows", [(2048, False), (2049, True)])
+def test_one_split_point_holds_2047_overflow_pages(tmp_path, count, grows):
+    """Pairs of 156 bytes, one to a 256-byte page, in a table of two buckets
+    that never splits (fill factor 65536): the bitmap and count - 2 pages
+    of overflow.  An address keeps a page's offset in 11 bits, so 2047 of
+    them fit the first split point; one more and the keys must spread over
+    more buckets.  libdb1 reads every pair either way."""
+    pairs = [(b"k%05d" % i, b"d" * 150) for i in range(count)]
+    ours = db185.build(pairs, "little", bsize=256, ffactor=65536, nelem=1)
+    h = header(ours)
+    assert (h["max_bucket"] > 1) == grows, h["max_bucket"]
+    if not grows:
+        assert len(overflow_links(ours, "little", 256)) == count - 2
+    path = tmp_path / "ours.db"
+    path.write_bytes(ours)
+    assert read_all(path) == dict(pairs)
+
+
+def test_log2_ceil_is_the_db_codes_log2():
+    """hash_log2.c's __log2: the smallest i with 2**i >= n (0 for 0 and 1)."""
+    assert [db185.log2_ceil(n) for n in (0, 1, 2, 3, 4, 5, 8, 9, 1 << 20, (1 << 20) + 1)] == \
+        [0, 0, 1, 2, 2, 3, 3, 4, 20, 21]
+
+
+@needs_libdb1
+@pytest.mark.parametrize("count", [263, 264, 265])
+def test_split_at_the_insertion_that_passes_the_fill_factor(tmp_path, count):
+    """pwd_mkdb's table starts with 8 buckets and splits when an insertion
+    leaves more than 32 keys per bucket: the 264th key splits once, as in
+    libdb1."""
+    pairs = list(pairs_for(count, data_len=10))
+    ours = db185.build(pairs, "little")
+    ref = libdb1_write(tmp_path / "ref.db", pairs, "little")
+    for key in ("max_bucket", "high_mask", "low_mask", "ovfl_point", "spares"):
+        assert header(ours)[key] == header(ref)[key], key
+
+
+@needs_libdb1
+@pytest.mark.parametrize("count, dsize", [(70_000, 256), (131_300, 512)])
+def test_directory_size_of_a_large_table(tmp_path, count, dsize):
+    """dsize, the directory's segments (256 buckets each): a reader's
+    hash_open allocates dsize of them and fills the first max_bucket / 256 +
+    1, so it must be at least that; ours is the smallest power of two that
+    is, and at least 256 (DEF_DIRSIZE): 35,000 buckets fit 256 segments,
+    65,650 need 257, so 512.  (libdb1's own growth doubles it as a byte
+    count, sizeof(SEGMENT *) * 2 * dsize: 4096 on a 64-bit writer, 2048 on a
+    32-bit one; readers take any of these.)  libdb1 reads the keys back."""
+    pairs = [(b"%d" % i, b"") for i in range(count)]
+    ours = db185.build(pairs, "little", bsize=256, ffactor=1, nelem=1)
+    ref = libdb1_write(tmp_path / "ref.db", pairs, "little", bsize=256, ffactor=1, nelem=1)
+    h = header(ours)
+    assert h["max_bucket"] == header(ref)["max_bucket"]
+    assert h["dsize"] == dsize >= h["max_bucket"] // 256 + 1
+    path = tmp_path / "ours.db"
+    path.write_bytes(ours)
+    with Libdb1(path) as db:
+        for key, data in pairs[::997]:
+            assert db.get(key) == data
+
+
+def test_errors_say_what_is_wrong():
+    db = db185.HashFile("little")
+    db.put(b"k", b"v")
+    with pytest.raises(ValueError) as err:
+        db.put(b"k", b"w")
+    assert str(err.value) == "duplicate key b'k'"
+    with pytest.raises(ValueError) as err:
+        db185.HashFile("middle")
+    assert str(err.value) == "byte order 'middle': 'little' or 'big'"
+    with pytest.raises(ValueError) as err:
+        db185.pack_page_table("little", dict(n=3, entries=[1, 2], free=0, offset=0))
+    assert str(err.value) == "page table: n 3 != 2 entries"
+    with pytest.raises(AttributeError) as err:
+        db185.NO_SUCH_NAME  # noqa: B018
+    assert str(err.value) == "module 'rumpfs.etc.db185' has no attribute 'NO_SUCH_NAME'"
+
+
+@needs_libdb1
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+def test_pair_that_leaves_exactly_room_for_the_link_stays_on_its_page(tmp_path, byteorder):
+    """hash_page.c puts a pair on a page while its two words, its bytes and
+    an overflow link (OVFLSIZE, 4 bytes) still fit the free space: on a
+    256-byte page (250 free) a pair needing 120 then one needing 126 leave
+    exactly 4 bytes, so both stay on the bucket page, the page libdb1
+    writes; one byte more and the second goes to an overflow page (where
+    libdb1, adding pairs one at a time, would also split the table: not
+    compared), and libdb1 reads both."""
+    keys = [k for k in (b"key%03d" % i for i in range(200)) if db185.hash4(k) & 1 == 0]
+    hashinfo = dict(bsize=256, ffactor=65536, nelem=1)
+    for extra, pages in ((0, 1), (1, 2)):
+        # need = 4 + key (6 bytes) + data
+        pairs = [(keys[0], b"a" * (120 - 10)), (keys[1], b"b" * (126 - 10 + extra))]
+        ours = db185.build(pairs, byteorder, **hashinfo)
+        po = page_contents(ours, byteorder, 256)
+        chained = [c for n, c in po.items() if n and not isinstance(c, bytes) and c[0][0]]
+        assert len(chained) == pages
+        if not extra:
+            ref = libdb1_write(tmp_path / "ref.db", pairs, byteorder, **hashinfo)
+            pr = page_contents(ref, byteorder, 256)
+            for number in po:
+                if number >= header(ours)["hdrpages"]:
+                    assert po[number] == pr[number], number
+        path = tmp_path / "ours.db"
+        path.write_bytes(ours)
+        assert read_all(path) == dict(pairs)
