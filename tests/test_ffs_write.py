@@ -820,19 +820,21 @@ def test_superblock_time_is_the_newest_inode_time(tmp_path, monkeypatch, fmt, cl
             assert sb.fs_old_time == want
 
 
+@pytest.mark.parametrize("major, minor", [(4095, 1048575), (4095, 524287)])
 @pytest.mark.parametrize("fmt", ["ffs", "ffs2"])
-def test_largest_netbsd_device_number(tmp_path, fmt):
+def test_largest_netbsd_device_number(tmp_path, fmt, major, minor):
     """Major 4095, minor 1048575: NetBSD's makedev gives 0xffffffff, which
     UFS1 keeps in the int32_t di_db[0] (the same bits) and UFS2 in an
-    int64_t; dissect.ffs reads the bits back."""
+    int64_t; minor 524287 gives 0x7fffffff, the largest positive int32_t.
+    dissect.ffs reads the bits back."""
     spec = tmp_path / "dev.spec"
-    spec.write_text("nod /dev/x 0600 0 0 c 4095 1048575\n")
+    spec.write_text(f"nod /dev/x 0600 0 0 c {major} {minor}\n")
     out = tmp_path / "d.img"
     pack([], str(out), stubetc=False, spec=[str(spec)], format=fmt, byteorder="little")
     ffs = require_module("dissect.ffs", "dissect.ffs")
     with open(out, "rb") as f:
         inode = ffs.FFS(f).get("/dev/x").inode
-        major, minor = 4095, 1048575
         # sys/types.h: major in bits 8-19, minor in bits 0-7 and 20-31.
         netbsd = ((major << 8) & 0x000FFF00) | ((minor << 12) & 0xFFF00000) | (minor & 0xFF)
-        assert inode.di_db[0] & 0xFFFFFFFF == netbsd == 0xFFFFFFFF
+        assert netbsd == (0xFFFFFFFF if minor == 1048575 else 0x7FFFFFFF)
+        assert inode.di_db[0] & 0xFFFFFFFF == netbsd

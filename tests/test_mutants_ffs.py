@@ -140,6 +140,7 @@ def check_image(path, byteorder: str) -> list[str]:
         size = sb.fs_size
         ptr_fmt = ("<" if byteorder == "little" else ">") + ("i" if ufs1 else "q")
         used = set()
+        gens: dict = {}
         # Metadata, by fs.h's cgsblock/cgdmin: in every group the superblock
         # copy, the cg block and the inode blocks (fs_sblkno .. fs_dblkno);
         # group 0 also the boot area before them and the csum area.
@@ -164,9 +165,13 @@ def check_image(path, byteorder: str) -> list[str]:
                     bad.append(f"inode {ino}: map says {state}, mode {node.di_mode:o}")
                 if not allocated:
                     continue
-                # di_gen is an int32_t (dinode.h); the writer promises non-zero.
+                # di_gen is an int32_t (dinode.h); the writer promises non-zero,
+                # and one per inode (NFS file handles tell reused inodes by it).
                 if not 0 < node.di_gen <= 0x7FFFFFFF:
                     bad.append(f"inode {ino}: di_gen {node.di_gen}")
+                if node.di_gen in gens:
+                    bad.append(f"inode {ino}: di_gen {node.di_gen} as inode {gens[node.di_gen]}")
+                gens[node.di_gen] = ino
                 kind = stat.S_IFMT(node.di_mode)
                 mine = set()
                 fast_link = kind == stat.S_IFLNK and node.di_size < sb.fs_maxsymlinklen
@@ -382,3 +387,20 @@ def test_device_number_beyond_netbsd_dev_t(tmp_path, major, minor):
         pack([], str(tmp_path / "d.img"), stubetc=False, spec=[str(spec)], format="ffs")
     assert str(exc.value) == f"/dev/x: device {major},{minor} does not fit NetBSD's dev_t"
     assert not (tmp_path / "d.img").exists()
+
+
+def test_ufs2_keeps_a_time_past_2038(tmp_path):
+    """UFS2's times are int64_t: a file of 2040 keeps its mtime, and fs_time
+    (the newest inode time) is that second, not clamped as UFS1's must be."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "late").write_bytes(b"x")
+    late = 2_200_000_000
+    os.utime(src / "late", (late, late))
+    os.utime(src, (1_000_000_000, 1_000_000_000))
+    image = tmp_path / "fs.img"
+    pack([str(src)], str(image), format="ffs2", stubetc=False, byteorder="little")
+    with open(image, "rb") as f:
+        fs = dissect_open(f, "little")
+        assert fs.sb.fs_time == late
+        assert fs.get("/late").inode.di_mtime == late

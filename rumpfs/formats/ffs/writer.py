@@ -1081,8 +1081,9 @@ class Writer:
             else:
                 head["cg_old_time"] = t
                 head["cg_old_niblk"] = geo.ipg
-                head["cg_old_ncyl"] = (howmany(cg.ndblk, geo.fpg // p.old_cpg)
-                                       if cg.c == geo.ncg - 1 else p.old_cpg)
+                # One cylinder per group (geometry): the last, however
+                # short, has one too.
+                head["cg_old_ncyl"] = p.old_cpg
             cg_fast.pack_into_dict(block, 0, head)
             iused = offsets["cg_iusedoff"]
             block[iused:iused + len(cg.inomap)] = cg.inomap
