@@ -1102,24 +1102,15 @@ class Writer:
             self.sink.pwrite(block, (geo.cgbase(cg.c) + p.cblkno) * p.fsize)
 
     def _superblock_options(self):
-        """(minfree, optimization, label) from the options, checked."""
+        """(minfree, optimization, label) from the options, which
+        FfsFormat.check_options has checked before any work."""
         o = self.opts
         minfree = _int_opt(o.get("minfree"), "--minfree")
         minfree = L.MINFREE if minfree is None else minfree
-        if not 0 <= minfree <= 99:
-            raise RumpfsError(f"--minfree {minfree}: must be 0 to 99 (percent)")
-        optim = o.get("optimization") or "time"
-        if optim not in ("time", "space"):
-            raise RumpfsError(f"--optimization {optim}: must be time or space")
         label = o.get("label") or b""
         if isinstance(label, str):
             label = label.encode()
-        if label and not self.ufs2:
-            raise RumpfsError("--label: only UFS2 (--format ffs2) has a volume label")
-        if len(label) >= L.MAXVOLLEN or b"\0" in label:
-            raise RumpfsError(f"--label {label.decode(errors='replace')}: {len(label)} bytes, "
-                              f"at most {L.MAXVOLLEN - 1} and no NUL")
-        return minfree, optim, label
+        return minfree, o.get("optimization") or "time", label
 
     def superblock(self, geo: G.Geometry) -> bytes:
         p = self.p
