@@ -566,7 +566,8 @@ def test_atime_mtime_ctime_kept_apart(tmp_path, fmt):
     """A tree made through the API (no reproducibility policy) may give a
     node three different times, or two equal ones: each inode field gets
     its own, seconds and nanoseconds (the writer splits a column of times
-    once when columns are equal)."""
+    once when columns are equal).  The superblock's fs_time is the newest
+    mtime or ctime, whatever the access times."""
     from rumpfs.formats.ffs.writer import write_image
     from rumpfs.output import ImageSink
     from rumpfs.tree import BytesData, Node, Tree
@@ -595,6 +596,10 @@ def test_atime_mtime_ctime_kept_apart(tmp_path, fmt):
             got = [(din.di_atime, din.di_atimensec), (din.di_mtime, din.di_mtimensec),
                    (din.di_ctime, din.di_ctimensec)]
             assert got == [divmod(ns, 10**9) for ns in want], name
+        # fs_time: the newest modification or change (here a ctime), not an
+        # access time; the root's times are 0.
+        newest = max(t for _atime, *written in times.values() for t in written)
+        assert fs.sb.fs_time == newest // 10**9
 
 
 # --- inside an object ------------------------------------------------------------------------
