@@ -42,7 +42,7 @@ import sys
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from itertools import repeat
+from itertools import compress, repeat
 from operator import attrgetter, itemgetter
 
 from ...errors import RumpfsError
@@ -130,13 +130,14 @@ class Plan:
         self.direct = L.structs(byteorder).fast("direct").struct
         #: The tree node, its S_IFMT type and link count.
         self.nodes: list = [None] * L.UFS_ROOTINO
-        self.kinds: list[int] = [0] * L.UFS_ROOTINO
+        self.kinds = array("H", [0] * L.UFS_ROOTINO)  # S_IFMT values fit 16 bits
         self.nlinks: list[int] = [0] * L.UFS_ROOTINO
         #: di_size; fragments held (data, tail and indirect blocks).
         self.sizes: list[int] = [0] * L.UFS_ROOTINO
         self.frags: list[int] = [0] * L.UFS_ROOTINO
-        #: Directories: ino -> [(name, ino)] in name order; ino -> parent ino.
-        self.dirs: dict[int, list] = {}
+        #: Directories: ino -> (names in byte order, their inos); ino -> parent
+        #: ino.  (Two flat sequences, not a pair per name: memory.)
+        self.dirs: dict[int, tuple[list, array]] = {}
         self.parents: dict[int, int] = {}
         #: Directories' bytes, built once.
         self.content: dict[int, bytes] = {}
@@ -176,9 +177,13 @@ class Plan:
             children = nodes[d].children
             if children and max(map(len, children)) > L.FFS_MAXNAMLEN:
                 self._long_name(d, sorted(children))
-            dirs[d] = entries = []
+            names = sorted(children)
+            inos = array("L")
+            dirs[d] = names, inos
+            add_ino = inos.append
             subdirs = []
-            for name, child in sorted(children.items()):
+            for name in names:
+                child = children[name]
                 if child.children is not None:
                     ino = len(nodes)
                     nodes.append(child)
@@ -194,7 +199,7 @@ class Plan:
                         nlinks.append(1)
                     else:
                         nlinks[ino] += 1
-                entries.append((name, ino))
+                add_ino(ino)
             nlinks[d] = 2 + len(subdirs)
             for ino in subdirs:
                 self.parents[ino] = d
@@ -209,8 +214,8 @@ class Plan:
         """The first path of an inode (for messages: a search, not a table)."""
         if ino == L.UFS_ROOTINO:
             return b""
-        for d, entries in self.dirs.items():
-            for name, child in entries:
+        for d, (names, inos) in self.dirs.items():
+            for name, child in zip(names, inos):
                 if child == ino:
                     return join(self.path_of(d), name)
         raise KeyError(ino)  # pragma: no cover
@@ -316,7 +321,7 @@ class Plan:
         """Bytes of a directory: '.', '..' and the entries packed into
         DIRBLKSIZ chunks that no entry crosses (dir.h).  The bytes themselves
         are made later (:meth:`dir_bytes`), while the copies run."""
-        reclens = list(map(_RECLEN.__getitem__, map(len, map(_first, self.dirs[ino]))))
+        reclens = list(map(_RECLEN.__getitem__, map(len, self.dirs[ino][0])))
         pos = _DOTS_RECLEN + sum(reclens)
         if pos <= L.DIRBLKSIZ:
             return L.DIRBLKSIZ
@@ -343,7 +348,7 @@ class Plan:
     def _dir_bytes(self, ino: int) -> bytes:
         kinds = self.kinds
         records = [(b".", ino), (b"..", self.parents[ino])]
-        records += self.dirs[ino]
+        records += zip(*self.dirs[ino])
         pack = self.direct.pack
         parts = []
         pos = 0
@@ -430,7 +435,6 @@ _RECLEN = [L.UFS_DIRECTSIZ(n) for n in range(L.FFS_MAXNAMLEN + 1)]
 _NAME_PAD = [bytes(_RECLEN[n] - L.DIRECT_HEADER_SIZE - n) for n in range(L.FFS_MAXNAMLEN + 1)]
 _DOTS_RECLEN = _RECLEN[len(b".")] + _RECLEN[len(b"..")]
 _first = itemgetter(0)
-_DESTINATION = itemgetter(2)  # of a copy job (data, source offset, image offset, length)
 #: Fields the writer fills that only struct ufs2_dinode has.
 _UFS2_ONLY = {"di_birthtime", "di_birthnsec"}
 
@@ -656,6 +660,7 @@ class Writer:
         self.tail_base = cursor
         key = cs_frags if cs_frags < p.frag else 0
         packing = self._packing.get(key) or plan.pack_tails(key)
+        self._packing = None  # the sizing's other packings: memory
         nbins, placed, free = packing
         self.used_blocks = self.tail_base + nbins
         if self.used_blocks > geo.data_blocks:  # pragma: no cover - sizing guarantees room
@@ -664,12 +669,14 @@ class Writer:
         self.csaddr = geo.data_addr(0)
         #: Fragment address of each inode's tail (0: none).
         self.tail_addr = tail_addr = [0] * plan.count
+        #: Whether the csum area is a tail among the others.
+        self.cs_tail = False
         for owner, b, off in placed:
             if owner is None:
                 self.csaddr = bin_addrs[b] + off
+                self.cs_tail = True
             else:
                 tail_addr[owner] = bin_addrs[b] + off
-        self.placed = placed
         # Free fragments inside used blocks: (data block index, first frag, count).
         self.partial = []
         if self.cs_full and cs_frags % p.frag:
@@ -814,21 +821,18 @@ class Writer:
         sparse = plan.sparse
         tail_addr = self.tail_addr
         pieces = []  # (fragment address, bytes) written from memory
-        copies = []  # (host data, source offset, image offset, length)
+        if self.cs_tail:
+            pieces.append((self.csaddr, self._csum_bytes(geo)))
+        # The inodes whose tail the sink copies from a host file: a list of
+        # numbers, the copy jobs made a batch at a time (memory).
+        copied = []
         dirs = []  # (fragment address, ino, first byte) of directory tails
         dense_host = plan.dense_host
-        for owner, _b, _off in self.placed:
-            if owner is not None:
-                data = dense_host[owner]
-                if data is not None:
-                    # Most tails belong to dense host files: made the short
-                    # way, as the copy workers are waiting for them.
-                    size = sizes[owner]
-                    lo = (size - 1) // bsize * bsize
-                    copies.append((data, lo, tail_addr[owner] * fsize, size - lo))
-                    continue
-            if owner is None:
-                pieces.append((self.csaddr, self._csum_bytes(geo)))
+        for owner in compress(range(plan.count), tail_addr):
+            if dense_host[owner] is not None:
+                # Most tails belong to dense host files: taken the short
+                # way, as the copy workers are waiting for them.
+                copied.append(owner)
                 continue
             size = sizes[owner]
             lo = (size - 1) // bsize * bsize
@@ -839,16 +843,16 @@ class Writer:
                     pieces.append((tail_addr[owner], data.data[lo:size]))
                 elif owner not in sparse or any(off < size and off + n > lo
                                                 for off, n in sparse[owner]):
-                    copies.append((data, lo, tail_addr[owner] * fsize, size - lo))
+                    copied.append(owner)
             elif kind == stat.S_IFDIR:
                 dirs.append((tail_addr[owner], owner, lo))
             else:
                 pieces.append((tail_addr[owner], nodes[owner].target[lo:]))
         # In image order, so that a worker writes neighbouring tails at once
         # (the zeros between them are their own fragments' ends).
-        copies.sort(key=_DESTINATION)
+        copied.sort(key=tail_addr.__getitem__)
         self.sink.copies_own_units(fsize)
-        self._copies = copies
+        self._copied = copied
         self._copies_sent = 0
         # The workers copy while this process makes the directories.
         self._hand_over(FIRST_COPIES)
@@ -865,12 +869,28 @@ class Writer:
         spread over the writing of the inode tables: this process then packs
         inodes while the workers copy, instead of waiting for room in their
         pipes first."""
-        copies = self._copies
-        end = int(len(copies) * share)
+        copied = self._copied
+        end = int(len(copied) * share)
         add = self.sink.copier.add
         for k in range(self._copies_sent, end, BATCH_JOBS):
-            add(copies[k:min(k + BATCH_JOBS, end)])
+            add(self._tail_copies(copied[k:min(k + BATCH_JOBS, end)]))
         self._copies_sent = max(end, self._copies_sent)
+
+    def _tail_copies(self, owners: list) -> list:
+        """The copy jobs (host data, source offset, image offset, length) of
+        the tails of ``owners``."""
+        bsize, fsize = self.p.bsize, self.p.fsize
+        plan = self.plan
+        sizes, dense_host, nodes, tail_addr = plan.sizes, plan.dense_host, plan.nodes, self.tail_addr
+        jobs = []
+        for owner in owners:
+            size = sizes[owner]
+            lo = (size - 1) // bsize * bsize
+            data = dense_host[owner]
+            if data is None:
+                data = nodes[owner].data
+            jobs.append((data, lo, tail_addr[owner] * fsize, size - lo))
+        return jobs
 
     def _write_pieces(self, pieces) -> None:
         """pwrite ``(fragment address, bytes)`` pieces, those that follow each
