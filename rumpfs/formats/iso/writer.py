@@ -346,7 +346,8 @@ class IsoLayout:
             raise RumpfsError(f"--label {self.label!r}: an ISO 9660 volume label is 1 to "
                               f"{LABEL_MAX} characters")
         self.nlinks = tree.name_counts()
-        self.serials: dict[int, int] = {}
+        self.serials: dict[int, int] = {}  # id(node) -> serial, of nodes met again
+        self.last_serial = 0
         self.dirs: list[_Dir] = []
         self.jdirs: list[_Dir] = []
         self.files: list = []  # nodes with data, in order
@@ -354,12 +355,21 @@ class IsoLayout:
         self.extents: dict[int, int] = {}  # id(node) -> first data sector
         self._links: dict[int, int] = {}  # id(node) -> link count of a directory
 
-    def _serial(self, node) -> int:
-        return self.serials.setdefault(id(node), len(self.serials) + 1)
+    def _serial(self, node, nlink: int) -> int:
+        """The node's PX serial number, counted in the order nodes are met;
+        remembered only for those met again (directories, hard links): memory."""
+        if nlink == 1 and node.children is None:
+            self.last_serial += 1
+            return self.last_serial
+        serial = self.serials.get(id(node))
+        if serial is None:
+            self.last_serial += 1
+            serial = self.serials[id(node)] = self.last_serial
+        return serial
 
     def _susp(self, node, nlink: int, name: bytes | None, first: list[bytes] = ()) -> list[bytes]:
         entries = list(first)
-        entries.append(_px(node.mode, nlink, node.uid, node.gid, self._serial(node)))
+        entries.append(_px(node.mode, nlink, node.uid, node.gid, self._serial(node, nlink)))
         entries.append(_tf(node))
         if name is not None:
             entries.extend(_nm(name))
