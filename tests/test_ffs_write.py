@@ -577,6 +577,7 @@ def test_atime_mtime_ctime_kept_apart(tmp_path, fmt):
         b"apart": (base + 1, base + 2_000_000_003, base + 4_000_000_005),
         b"a-is-c": (base + 7, base + 3_000_000_011, base + 7),
         b"same": (base + 13, base + 13, base + 13),
+        b"read-last": (base + 9_000_000_017, base + 17, base + 17),
     }
     tree = Tree()
     for name, (atime, mtime, ctime) in times.items():
