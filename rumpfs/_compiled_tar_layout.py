@@ -4,7 +4,7 @@
 # derives the same values from its construct declarations (slower).
 
 SOURCE = 'rumpfs/tar_layout.py'
-SOURCE_CRC32 = 0x08322ad7
+SOURCE_CRC32 = 0xa1aeb943
 FORMAT = '100s 8s 8s 8s 12s 12s 8s 1s 100s 6s 2s 32s 32s 8s 8s 155s 12x'
 FIELDS = ('name',
           'mode',

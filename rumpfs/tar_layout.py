@@ -20,6 +20,8 @@ else it is derived from the declaration (importing construct).
 
 from __future__ import annotations
 
+from .formats.precompile import load
+
 #: Headers and data come in blocks of this size.
 BLOCK = 512
 NAME_SIZE = 100
@@ -79,13 +81,9 @@ def precompile() -> dict:
             "SIZE": header.sizeof()}
 
 
-def _generated():
-    from .formats.precompile import load
-
-    return load(__name__, globals().get("__file__"))
-
-
-_GENERATED = _generated()
+#: The generated module, when it was generated from this very source; else
+#: None (construct derives the same).
+_GENERATED = load(__name__, globals().get("__file__"))
 _facts = precompile() if _GENERATED is None else vars(_GENERATED)
 #: The header's fields as ``struct`` items (``Ns`` each, the padding ``x``) ...
 FORMAT = _facts["FORMAT"]

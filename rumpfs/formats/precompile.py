@@ -86,6 +86,18 @@ def load(layout_name: str, layout_file: str | None):
     return module if getattr(module, "SOURCE_CRC32", None) == digest else None
 
 
+def declared_on_first_use(module_globals: dict, declare, names):
+    """A module ``__getattr__`` that makes the construct declarations
+    ``names`` with ``declare()`` when one is first asked for, so that
+    importing the layout does not import construct."""
+    def __getattr__(name: str):
+        if name not in names:
+            raise AttributeError(f"module {module_globals['__name__']!r} has no attribute {name!r}")
+        module_globals.update(declare())
+        return module_globals[name]
+    return __getattr__
+
+
 def _source_path(layout_name: str) -> str:
     """The layout's path as the generated file names it (relative, '/')."""
     return layout_name.replace(".", "/") + ".py"

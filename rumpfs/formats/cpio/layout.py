@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import struct
 
+from ..precompile import declared_on_first_use, load
+
 NEWC_MAGIC = b"070701"
 CRC_MAGIC = b"070702"
 MAGICS = {"newc": NEWC_MAGIC, "crc": CRC_MAGIC}
@@ -73,12 +75,7 @@ def _declare() -> dict:
     return {"HexField": HexField, "Header": Header, "Trailer": Trailer}
 
 
-def __getattr__(name: str):
-    # HexField, Header, Trailer: declared on first use.
-    if name not in ("HexField", "Header", "Trailer"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals().update(_declare())
-    return globals()[name]
+__getattr__ = declared_on_first_use(globals(), _declare, ("HexField", "Header", "Trailer"))
 
 
 def precompile() -> dict:
@@ -99,15 +96,9 @@ def precompile() -> dict:
     }
 
 
-def _generated():
-    """``_compiled``, the numbers generated from this module, if it was
-    generated from this very source; else None (construct derives them)."""
-    from ..precompile import load
-
-    return load(__name__, globals().get("__file__"))
-
-
-_GENERATED = _generated()
+#: The generated module, when it was generated from this very source; else
+#: None (construct derives the same).
+_GENERATED = load(__name__, globals().get("__file__"))
 _facts = precompile() if _GENERATED is None else vars(_GENERATED)
 #: The numeric fields in on-disk order, as declared above.
 FIELDS = _facts["FIELDS"]

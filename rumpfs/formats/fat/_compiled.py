@@ -4,7 +4,7 @@
 # derives the same values from its construct declarations (slower).
 
 SOURCE = 'rumpfs/formats/fat/layout.py'
-SOURCE_CRC32 = 0xe19ad70b
+SOURCE_CRC32 = 0xa217f075
 STRUCTS = {'Bpb': ('3s 8s H B H B H H B H H H L L',
                    (('BS_jmpBoot', None, None, b''),
                     ('BS_OEMName', None, None, b''),

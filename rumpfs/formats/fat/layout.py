@@ -12,7 +12,7 @@ construct costs more than writing a small image.
 
 from __future__ import annotations
 
-from ..precompile import fast_struct
+from ..precompile import declared_on_first_use, fast_struct, load
 
 SECTOR = 512
 NUM_FATS = 2
@@ -163,11 +163,7 @@ def _declare() -> dict:
 STRUCT_NAMES = ("Bpb", "BootSector16", "BootSector32", "FsInfo", "DirEntry", "LfnEntry")
 
 
-def __getattr__(name: str):
-    if name not in STRUCT_NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals().update(_declare())
-    return globals()[name]
+__getattr__ = declared_on_first_use(globals(), _declare, STRUCT_NAMES)
 
 
 def precompile() -> dict:
@@ -179,15 +175,9 @@ def precompile() -> dict:
     return {"STRUCTS": describe_all(_declare(), STRUCT_NAMES)}
 
 
-def _generated():
-    """``_compiled``, generated from this module, if it was generated from
-    this very source; else None (construct derives)."""
-    from ..precompile import load
-
-    return load(__name__, globals().get("__file__"))
-
-
-_GENERATED = _generated()
+#: ``_compiled``, when it was generated from this very source; else None
+#: (construct derives the same).
+_GENERATED = load(__name__, globals().get("__file__"))
 _STRUCTS = _GENERATED.STRUCTS if _GENERATED is not None else precompile()["STRUCTS"]
 #: Directory entries come once per name: packed positionally, fields in
 #: declaration order (DIR_Name ... DIR_FileSize; LDIR_Ord ... LDIR_Name3).

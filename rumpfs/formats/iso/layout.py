@@ -20,7 +20,7 @@ import functools
 import struct
 import time
 
-from ..precompile import fast_struct
+from ..precompile import declared_on_first_use, fast_struct, load
 
 SECTOR = 2048
 #: Sectors 0-15 are the system area; the volume descriptors start at 16.
@@ -198,11 +198,7 @@ def _declare() -> dict:
 STRUCT_NAMES = ("DirectoryRecord", "PathTableRecord", "VolumeDescriptor", "Terminator")
 
 
-def __getattr__(name: str):
-    if name not in STRUCT_NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals().update(_declare())
-    return globals()[name]
+__getattr__ = declared_on_first_use(globals(), _declare, STRUCT_NAMES)
 
 
 def precompile() -> dict:
@@ -214,15 +210,9 @@ def precompile() -> dict:
     return {"STRUCTS": describe_all(_declare(), STRUCT_NAMES)}
 
 
-def _generated():
-    """``_compiled``, generated from this module, if it was generated from
-    this very source; else None (construct derives)."""
-    from ..precompile import load
-
-    return load(__name__, globals().get("__file__"))
-
-
-_GENERATED = _generated()
+#: ``_compiled``, when it was generated from this very source; else None
+#: (construct derives the same).
+_GENERATED = load(__name__, globals().get("__file__"))
 _STRUCTS = _GENERATED.STRUCTS if _GENERATED is not None else precompile()["STRUCTS"]
 #: Directory records and path table records come once per name: packed
 #: positionally, fields in declaration order.  The M path table is the L
