@@ -51,7 +51,7 @@ def assert_headers_as_the_source(data: bytes, top, clamped=(), keep_owner=False)
             "c_mode": st.st_mode,
             "c_uid": st.st_uid if keep_owner else 0, "c_gid": st.st_gid if keep_owner else 0,
             "c_nlink": nlinks[path],
-            "c_mtime": 0 if path in clamped else int(st.st_mtime),
+            "c_mtime": 0 if path in clamped else st.st_mtime_ns // 1_000_000_000,
             "c_devmajor": 0, "c_devminor": 0,
             "c_rdevmajor": os.major(rdev), "c_rdevminor": os.minor(rdev),
         }

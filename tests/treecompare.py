@@ -60,7 +60,7 @@ def _rec(path: bytes) -> dict:
     rdev = (os.major(st.st_rdev), os.minor(st.st_rdev)) if t in ("chardev", "blockdev") else None
     digest = sha256_file(path) if t == "file" else None
     return record(t, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_nlink,
-                  int(st.st_mtime), target, rdev, digest)
+                  st.st_mtime_ns // 1_000_000_000, target, rdev, digest)
 
 
 def from_entries(entries, read=None) -> dict[bytes, dict]:
