@@ -410,7 +410,7 @@ def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp
             policy = Policy.from_environment(opts.keep_owner, opts.timestamp)
             layers = make_layers(sources, opts, target)
             tree = None
-            if copier is not None and container is None and fmt.writes_while_listed:
+            if container is None and fmt.writes_while_listed:
                 tree = listed_while_written(layers, opts, policy)
             if tree is None:
                 tree = prepare_tree(layers, opts, byteorder, policy)

@@ -497,7 +497,11 @@ class CompressingSink:
         if method == "zstd":
             # libzstd's threads: its output is the same for any count from 1.
             zstandard = _library("zstandard", "zstd")
-            self.stream = zstandard.ZstdCompressor(level=level, threads=workers).compressobj()
+            # A stream writer hands its output on in pieces as libzstd's
+            # threads finish them (compressobj collects whole jobs: tens of
+            # MiB at a time); the same bytes.
+            self.stream = zstandard.ZstdCompressor(level=level, threads=workers).stream_writer(
+                _WriteOnly(sink), closefd=False)
             return
         self.blocks = _BLOCKS[method](level, _positive_env(BLOCK_SIZE_ENV, "block size in bytes",
                                                            MIN_BLOCK_SIZE))
@@ -517,9 +521,7 @@ class CompressingSink:
     def write(self, data) -> None:
         self.raw += len(data)
         if self.stream is not None:
-            out = self.stream.compress(data)
-            if out:
-                self.sink.write(out)
+            self.stream.write(data)
             return
         pending = self.pending
         pending += data
@@ -555,7 +557,7 @@ class CompressingSink:
 
     def finish(self) -> int:
         if self.stream is not None:
-            self.sink.write(self.stream.flush())
+            self.stream.flush(_library("zstandard", "zstd").FLUSH_FRAME)
         else:
             if self.pending or self.blocks.needs_last:
                 self._submit(bytes(self.pending), True)
@@ -577,6 +579,16 @@ class CompressingSink:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
             self.in_flight.clear()
+
+
+class _WriteOnly:
+    """A sink seen only through its ``write`` (a zstd stream writer would
+    call a ``flush`` too)."""
+
+    __slots__ = ("write",)
+
+    def __init__(self, sink):
+        self.write = sink.write
 
 
 class _InMemory:

@@ -248,6 +248,7 @@ class HostStream:
         self._checked = 0  # entry count at the last look for subtrees to share
         self._written = 0  # subtrees written by walkers
         self._make_writer = None
+        self._writers: list = []  # made by _make_writer, one per walker
         #: Names and file data bytes in subtrees written by walkers (not in ``tree``).
         self.elsewhere_count = 0
         self.elsewhere_bytes = 0
@@ -259,7 +260,10 @@ class HostStream:
         and its :meth:`Tree.walk <rumpfs.tree.Tree.walk>` (paths relative to
         it), None if it cannot be written apart, else a plan with ``size``,
         ``count`` and ``data_bytes`` -- and ``write(plan, offset,
-        first_number)``, which runs in the walker.  Such a subtree is not
+        first_number)``, which runs in the walker -- and
+        ``close_unused(in_walker, own)``, called in this process and in each
+        walker once the walker ``own`` is forked (a writer's own pipe ends:
+        see :class:`rumpfs.formats.cpio.writer.SubtreeWriter`).  Such a subtree is not
         added to ``tree``: the walk yields a
         :class:`~rumpfs.tree.WrittenSubtree` for it.  A subtree holding a hard
         link is never written apart (its link counts depend on other names)."""
@@ -358,7 +362,8 @@ class HostStream:
         self._written += 1
         team = self._team
         return WrittenSubtree(size, count, data_bytes,
-                              lambda offset, number: team.place(walker, offset, number))
+                              lambda offset, number: team.place(walker, offset, number),
+                              self._writers[walker])
 
     def _share_rest(self, dirpath: bytes, node: Node, items: list, it, host: bytes,
                     stack: list) -> None:
@@ -376,7 +381,7 @@ class HostStream:
         if self._make_writer is None:
             self._team = _Walkers([path for path, _node in rest], self.walkers)
         else:
-            writers = [self._make_writer() for _ in range(self.walkers)]
+            writers = self._writers = [self._make_writer() for _ in range(self.walkers)]
             self._team = _Walkers(rest, self.walkers,
                                   _SubtreeJob(writers, self.build.keep_owner, self.settle,
                                               len(_prefix(self.top))))
@@ -449,6 +454,9 @@ class _Walkers:
                     for other in [*self.procs, *self.replies, reply_w]:
                         if other >= 0:
                             os.close(other)
+                    if job is not None:
+                        for j, writer in enumerate(job.writers):
+                            writer.close_unused(True, j == k)
                     if job is None:
                         _walker(paths[k::walkers], w)
                     else:
@@ -456,6 +464,8 @@ class _Walkers:
                 os.close(w)
                 if reply_r >= 0:
                     os.close(reply_r)
+                if job is not None:
+                    job.writers[k].close_unused(False)
                 self.procs[r] = [pid, bytearray()]
                 self.replies.append(reply_w)
         except BaseException:

@@ -632,6 +632,197 @@ def read_source(data, size: int):
         os.close(fd)
 
 
+class InOrder:
+    """Writes to a sequential ``sink`` (a compressing sink, a StreamSink) on
+    a thread of its own, in the order it is given them: bytes, host files,
+    and stretches that directory walkers write into pipes (see
+    :class:`PipeStretchWriter`).  The writer goes on laying out what
+    follows a stretch while the stretch is being read, and the walkers read
+    their files while this process compresses.
+
+    :meth:`hold` keeps what comes from then on in a temporary file, where
+    :meth:`finish` can still correct it (headers whose link counts were
+    known only at the end) before it goes to the sink.  After an error the
+    thread reads on and drops what it is given, so that no walker is left
+    waiting on a full pipe; the error is raised at the writer's next call
+    (a pipe that ends early, at :meth:`finish`: the walk raises the walker's
+    own error first).
+    """
+
+    #: Items queued at most (each up to about BUFFER_SIZE bytes, or a pipe's stretch).
+    QUEUE_ITEMS = 8
+
+    def __init__(self, sink):
+        import queue
+        import threading
+
+        self.sink = sink
+        self.progress = getattr(sink, "progress", None)
+        self.pos = sink.tell()
+        self.error: BaseException | None = None
+        self._spill = None
+        self._held_from = None
+        self._pipe_buffer = None  # what pipes are read into, made by the thread
+        self._pipe_ended: RumpfsError | None = None
+        self._queue = queue.Queue(self.QUEUE_ITEMS)
+        self._thread = threading.Thread(target=self._run, name="rumpfs-in-order", daemon=True)
+        self._thread.start()
+
+    # -- the writer's side ---------------------------------------------------------
+    def tell(self) -> int:
+        return self.pos
+
+    def write(self, data) -> None:
+        if data:
+            self._put((self._write, data))
+            self.pos += len(data)
+
+    def copy(self, data, length: int | None = None) -> None:
+        """Append a node's data (``HostData`` or ``BytesData``)."""
+        size = data.size if length is None else length
+        self._put((self._copy, (data, size)))
+        self.pos += size
+
+    def pipe(self, fd: int, size: int) -> None:
+        """Append the next ``size`` bytes that a walker writes into the pipe ``fd``."""
+        self._put((self._drain, (fd, size)))
+        self.pos += size
+
+    def hold(self) -> None:
+        """Keep what follows for :meth:`finish` (once: later calls do nothing)."""
+        if self._held_from is None:
+            self._held_from = self.pos
+            self._put((self._start_spill, None))
+
+    def finish(self, corrections=()) -> int:
+        """Wait until everything given is written; ``corrections`` --
+        ``(offset, bytes)`` within what was held -- overwrite bytes first.
+        Returns the position."""
+        self._put(None)
+        self._thread.join()
+        self._raise()
+        spill = self._spill
+        if spill is not None:
+            self._spill = None
+            with spill:
+                for offset, data in corrections:
+                    pwrite_all(spill.fileno(), data, offset - self._held_from)
+                spill.seek(0)
+                while chunk := spill.read(BUFFER_SIZE):
+                    self.sink.write(chunk)
+        elif corrections:  # pragma: no cover - the writer held before any
+            raise ValueError("corrections of bytes that were not held")
+        return self.pos
+
+    def abort(self) -> None:
+        """Stop after an error (the walkers are stopped first, so that the
+        pipes end); nothing more reaches the sink."""
+        if self.error is None:
+            self.error = RumpfsError("writing stopped")
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+
+    def _put(self, item) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put(item)
+
+    def _raise(self) -> None:
+        error = self.error or self._pipe_ended
+        if error is not None:
+            raise error
+
+    # -- the thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        get = self._queue.get
+        target = self.sink
+        while (item := get()) is not None:
+            action, argument = item
+            try:
+                if self._dropping() and action is not self._drain:
+                    continue
+                target = action(argument, target) or target
+            except _PipeEnded as e:
+                # The walker's own message (from its record pipe) says why;
+                # the walk raises it, so this one waits for finish().
+                if self._pipe_ended is None:
+                    self._pipe_ended = e
+            except BaseException as e:  # raised in the writer's thread
+                if self.error is None:
+                    self.error = e
+
+    def _dropping(self) -> bool:
+        return self.error is not None or self._pipe_ended is not None
+
+    def _write(self, data, target) -> None:
+        target.write(data)
+
+    def _copy(self, job, target) -> None:
+        data, size = job
+        append_data(target, data, size)
+
+    def _drain(self, job, target) -> None:
+        fd, left = job
+        if self._pipe_buffer is None:
+            self._pipe_buffer = memoryview(bytearray(PIPE_SIZE))
+        buffer = self._pipe_buffer
+        while left:
+            n = os.readv(fd, [buffer[:min(left, PIPE_SIZE)]])
+            if not n:
+                raise _PipeEnded("directory walker: ended before it had written its subtree")
+            left -= n
+            if not self._dropping():
+                target.write(buffer[:n])  # sinks copy what they keep
+
+    def _start_spill(self, _argument, _target):
+        import tempfile
+
+        self._spill = _SpillFile(tempfile.TemporaryFile(prefix="rumpfs-"), self.progress)
+        return self._spill
+
+
+class _PipeEnded(RumpfsError):
+    """A walker's pipe ended before its stretch did (the walker failed)."""
+
+
+class _SpillFile:
+    """Where :class:`InOrder` keeps held bytes: a file with ``write`` and
+    ``progress`` as a sink has them."""
+
+    def __init__(self, file, progress):
+        self.file = file
+        self.progress = progress
+
+    def write(self, data) -> None:
+        try:
+            self.file.write(data)
+        except OSError as e:
+            raise output_error(e) from None
+
+    def fileno(self) -> int:
+        self.file.flush()
+        return self.file.fileno()
+
+    def seek(self, pos: int) -> None:
+        self.file.seek(pos)
+
+    def read(self, size: int) -> bytes:
+        return self.file.read(size)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 #: Files up to this size keep their place in the write buffer (see ImageSink.copy).
 PLACEHOLDER_MAX = 64 << 10
 PLACEHOLDER = memoryview(bytes(PLACEHOLDER_MAX))
@@ -993,7 +1184,7 @@ class StretchWriter:
         if self._filled + n > GATHER_BYTES:
             self.flush()
             if n > GATHER_BYTES:
-                pwrite_all(self.fd, data, self.end)
+                self._write_at(data, self.end)
                 self.end += n
                 return
         self._buf[self._filled:self._filled + n] = data
@@ -1032,14 +1223,14 @@ class StretchWriter:
                     self._filled, self.end, self._data = filled, end, self._data + data
                     self.flush()
                     if joined:  # the buffer is full: the gap's zeros on their own
-                        pwrite_all(self.fd, _ZEROS[:gap], end)
+                        self._write_at(_ZEROS[:gap], end)
                     filled, end, data, gap = 0, start, 0, 0
                 room = unit
                 if gap:
                     buf[filled:filled + gap] = _ZEROS[:gap]
                     filled += gap
                 if len(header) > GATHER_BYTES:
-                    pwrite_all(self.fd, header, start)  # the buffer is empty: flushed above
+                    self._write_at(header, start)  # the buffer is empty: flushed above
                 elif header:
                     buf[filled:filled + len(header)] = header
                     filled += len(header)
@@ -1076,9 +1267,7 @@ class StretchWriter:
                         self._filled, self.end, self._data = filled, end, self._data + data
                         self.flush()
                         filled = data = 0
-                        self._use_range = _copy_fd(src, self.fd, path, src_offset, end, size,
-                                                   self._use_range, self.counter, file_size,
-                                                   mtime)
+                        self._copy_large(src, path, src_offset, end, size, file_size, mtime)
                     if src != kept:
                         st = fstat(src)
                         if (st.st_size != file_size or st.st_mtime_ns != mtime
@@ -1095,13 +1284,46 @@ class StretchWriter:
 
     def flush(self) -> None:
         if self._filled:
-            pwrite_all(self.fd, self._buf[:self._filled], self.end - self._filled)
+            self._write_at(self._buf[:self._filled], self.end - self._filled)
             self._filled = 0
         if self._data and self.counter is not None:
             self.counter.advance(self._data)
         self._data = 0
 
     close = flush
+
+    def _write_at(self, data, offset: int) -> None:
+        pwrite_all(self.fd, data, offset)
+
+    def _copy_large(self, src: int, path: bytes, src_offset: int, offset: int, size: int,
+                    file_size: int, mtime: int) -> None:
+        """Copy a file too large to gather (its holes left holes)."""
+        self._use_range = _copy_fd(src, self.fd, path, src_offset, offset, size, self._use_range,
+                                   self.counter, file_size, mtime)
+
+
+class PipeStretchWriter(StretchWriter):
+    """A :class:`StretchWriter` into a pipe: the same bytes, written in
+    order with write(2) (a stretch has no gaps), holes read as zeros."""
+
+    def _write_at(self, data, offset: int) -> None:
+        _write_all(self.fd, data)
+
+    def _copy_large(self, src: int, path: bytes, src_offset: int, offset: int, size: int,
+                    file_size: int, mtime: int) -> None:
+        left = size
+        while left:
+            try:
+                chunk = os.pread(src, min(left, BUFFER_SIZE), src_offset)
+            except OSError as e:
+                raise _unreadable(path, e) from None
+            if not chunk:
+                raise _short(src, path, file_size, mtime)
+            _write_all(self.fd, chunk)
+            src_offset += len(chunk)
+            left -= len(chunk)
+            if self.counter:
+                self.counter.advance(len(chunk))
 
 
 def _copy_jobs(fd: int, base: int, jobs: list, headers: list, progress) -> None:

@@ -241,15 +241,17 @@ class WrittenSubtree:
     :meth:`rumpfs.hostwalk.HostStream.write_subtrees_with`): ``size`` bytes
     of image holding ``count`` members, the directory included, with
     ``data_bytes`` of file data.  The writer decides where they go and says
-    so with :meth:`place`; only a writer that asked for subtrees meets one."""
+    so with :meth:`place`; only a writer that asked for subtrees meets one.
+    ``writer`` is the object the writer made for the walker writing it."""
 
-    __slots__ = ("size", "count", "data_bytes", "_place")
+    __slots__ = ("size", "count", "data_bytes", "_place", "writer")
 
-    def __init__(self, size: int, count: int, data_bytes: int, place):
+    def __init__(self, size: int, count: int, data_bytes: int, place, writer=None):
         self.size = size
         self.count = count
         self.data_bytes = data_bytes
         self._place = place
+        self.writer = writer
 
     def place(self, offset: int, first_number: int) -> None:
         """The subtree starts at image ``offset``; its members are numbered

@@ -11,6 +11,7 @@ import os
 import random
 import stat
 import subprocess
+import threading
 
 import pytest
 from conftest import IS_ROOT, run_rumpfs
@@ -370,13 +371,74 @@ def test_walkers_write_subtrees_byte_for_byte(edge_tree, tmp_path, monkeypatch, 
     assert _children() == []
 
 
-def test_gnu_cpio_extracts_subtrees_written_by_walkers(edge_tree, tmp_path, monkeypatch):
+#: Decompressing tools, by output suffix.
+DECOMPRESS = {".cpio.gz": ["gzip", "-dc"], ".cpio.zst": ["zstd", "-qdc"],
+              ".cpio.lz4": ["lz4", "-qdc"], ".cpio.xz": ["xz", "-dc"]}
+
+
+@pytest.mark.parametrize("suffix", sorted(DECOMPRESS))
+def test_walkers_write_subtrees_through_pipes(edge_tree, tmp_path, monkeypatch, suffix):
+    """A compressed archive takes its bytes in order: the walkers' subtrees
+    come through pipes, and what follows a hard link whose count is known
+    only at the end waits in a file to be corrected.  The tool decompresses
+    the archive the file sink writes, and the bytes are the same as when
+    the whole tree is listed first."""
     from rumpfs import api
     monkeypatch.setattr(hostwalk, "SHARE_AFTER_ENTRIES", EARLY_SHARE)
     written = _count_written(monkeypatch)
-    out = tmp_path / "edges.cpio"
+    plain, streamed, whole = (tmp_path / "plain.cpio", tmp_path / f"streamed{suffix}",
+                              tmp_path / f"whole{suffix}")
+    api.pack([edge_tree], plain, stubetc=False, progress=False)
+    del written[:]
+    api.pack([edge_tree], streamed, stubetc=False, progress=False)
+    assert len(written) == 5
+    decompressed = subprocess.run([*DECOMPRESS[suffix], str(streamed)], capture_output=True,
+                                  check=True).stdout
+    assert decompressed == plain.read_bytes()
+    with monkeypatch.context() as m:
+        m.setattr(api, "listed_while_written", lambda *a: None)
+        api.pack([edge_tree], whole, stubetc=False, progress=False)
+    assert streamed.read_bytes() == whole.read_bytes()
+    assert _children() == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("rumpfs-")]
+
+
+def test_walkers_write_subtrees_to_standard_output(edge_tree, tmp_path, monkeypatch):
+    """Output that cannot seek (``-o -``) takes the pipes' way too."""
+    from rumpfs import api
+    monkeypatch.setattr(hostwalk, "SHARE_AFTER_ENTRIES", EARLY_SHARE)
+    written = _count_written(monkeypatch)
+    plain, piped = tmp_path / "plain.cpio", tmp_path / "piped.cpio"
+    api.pack([edge_tree], plain, stubetc=False, progress=False)
+    del written[:]
+    saved = os.dup(1)
+    with open(piped, "wb") as f:
+        reader = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=f)
+    try:
+        os.dup2(reader.stdin.fileno(), 1)  # standard output is a pipe
+        reader.stdin.close()
+        api.pack([edge_tree], "-", stubetc=False, progress=False, format="cpio")
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    assert reader.wait() == 0
+    assert len(written) == 5
+    assert piped.read_bytes() == plain.read_bytes()
+
+
+@pytest.mark.parametrize("suffix", [".cpio", ".cpio.zst"])
+def test_gnu_cpio_extracts_subtrees_written_by_walkers(edge_tree, tmp_path, monkeypatch, suffix):
+    from rumpfs import api
+    monkeypatch.setattr(hostwalk, "SHARE_AFTER_ENTRIES", EARLY_SHARE)
+    written = _count_written(monkeypatch)
+    out = tmp_path / f"edges{suffix}"
     api.pack([edge_tree], out, stubetc=False, progress=False, keep_owner=True)
     assert len(written) == 5
+    if suffix in DECOMPRESS:
+        archive = tmp_path / "edges.cpio"
+        with open(archive, "wb") as f:
+            subprocess.run([*DECOMPRESS[suffix], str(out)], stdout=f, check=True)
+        out = archive
     dest = tmp_path / "x"
     dest.mkdir()
     with open(out, "rb") as f:
@@ -394,12 +456,13 @@ def test_gnu_cpio_extracts_subtrees_written_by_walkers(edge_tree, tmp_path, monk
     assert_same(expected, actual)
 
 
+@pytest.mark.parametrize("suffix", [".cpio", ".cpio.zst"])
 @pytest.mark.parametrize("change,message", [
     ("truncate", "{victim}: changed while being packed (size 70000 -> 10)"),
     ("remove", "{victim}: cannot read: No such file or directory"),
 ])
 def test_walker_write_error_is_reported_and_nothing_is_left(edge_tree, tmp_path, monkeypatch,
-                                                           change, message):
+                                                           change, message, suffix):
     """A file that changes between a walker's listing and its writing: the
     exact error, no output, no process left."""
     from rumpfs import api
@@ -419,9 +482,10 @@ def test_walker_write_error_is_reported_and_nothing_is_left(edge_tree, tmp_path,
         return real(self, plan, *rest)
 
     monkeypatch.setattr(cpio_writer.SubtreeWriter, "write", changing)
-    out = tmp_path / "o.cpio"
+    out = tmp_path / f"o{suffix}"
     with pytest.raises(RumpfsError) as err:
         api.pack([work], out, stubetc=False, progress=False)
     assert str(err.value) == message.format(victim=victim)
     assert not out.exists() and [n for n in os.listdir(tmp_path) if n.endswith(".part")] == []
     assert _children() == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("rumpfs-")]

@@ -25,7 +25,16 @@ import sys
 import zlib
 
 from ...errors import RumpfsError
-from ...output import BATCH_JOBS, FIRST_BATCH_JOBS, StretchWriter, open_source, read_source
+from ...output import (
+    BATCH_JOBS,
+    FIRST_BATCH_JOBS,
+    InOrder,
+    PipeStretchWriter,
+    StretchWriter,
+    grow_pipe,
+    open_source,
+    read_source,
+)
 from ...tree import IFMT, LNK, REG, HostData, WrittenSubtree, display
 from .layout import (
     ALIGNMENT,
@@ -95,11 +104,43 @@ def write_archive(tree, out, variant: str = "newc") -> int:
     # header included: this process writes only the other members, and the
     # copies fill the gaps.  A compressing sink needs every byte in order.
     scattered = hasattr(out, "write_scattered")
-    if scattered and not crc and hasattr(tree, "write_subtrees_with"):
+    in_order = None
+    pipe_writers: list = []
+    if hasattr(tree, "write_subtrees_with"):
         # A tree still being listed: its walkers may write whole subtrees
-        # (a crc header's checksum would need the data before the header).
-        tree.write_subtrees_with(lambda: SubtreeWriter(
-            magic, out.fd, out.base, progress.worker_counter() if progress is not None else None))
+        # (a crc header's checksum would need the data before the header),
+        # into the file, or into pipes that InOrder reads in turn.
+        def counter():
+            return progress.worker_counter() if progress is not None else None
+
+        def piped_writer():
+            pipe_writers.append(SubtreeWriter.piped(magic, counter()))
+            return pipe_writers[-1]
+
+        if not scattered:
+            out = in_order = InOrder(out)
+        if not crc:
+            tree.write_subtrees_with(
+                piped_writer if in_order is not None
+                else lambda: SubtreeWriter(magic, out.fd, out.base, counter()))
+    walk = tree.walk()
+    try:
+        return _write_members(tree, walk, out, magic, crc, names, progress, scattered, in_order)
+    except BaseException:
+        if in_order is not None:
+            walk.close()  # the walkers stop: their pipes end
+            in_order.abort()
+        raise
+    finally:
+        for writer in pipe_writers:
+            if writer.reader_fd is not None:
+                os.close(writer.reader_fd)
+
+
+def _write_members(tree, walk, out, magic: bytes, crc: bool, names, progress, scattered: bool,
+                   in_order) -> int:
+    """The loop of :func:`write_archive` over ``walk``, ``tree``'s walk;
+    ``in_order`` is ``out`` when that is an InOrder."""
     ino_of: dict[int, int] = {}  # nodes with several names
     next_ino = 1
     clamped = []
@@ -111,17 +152,23 @@ def write_archive(tree, out, variant: str = "newc") -> int:
     hand_over = FIRST_BATCH_JOBS  # copies handed to a file sink at a time, growing to BATCH_JOBS
     # Members whose link count was not known when they were met (a tree
     # listed while it is written counts a hard-linked node's names only at
-    # the end): (image offset, ino, node, mtime, size, name, check).  A file sink only.
+    # the end): (image offset, ino, node, mtime, size, name, check).  An
+    # InOrder holds back what follows the first, to correct them.
     late: list = []
     # This loop runs once per member: locals, tables and one struct call.
     data_pad = _DATA_PAD
-    for path, node, link_of, _depth in tree.walk():
+    for path, node, link_of, _depth in walk:
         if node.__class__ is WrittenSubtree:
             if buf:
-                runs.append((start, bytes(buf)))
+                if in_order is not None:
+                    out.write(buf)
+                else:
+                    runs.append((start, bytes(buf)))
                 start += len(buf)
                 buf = bytearray()
             node.place(start, next_ino)
+            if in_order is not None:
+                out.pipe(node.writer.reader_fd, node.size)
             start += node.size
             next_ino += node.count
             continue
@@ -174,6 +221,8 @@ def write_archive(tree, out, variant: str = "newc") -> int:
         name = path or b"."
         head = _member_header(magic, ino, node, nlink, mtime, size, name, check)
         if not nlink:
+            if in_order is not None:
+                in_order.hold()
             late.append((start + len(buf), ino, node, mtime, size, name, check))
         if data is not None and scattered:
             # The copy writes the whole member and, before it, what this
@@ -215,7 +264,6 @@ def write_archive(tree, out, variant: str = "newc") -> int:
             start += len(buf)
         out.write_scattered(runs, jobs, heads, start)
     else:
-        assert not late, "a tree listed while it is written goes to a file sink"
         out.write(buf)
     buf = bytearray()
     trailer = build_header(magic, (0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, len(TRAILER_NAME) + 1, 0))
@@ -224,13 +272,19 @@ def write_archive(tree, out, variant: str = "newc") -> int:
     out.write(buf)
     end = out.tell()
     out.write(_ZEROS[:pad(end, BLOCK_SIZE)])
+    corrections = []
     if late:
-        # Their headers were written with a link count of 0, maybe by a copy.
+        # Headers written with a link count of 0 (maybe by a copy), now final.
+        names = tree.name_counts()
+        corrections = [(offset, _member_header(magic, ino, node, names[id(node)], mtime, size,
+                                               name, check))
+                       for offset, ino, node, mtime, size, name, check in late]
+    if in_order is not None:
+        in_order.finish(corrections)
+    elif corrections:
         out.wait_for_copies()
-        names = tree.name_counts()  # final now
-        for offset, ino, node, mtime, size, name, check in late:
-            out.pwrite(_member_header(magic, ino, node, names[id(node)], mtime, size, name, check),
-                       offset)
+        for offset, header in corrections:
+            out.pwrite(header, offset)
     if clamped:
         print(f"rumpfs: warning: {len(clamped)} time(s) outside the 32-bit cpio range were clamped "
               f"(first: {display(clamped[0])})", file=sys.stderr)
@@ -242,13 +296,40 @@ class SubtreeWriter:
     process (see :meth:`rumpfs.hostwalk.HostStream.write_subtrees_with`):
     the members of a subtree are contiguous in the archive and, with no hard
     link among them, depend on the rest only through their offset and first
-    inode number.  The bytes are those :func:`write_archive` writes."""
+    inode number.  The bytes are those :func:`write_archive` writes.
 
-    def __init__(self, magic: bytes, fd: int, base: int, counter=None):
+    Into the output file ``fd`` (whose image starts at ``base``) at the
+    stretch's offset; or, made by :meth:`piped`, in order into a pipe whose
+    read end ``reader_fd`` this process keeps (for a sink that takes bytes
+    only in order: the stretches go through :class:`~rumpfs.output.InOrder`)."""
+
+    def __init__(self, magic: bytes, fd: int, base: int = 0, counter=None,
+                 reader_fd: int | None = None):
         self.magic = magic
         self.fd = fd
         self.base = base
         self.counter = counter
+        self.reader_fd = reader_fd
+        self.stretch_writer = StretchWriter if reader_fd is None else PipeStretchWriter
+
+    @classmethod
+    def piped(cls, magic: bytes, counter=None) -> "SubtreeWriter":
+        reader_fd, fd = os.pipe()
+        grow_pipe(fd)
+        return cls(magic, fd, 0, counter, reader_fd)
+
+    def close_unused(self, in_walker: bool, own: bool = False) -> None:
+        """Once a walker is forked: the pipe ends a process does not use are
+        closed (the walker writing this pipe keeps its write end, this
+        process its read end), so that a walker's exit ends its pipe."""
+        if self.reader_fd is None:
+            return
+        if in_walker:
+            os.close(self.reader_fd)
+            self.reader_fd = None
+        if self.fd >= 0 and not (in_walker and own):
+            os.close(self.fd)
+            self.fd = -1
 
     def layout(self, path: bytes, walk) -> "_Stretch | None":
         """The plan of the subtree named ``path`` from its walk; None when a
@@ -286,7 +367,8 @@ class SubtreeWriter:
         """Write the planned members from image ``offset``, numbered from ``first_ino``."""
         magic = self.magic
         data_pad = _DATA_PAD
-        out = StretchWriter(self.fd, self.base + offset, self.counter)
+        start = self.base + offset
+        out = self.stretch_writer(self.fd, start, self.counter)
         ino = first_ino
         for name, node, size, nlink, mtime in plan.members:
             out.put(_member_header(magic, ino, node, nlink, mtime, size, name))
@@ -298,9 +380,9 @@ class SubtreeWriter:
                     out.copy(node.data, size)
                 out.put(data_pad[size & 3])
         out.close()
-        if out.end != self.base + offset + plan.size:  # pragma: no cover - layout and write disagree
+        if out.end != start + plan.size:  # pragma: no cover - layout and write disagree
             raise RumpfsError(f"{display(plan.members[0][0])}: subtree written in "
-                              f"{out.end - self.base - offset} bytes, planned {plan.size}")
+                              f"{out.end - start} bytes, planned {plan.size}")
 
 
 class _Stretch:
