@@ -263,7 +263,8 @@ def test_default_xz_blocks_are_three_dictionaries():
 
 @pytest.mark.parametrize("method", ["gzip", "lz4", "zstd"])
 def test_memory_stays_bounded_on_a_large_file(tmp_path, method):
-    """A 200 MB file (sparse: zeros compress fast) is never held in memory."""
+    """A 200 MB file (sparse: zeros compress fast) is never held in memory,
+    and what the compressors hold stays within the memory target."""
     src = tmp_path / "src"
     src.mkdir()
     with open(src / "big", "wb") as f:
@@ -280,7 +281,8 @@ def test_memory_stays_bounded_on_a_large_file(tmp_path, method):
                            str(src), "-o", str(out)], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     peak_kib = int(proc.stdout.split()[-1])
-    assert peak_kib < 100 << 10, f"peak RSS {peak_kib} KiB"  # 140 MB with no bound on gzip
+    # Issue 22.5: 60 MiB + 0.5 KiB per entry (140 MB with no bound on gzip).
+    assert peak_kib < 60 << 10, f"peak RSS {peak_kib} KiB"
     size = sum(len(c) for c in _chunks(subprocess.Popen([*DECOMPRESS[method], str(out)],
                                                         stdout=subprocess.PIPE)))
     assert size >= 200 << 20
