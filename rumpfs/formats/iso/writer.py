@@ -38,6 +38,7 @@ Choices:
 from __future__ import annotations
 
 import functools
+from array import array
 
 from ...errors import RumpfsError
 from ...output import BATCH_JOBS
@@ -284,18 +285,26 @@ def _joliet_name(name: bytes, taken: set) -> bytes:
 class _Name:
     """One directory record (or several, for a multi-extent file)."""
 
-    __slots__ = ("iso_id", "joliet_id", "node", "susp", "piece", "dir", "size", "count")
+    __slots__ = ("iso_id", "joliet_id", "node", "name", "susp_len", "piece", "dir", "size",
+                 "count", "file")
 
-    def __init__(self, iso_id, node):
+    def __init__(self, iso_id, node, name: bytes | None = None):
         self.iso_id = iso_id
         self.node = node
+        #: The name in its directory (None for "." and ".."): its NM entry.
+        self.name = name
         self.joliet_id = None
-        self.susp = b""
+        #: Bytes of System Use entries in the record itself: they are made
+        #: again when it is written (keeping them would take more memory than
+        #: any other table of the layout), the continuation pieces are kept.
+        self.susp_len = 0
         self.piece = None
         self.dir = None  # the _Dir of a directory
-        #: A regular file's bytes and its extents (None: not a regular file).
+        #: A regular file's bytes, its extents (None: not a regular file)
+        #: and its number in IsoLayout.files.
         self.size = 0
         self.count = None
+        self.file = 0
 
 
 class _Dir:
@@ -345,14 +354,17 @@ class IsoLayout:
         if len(self.label) > LABEL_MAX or not self.label:
             raise RumpfsError(f"--label {self.label!r}: an ISO 9660 volume label is 1 to "
                               f"{LABEL_MAX} characters")
-        self.nlinks = tree.name_counts()
+        # Only link counts other than 1: a count for every node would be
+        # the largest table of the layout.
+        self.nlinks = {key: n for key, n in tree.name_counts().items() if n > 1}
         self.serials: dict[int, int] = {}  # id(node) -> serial, of nodes met again
         self.last_serial = 0
         self.dirs: list[_Dir] = []
         self.jdirs: list[_Dir] = []
         self.files: list = []  # nodes with data, in order
         self.file_sizes: list[int] = []
-        self.extents: dict[int, int] = {}  # id(node) -> first data sector
+        self.extents = array("L")  # first data sector, by file number
+        self.file_of: dict[int, int] = {}  # id(node) -> file number, of hard-linked nodes
         self._links: dict[int, int] = {}  # id(node) -> link count of a directory
 
     def _serial(self, node, nlink: int) -> int:
@@ -367,9 +379,11 @@ class IsoLayout:
             serial = self.serials[id(node)] = self.last_serial
         return serial
 
-    def _susp(self, node, nlink: int, name: bytes | None, first: list[bytes] = ()) -> list[bytes]:
-        entries = list(first)
-        entries.append(_px(node.mode, nlink, node.uid, node.gid, self._serial(node, nlink)))
+    def _susp(self, node, nlink: int, name: bytes | None, root: bool, serial: int) -> list[bytes]:
+        """The System Use entries of a record of ``node``; the root's "."
+        record starts with SP and ends with ER."""
+        entries = [_SP] if root else []
+        entries.append(_px(node.mode, nlink, node.uid, node.gid, serial))
         entries.append(_tf(node))
         if name is not None:
             entries.extend(_nm(name))
@@ -378,10 +392,32 @@ class IsoLayout:
             entries.extend(_sl(node.target))
         elif kind in (CHR, BLK):
             entries.append(_pn(node.rdev))
+        if root:
+            entries.append(_ER)
         return entries
 
-    def _place(self, d: _Dir, rec: _Name, entries: list[bytes], id_len: int) -> None:
-        rec.susp, rec.piece = _split_susp(entries, RECORD_MAX - _record_len(id_len))
+    def _nlink(self, rec: _Name) -> int:
+        node = rec.node
+        return (self._dir_links(node) if node.children is not None
+                else self.nlinks.get(id(node), 1))
+
+    def _system_use(self, rec: _Name, root: bool = False) -> bytes:
+        """A record's own System Use bytes, made again as :meth:`_place` laid
+        them out, with the PX serial numbers counted in the order records
+        are written."""
+        node, nlink = rec.node, self._nlink(rec)
+        entries = self._susp(node, nlink, rec.name, root, self._serial(node, nlink))
+        inline, _ = _split_susp(entries, RECORD_MAX - _record_len(len(rec.iso_id)))
+        if len(inline) != rec.susp_len:  # pragma: no cover - laid out and written differently
+            raise RumpfsError(f"{display(rec.name or b'.')}: System Use of {len(inline)} bytes, "
+                              f"laid out as {rec.susp_len}")
+        return inline
+
+    def _place(self, d: _Dir, rec: _Name, root: bool = False) -> None:
+        # The serial number's value does not change the length.
+        entries = self._susp(rec.node, self._nlink(rec), rec.name, root, 0)
+        inline, rec.piece = _split_susp(entries, RECORD_MAX - _record_len(len(rec.iso_id)))
+        rec.susp_len = len(inline)
         piece = rec.piece
         while piece is not None:
             d.pieces.append(piece)
@@ -414,19 +450,16 @@ class IsoLayout:
     def _build_dir(self, d: _Dir) -> list[_Dir]:
         node = d.node
         d.dot = _Name(b"\0", node)
-        first = [_SP] if d.parent is d else []
-        self._place(d, d.dot, self._susp(node, self._dir_links(node), None, first)
-                    + ([_ER] if first else []), 1)
-        parent = d.parent.node
-        d.dotdot = _Name(b"\1", parent)
-        self._place(d, d.dotdot, self._susp(parent, self._dir_links(parent), None), 1)
+        self._place(d, d.dot, root=d.parent is d)
+        d.dotdot = _Name(b"\1", d.parent.node)
+        self._place(d, d.dotdot)
         taken, jtaken = set(), set()
         keys = []  # the records' sort keys: kept only while the directory is made
-        extents, files, file_sizes, nlinks = self.extents, self.files, self.file_sizes, self.nlinks
+        files, file_sizes, nlinks, file_of = self.files, self.file_sizes, self.nlinks, self.file_of
         for name, child in sorted(node.children.items()):
             is_dir = child.children is not None
             iso_id, key = _iso_name(name, is_dir, taken)
-            rec = _Name(iso_id, child)
+            rec = _Name(iso_id, child, name)
             keys.append(key)
             if child.target is not None and len(child.target) > SYMLINK_TARGET_MAX:
                 raise RumpfsError(f"{display(join(d.path, name))}: symlink target of "
@@ -434,19 +467,22 @@ class IsoLayout:
                                   f"take at most {SYMLINK_TARGET_MAX} (libisofs)")
             is_reg = not is_dir and child.mode & _IFMT == REG
             if is_dir:
-                links = self._dir_links(child)
                 rec.dir = _Dir(child, join(d.path, name), d)
                 rec.dir.iso_id = iso_id
             else:
-                links = nlinks[id(child)]
+                links = nlinks.get(id(child), 1)
                 if is_reg:
                     rec.size = size = child.data.size if child.data is not None else 0
                     rec.count = _extent_count(size)
-                    if id(child) not in extents:
-                        extents[id(child)] = 0
+                    number = file_of.get(id(child)) if links > 1 else None
+                    if number is None:
+                        number = len(files)
                         files.append(child)
                         file_sizes.append(size)
-            self._place(d, rec, self._susp(child, links, name), len(iso_id))
+                        if links > 1:
+                            file_of[id(child)] = number
+                    rec.file = number
+            self._place(d, rec)
             if is_dir or is_reg:
                 rec.joliet_id = _joliet_name(name, jtaken)
                 if rec.dir is not None:
@@ -472,10 +508,10 @@ class IsoLayout:
     def _iso_lengths(self, d: _Dir) -> list[int]:
         """The lengths of ``d``'s ISO 9660 records, in order (one record per
         extent of a multi-extent file)."""
-        lengths = [_record_len(1, len(d.dot.susp) + (CE_SIZE if d.dot.piece else 0)),
-                   _record_len(1, len(d.dotdot.susp) + (CE_SIZE if d.dotdot.piece else 0))]
+        lengths = [_record_len(1, d.dot.susp_len + (CE_SIZE if d.dot.piece else 0)),
+                   _record_len(1, d.dotdot.susp_len + (CE_SIZE if d.dotdot.piece else 0))]
         for r in d.names:
-            n = _record_len(len(r.iso_id), len(r.susp) + (CE_SIZE if r.piece else 0))
+            n = _record_len(len(r.iso_id), r.susp_len + (CE_SIZE if r.piece else 0))
             if r.count is not None and r.count > 1:
                 lengths += [n] * r.count
             else:
@@ -525,8 +561,8 @@ class IsoLayout:
             pos += d.jsize // SECTOR
         self.data_start = pos
         extents = self.extents
-        for node, size in zip(self.files, self.file_sizes):
-            extents[id(node)] = pos if size else 0
+        for size in self.file_sizes:
+            extents.append(pos if size else 0)
             pos += -(-size // SECTOR)
         if pos > MAX_SECTORS:
             raise RumpfsError(f"the image needs {pos} sectors of {SECTOR} bytes; an ISO 9660 "
@@ -550,20 +586,20 @@ class IsoLayout:
     def _name_record(self, rec: _Name, ident: bytes, joliet: bool) -> bytes:
         """The record of a name that has one: all but multi-extent files
         (:meth:`_extent_records`)."""
-        susp, piece = (b"", None) if joliet else (rec.susp, rec.piece)
+        susp, piece = (b"", None) if joliet else (self._system_use(rec), rec.piece)
         d = rec.dir
         if d is not None:
             extent, size = (d.jextent, d.jsize) if joliet else (d.extent, d.size)
             return self._record(ident, extent, size, FLAG_DIRECTORY, rec.node, susp, piece)
         size = rec.size
-        extent = self.extents[id(rec.node)] if size else 0
+        extent = self.extents[rec.file] if size else 0
         return self._record(ident, extent, size, 0, rec.node, susp, piece)
 
     def _extent_records(self, rec: _Name, ident: bytes, joliet: bool) -> list[bytes]:
         """The records of a file of several extents, all but the last flagged."""
-        susp, piece = (b"", None) if joliet else (rec.susp, rec.piece)
+        susp, piece = (b"", None) if joliet else (self._system_use(rec), rec.piece)
         size, count = rec.size, rec.count
-        first = self.extents[id(rec.node)]
+        first = self.extents[rec.file]
         return [self._record(ident, first + k * (EXTENT_MAX // SECTOR),
                              min(EXTENT_MAX, size - k * EXTENT_MAX),
                              FLAG_MULTI_EXTENT if k < count - 1 else 0, rec.node, susp, piece)
@@ -582,9 +618,9 @@ class IsoLayout:
             size = d.jsize
         else:
             records = [self._record(b"\0", d.extent, d.size, FLAG_DIRECTORY, d.node,
-                                    d.dot.susp, d.dot.piece),
+                                    self._system_use(d.dot, root=p is d), d.dot.piece),
                        self._record(b"\1", p.extent, p.size, FLAG_DIRECTORY, p.node,
-                                    d.dotdot.susp, d.dotdot.piece)]
+                                    self._system_use(d.dotdot), d.dotdot.piece)]
             for rec in d.names:
                 if rec.count is not None and rec.count > 1:
                     records += self._extent_records(rec, rec.iso_id, False)
@@ -707,15 +743,16 @@ class IsoLayout:
         extents, add = self.extents, sink.copier.add
         for k in range(start, end, BATCH_JOBS):
             jobs = []
-            for node, size in zip(self.files[k:min(k + BATCH_JOBS, end)],
-                                  self.file_sizes[k:min(k + BATCH_JOBS, end)]):
+            stop = min(k + BATCH_JOBS, end)
+            for node, size, extent in zip(self.files[k:stop], self.file_sizes[k:stop],
+                                          extents[k:stop]):
                 if not size:
                     continue
                 data = node.data
                 if data.__class__ is HostData:
-                    jobs.append((data, 0, extents[id(node)] * SECTOR, size))
+                    jobs.append((data, 0, extent * SECTOR, size))
                 else:
-                    sink.pwrite(data.data[:size], extents[id(node)] * SECTOR)
+                    sink.pwrite(data.data[:size], extent * SECTOR)
             if jobs:
                 add(jobs)
         return max(start, end)
