@@ -662,12 +662,24 @@ def test_signal_mid_pack_leaves_nothing(tmp_path, signum, tmpfile):
     (O_TMPFILE), so even SIGKILL leaves nothing; the old output is intact.
     Without O_TMPFILE the named temporary file is removed on SIGHUP,
     SIGTERM and SIGINT."""
+    _signal_mid_pack(tmp_path, signum, tmpfile, "out.cpio")
+
+
+@pytest.mark.parametrize("name,signum", [("out.cpio.zst", signal.SIGINT),
+                                         ("out.cpio.gz", signal.SIGTERM)])
+def test_signal_mid_compressed_pack_leaves_nothing(tmp_path, name, signum):
+    """The same while a compressed archive is written in order (the reading
+    thread and the compressor's threads are running)."""
+    _signal_mid_pack(tmp_path, signum, True, name)
+
+
+def _signal_mid_pack(tmp_path, signum, tmpfile: bool, name: str) -> None:
     src = tmp_path / "src"
     _small_tree(src)
     (src / "block").write_bytes(b"x" * 5000)
     outdir = tmp_path / "out"
     outdir.mkdir()
-    out = outdir / "out.cpio"
+    out = outdir / name
     out.write_bytes(b"precious")
     os.mkfifo(tmp_path / "never")
     ready_r, ready_w = os.pipe()
@@ -682,7 +694,7 @@ def test_signal_mid_pack_leaves_nothing(tmp_path, signum, tmpfile):
     try:
         assert os.read(ready_r, 1) == b"!", proc.communicate()[1]
         beside = sorted(os.listdir(outdir))
-        assert beside == ["out.cpio"] if tmpfile else len(leftovers(outdir)) == 1, beside
+        assert beside == [name] if tmpfile else len(leftovers(outdir)) == 1, beside
         proc.send_signal(signum)
         proc.wait(timeout=60)
     finally:
@@ -701,7 +713,7 @@ def test_signal_mid_pack_leaves_nothing(tmp_path, signum, tmpfile):
         assert err == b"rumpfs: interrupted; no output written\n"
     else:
         assert proc.returncode == -signum
-    assert os.listdir(outdir) == ["out.cpio"]
+    assert os.listdir(outdir) == [name]
     assert out.read_bytes() == b"precious"
 
 
