@@ -52,6 +52,11 @@ SHARE_AFTER_ENTRIES = 4096
 #: ... and only while there are at least this many directories per walker
 #: left to list.
 SUBTREES_PER_WALKER = 2
+#: A subtree of more entries than this is not written apart: its records go
+#: to this process, whose copy workers share its files, instead of one
+#: walker writing it alone while the other has nothing left (a root's
+#: usr/share can hold most of the tree).
+WRITTEN_APART_MAX = 8192
 #: Entries a walker gathers before sending them.
 BATCH_ENTRIES = 4096
 #: Bytes read from a walker's pipe at a time.
@@ -539,21 +544,25 @@ def _walker(paths: list, out: int) -> None:  # pragma: no cover - runs in a walk
     """List the subtrees under ``paths`` depth first (a directory's record
     before those of its subdirectories) and send the records to ``out``."""
     with _Reporting(out):
-        batch = []
-        size = 0
-        stack = list(reversed(paths))
-        while stack:
-            dirpath = stack.pop()
-            entries = list_directory(dirpath)
-            batch.append((dirpath, entries))
-            size += len(entries)
-            prefix = _prefix(dirpath)
-            stack += [prefix + e[0] for e in reversed(entries) if e[1] & IFMT == DIR]
-            if size >= BATCH_ENTRIES:
-                _send(out, batch)
-                batch, size = [], 0
-        if batch:
+        _list_and_send(paths, out)
+
+
+def _list_and_send(paths: list, out: int) -> None:  # pragma: no cover - runs in a walker
+    batch = []
+    size = 0
+    stack = list(reversed(paths))
+    while stack:
+        dirpath = stack.pop()
+        entries = list_directory(dirpath)
+        batch.append((dirpath, entries))
+        size += len(entries)
+        prefix = _prefix(dirpath)
+        stack += [prefix + e[0] for e in reversed(entries) if e[1] & IFMT == DIR]
+        if size >= BATCH_ENTRIES:
             _send(out, batch)
+            batch, size = [], 0
+    if batch:
+        _send(out, batch)
 
 
 def _subtree_walker(subtrees: list, out: int, reply: int, walker: int,
@@ -562,7 +571,9 @@ def _subtree_walker(subtrees: list, out: int, reply: int, walker: int,
     into nodes; if the writer can lay it out, send its plan ``(walker, size,
     count, data_bytes)`` as the directory's record, wait to be told where it
     goes and write it; else send the records of its directories, as
-    :func:`_walker` does."""
+    :func:`_walker` does.  A subtree found to hold more than
+    WRITTEN_APART_MAX entries is not listed to its end first: what is listed
+    goes at once, and the rest as it is listed."""
     writer = job.writers[walker]
     settle = job.settle
     with _Reporting(out):
@@ -570,16 +581,19 @@ def _subtree_walker(subtrees: list, out: int, reply: int, walker: int,
             build = _Builder(job.keep_owner)
             listed = {}
             queue = [(dirpath, node)]
-            while queue:
+            while queue and build.count <= WRITTEN_APART_MAX:
                 path, dirnode = queue.pop()
                 entries = listed[path] = list_directory(path)
                 queue += build.add(path, dirnode, entries)
                 settle(dirnode.children.values())
             plan = None
-            if not build.links:
+            if not queue and not build.links:
                 plan = writer.layout(dirpath[job.cut:], Tree(node).walk())
             if plan is None:
                 _send(out, list(listed.items()))
+                if queue:
+                    del listed, build
+                    _list_and_send([path for path, _node in queue], out)
                 continue
             del listed
             _send(out, [(dirpath, (walker, plan.size, plan.count, plan.data_bytes))])

@@ -403,6 +403,28 @@ def test_walkers_write_subtrees_through_pipes(edge_tree, tmp_path, monkeypatch, 
     assert not [t for t in threading.enumerate() if t.name.startswith("rumpfs-")]
 
 
+@pytest.mark.parametrize("suffix", [".cpio", ".cpio.zst"])
+def test_a_large_subtree_is_left_to_this_process(edge_tree, tmp_path, monkeypatch, suffix):
+    """A subtree of more than WRITTEN_APART_MAX entries (s5's 40-level chain)
+    goes to this process as records, the rest of it sent as it is listed;
+    the bytes are still those of the whole tree."""
+    from rumpfs import api
+    monkeypatch.setattr(hostwalk, "SHARE_AFTER_ENTRIES", EARLY_SHARE)
+    monkeypatch.setattr(hostwalk, "WRITTEN_APART_MAX", 20)
+    written = _count_written(monkeypatch)
+    streamed, whole = tmp_path / f"streamed{suffix}", tmp_path / f"whole{suffix}"
+    api.pack([edge_tree], streamed, stubetc=False, progress=False)
+    # s1-s4: s0 is listed here before the walkers start, s5 is over the
+    # limit, s6 and s7 are never written apart (edge_tree).
+    assert len(written) == 4
+    assert all(p[2] <= 20 for p in written)
+    with monkeypatch.context() as m:
+        m.setattr(api, "listed_while_written", lambda *a: None)
+        api.pack([edge_tree], whole, stubetc=False, progress=False)
+    assert streamed.read_bytes() == whole.read_bytes()
+    assert _children() == []
+
+
 def test_walkers_write_subtrees_to_standard_output(edge_tree, tmp_path, monkeypatch):
     """Output that cannot seek (``-o -``) takes the pipes' way too."""
     from rumpfs import api
