@@ -1,7 +1,9 @@
 """Compressed streams for initrd images, framed the way the Linux kernel reads them.
 
-gzip and xz come from the standard library; zstd and lz4 need the optional
-``zstandard`` and ``lz4`` packages.  Output is reproducible: the gzip header
+xz comes from the standard library; gzip is deflated by the ``zlib-ng``
+package (read back with the standard zlib), zstd and lz4 need the
+``zstandard`` and ``lz4`` packages (all dependencies of rumpfs).  Output is
+reproducible: the gzip header
 carries no time and no name, xz uses CRC32 (what the kernel's XZ embedded
 decoder is documented to expect), and lz4 uses the legacy frame that the
 kernel's ``unlz4`` decodes (the same as ``lz4 -l``).
