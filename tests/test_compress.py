@@ -253,6 +253,37 @@ def test_xz_stream_of_blocks_as_xz_lists_it(source, tmp_path):
     subprocess.run(["xz", "-t", str(out)], check=True)
 
 
+#: Deflating a sample on this CPU and on a CPU model qemu-user emulates
+#: (levels 1, 6 and 9, blocks primed with the window before them).
+_DEFLATE_SAMPLE = (
+    "import hashlib, os, random, sys\n"
+    "from rumpfs import compress\n"
+    "data = open(sys.argv[1], 'rb').read()\n"
+    "h = hashlib.sha256()\n"
+    "for level in (1, 6, 9):\n"
+    "    c = compress.compressor('gzip', level)\n"
+    "    h.update(c.compress(data) + c.flush())\n"
+    "print(h.hexdigest())\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cpu", ["qemu64", "Haswell"])
+def test_gzip_bytes_do_not_depend_on_the_cpu(tmp_path, monkeypatch, cpu):
+    """zlib-ng picks SSE2, SSE4.2, AVX2 or AVX-512 code when it starts: the
+    same data deflated on a CPU model with SSE2 only (qemu64) or AVX2 and
+    no AVX-512 (Haswell) gives the same bytes as on this machine."""
+    sample = tmp_path / "sample"
+    sample.write_bytes(stdlib_sources(1 << 20) + random.Random(5).randbytes(128 << 10))
+    monkeypatch.setenv(compress.BLOCK_SIZE_ENV, str(SMALL_BLOCK))
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    native = subprocess.run([sys.executable, "-c", _DEFLATE_SAMPLE, str(sample)], env=env,
+                            capture_output=True, text=True, check=True).stdout
+    emulated = subprocess.run(["qemu-x86_64", "-cpu", cpu, sys.executable, "-c", _DEFLATE_SAMPLE,
+                               str(sample)], env=env, capture_output=True, text=True, check=True,
+                              timeout=600).stdout
+    assert len(native) == 65 and emulated == native
+
+
 def test_default_xz_blocks_are_three_dictionaries():
     # What xz -T0 -6 cuts (xz(1): --block-size).
     assert compress._XzBlocks(6, None).block_size == 24 << 20
