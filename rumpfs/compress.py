@@ -572,7 +572,7 @@ class CompressingSink:
 
     def finish(self) -> int:
         if self.stream is not None:
-            self.stream.flush(_library("zstandard", "zstd").FLUSH_FRAME)
+            self.stream.close()  # ends the frame (the sink stays open: closefd=False)
         else:
             if self.pending or self.blocks.needs_last:
                 self._submit(bytes(self.pending), True)

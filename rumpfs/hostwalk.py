@@ -459,12 +459,11 @@ class _Walkers:
                     for other in [*self.procs, *self.replies, reply_w]:
                         if other >= 0:
                             os.close(other)
-                    if job is not None:
-                        for j, writer in enumerate(job.writers):
-                            writer.close_unused(True, j == k)
                     if job is None:
                         _walker(paths[k::walkers], w)
                     else:
+                        for j, writer in enumerate(job.writers):
+                            writer.close_unused(True, j == k)
                         _subtree_walker(paths[k::walkers], w, reply_r, k, job)
                 os.close(w)
                 if reply_r >= 0:

@@ -401,22 +401,27 @@ class IsoLayout:
         return (self._dir_links(node) if node.children is not None
                 else self.nlinks.get(id(node), 1))
 
+    def _split(self, rec: _Name, root: bool, numbered: bool) -> tuple:
+        """(inline bytes, first continuation piece or None) of the record's
+        System Use entries; its PX serial number is counted only when
+        ``numbered`` (the value does not change the length)."""
+        node, nlink = rec.node, self._nlink(rec)
+        serial = self._serial(node, nlink) if numbered else 0
+        return _split_susp(self._susp(node, nlink, rec.name, root, serial),
+                           RECORD_MAX - _record_len(len(rec.iso_id)))
+
     def _system_use(self, rec: _Name, root: bool = False) -> bytes:
         """A record's own System Use bytes, made again as :meth:`_place` laid
         them out, with the PX serial numbers counted in the order records
         are written."""
-        node, nlink = rec.node, self._nlink(rec)
-        entries = self._susp(node, nlink, rec.name, root, self._serial(node, nlink))
-        inline, _ = _split_susp(entries, RECORD_MAX - _record_len(len(rec.iso_id)))
+        inline, _ = self._split(rec, root, True)
         if len(inline) != rec.susp_len:  # pragma: no cover - laid out and written differently
             raise RumpfsError(f"{display(rec.name or b'.')}: System Use of {len(inline)} bytes, "
                               f"laid out as {rec.susp_len}")
         return inline
 
     def _place(self, d: _Dir, rec: _Name, root: bool = False) -> None:
-        # The serial number's value does not change the length.
-        entries = self._susp(rec.node, self._nlink(rec), rec.name, root, 0)
-        inline, rec.piece = _split_susp(entries, RECORD_MAX - _record_len(len(rec.iso_id)))
+        inline, rec.piece = self._split(rec, root, False)
         rec.susp_len = len(inline)
         piece = rec.piece
         while piece is not None:
@@ -469,19 +474,18 @@ class IsoLayout:
             if is_dir:
                 rec.dir = _Dir(child, join(d.path, name), d)
                 rec.dir.iso_id = iso_id
-            else:
+            elif is_reg:
                 links = nlinks.get(id(child), 1)
-                if is_reg:
-                    rec.size = size = child.data.size if child.data is not None else 0
-                    rec.count = _extent_count(size)
-                    number = file_of.get(id(child)) if links > 1 else None
-                    if number is None:
-                        number = len(files)
-                        files.append(child)
-                        file_sizes.append(size)
-                        if links > 1:
-                            file_of[id(child)] = number
-                    rec.file = number
+                rec.size = size = child.data.size if child.data is not None else 0
+                rec.count = _extent_count(size)
+                number = file_of.get(id(child)) if links > 1 else None
+                if number is None:
+                    number = len(files)
+                    files.append(child)
+                    file_sizes.append(size)
+                    if links > 1:
+                        file_of[id(child)] = number
+                rec.file = number
             self._place(d, rec)
             if is_dir or is_reg:
                 rec.joliet_id = _joliet_name(name, jtaken)
