@@ -4,7 +4,7 @@
 # derives the same values from its construct declarations (slower).
 
 SOURCE = 'rumpfs/formats/iso/layout.py'
-SOURCE_CRC32 = 0x0fc301cd
+SOURCE_CRC32 = 0x0a8c972f
 STRUCTS = {'DirectoryRecord': ('B B L 4s L 4s 7s B B B H 2s B',
                                (('length', None, None, 0),
                                 ('ext_attr_length', None, None, 0),

@@ -67,6 +67,10 @@ PX_SIZE = 44
 #: TF flags (RRIP 4.1.6): which times follow, each 7 bytes (short form).
 TF_MODIFY, TF_ACCESS, TF_ATTRIBUTES = 0x02, 0x04, 0x08
 TF_FLAGS = TF_MODIFY | TF_ACCESS | TF_ATTRIBUTES
+#: TF with those three times: header, flags, 3 x 7 bytes.
+TF_SIZE = 26
+#: NM's bytes before the name: header and flags.
+NM_HEAD = 5
 NM_CONTINUE = 0x01
 SL_CONTINUE = 0x01
 SL_CURRENT, SL_PARENT, SL_ROOT = 0x02, 0x04, 0x08

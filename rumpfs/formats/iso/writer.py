@@ -54,6 +54,7 @@ from .layout import (
     JOLIET_ESCAPE,
     JOLIET_NAME_MAX,
     NM_CONTINUE,
+    NM_HEAD,
     PATH_RECORD_L,
     PATH_RECORD_M,
     PX_SIZE,
@@ -75,6 +76,7 @@ from .layout import (
     SYSTEM_AREA_SECTORS,
     TERMINATOR,
     TF_FLAGS,
+    TF_SIZE,
     VD_PRIMARY,
     VD_SUPPLEMENTARY,
     VOLUME_DESCRIPTOR,
@@ -130,7 +132,7 @@ def _tf_of(mtime: int, atime: int, ctime: int) -> bytes:
 
 
 def _nm(name: bytes) -> list[bytes]:
-    room = SUSP_ENTRY_MAX - 5
+    room = SUSP_ENTRY_MAX - NM_HEAD
     if len(name) <= room:  # nearly every name: one entry
         return [_entry(b"NM", b"\0" + name)]
     pieces = [name[i:i + room] for i in range(0, len(name), room)] or [b""]
@@ -176,6 +178,8 @@ def _pn(rdev: int) -> bytes:
 
 
 _SP = _entry(b"SP", SP_CHECK + b"\0")
+#: File types whose records carry more than PX, TF and NM (SL, PN).
+_MORE_ENTRIES = (LNK, CHR, BLK)
 _ER = _entry(b"ER", bytes((len(RRIP_ID), len(RRIP_DESCRIPTOR), len(RRIP_SOURCE), 1))
              + RRIP_ID + RRIP_DESCRIPTOR + RRIP_SOURCE)
 
@@ -414,13 +418,29 @@ class IsoLayout:
         """A record's own System Use bytes, made again as :meth:`_place` laid
         them out, with the PX serial numbers counted in the order records
         are written."""
-        inline, _ = self._split(rec, root, True)
+        node = rec.node
+        if rec.piece is None and not root and node.mode & _IFMT not in _MORE_ENTRIES:
+            # All of them in the record, and only PX, TF and NM (nearly
+            # every record): made directly, as _split would join them.
+            nlink = self._nlink(rec)
+            inline = _px(node.mode, nlink, node.uid, node.gid, self._serial(node, nlink)) + _tf(node)
+            if rec.name is not None:
+                inline += _entry(b"NM", b"\0" + rec.name)
+        else:
+            inline, _ = self._split(rec, root, True)
         if len(inline) != rec.susp_len:  # pragma: no cover - laid out and written differently
             raise RumpfsError(f"{display(rec.name or b'.')}: System Use of {len(inline)} bytes, "
                               f"laid out as {rec.susp_len}")
         return inline
 
     def _place(self, d: _Dir, rec: _Name, root: bool = False) -> None:
+        if not root and rec.node.mode & _IFMT not in _MORE_ENTRIES:
+            # PX, TF and one NM entry at most: their length alone tells
+            # whether they fit in the record.
+            length = PX_SIZE + TF_SIZE + (0 if rec.name is None else NM_HEAD + len(rec.name))
+            if length <= RECORD_MAX - _record_len(len(rec.iso_id)):
+                rec.susp_len = length
+                return
         inline, rec.piece = self._split(rec, root, False)
         rec.susp_len = len(inline)
         piece = rec.piece
