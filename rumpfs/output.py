@@ -839,6 +839,10 @@ FIRST_BATCH_JOBS = 16
 #: ... and below this much work in all, this process copies them at the end.
 PARALLEL_MIN_JOBS = 1024
 PARALLEL_MIN_BYTES = 64 << 20
+#: What opening, reading and closing one more file costs a worker, in bytes
+#: copied in the same time (about 5 us, at 3 GB/s): the small files' shares
+#: are evened out by bytes plus this per file.
+JOB_COST_BYTES = 16 << 10
 
 #: Leads a copy worker's error message that is about the output.
 _OUTPUT_MARK = b"\0"
@@ -889,7 +893,8 @@ class Copier:
         #: are counted when they are reaped.
         self.reporting: list = []
         self.unreported_bytes = 0
-        self.turn = 0
+        #: Work handed to each worker so far (bytes, JOB_COST_BYTES per file).
+        self.handed: list = []
         self.batch_jobs = FIRST_BATCH_JOBS
         #: See :meth:`ImageSink.copies_own_units` (0: no such units).
         self.unit = 0
@@ -961,6 +966,7 @@ class Copier:
             grow_pipe(jw)
             self.procs.append((pid, jw, rr))
             self.reporting.append(counter is not None)
+            self.handed.append(0)
 
     def _send(self) -> None:
         if not self.procs:
@@ -980,15 +986,22 @@ class Copier:
             small = [k for k, job in enumerate(jobs) if job[3] <= GATHER_FILE_MAX]
             jobs, headers = [jobs[k] for k in small], [headers[k] for k in small]
         if jobs:
-            # Each worker gets an equal share of the small files' bytes, in
-            # one piece of the image (written in long runs, see GATHER_BYTES):
-            # their opens and reads go on side by side.
-            ends = list(accumulate(map(add, map(_SIZE_OF_JOB, jobs), map(len, headers))))
-            cuts = [0] + [bisect_left(ends, ends[-1] * k // n) for k in range(1, n)] + [len(jobs)]
+            # Each worker gets a share of the small files in one piece of
+            # the image (written in long runs, see GATHER_BYTES), their opens
+            # and reads side by side; the shares even out the work handed
+            # so far, so the worker with the large files gets fewer.
+            ends = list(accumulate(map(_job_cost, jobs, headers)))
+            total = ends[-1]
+            goal = (sum(self.handed) + total) / n
+            wants = [max(0.0, goal - handed) for handed in self.handed]
+            scale = total / sum(wants)
+            cuts, reach = [0], 0.0
+            for k in range(n - 1):
+                reach += wants[k] * scale
+                cuts.append(bisect_left(ends, reach))
+            cuts.append(len(jobs))
             for k in range(n):
-                self._hand((self.turn + k) % n, jobs[cuts[k]:cuts[k + 1]],
-                           headers[cuts[k]:cuts[k + 1]])
-        self.turn += 1
+                self._hand(k, jobs[cuts[k]:cuts[k + 1]], headers[cuts[k]:cuts[k + 1]])
 
     def _hand(self, worker: int, jobs: list, headers: list) -> None:
         """Send ``worker`` a frame of ``jobs``."""
@@ -996,6 +1009,7 @@ class Copier:
             return
         if not self.reporting[worker]:
             self.unreported_bytes += sum(map(_SIZE_OF_JOB, jobs))
+        self.handed[worker] += sum(map(_job_cost, jobs, headers))
         try:
             _write_all(self.procs[worker][1], _frame(jobs, headers, self.base, self.unit))
         except BrokenPipeError:
@@ -1029,6 +1043,7 @@ class Copier:
                                   or f"copy worker ended with status {status}")
             self.procs = []
             self.reporting = []
+            self.handed = []
             if errors:
                 if errors[0].startswith(_OUTPUT_MARK.decode()):
                     raise OutputError(errors[0][len(_OUTPUT_MARK):])
@@ -1054,9 +1069,14 @@ class Copier:
                 pass
         self.procs = []
         self.reporting = []
+        self.handed = []
         self.unreported_bytes = 0
         self.ready = []
         self.headers = []
+
+
+def _job_cost(job, header: bytes) -> int:
+    return job[3] + len(header) + JOB_COST_BYTES
 
 
 def grow_pipe(fd: int) -> None:

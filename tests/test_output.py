@@ -113,17 +113,20 @@ def test_file_shrunk_before_its_copy_is_reported(many_files, tmp_path, sizes):
                            f"{victim}: changed while being packed (size {size} -> 10)")
 
 
-def test_small_trees_copy_without_workers(tmp_path):
+def test_small_trees_copy_without_workers(tmp_path, monkeypatch):
     """Below the threshold no process is forked (checked through the API)."""
     from rumpfs.output import ImageSink
     from rumpfs.tree import HostData
+    forks = []
+    real_fork = os.fork
+    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or real_fork())
     src = tmp_path / "f"
     src.write_bytes(b"x" * 10000)
     fd = os.open(tmp_path / "o", os.O_RDWR | os.O_CREAT)
     sink = ImageSink(fd)
     sink.copy_at(HostData(os.fsencode(src), 10000), 100)
     sink.finish(20000)
-    assert sink.copier.procs == [] and sink.copier.turn == 0
+    assert sink.copier.procs == [] and forks == []
     os.close(fd)
     data = (tmp_path / "o").read_bytes()
     assert data[100:10100] == b"x" * 10000 and len(data) == 20000
@@ -155,18 +158,15 @@ def test_large_copies_are_cut_into_pieces(tmp_path):
         assert image[:7 + 1001] == bytes(7 + 1001)
 
 
-def test_large_copies_go_to_one_worker_small_ones_to_all(tmp_path):
-    """Writes into one file take its lock in turn, so a second worker would
-    copy large files no sooner and only spend CPU waiting: every copy over
-    GATHER_FILE_MAX goes to the first worker, while the small files are
-    shared (their opens and reads overlap).  Each worker's own byte counter
-    tells who copied what."""
+def _copy_with_two_workers(tmp_path, sizes: list, seed: int) -> tuple:
+    """Copy files of ``sizes`` into an image through one Copier batch of two
+    workers; returns (bytes the first worker copied, bytes the second
+    copied), from each worker's own byte counter, after checking every copy."""
     import io
 
-    from rumpfs.output import GATHER_FILE_MAX, ImageSink, Progress
+    from rumpfs.output import ImageSink, Progress
     from rumpfs.tree import HostData
-    rnd = random.Random(3)
-    sizes = [GATHER_FILE_MAX + 1 + 4096 * k if k % 5 == 0 else 1000 + k for k in range(60)]
+    rnd = random.Random(seed)
     jobs, payloads, offset = [], [], 0
     for k, size in enumerate(sizes):
         src = tmp_path / f"f{k}"
@@ -174,8 +174,6 @@ def test_large_copies_go_to_one_worker_small_ones_to_all(tmp_path):
         src.write_bytes(payloads[-1])
         jobs.append((HostData(os.fsencode(src), size), 0, offset, size))
         offset += size + 7
-    large = sum(size for size in sizes if size > GATHER_FILE_MAX)
-    small = sum(sizes) - large
     progress = Progress(None, enabled=True, stream=io.StringIO())
     fd = os.open(tmp_path / "image", os.O_RDWR | os.O_CREAT)
     try:
@@ -186,12 +184,43 @@ def test_large_copies_go_to_one_worker_small_ones_to_all(tmp_path):
     finally:
         os.close(fd)
         progress.close()
-    first, second = progress._counts[0], progress._counts[1]
-    assert first + second == large + small
-    assert first >= large and 0 < second <= small
     image = (tmp_path / "image").read_bytes()
     for (data, _src, dst, size), payload in zip(jobs, payloads):
         assert image[dst:dst + size] == payload, data.path
+    return progress._counts[0], progress._counts[1]
+
+
+def test_large_copies_go_to_one_worker(tmp_path):
+    """Writes into one file take its lock in turn, so a second worker would
+    copy large files no sooner and only spend CPU waiting: every copy over
+    GATHER_FILE_MAX goes to the first worker.  Here the large files are
+    more work than all the small ones, so the second worker gets every
+    small file."""
+    from rumpfs.output import GATHER_FILE_MAX
+    sizes = [GATHER_FILE_MAX + 1 + 4096 * k if k % 5 == 0 else 1000 + k for k in range(60)]
+    large = sum(size for size in sizes if size > GATHER_FILE_MAX)
+    small = sum(sizes) - large
+    first, second = _copy_with_two_workers(tmp_path, sizes, 3)
+    assert (first, second) == (large, small)
+
+
+def test_small_copies_even_out_the_workers_work(tmp_path):
+    """The small files are shared so that each worker ends up with about the
+    same work: the one copying a large file gets fewer of them (an equal
+    share of the small files would leave the second worker idle while the
+    first copies the large file and half the rest)."""
+    from rumpfs.output import GATHER_FILE_MAX, JOB_COST_BYTES, PIECE_BYTES
+    large_size = PIECE_BYTES // 2
+    sizes = [large_size] + [8000] * 300
+    assert large_size > GATHER_FILE_MAX
+    small = sum(sizes[1:])
+    first, second = _copy_with_two_workers(tmp_path, sizes, 4)
+    assert first + second == large_size + small
+    # Work in bytes plus JOB_COST_BYTES per file: each worker's half of it.
+    half = (large_size + JOB_COST_BYTES + 300 * (8000 + JOB_COST_BYTES)) / 2
+    second_files = second // 8000
+    assert abs(second_files * (8000 + JOB_COST_BYTES) - half) <= 8000 + JOB_COST_BYTES
+    assert second > 0.7 * small  # an equal share would be half
 
 
 def test_cpio_member_larger_than_a_piece_reads_back_with_gnu_cpio(tmp_path):
