@@ -781,7 +781,11 @@ class InOrder:
     def _start_spill(self, _argument, _target):
         import tempfile
 
-        self._spill = _SpillFile(tempfile.TemporaryFile(prefix="rumpfs-"), self.progress)
+        try:
+            file = tempfile.TemporaryFile(prefix="rumpfs-")
+        except OSError as e:
+            raise _spill_error(e) from None
+        self._spill = _SpillFile(file, self.progress)
         return self._spill
 
 
@@ -801,10 +805,13 @@ class _SpillFile:
         try:
             self.file.write(data)
         except OSError as e:
-            raise output_error(e) from None
+            raise _spill_error(e) from None
 
     def fileno(self) -> int:
-        self.file.flush()
+        try:
+            self.file.flush()
+        except OSError as e:
+            raise _spill_error(e) from None
         return self.file.fileno()
 
     def seek(self, pos: int) -> None:
@@ -821,6 +828,14 @@ class _SpillFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _spill_error(error: OSError) -> OutputError:
+    """An error of the held bytes' file: it says where that file is."""
+    import tempfile
+
+    return OutputError(f"cannot write a temporary file in {tempfile.gettempdir()}: "
+                       f"{error.strerror}")
 
 
 #: Files up to this size keep their place in the write buffer (see ImageSink.copy).

@@ -7,6 +7,7 @@ GNU cpio must extract an archive of it that matches the source file by file.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import stat
@@ -508,6 +509,47 @@ def test_walker_write_error_is_reported_and_nothing_is_left(edge_tree, tmp_path,
     with pytest.raises(RumpfsError) as err:
         api.pack([work], out, stubetc=False, progress=False)
     assert str(err.value) == message.format(victim=victim)
+    assert not out.exists() and [n for n in os.listdir(tmp_path) if n.endswith(".part")] == []
+    assert _children() == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("rumpfs-")]
+
+
+class _FullFile:
+    """A temporary file on a full disk: every write fails as a full
+    $TMPDIR fails it."""
+
+    def __init__(self, *args, **kwargs):
+        self.file = open(os.devnull, "w+b")
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+@pytest.mark.parametrize("tmpdir,message", [
+    ("missing", "cannot write a temporary file in {tmpdir}: No such file or directory"),
+    ("full", "cannot write a temporary file in {tmpdir}: No space left on device"),
+])
+def test_hold_file_that_cannot_be_written_is_an_output_error(edge_tree, tmp_path, monkeypatch,
+                                                            tmpdir, message):
+    """What follows a hard link waits in a temporary file (in $TMPDIR) to
+    be corrected: a $TMPDIR that is missing or full is the exact one-line
+    error, with no output, no process and no thread left."""
+    import tempfile
+
+    from rumpfs import api
+    monkeypatch.setattr(hostwalk, "SHARE_AFTER_ENTRIES", EARLY_SHARE)
+    if tmpdir == "missing":
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    else:
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        monkeypatch.setattr(tempfile, "TemporaryFile", _FullFile)
+    out = tmp_path / "o.cpio.zst"
+    with pytest.raises(RumpfsError) as err:
+        api.pack([edge_tree], out, stubetc=False, progress=False)
+    assert str(err.value) == f"{out}: {message.format(tmpdir=tempfile.gettempdir())}"
     assert not out.exists() and [n for n in os.listdir(tmp_path) if n.endswith(".part")] == []
     assert _children() == []
     assert not [t for t in threading.enumerate() if t.name.startswith("rumpfs-")]
