@@ -52,6 +52,10 @@ from . import geometry as G
 from . import layout as L
 from .layout import howmany
 
+#: Typecode of the arrays of inode numbers and fragment addresses (64 bits).
+_INO = "q"
+#: The owner of the csum area when it is packed among the fragment tails.
+CSUM_OWNER = -1
 #: Inodes packed in memory before one pwrite.
 INODE_BATCH = 8192
 #: Rounds of growing the image until --density gives the inodes it needs.
@@ -153,7 +157,7 @@ class Plan:
         self.full_blocks = 0
         self.data_bytes = 0
         # tails[s]: inodes whose last block is a run of s fragments
-        self.tails: list[list[int]] = [[] for _ in range(p.frag)]
+        self.tails: list[array] = [array(_INO) for _ in range(p.frag)]
         self._number(tree)
         self.count = len(self.nodes)
         self.dense_host = [None] * self.count
@@ -375,18 +379,19 @@ class Plan:
     # -- tails ---------------------------------------------------------------
     def pack_tails(self, cs_frags: int):
         """Best-fit-decreasing packing of the fragment tails (and a csum area
-        of ``cs_frags`` fragments, owner None) into blocks.
+        of ``cs_frags`` fragments, owner CSUM_OWNER) into blocks.
 
-        Returns (number of blocks, [(owner, block, fragment)], [(block, free
-        fragments at its end)])."""
+        Returns (number of blocks, (owners, blocks, first fragments) as
+        three arrays, one item per tail, [(block, free fragments at its
+        end)]).  Arrays, not a tuple per tail: memory."""
         frag = self.p.frag
         open_bins: list[list[int]] = [[] for _ in range(frag)]
         nbins = 0
-        placed = []
+        owners, blocks, firsts = array(_INO), array(_INO), array(_INO)
         for s in range(frag - 1, 0, -1):
             items = self.tails[s]
             if cs_frags == s:
-                items = [None] + items
+                items = array(_INO, (CSUM_OWNER,)) + items
             i, n = 0, len(items)
             while i < n:
                 # The fullest blocks with room (free fragments at their end).
@@ -398,7 +403,9 @@ class Plan:
                     k = min(len(bins), n - i)
                     taken = bins[len(bins) - k:][::-1]
                     del bins[len(bins) - k:]
-                    placed.extend(zip(items[i:i + k], taken, repeat(frag - r)))
+                    owners.extend(items[i:i + k])
+                    blocks.extend(taken)
+                    firsts.extend(repeat(frag - r, k))
                     if r > s:
                         open_bins[r - s].extend(taken)
                     i += k
@@ -407,7 +414,9 @@ class Plan:
                     # its room is then the smallest that holds one.
                     b = open_bins[r].pop()
                     m = min(r // s, n - i)
-                    placed.extend(zip(items[i:i + m], repeat(b, m), range(frag - r, frag - r + m * s, s)))
+                    owners.extend(items[i:i + m])
+                    blocks.extend(repeat(b, m))
+                    firsts.extend(range(frag - r, frag - r + m * s, s))
                     i += m
                     if r > m * s:
                         open_bins[r - m * s].append(b)
@@ -416,8 +425,9 @@ class Plan:
                     per = frag // s
                     k = n - i
                     nb = howmany(k, per)
-                    placed.extend(zip(items[i:], [b for b in range(nbins, nbins + nb) for _ in range(per)],
-                                      list(range(0, per * s, s)) * nb))
+                    owners.extend(items[i:])
+                    blocks.extend(nbins + j // per for j in range(k))
+                    firsts.extend(j % per * s for j in range(k))
                     full = k // per
                     if frag > per * s:
                         open_bins[frag - per * s].extend(range(nbins, nbins + full))
@@ -426,7 +436,7 @@ class Plan:
                     nbins += nb
                     i = n
         free = sorted((b, r) for r in range(1, frag) for b in open_bins[r])
-        return nbins, placed, free
+        return nbins, (owners, blocks, firsts), free
 
 
 #: Bytes of a directory entry by name length (dir.h UFS_DIRECTSIZ), and the
@@ -661,18 +671,18 @@ class Writer:
         key = cs_frags if cs_frags < p.frag else 0
         packing = self._packing.get(key) or plan.pack_tails(key)
         self._packing = None  # the sizing's other packings: memory
-        nbins, placed, free = packing
+        nbins, (owners, blocks, firsts), free = packing
         self.used_blocks = self.tail_base + nbins
         if self.used_blocks > geo.data_blocks:  # pragma: no cover - sizing guarantees room
             raise AssertionError(f"planned {self.used_blocks} blocks, room for {geo.data_blocks}")
         bin_addrs = geo.block_addrs(self.tail_base, nbins)
         self.csaddr = geo.data_addr(0)
         #: Fragment address of each inode's tail (0: none).
-        self.tail_addr = tail_addr = [0] * plan.count
+        self.tail_addr = tail_addr = array(_INO, (0,)) * plan.count
         #: Whether the csum area is a tail among the others.
         self.cs_tail = False
-        for owner, b, off in placed:
-            if owner is None:
+        for owner, b, off in zip(owners, blocks, firsts):
+            if owner == CSUM_OWNER:
                 self.csaddr = bin_addrs[b] + off
                 self.cs_tail = True
             else:
@@ -850,9 +860,8 @@ class Writer:
                 pieces.append((tail_addr[owner], nodes[owner].target[lo:]))
         # In image order, so that a worker writes neighbouring tails at once
         # (the zeros between them are their own fragments' ends).
-        copied.sort(key=tail_addr.__getitem__)
         self.sink.copies_own_units(fsize)
-        self._copied = copied
+        self._copied = array(_INO, sorted(copied, key=tail_addr.__getitem__))
         self._copies_sent = 0
         # The workers copy while this process makes the directories.
         self._hand_over(FIRST_COPIES)
