@@ -71,6 +71,7 @@ from .tree import (
     TreeError,
     display,
     join,
+    make_rdev,
     split_path,
 )
 
@@ -815,10 +816,14 @@ class ArchiveReader:
             node.target = linkname
         elif kind in (CHR, BLK):
             if info is not None:
-                node.rdev = os.makedev(info.devmajor, info.devminor)
+                major, minor = info.devmajor, info.devminor
             else:
-                node.rdev = os.makedev(self.number(devices[0], data_at - BLOCK),
-                                       self.number(devices[1], data_at - BLOCK))
+                major = self.number(devices[0], data_at - BLOCK)
+                minor = self.number(devices[1], data_at - BLOCK)
+            try:
+                node.rdev = make_rdev(major, minor)
+            except ValueError as e:
+                raise self.error(f"member {_show(raw)}: {e}") from None
         self.place(path, node, raw)
 
     def sparse_data(self, info: tarfile.TarInfo) -> HostData:
@@ -853,7 +858,7 @@ class ArchiveReader:
             if magic in (NEWC_MAGIC, CRC_MAGIC):
                 fields, head, align = self.newc_header(fd, offset), NEWC_HEADER_SIZE, NEWC_ALIGN
                 dev = (fields["devmajor"], fields["devminor"])
-                rdev = os.makedev(fields["rdevmajor"], fields["rdevminor"])
+                rdev = (fields["rdevmajor"], fields["rdevminor"])
             elif magic == ODC_MAGIC:
                 fields, head, align = self.odc_header(fd, offset), ODC_HEADER_SIZE, 1
                 dev = fields["dev"]
@@ -898,7 +903,7 @@ class ArchiveReader:
             raise self.error(f"offset {offset}: bad cpio header (a field is not octal)") from None
         return fields
 
-    def cpio_member(self, fd: int, raw: bytes, fields: dict, dev, rdev: int, data_at: int,
+    def cpio_member(self, fd: int, raw: bytes, fields: dict, dev, rdev, data_at: int,
                     links: dict) -> None:
         path = self.name(raw)
         mode = fields["mode"]
@@ -925,7 +930,11 @@ class ArchiveReader:
             self.check_symlink(path, target, raw)
             node.target = target
         elif kind in (CHR, BLK):
-            node.rdev = rdev
+            # newc: (major, minor); odc: the number as it is.
+            try:
+                node.rdev = make_rdev(*rdev) if isinstance(rdev, tuple) else rdev
+            except ValueError as e:
+                raise self.error(f"member {_show(raw)}: {e}") from None
         self.place(path, node, raw)
 
 

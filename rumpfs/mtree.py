@@ -26,7 +26,21 @@ import sys
 
 from .errors import RumpfsError
 from .sources import Layer
-from .tree import BLK, CHR, DIR, FIFO, LNK, REG, HostData, Node, Tree, TreeError, join, split_path
+from .tree import (
+    BLK,
+    CHR,
+    DIR,
+    FIFO,
+    LNK,
+    REG,
+    HostData,
+    Node,
+    Tree,
+    TreeError,
+    join,
+    make_rdev,
+    split_path,
+)
 
 #: mtree type keyword -> file type bits.
 TYPES = {"file": REG, "dir": DIR, "link": LNK, "char": CHR, "block": BLK, "fifo": FIFO,
@@ -315,7 +329,12 @@ def _device(text: str, where: str) -> int:
             fields = text.split(",")
             if len(fields) != 3:
                 raise ValueError
-            return os.makedev(int(fields[1], 0), int(fields[2], 0))
-        return int(text, 0)
+            major, minor = int(fields[1], 0), int(fields[2], 0)
+        else:
+            return int(text, 0)
     except ValueError:
         raise RumpfsError(f"{where}: device={text}: not NUMBER or FORMAT,MAJOR,MINOR") from None
+    try:
+        return make_rdev(major, minor)
+    except ValueError as e:
+        raise RumpfsError(f"{where}: device={text}: {e}") from None

@@ -35,7 +35,7 @@ import stat
 
 from .errors import RumpfsError
 from .sources import Layer
-from .tree import DIR, HostData, Node, Tree, TreeError
+from .tree import DEVICE_PART_MAX, DIR, HostData, Node, Tree, TreeError
 
 _KINDS = {
     "dir": (stat.S_IFDIR, 4),
@@ -146,7 +146,8 @@ class SpecFile(Layer):
             if args[4] not in ("b", "c"):
                 raise RumpfsError(f"{where}: device type {args[4]!r} is neither 'b' nor 'c'")
             ftype = stat.S_IFBLK if args[4] == "b" else stat.S_IFCHR
-            rdev = os.makedev(_int(args[5], 10, where, "major"), _int(args[6], 10, where, "minor"))
+            rdev = os.makedev(_int(args[5], 10, where, "major", DEVICE_PART_MAX),
+                              _int(args[6], 10, where, "minor", DEVICE_PART_MAX))
             tree.put(name, Node(ftype | _mode(args[1], where), _int(args[2], 10, where, "uid"),
                                 _int(args[3], 10, where, "gid"), self.mtime_ns, rdev=rdev,
                                 origin=where))

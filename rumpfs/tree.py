@@ -49,10 +49,24 @@ KIND_LETTERS = {REG: "-", DIR: "d", LNK: "l", CHR: "c", BLK: "b", FIFO: "p", SOC
 
 #: Longest name one directory entry may carry (FFS_MAXNAMLEN, NAME_MAX).
 NAME_MAX = 255
+#: The largest major and the largest minor number of a device here: what
+#: os.makedev takes on every Python rumpfs runs on (a C int before 3.13).
+#: (Linux itself makes devices of 12-bit majors and 20-bit minors.)
+DEVICE_PART_MAX = (1 << 31) - 1
 
 
 #: HostData.file_size of data that is part of a larger file: not checked.
 UNCHECKED_SIZE = -1
+
+
+def make_rdev(major: int, minor: int) -> int:
+    """``os.makedev(major, minor)``, the same on every Python: a ValueError
+    saying what is wrong when either number is negative or over
+    :data:`DEVICE_PART_MAX`."""
+    if not (0 <= major <= DEVICE_PART_MAX and 0 <= minor <= DEVICE_PART_MAX):
+        raise ValueError(f"device number {major}, {minor} is beyond what this host can hold "
+                         f"(major and minor at most {DEVICE_PART_MAX})")
+    return os.makedev(major, minor)
 
 
 class HostData:

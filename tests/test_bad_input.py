@@ -13,8 +13,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 
 import pytest
@@ -195,9 +197,24 @@ ROWS = [
 
     # -- spec files --------------------------------------------------------------------------
     ("spec-major", "x.cpio", ["pack", "{src}", "--spec", "{d}/major.spec"],
-     "{d}/major.spec:1: major 99999999999 is more than 4294967295"),
+     "{d}/major.spec:1: major 99999999999 is more than 2147483647"),
+    ("spec-major-32-bit", "x.cpio", ["pack", "{src}", "--spec", "{d}/major32.spec"],
+     "{d}/major32.spec:1: major 4294967295 is more than 2147483647"),
     ("spec-minor", "x.img", ["pack", "{src}", "--spec", "{d}/minor.spec"],
-     "{d}/minor.spec:1: minor 4294967296 is more than 4294967295"),
+     "{d}/minor.spec:1: minor 4294967296 is more than 2147483647"),
+    # Device numbers os.makedev cannot take (before Python 3.13: a C int).
+    ("mtree-device-major", "x.cpio", ["pack", "{src}", "--mtree", "{d}/major.mtree"],
+     "{d}/major.mtree:2: device=linux,4294967295,1: device number 4294967295, 1 is beyond "
+     "what this host can hold (major and minor at most 2147483647)"),
+    ("mtree-device-negative", "x.cpio", ["pack", "{src}", "--mtree", "{d}/negative.mtree"],
+     "{d}/negative.mtree:2: device=linux,-1,1: device number -1, 1 is beyond what this host "
+     "can hold (major and minor at most 2147483647)"),
+    ("tar-device-major", "x.cpio", ["pack", "{d}/device.tar"],
+     "{d}/device.tar: member dev/big: device number 1099511627776, 1 is beyond what this host "
+     "can hold (major and minor at most 2147483647)"),
+    ("cpio-device-major", "x.img", ["pack", "{d}/device.cpio"],
+     "{d}/device.cpio: member dev/big: device number 4294967295, 1 is beyond what this host "
+     "can hold (major and minor at most 2147483647)"),
     ("spec-uid-cpio", "x.cpio", ["pack", "{src}", "--spec", "{d}/uid.spec"],
      "{d}/uid.spec:1: uid 99999999999 is more than 4294967295"),
     ("spec-gid-ffs", "x.img", ["pack", "{src}", "--spec", "{d}/gid.spec"],
@@ -243,6 +260,9 @@ def inputs(tmp_path_factory):
         "image.cpio": "070701" + "0" * 104,
         "major.spec": "nod /dev/x 0600 0 0 c 99999999999 1\n",
         "minor.spec": "nod /dev/x 0600 0 0 b 1 4294967296\n",
+        "major32.spec": "nod /dev/x 0600 0 0 c 4294967295 1\n",
+        "major.mtree": "#mtree\n./x type=char mode=0600 device=linux,4294967295,1\n",
+        "negative.mtree": "#mtree\n./x type=char mode=0600 device=linux,-1,1\n",
         "uid.spec": "dir /d 0755 99999999999 0\n",
         "gid.spec": "# owners\npipe /p 0644 0 4294967296\n",
         "mtime.spec": "meta /hello mtime=99999999999999\n",
@@ -255,7 +275,22 @@ def inputs(tmp_path_factory):
     }
     for name, text in files.items():
         (d / name).write_text(text)
+    # A character device whose major takes GNU tar's base-256 form.
+    big = tarfile.TarInfo("dev/big")
+    big.type, big.devmajor, big.devminor = tarfile.CHRTYPE, 1 << 40, 1
+    with tarfile.open(d / "device.tar", "w", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(big)
+    # A newc archive of one character device, major 0xFFFFFFFF (the field's largest).
+    (d / "device.cpio").write_bytes(_newc(b"dev/big", stat.S_IFCHR | 0o600, rdev=(0xFFFFFFFF, 1))
+                                    + _newc(b"TRAILER!!!", 0))
     return d
+
+
+def _newc(name: bytes, mode: int, rdev=(0, 0)) -> bytes:
+    """One newc member without data (the header's fields as the format lists them)."""
+    fields = [0, mode, 0, 0, 1, 0, 0, 0, 0, *rdev, len(name) + 1, 0]
+    head = b"070701" + b"".join(b"%08X" % value for value in fields) + name + b"\0"
+    return head + bytes(-len(head) % 4)
 
 
 def _fill(text: str, inputs, out) -> str:

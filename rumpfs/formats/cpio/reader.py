@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
+from ...tree import make_rdev
 from .. import Entry, ImageReader, file_name, show
 from .layout import ALIGNMENT, CRC_MAGIC, HEADER_SIZE, MAGIC_SIZE, MAGICS, TRAILER_NAME, pad, parse_header
 from .writer import byte_sum
@@ -261,12 +262,10 @@ class CpioReader(ImageReader):
         return problems
 
     def _makedev(self, name: bytes, h: dict) -> int:
-        major, minor = h["c_rdevmajor"], h["c_rdevminor"]
         try:
-            return os.makedev(major, minor)
-        except OverflowError:
-            raise self.error(f"{_show(name)}: device number {major}, {minor} is beyond "
-                             f"what this host can hold") from None
+            return make_rdev(h["c_rdevmajor"], h["c_rdevminor"])
+        except ValueError as e:
+            raise self.error(f"{_show(name)}: {e}") from None
 
     def _member_named(self, path: bytes) -> _Member:
         for m in self.members:
