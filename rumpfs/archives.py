@@ -50,7 +50,7 @@ import tarfile
 import tempfile
 import weakref
 import zlib
-from itertools import accumulate, islice, pairwise, zip_longest
+from itertools import accumulate, islice, zip_longest
 from zlib import adler32
 
 from . import tar_layout
@@ -110,8 +110,8 @@ _UNPACKED = [name for name in tar_layout.FIELDS if name in _USED_FIELDS]
 NAME, MODE, UID, GID, SIZE, MTIME, CHKSUM, TYPEFLAG = map(_UNPACKED.index, _USED_FIELDS)
 #: Where each field of the header is (start, end): those some members need
 #: (link names, devices, a ustar name's prefix) are sliced from the block.
-_FIELD_AT = dict(zip(tar_layout.FIELDS, pairwise(accumulate(
-    map(struct.calcsize, tar_layout.FORMAT.split()), initial=0))))
+_FIELD_ENDS = list(accumulate(map(struct.calcsize, tar_layout.FORMAT.split()), initial=0))
+_FIELD_AT = dict(zip(tar_layout.FIELDS, zip(_FIELD_ENDS, _FIELD_ENDS[1:])))
 LINKNAME_AT, PREFIX_AT, DEVMAJOR_AT, DEVMINOR_AT = map(
     _FIELD_AT.get, ("linkname", "prefix", "devmajor", "devminor"))
 #: The checksum: a header block of ASCII bytes, and half of any block, sum

@@ -195,8 +195,12 @@ def _as_nobody(*args) -> tuple[int, str]:
     fresh interpreter run as nobody may not read the site-packages an install
     as root put under /root (CI's Python is such a one).
     """
+    import importlib
+
     import rumpfs.cli
     import rumpfs.inspect  # noqa: F401  (the readers and their libraries, loaded while root)
+    for fmt in ("cpio", "ffs", "iso", "fat"):  # a format loads its reader when it probes
+        importlib.import_module(f"rumpfs.formats.{fmt}.reader")
 
     with tempfile.TemporaryFile() as err:
         pid = os.fork()
