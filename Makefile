@@ -46,3 +46,9 @@ FUZZ_OUT ?= /tmp/rumpfs-fuzz-failures
 fuzz:
 	$(PYTHON) tests/fuzz_readers.py --mutants $(FUZZ_MUTANTS) --seed $(FUZZ_SEED) \
 		--jobs $(FUZZ_JOBS) --out $(FUZZ_OUT)
+
+# The same for the tar and cpio archives pack takes as sources (one job).
+# make fuzz-sources FUZZ_MUTANTS=5000 FUZZ_SEED=3
+.PHONY: fuzz-sources
+fuzz-sources:
+	$(PYTHON) tests/fuzz_sources.py --mutants $(FUZZ_MUTANTS) --seed $(FUZZ_SEED)

@@ -61,8 +61,10 @@ from .tree import (
     CHR,
     DIR,
     FIFO,
+    ID_MAX,
     LNK,
     NAME_MAX,
+    PATH_MAX,
     REG,
     UNCHECKED_SIZE,
     HostData,
@@ -108,6 +110,8 @@ _HEADER = struct.Struct(" ".join(
     for name, item in zip_longest(tar_layout.FIELDS, tar_layout.FORMAT.split())))
 _UNPACKED = [name for name in tar_layout.FIELDS if name in _USED_FIELDS]
 NAME, MODE, UID, GID, SIZE, MTIME, CHKSUM, TYPEFLAG = map(_UNPACKED.index, _USED_FIELDS)
+#: Largest pax or GNU extended header read (names and records, read whole).
+EXTENSION_MAX = 1 << 20
 #: Where each field of the header is (start, end): those some members need
 #: (link names, devices, a ustar name's prefix) are sliced from the block.
 _FIELD_ENDS = list(accumulate(map(struct.calcsize, tar_layout.FORMAT.split()), initial=0))
@@ -501,7 +505,8 @@ class ArchiveReader:
             path = raw[2:] if raw[:2] == b"./" else raw
             kind = kinds.get(typeflag)
             if (kind is None or truncated or b"/." in path or b"//" in path
-                    or path[:1] in NOT_FIRST or path[-1:] == b"/"):
+                    or path[:1] in NOT_FIRST or path[-1:] == b"/"
+                    or not (0 <= uid <= ID_MAX and 0 <= gid <= ID_MAX)):
                 member(*record)
                 dirs = self.dirs  # place() may have started it again
                 continue
@@ -634,7 +639,9 @@ class ArchiveReader:
                 # short one after a large member (its data is not wanted).
                 read = READ_SIZE if offset - base - len(buf) < READ_SIZE else SHORT_READ
                 want = self.readable(offset + read) - offset
-                buf, base, pos = os.pread(fd, max(0, want), offset), offset, 0
+                # Past the end (after a member whose size runs past it) nothing
+                # is read: such an offset may be more than pread takes.
+                buf, base, pos = os.pread(fd, want, offset) if want > 0 else b"", offset, 0
                 if len(buf) < BLOCK:
                     if not buf and not extensions:
                         return  # the archive ends without its end-of-archive blocks
@@ -661,9 +668,14 @@ class ArchiveReader:
             except ValueError:  # not plain octal: tarfile's readings
                 self.check_chksum(block, chksum, offset)
                 size = self.number(fields[SIZE], offset)
+            if size < 0:  # base 256 holds negative numbers
+                raise self.error(f"offset {offset}: tar header with a negative size ({size})")
             typeflag = fields[TYPEFLAG]
             data_at = offset + BLOCK
             if typeflag in EXTENSION_TYPES:
+                if size > EXTENSION_MAX:
+                    raise self.error(f"offset {offset}: extended header of {size} bytes "
+                                     f"(at most {EXTENSION_MAX})")
                 if not extensions:
                     ext_start = offset
                 data = self.extension_data(data_at, size, buf, base)
@@ -713,6 +725,8 @@ class ArchiveReader:
                         uid = _pax_int(value, b"uid", uid)
                         gid = _pax_int(value, b"gid", gid)
                         size = _pax_int(value, b"size", size)
+                        if size < 0:
+                            raise self.error(f"member {_show(raw)}: pax size {size} is negative")
                         if b"mtime" in value:
                             mtime_ns = _pax_time_text(value[b"mtime"])
                 extensions = []
@@ -802,6 +816,9 @@ class ArchiveReader:
         kind = TAR_KINDS.get(typeflag)
         if kind is None:
             raise self.error(f"member {_show(raw)}: tar member type {typeflag!r} is not supported")
+        for what, value in (("uid", uid), ("gid", gid)):
+            if not 0 <= value <= ID_MAX:
+                raise self.error(f"member {_show(raw)}: {what} {value} is outside 0..{ID_MAX}")
         node = Node(kind | (mode & PERMISSION_BITS), uid, gid, mtime_ns, origin=self.path)
         if kind == REG:
             if info is not None and info.sparse is not None:
@@ -867,6 +884,9 @@ class ArchiveReader:
                 raise self.error(f"offset {offset}: no cpio header (the archive ends "
                                  f"without {CPIO_TRAILER.decode()})")
             name_at = offset + head
+            if not 0 < fields["namesize"] <= PATH_MAX:
+                raise self.error(f"offset {offset}: cpio name of {fields['namesize']} bytes "
+                                 f"(1 to {PATH_MAX})")
             raw = os.pread(fd, fields["namesize"], name_at)
             if len(raw) != fields["namesize"] or not raw.endswith(b"\0"):
                 raise self.error(f"offset {offset}: cpio member name runs past the archive's end")
@@ -926,6 +946,9 @@ class ArchiveReader:
             if fields["nlink"] > 1:
                 links[key] = node
         elif kind == LNK:
+            if filesize > PATH_MAX:
+                raise self.error(f"member {_show(raw)}: symlink target of {filesize} bytes "
+                                 f"(at most {PATH_MAX})")
             target = os.pread(fd, filesize, data_at)
             self.check_symlink(path, target, raw)
             node.target = target

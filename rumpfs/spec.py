@@ -35,7 +35,7 @@ import stat
 
 from .errors import RumpfsError
 from .sources import Layer
-from .tree import DEVICE_PART_MAX, DIR, HostData, Node, Tree, TreeError
+from .tree import DEVICE_PART_MAX, DIR, ID_MAX, HostData, Node, Tree, TreeError
 
 _KINDS = {
     "dir": (stat.S_IFDIR, 4),
@@ -45,7 +45,6 @@ _KINDS = {
 _META_KEYS = ("mode", "uid", "gid", "mtime")
 #: Largest owner id and device major or minor: every format stores 32 bits
 #: (cpio newc 8 hex digits, FFS 32-bit fields).
-ID_MAX = 0xFFFFFFFF
 #: Largest meta mtime= (seconds whose nanoseconds fit a signed 64-bit time).
 MTIME_MAX = ((1 << 63) - 1) // 1_000_000_000
 

@@ -49,6 +49,10 @@ KIND_LETTERS = {REG: "-", DIR: "d", LNK: "l", CHR: "c", BLK: "b", FIFO: "p", SOC
 
 #: Longest name one directory entry may carry (FFS_MAXNAMLEN, NAME_MAX).
 NAME_MAX = 255
+#: Longest path (Linux's PATH_MAX, with its NUL): of a name or a symlink target.
+PATH_MAX = 4096
+#: The largest uid and gid (uid_t and gid_t are 32 bits wide everywhere).
+ID_MAX = 0xFFFFFFFF
 #: The largest major and the largest minor number of a device here: what
 #: os.makedev takes on every Python rumpfs runs on (a C int before 3.13).
 #: (Linux itself makes devices of 12-bit majors and 20-bit minors.)

@@ -215,6 +215,20 @@ ROWS = [
     ("cpio-device-major", "x.img", ["pack", "{d}/device.cpio"],
      "{d}/device.cpio: member dev/big: device number 4294967295, 1 is beyond what this host "
      "can hold (major and minor at most 2147483647)"),
+    # Archive headers whose numbers would make a reader allocate, seek or
+    # loop without end (found by tests/fuzz_sources.py).
+    ("tar-negative-size", "x.cpio", ["pack", "{d}/negative.tar"],
+     "{d}/negative.tar: offset 0: tar header with a negative size (-1)"),
+    ("tar-size-past-the-end", "x.cpio", ["pack", "{d}/past.tar"],
+     "{d}/past.tar: member f: truncated: its data ends past the archive's 1536 bytes"),
+    ("tar-uid", "x.cpio", ["pack", "{d}/uid.tar"],
+     "{d}/uid.tar: member f: uid 1099511627776 is outside 0..4294967295"),
+    ("tar-huge-pax-header", "x.cpio", ["pack", "{d}/pax.tar"],
+     "{d}/pax.tar: offset 0: extended header of 2097152 bytes (at most 1048576)"),
+    ("cpio-huge-name", "x.cpio", ["pack", "{d}/name.cpio"],
+     "{d}/name.cpio: offset 0: cpio name of 4294967294 bytes (1 to 4096)"),
+    ("cpio-huge-symlink", "x.cpio", ["pack", "{d}/symlink.cpio"],
+     "{d}/symlink.cpio: member l: symlink target of 4294967295 bytes (at most 4096)"),
     ("spec-uid-cpio", "x.cpio", ["pack", "{src}", "--spec", "{d}/uid.spec"],
      "{d}/uid.spec:1: uid 99999999999 is more than 4294967295"),
     ("spec-gid-ffs", "x.img", ["pack", "{src}", "--spec", "{d}/gid.spec"],
@@ -243,7 +257,7 @@ ROWS = [
     ("source-is-a-text-file", "x.cpio", ["pack", "{d}/words.json"],
      "{d}/words.json: source is neither a directory nor a tar or cpio archive"),
     ("source-is-a-cut-cpio", "x.cpio", ["pack", "{d}/image.cpio"],
-     "{d}/image.cpio: offset 0: cpio member name runs past the archive's end"),
+     "{d}/image.cpio: offset 0: cpio name of 0 bytes (1 to 4096)"),
     ("nothing-to-pack", "x.cpio", ["pack", "--no-stubetc"],
      "nothing to pack: give a source directory or drop --no-stubetc"),
 ]
@@ -283,14 +297,45 @@ def inputs(tmp_path_factory):
     # A newc archive of one character device, major 0xFFFFFFFF (the field's largest).
     (d / "device.cpio").write_bytes(_newc(b"dev/big", stat.S_IFCHR | 0o600, rdev=(0xFFFFFFFF, 1))
                                     + _newc(b"TRAILER!!!", 0))
+    (d / "name.cpio").write_bytes(_newc(b"f", stat.S_IFREG | 0o644, namesize=0xFFFFFFFE))
+    with open(d / "symlink.cpio", "wb") as f:  # sparse: its 4 GiB "target" all hole
+        f.write(_newc(b"l", stat.S_IFLNK | 0o777, filesize=0xFFFFFFFF))
+        f.truncate(f.tell() + 0xFFFFFFFF + 3)
+        f.seek(0, os.SEEK_END)
+        f.write(_newc(b"TRAILER!!!", 0))
+    end = bytes(1024)  # the end-of-archive blocks
+    (d / "negative.tar").write_bytes(_ustar(b"f", size=b"\xff" * 12) + end)
+    (d / "past.tar").write_bytes(_ustar(b"f", size=b"\x80" + (1 << 80).to_bytes(11, "big")) + end)
+    (d / "uid.tar").write_bytes(_ustar(b"f", uid=b"\x80" + (1 << 40).to_bytes(7, "big")) + end)
+    (d / "pax.tar").write_bytes(_ustar(b"./PaxHeaders/f", typeflag=b"x",
+                                       size=b"%011o\0" % (2 << 20)) + end)
     return d
 
 
-def _newc(name: bytes, mode: int, rdev=(0, 0)) -> bytes:
-    """One newc member without data (the header's fields as the format lists them)."""
-    fields = [0, mode, 0, 0, 1, 0, 0, 0, 0, *rdev, len(name) + 1, 0]
+def _newc(name: bytes, mode: int, rdev=(0, 0), filesize: int = 0,
+          namesize: int | None = None) -> bytes:
+    """One newc member, its data not there (the header's fields as the format lists them)."""
+    namesize = len(name) + 1 if namesize is None else namesize
+    fields = [0, mode, 0, 0, 1, 0, filesize, 0, 0, *rdev, namesize, 0]
     head = b"070701" + b"".join(b"%08X" % value for value in fields) + name + b"\0"
     return head + bytes(-len(head) % 4)
+
+
+def _ustar(name: bytes, typeflag: bytes = b"0", size: bytes = b"%011o\0" % 0,
+           uid: bytes = b"0000000\0") -> bytes:
+    """One ustar header block with these raw fields, its checksum right."""
+    block = bytearray(512)
+    block[0:len(name)] = name
+    block[100:108] = b"0000644\0"
+    block[108:116] = uid
+    block[116:124] = b"0000000\0"
+    block[124:136] = size
+    block[136:148] = b"%011o\0" % 1_700_000_000
+    block[156:157] = typeflag
+    block[257:265] = b"ustar\x0000"
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
 
 
 def _fill(text: str, inputs, out) -> str:
