@@ -38,6 +38,20 @@ INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
 ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "i386": "386",
                  "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 HASH_CHUNK = 1 << 20
+#: Largest JSON document of an image read (manifests and configs are a few KiB).
+JSON_MAX = 16 << 20
+
+
+def _kind(value) -> str:
+    """What a JSON value is, in words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    return _KIND_NAMES.get(type(value), "a number")
+
+
+_KIND_NAMES = {dict: "an object", list: "an array", str: "a string", int: "a number"}
 
 
 def image_layer(spec: str, dest: bytes = b"", platform: str | None = None) -> "ImageLayer":
@@ -112,6 +126,39 @@ class ImageLayer(ArchiveLayer):
     def error(self, message: str) -> RumpfsError:
         return RumpfsError(f"{self.label}: {message}")
 
+    def get(self, obj, key: str, kind, what: str, default=None):
+        """``obj[key]`` of JSON the image holds, checked to be a ``kind``
+        (``default`` when missing or null): any other shape is an error
+        naming ``what``."""
+        if not isinstance(obj, dict):
+            raise self.error(f"{what}: {_kind(obj)} where an object belongs")
+        value = obj.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+            raise self.error(f"{what}: {key} is {_kind(value)}, not {_KIND_NAMES[kind]}")
+        return value
+
+    def objects(self, obj, key: str, what: str) -> list:
+        """``obj[key]``: an array of objects (empty when missing)."""
+        items = self.get(obj, key, list, what, [])
+        for k, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise self.error(f"{what}: {key}[{k}] is {_kind(item)}, not an object")
+        return items
+
+    def strings(self, obj, key: str, what: str) -> list:
+        """``obj[key]``: an array of strings (empty when missing)."""
+        items = self.get(obj, key, list, what, [])
+        for k, item in enumerate(items):
+            if not isinstance(item, str):
+                raise self.error(f"{what}: {key}[{k}] is {_kind(item)}, not a string")
+        return items
+
+    def image_settings(self, config, what: str) -> dict:
+        """The ``config`` object of an image config (``{}`` when it has none)."""
+        return self.get(config, "config", dict, what, {})
+
     def image_config(self) -> ImageConfig:
         """What the image's config says to run (once the layer is applied)."""
         return ImageConfig.from_config(self.label, self.config)
@@ -172,7 +219,8 @@ class OciLayout(ImageLayer):
         return self.label
 
     def blob(self, descriptor: dict, what: str) -> tuple[str, int, str]:
-        digest = descriptor.get("digest", "")
+        digest = self.get(descriptor, "digest", str, what, "")
+        declared = self.get(descriptor, "size", int, what)
         algorithm, _, hexdigest = digest.partition(":")
         if not hexdigest or "/" in hexdigest or hexdigest.startswith("."):
             raise self.error(f"{what}: bad digest {digest!r}")
@@ -181,8 +229,8 @@ class OciLayout(ImageLayer):
             size = os.stat(path).st_size
         except OSError as e:
             raise self.error(f"{what}: blob {digest}: {e.strerror}") from None
-        if "size" in descriptor and descriptor["size"] != size:
-            raise self.error(f"{what}: blob {digest} is {size} bytes, the image says {descriptor['size']}")
+        if declared is not None and declared != size:
+            raise self.error(f"{what}: blob {digest} is {size} bytes, the image says {declared}")
         self.inputs.append(path)
         return path, size, digest
 
@@ -204,21 +252,27 @@ class OciLayout(ImageLayer):
         index_path = os.path.join(self.path, "index.json")
         self.inputs = [index_path]
         index = self.read_json(index_path, "index.json")
-        manifests = index.get("manifests") or []
+        manifests = self.objects(index, "manifests", "index.json")
+
+        def ref(m):
+            annotations = self.get(m, "annotations", dict, "index.json", {})
+            return self.get(annotations, REF_ANNOTATION, str, "index.json")
+
         if self.ref is not None:
-            chosen = [m for m in manifests if m.get("annotations", {}).get(REF_ANNOTATION) == self.ref]
+            chosen = [m for m in manifests if ref(m) == self.ref]
             if not chosen:
-                refs = sorted(m.get("annotations", {}).get(REF_ANNOTATION, "?") for m in manifests)
+                refs = sorted(ref(m) or "?" for m in manifests)
                 raise self.error(f"no manifest named {self.ref!r} (the layout has: {', '.join(refs)})")
         else:
             chosen = manifests
         if len(chosen) != 1:
-            refs = sorted(m.get("annotations", {}).get(REF_ANNOTATION, "?") for m in chosen)
+            refs = sorted(ref(m) or "?" for m in chosen)
             raise self.error(f"{len(chosen)} manifests: name one as oci:DIR:REF "
                              f"({', '.join(refs) or 'none'})")
         descriptor = chosen[0]
         document = self.json_blob(descriptor, "manifest")
-        if descriptor.get("mediaType") in INDEX_TYPES or document.get("mediaType") in INDEX_TYPES:
+        if (self.get(descriptor, "mediaType", str, "index.json") in INDEX_TYPES
+                or self.get(document, "mediaType", str, "manifest") in INDEX_TYPES):
             descriptor = self.platform_manifest(document)
             document = self.json_blob(descriptor, "manifest")
         return document
@@ -230,15 +284,18 @@ class OciLayout(ImageLayer):
             raise self.error(f"platform {wanted!r}: not OS/ARCH[/VARIANT]")
         os_name, arch = parts[0], ARCHITECTURES.get(parts[1], parts[1])
         variant = parts[2] if len(parts) == 3 else None
-        found = [m for m in index.get("manifests", [])
-                 if m.get("platform", {}).get("os") == os_name
-                 and m.get("platform", {}).get("architecture") == arch
-                 and (variant is None or m.get("platform", {}).get("variant") == variant)]
+        manifests = self.objects(index, "manifests", "index")
+
+        def platform_of(m) -> tuple:
+            p = self.get(m, "platform", dict, "index", {})
+            return tuple(self.get(p, key, str, "index") for key in ("os", "architecture", "variant"))
+
+        found = [m for m in manifests
+                 if platform_of(m)[:2] == (os_name, arch)
+                 and (variant is None or platform_of(m)[2] == variant)]
         if not found:
-            have = sorted("/".join(str(v) for v in (m.get("platform", {}).get("os", "?"),
-                                                     m.get("platform", {}).get("architecture", "?"),
-                                                     m.get("platform", {}).get("variant")) if v)
-                          for m in index.get("manifests", []))
+            have = sorted("/".join(v for v in (p[0] or "?", p[1] or "?", p[2]) if v)
+                          for p in map(platform_of, manifests))
             shown = "/".join(p for p in (os_name, arch, variant) if p)
             raise self.error(f"no {shown} image in the index (it has: {', '.join(have)}; "
                              f"choose with --platform)")
@@ -246,10 +303,10 @@ class OciLayout(ImageLayer):
 
     def layers(self):
         manifest = self.manifest()
-        config = self.json_blob(manifest.get("config", {}), "config")
-        self.config = config.get("config") or {}
+        config = self.json_blob(self.get(manifest, "config", dict, "manifest", {}), "config")
+        self.config = self.image_settings(config, "config")
         out = []
-        for k, descriptor in enumerate(manifest.get("layers", [])):
+        for k, descriptor in enumerate(self.objects(manifest, "layers", "manifest")):
             label = f"layer {k}"
             path, size, digest = self.blob(descriptor, label)
             out.append((path, 0, size, digest, label))
@@ -278,26 +335,38 @@ class DockerArchive(ImageLayer):
                 member = members.get(os.path.normpath(name))
                 if member is None:
                     raise self.error(f"{what}: no member {name!r}")
+                if member.size > JSON_MAX:
+                    raise self.error(f"{what}: {member.size} bytes (at most {JSON_MAX})")
                 return archive.extractfile(member).read()
 
-            try:
-                manifest = json.loads(read("manifest.json", "manifest.json"))
-            except ValueError as e:
-                raise self.error(f"manifest.json: not JSON: {e}") from None
+            def read_json(name: str, what: str):
+                data = read(name, what)
+                try:
+                    return json.loads(data)
+                except ValueError as e:
+                    raise self.error(f"{what}: not JSON: {e}") from None
+
+            manifest = read_json("manifest.json", "manifest.json")
+            if not isinstance(manifest, list):
+                raise self.error(f"manifest.json: {_kind(manifest)}, not an array of images")
             if len(manifest) != 1:
                 raise self.error(f"manifest.json lists {len(manifest)} images; one is read")
             entry = manifest[0]
-            config_name = entry.get("Config", "")
+            config_name = self.get(entry, "Config", str, "manifest.json", "")
             config_bytes = read(config_name, "config")
             # The config's name is its digest (sha256 hex, .json or a blob path).
             named = os.path.basename(config_name).removesuffix(".json")
             if len(named) == 64 and hashlib.sha256(config_bytes).hexdigest() != named:
                 raise self.error(f"config {config_name}: sha256 is "
                                  f"{hashlib.sha256(config_bytes).hexdigest()}, its name says {named}")
-            config = json.loads(config_bytes)
-            self.config = config.get("config") or {}
-            diff_ids = config.get("rootfs", {}).get("diff_ids", [])
-            names = entry.get("Layers", [])
+            try:
+                config = json.loads(config_bytes)
+            except ValueError as e:
+                raise self.error(f"config: not JSON: {e}") from None
+            self.config = self.image_settings(config, "config")
+            diff_ids = self.strings(self.get(config, "rootfs", dict, "config", {}), "diff_ids",
+                                    "config")
+            names = self.strings(entry, "Layers", "manifest.json")
             if len(diff_ids) != len(names):
                 raise self.error(f"{len(names)} layers but {len(diff_ids)} diff_ids in the config")
             out = []

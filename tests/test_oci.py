@@ -210,3 +210,53 @@ def test_multi_platform_index_picks_the_target(layout, tmp_path):
     assert (res.returncode, res.err) == (
         1, f"rumpfs: error: oci:{layout}: no linux/s390x image in the index "
            f"(it has: linux/amd64, linux/arm64/v8; choose with --platform)\n")
+
+
+@pytest.mark.parametrize("manifest, config, message", [
+    ("5", "{}", "manifest.json: a number, not an array of images"),
+    ("{\"a\": 1}", "{}", "manifest.json: an object, not an array of images"),
+    ("[5]", "{}", "manifest.json: a number where an object belongs"),
+    ("[{\"Config\": 5}]", "{}", "manifest.json: Config is a number, not a string"),
+    ("[{\"Config\": \"c.json\", \"Layers\": 7}]", "{}",
+     "manifest.json: Layers is a number, not an array"),
+    ("[{\"Config\": \"c.json\", \"Layers\": [3]}]", "{}",
+     "manifest.json: Layers[0] is a number, not a string"),
+    ("[{\"Config\": \"c.json\"}]", "[]", "config: an array where an object belongs"),
+    ("[{\"Config\": \"c.json\"}]", "{\"config\": []}", "config: config is an array, not an object"),
+    ("[{\"Config\": \"c.json\"}]", "{\"rootfs\": {\"diff_ids\": {}}}",
+     "config: diff_ids is an object, not an array"),
+    ("[{\"Config\": \"c.json\"}]", "{,", "config: not JSON: Expecting property name enclosed in "
+                                        "double quotes: line 1 column 2 (char 1)"),
+])
+def test_docker_archive_of_the_wrong_shape_is_refused(tmp_path, manifest, config, message):
+    """manifest.json and the config are JSON the archive's maker chose: any
+    other shape than docker save's is one line, not a traceback."""
+    save = tmp_path / "save"
+    save.mkdir()
+    (save / "manifest.json").write_text(manifest)
+    (save / "c.json").write_text(config)
+    archive = tar_dir(save, tmp_path / "app.tar")
+    out = tmp_path / "r.cpio"
+    res = run_rumpfs("pack", "--no-stubetc", f"docker-archive:{archive}", "-o", out, check=False)
+    assert (res.returncode, res.err) == (1, f"rumpfs: error: docker-archive:{archive}: {message}\n")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("index, message", [
+    ("[]", "index.json: an array where an object belongs"),
+    ("{\"manifests\": {}}", "index.json: manifests is an object, not an array"),
+    ("{\"manifests\": [7]}", "index.json: manifests[0] is a number, not an object"),
+    ("{\"manifests\": [{\"annotations\": []}, {}]}",
+     "index.json: annotations is an array, not an object"),
+    ("{\"manifests\": [{\"digest\": 5}]}", "manifest: digest is a number, not a string"),
+    ("{\"manifests\": [{\"digest\": \"sha256:ab\", \"size\": \"9\"}]}",
+     "manifest: size is a string, not a number"),
+])
+def test_oci_layout_of_the_wrong_shape_is_refused(tmp_path, index, message):
+    root = tmp_path / "image"
+    root.mkdir()
+    (root / "index.json").write_text(index)
+    out = tmp_path / "r.cpio"
+    res = run_rumpfs("pack", "--no-stubetc", f"oci:{root}", "-o", out, check=False)
+    assert (res.returncode, res.err) == (1, f"rumpfs: error: oci:{root}: {message}\n")
+    assert not out.exists()
