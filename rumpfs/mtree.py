@@ -240,6 +240,8 @@ class MtreeSpec(Layer):
                                   f"(and has no contents=)")
             location = os.path.join(os.path.dirname(os.path.abspath(self.path)), unvis(contents).decode(
                 "utf-8", "surrogateescape"))
+            if "\0" in location:
+                raise RumpfsError(f"{where}: {shown}: contents= has a NUL byte")
             try:
                 st = os.stat(location)
             except OSError as e:

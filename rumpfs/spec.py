@@ -119,6 +119,8 @@ class SpecFile(Layer):
         if kind == "file":
             need(5, "<name> <location> <mode> <uid> <gid>")
             location = os.path.join(base, os.path.expandvars(args[1]))
+            if "\0" in location:
+                raise RumpfsError(f"{where}: the file's location has a NUL byte")
             try:
                 st = os.stat(location)
             except OSError as e:

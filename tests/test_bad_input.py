@@ -217,6 +217,10 @@ ROWS = [
      "can hold (major and minor at most 2147483647)"),
     # Archive headers whose numbers would make a reader allocate, seek or
     # loop without end (found by tests/fuzz_sources.py).
+    ("spec-nul-location", "x.cpio", ["pack", "{src}", "--spec", "{d}/nul.spec"],
+     "{d}/nul.spec:1: the file's location has a NUL byte"),
+    ("mtree-nul-contents", "x.cpio", ["pack", "{src}", "--mtree", "{d}/nul.mtree"],
+     "{d}/nul.mtree:2: ./b: contents= has a NUL byte"),
     ("tar-negative-size", "x.cpio", ["pack", "{d}/negative.tar"],
      "{d}/negative.tar: offset 0: tar header with a negative size (-1)"),
     ("tar-size-past-the-end", "x.cpio", ["pack", "{d}/past.tar"],
@@ -277,6 +281,8 @@ def inputs(tmp_path_factory):
         "major32.spec": "nod /dev/x 0600 0 0 c 4294967295 1\n",
         "major.mtree": "#mtree\n./x type=char mode=0600 device=linux,4294967295,1\n",
         "negative.mtree": "#mtree\n./x type=char mode=0600 device=linux,-1,1\n",
+        "nul.spec": "file /f {src}/hello\0 0644 0 0\n",
+        "nul.mtree": "#mtree\n./b type=file contents=x\\000y\n",
         "uid.spec": "dir /d 0755 99999999999 0\n",
         "gid.spec": "# owners\npipe /p 0644 0 4294967296\n",
         "mtime.spec": "meta /hello mtime=99999999999999\n",
@@ -288,7 +294,7 @@ def inputs(tmp_path_factory):
         "cpio-only.toml": '[template]\nbase = "rumpfs"\nformats = ["cpio"]\n',
     }
     for name, text in files.items():
-        (d / name).write_text(text)
+        (d / name).write_text(text.replace("{src}", str(src)))
     # A character device whose major takes GNU tar's base-256 form.
     big = tarfile.TarInfo("dev/big")
     big.type, big.devmajor, big.devminor = tarfile.CHRTYPE, 1 << 40, 1
