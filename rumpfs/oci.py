@@ -139,20 +139,13 @@ class ImageLayer(ArchiveLayer):
             raise self.error(f"{what}: {key} is {_kind(value)}, not {_KIND_NAMES[kind]}")
         return value
 
-    def objects(self, obj, key: str, what: str) -> list:
-        """``obj[key]``: an array of objects (empty when missing)."""
+    def array(self, obj, key: str, item_kind, what: str) -> list:
+        """``obj[key]``: an array of ``item_kind`` values (empty when missing)."""
         items = self.get(obj, key, list, what, [])
         for k, item in enumerate(items):
-            if not isinstance(item, dict):
-                raise self.error(f"{what}: {key}[{k}] is {_kind(item)}, not an object")
-        return items
-
-    def strings(self, obj, key: str, what: str) -> list:
-        """``obj[key]``: an array of strings (empty when missing)."""
-        items = self.get(obj, key, list, what, [])
-        for k, item in enumerate(items):
-            if not isinstance(item, str):
-                raise self.error(f"{what}: {key}[{k}] is {_kind(item)}, not a string")
+            if not isinstance(item, item_kind):
+                raise self.error(f"{what}: {key}[{k}] is {_kind(item)}, "
+                                 f"not {_KIND_NAMES[item_kind]}")
         return items
 
     def image_settings(self, config, what: str) -> dict:
@@ -252,7 +245,7 @@ class OciLayout(ImageLayer):
         index_path = os.path.join(self.path, "index.json")
         self.inputs = [index_path]
         index = self.read_json(index_path, "index.json")
-        manifests = self.objects(index, "manifests", "index.json")
+        manifests = self.array(index, "manifests", dict, "index.json")
 
         def ref(m):
             annotations = self.get(m, "annotations", dict, "index.json", {})
@@ -284,7 +277,7 @@ class OciLayout(ImageLayer):
             raise self.error(f"platform {wanted!r}: not OS/ARCH[/VARIANT]")
         os_name, arch = parts[0], ARCHITECTURES.get(parts[1], parts[1])
         variant = parts[2] if len(parts) == 3 else None
-        manifests = self.objects(index, "manifests", "index")
+        manifests = self.array(index, "manifests", dict, "index")
 
         def platform_of(m) -> tuple:
             p = self.get(m, "platform", dict, "index", {})
@@ -306,7 +299,7 @@ class OciLayout(ImageLayer):
         config = self.json_blob(self.get(manifest, "config", dict, "manifest", {}), "config")
         self.config = self.image_settings(config, "config")
         out = []
-        for k, descriptor in enumerate(self.objects(manifest, "layers", "manifest")):
+        for k, descriptor in enumerate(self.array(manifest, "layers", dict, "manifest")):
             label = f"layer {k}"
             path, size, digest = self.blob(descriptor, label)
             out.append((path, 0, size, digest, label))
@@ -364,9 +357,9 @@ class DockerArchive(ImageLayer):
             except ValueError as e:
                 raise self.error(f"config: not JSON: {e}") from None
             self.config = self.image_settings(config, "config")
-            diff_ids = self.strings(self.get(config, "rootfs", dict, "config", {}), "diff_ids",
-                                    "config")
-            names = self.strings(entry, "Layers", "manifest.json")
+            diff_ids = self.array(self.get(config, "rootfs", dict, "config", {}), "diff_ids", str,
+                                  "config")
+            names = self.array(entry, "Layers", str, "manifest.json")
             if len(diff_ids) != len(names):
                 raise self.error(f"{len(names)} layers but {len(diff_ids)} diff_ids in the config")
             out = []
