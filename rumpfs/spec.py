@@ -43,8 +43,6 @@ _KINDS = {
     "sock": (stat.S_IFSOCK, 4),
 }
 _META_KEYS = ("mode", "uid", "gid", "mtime")
-#: Largest owner id and device major or minor: every format stores 32 bits
-#: (cpio newc 8 hex digits, FFS 32-bit fields).
 #: Largest meta mtime= (seconds whose nanoseconds fit a signed 64-bit time).
 MTIME_MAX = ((1 << 63) - 1) // 1_000_000_000
 

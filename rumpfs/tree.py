@@ -51,7 +51,8 @@ KIND_LETTERS = {REG: "-", DIR: "d", LNK: "l", CHR: "c", BLK: "b", FIFO: "p", SOC
 NAME_MAX = 255
 #: Longest path (Linux's PATH_MAX, with its NUL): of a name or a symlink target.
 PATH_MAX = 4096
-#: The largest uid and gid (uid_t and gid_t are 32 bits wide everywhere).
+#: The largest uid and gid: uid_t and gid_t are 32 bits wide everywhere, and
+#: every format stores 32 (cpio newc's 8 hex digits, FFS's 32-bit fields).
 ID_MAX = 0xFFFFFFFF
 #: The largest major and the largest minor number of a device here: what
 #: os.makedev takes on every Python rumpfs runs on (a C int before 3.13).
