@@ -110,6 +110,9 @@ _HEADER = struct.Struct(" ".join(
     for name, item in zip_longest(tar_layout.FIELDS, tar_layout.FORMAT.split())))
 _UNPACKED = [name for name in tar_layout.FIELDS if name in _USED_FIELDS]
 NAME, MODE, UID, GID, SIZE, MTIME, CHKSUM, TYPEFLAG = map(_UNPACKED.index, _USED_FIELDS)
+#: What a cpio header's numbers are written with (newc, odc).
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
+_OCTAL_DIGITS = b"01234567"
 #: Largest pax or GNU extended header read (names and records, read whole).
 EXTENSION_MAX = 1 << 20
 #: Where each field of the header is (start, end): those some members need
@@ -905,22 +908,21 @@ class ArchiveReader:
         head = os.pread(fd, NEWC_HEADER_SIZE, offset)
         if len(head) != NEWC_HEADER_SIZE:
             raise self.error(f"offset {offset}: truncated cpio header")
-        try:
-            return {name: int(head[6 + 8 * k:14 + 8 * k], 16) for k, name in enumerate(NEWC_FIELDS)}
-        except ValueError:
-            raise self.error(f"offset {offset}: bad cpio header (a field is not hexadecimal)") from None
+        # Digits only: int() would also take a sign, a 0x and blanks.
+        if head[6:].translate(None, _HEX_DIGITS):
+            raise self.error(f"offset {offset}: bad cpio header (a field is not hexadecimal)")
+        return {name: int(head[6 + 8 * k:14 + 8 * k], 16) for k, name in enumerate(NEWC_FIELDS)}
 
     def odc_header(self, fd: int, offset: int) -> dict:
         head = os.pread(fd, ODC_HEADER_SIZE, offset)
         if len(head) != ODC_HEADER_SIZE:
             raise self.error(f"offset {offset}: truncated cpio header")
+        if head[6:].translate(None, _OCTAL_DIGITS):
+            raise self.error(f"offset {offset}: bad cpio header (a field is not octal)")
         fields, pos = {}, 6
-        try:
-            for name, width in ODC_FIELDS:
-                fields[name] = int(head[pos:pos + width], 8)
-                pos += width
-        except ValueError:
-            raise self.error(f"offset {offset}: bad cpio header (a field is not octal)") from None
+        for name, width in ODC_FIELDS:
+            fields[name] = int(head[pos:pos + width], 8)
+            pos += width
         return fields
 
     def cpio_member(self, fd: int, raw: bytes, fields: dict, dev, rdev, data_at: int,

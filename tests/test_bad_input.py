@@ -229,6 +229,8 @@ ROWS = [
      "{d}/uid.tar: member f: uid 1099511627776 is outside 0..4294967295"),
     ("tar-huge-pax-header", "x.cpio", ["pack", "{d}/pax.tar"],
      "{d}/pax.tar: offset 0: extended header of 2097152 bytes (at most 1048576)"),
+    ("cpio-signed-size", "x.cpio", ["pack", "{d}/signed.cpio"],
+     "{d}/signed.cpio: offset 0: bad cpio header (a field is not hexadecimal)"),
     ("cpio-huge-name", "x.cpio", ["pack", "{d}/name.cpio"],
      "{d}/name.cpio: offset 0: cpio name of 4294967294 bytes (1 to 4096)"),
     ("cpio-huge-symlink", "x.cpio", ["pack", "{d}/symlink.cpio"],
@@ -303,6 +305,10 @@ def inputs(tmp_path_factory):
     # A newc archive of one character device, major 0xFFFFFFFF (the field's largest).
     (d / "device.cpio").write_bytes(_newc(b"dev/big", stat.S_IFCHR | 0o600, rdev=(0xFFFFFFFF, 1))
                                     + _newc(b"TRAILER!!!", 0))
+    # int() takes "-0000001" as hexadecimal; cpio does not.
+    signed = bytearray(_newc(b"f", stat.S_IFREG | 0o644))
+    signed[6 + 8 * 6:6 + 8 * 7] = b"-0000001"  # c_filesize
+    (d / "signed.cpio").write_bytes(signed)
     (d / "name.cpio").write_bytes(_newc(b"f", stat.S_IFREG | 0o644, namesize=0xFFFFFFFE))
     with open(d / "symlink.cpio", "wb") as f:  # sparse: its 4 GiB "target" all hole
         f.write(_newc(b"l", stat.S_IFLNK | 0o777, filesize=0xFFFFFFFF))
