@@ -3,13 +3,14 @@
 Build pipelines pack tar and cpio archives they did not write: whatever the
 bytes, ``pack`` must either write the image or stop with one line (naming
 the archive and member, or the image entry a writer cannot store), never
-raise anything else, hang or run out of memory.  Seeds: ustar,
-GNU (long names, a sparse member, GNU tar's own) and pax tar archives with
-every kind of member, newc and odc cpio archives (GNU cpio's), and a gzipped
-tar.  Mutations are those of :mod:`fuzz_readers` (truncation, bit flips,
-splices, inserted and deleted bytes, cpio header fields) plus tar header
-fields (numbers in octal, base-256 and garbage; type flags; names and link
-names without their NUL), most with the header checksum made right again so
+raise anything else, hang or run out of memory.  Seeds: ustar, GNU (long
+names, a sparse member, GNU tar's own) and pax tar archives with every kind
+of member, newc and odc cpio archives (GNU cpio's), and the ustar archive
+compressed with gzip, zstd, xz and bzip2 (mutated inside or outside).
+Mutations are those of :mod:`fuzz_readers` (truncation, bit flips, splices,
+inserted and deleted bytes, cpio header fields) plus tar header fields
+(numbers in octal, base-256 and garbage; type flags; names and link names
+without their NUL), most with the header checksum made right again so
 that the reader goes past it.  Each mutant is packed in a forked process
 with a time limit and a capped address space; mutants are a pure function
 of (kind, seed, index)::
@@ -21,6 +22,7 @@ of (kind, seed, index)::
 from __future__ import annotations
 
 import argparse
+import bz2
 import os
 import random
 import resource
@@ -55,7 +57,11 @@ TAR_FIELDS = {"name": (0, 100), "mode": (100, 8), "uid": (108, 8), "gid": (116, 
 NUMBER_FIELDS = ("mode", "uid", "gid", "size", "mtime", "devmajor", "devminor")
 TEXT_FIELDS = ("name", "linkname", "prefix", "magic")
 TYPEFLAGS = b"01234567LKxgSVMDZ\0"
-KINDS = ("ustar", "gnu", "gnu-tar", "pax", "newc", "odc", "tgz")
+#: Compressed kinds: the ustar seed compressed with this method, and its suffix.
+#: (The methods pack reads sources in: docs/inputs.md.)
+COMPRESSED = {"tgz": ("gzip", ".tar.gz"), "tzst": ("zstd", ".tar.zst"), "txz": ("xz", ".tar.xz"),
+              "tbz2": ("bzip2", ".tar.bz2")}
+KINDS = ("ustar", "gnu", "gnu-tar", "pax", "newc", "odc", *COMPRESSED)
 
 
 def make_tree(root: str, long_names: bool = True) -> None:
@@ -107,11 +113,33 @@ def build_seeds(directory: str) -> dict[str, str]:
         with open(seeds[kind], "wb") as f:
             subprocess.run(["cpio", "-o", "-H", kind, "--quiet"], cwd=tree, input=names,
                            stdout=f, check=True)
-    seeds["tgz"] = os.path.join(directory, "ustar.tar.gz")
-    with open(seeds["ustar"], "rb") as src, open(seeds["tgz"], "wb") as dst:
-        comp = compress.compressor("gzip")
-        dst.write(comp.compress(src.read()) + comp.flush())
+    with open(seeds["ustar"], "rb") as f:
+        plain = f.read()
+    for kind, (method, suffix) in COMPRESSED.items():
+        seeds[kind] = os.path.join(directory, "ustar" + suffix)
+        with open(seeds[kind], "wb") as f:
+            f.write(_compress(method, plain))
     return seeds
+
+
+def _compress(method: str, data: bytes) -> bytes:
+    if method == "bzip2":  # read by pack, never written
+        return bz2.compress(data)
+    comp = compress.compressor(method)
+    return comp.compress(data) + comp.flush()
+
+
+def _decompress(method: str, data: bytes) -> bytes:
+    if method == "bzip2":
+        return bz2.decompress(data)
+    return compress.decompressor(method).decompress(data)
+
+
+def suffix_of(kind: str) -> str:
+    """The file name ending pack knows ``kind``'s mutants by."""
+    if kind in COMPRESSED:
+        return COMPRESSED[kind][1]
+    return ".cpio" if kind in ("newc", "odc") else ".tar"
 
 
 def tar_headers(data: bytes) -> list[int]:
@@ -172,12 +200,12 @@ def _set_tar_field(rng: random.Random, buf: bytearray, head: int) -> str:
 def mutant(kind: str, data: bytes, run_seed: int, index: int) -> tuple[bytes, list[str]]:
     """The mutant number ``index`` of ``kind``'s seed: a pure function."""
     rng = random.Random(f"source:{kind}:{run_seed}:{index}")
-    if kind == "tgz":
-        inner = bytearray(compress.decompressor("gzip").decompress(data))
+    if kind in COMPRESSED:
+        method = COMPRESSED[kind][0]
+        inner = bytearray(_decompress(method, data))
         if rng.random() < 0.7:
             done = _mutate_tar(rng, inner)
-            comp = compress.compressor("gzip")
-            return comp.compress(bytes(inner)) + comp.flush(), ["inner: " + d for d in done]
+            return _compress(method, bytes(inner)), ["inner: " + d for d in done]
         buf = bytearray(data)
         done = _mutate_bytes(rng, buf, [], [])
         return bytes(buf), done
@@ -246,8 +274,7 @@ def run(kinds=KINDS, mutants: int = 100, run_seed: int = 0, workdir: str | None 
                 data = f.read()
             for index in range(mutants):
                 blob, done = mutant(kind, data, run_seed, index)
-                suffix = ".tar.gz" if kind == "tgz" else ".cpio" if kind in ("newc", "odc") else ".tar"
-                path = os.path.join(workdir, f"m{index % 10}{suffix}")
+                path = os.path.join(workdir, f"m{index % 10}{suffix_of(kind)}")
                 with open(path, "wb") as f:
                     f.write(blob)
                 # Mostly cpio (the cheapest writer); every fourth an FFS image,
@@ -276,8 +303,7 @@ def main(argv=None) -> int:
             seeds = build_seeds(os.path.join(work, "seeds"))
             with open(seeds[kind], "rb") as f:
                 blob, done = mutant(kind, f.read(), int(seed), int(index))
-            path = os.path.join(work, "mutant" + (".tar.gz" if kind == "tgz" else
-                                                  ".cpio" if kind in ("newc", "odc") else ".tar"))
+            path = os.path.join(work, "mutant" + suffix_of(kind))
             with open(path, "wb") as f:
                 f.write(blob)
             print("; ".join(done))
