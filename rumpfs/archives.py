@@ -44,6 +44,7 @@ import marshal
 import os
 import signal
 import stat
+import string
 import struct
 import sys
 import tarfile
@@ -111,8 +112,8 @@ _HEADER = struct.Struct(" ".join(
 _UNPACKED = [name for name in tar_layout.FIELDS if name in _USED_FIELDS]
 NAME, MODE, UID, GID, SIZE, MTIME, CHKSUM, TYPEFLAG = map(_UNPACKED.index, _USED_FIELDS)
 #: What a cpio header's numbers are written with (newc, odc).
-_HEX_DIGITS = b"0123456789abcdefABCDEF"
-_OCTAL_DIGITS = b"01234567"
+_HEX_DIGITS = string.hexdigits.encode()
+_OCTAL_DIGITS = string.octdigits.encode()
 #: Largest pax or GNU extended header read (names and records, read whole).
 EXTENSION_MAX = 1 << 20
 #: Where each field of the header is (start, end): those some members need

@@ -31,6 +31,7 @@ from .tree import (
     CHR,
     DIR,
     FIFO,
+    ID_MAX,
     LNK,
     REG,
     HostData,
@@ -216,11 +217,11 @@ class MtreeSpec(Layer):
         if "mode" in kw:
             node.mode = kind | _number(kw["mode"], 8, where, "mode", 0o7777)
         if "uid" in kw:
-            node.uid = _number(kw["uid"], 10, where, "uid", 0xFFFFFFFF)
+            node.uid = _number(kw["uid"], 10, where, "uid", ID_MAX)
         elif "uname" in kw:
             node.uid = names.uid(kw["uname"], where)
         if "gid" in kw:
-            node.gid = _number(kw["gid"], 10, where, "gid", 0xFFFFFFFF)
+            node.gid = _number(kw["gid"], 10, where, "gid", ID_MAX)
         elif "gname" in kw:
             node.gid = names.gid(kw["gname"], where)
         if "time" in kw:

@@ -283,12 +283,12 @@ class OciLayout(ImageLayer):
             p = self.get(m, "platform", dict, "index", {})
             return tuple(self.get(p, key, str, "index") for key in ("os", "architecture", "variant"))
 
-        found = [m for m in manifests
-                 if platform_of(m)[:2] == (os_name, arch)
-                 and (variant is None or platform_of(m)[2] == variant)]
+        platforms = list(map(platform_of, manifests))
+        found = [m for m, p in zip(manifests, platforms)
+                 if p[:2] == (os_name, arch) and (variant is None or p[2] == variant)]
         if not found:
             have = sorted("/".join(v for v in (p[0] or "?", p[1] or "?", p[2]) if v)
-                          for p in map(platform_of, manifests))
+                          for p in platforms)
             shown = "/".join(p for p in (os_name, arch, variant) if p)
             raise self.error(f"no {shown} image in the index (it has: {', '.join(have)}; "
                              f"choose with --platform)")

@@ -49,7 +49,7 @@ KIND_LETTERS = {REG: "-", DIR: "d", LNK: "l", CHR: "c", BLK: "b", FIFO: "p", SOC
 
 #: Longest name one directory entry may carry (FFS_MAXNAMLEN, NAME_MAX).
 NAME_MAX = 255
-#: Longest path (Linux's PATH_MAX, with its NUL): of a name or a symlink target.
+#: Longest path or symlink target (Linux's PATH_MAX).
 PATH_MAX = 4096
 #: The largest uid and gid: uid_t and gid_t are 32 bits wide everywhere, and
 #: every format stores 32 (cpio newc's 8 hex digits, FFS's 32-bit fields).

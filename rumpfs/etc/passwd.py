@@ -28,6 +28,7 @@ import struct
 
 from ..errors import RumpfsError
 from ..record import Record
+from ..tree import ID_MAX
 from . import GROUP, MASTER_PASSWD  # the source files, declared by the package
 
 #: Key prefixes (``_PW_KEYBYNAME``, ``_PW_KEYBYNUM``, ``_PW_KEYBYUID`` of pwd.h).
@@ -48,7 +49,6 @@ PASSWORD_NOEXP = 0x08
 #: 17 with the NUL; uid_t and gid_t are 32-bit unsigned.
 LINE_MAX = 2048
 LOGIN_NAME_MAX = 16
-ID_MAX = 0xFFFFFFFF
 MASTER_FIELDS = 10
 GROUP_FIELDS = 4
 

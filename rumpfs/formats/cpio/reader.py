@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import os
 import stat
+import string
 
-from ...tree import make_rdev
+from ...tree import PATH_MAX, make_rdev
 from .. import Entry, ImageReader, file_name, show
 from .layout import ALIGNMENT, CRC_MAGIC, HEADER_SIZE, MAGIC_SIZE, MAGICS, TRAILER_NAME, pad, parse_header
 from .writer import byte_sum
 
 _CHUNK = 1 << 20
 #: The only bytes of a header's numeric fields (cpio(5): 8 hexadecimal digits each).
-_HEX_DIGITS = b"0123456789abcdefABCDEF"
+_HEX_DIGITS = string.hexdigits.encode()
 #: Longest member name read (Linux PATH_MAX, the kernel's initramfs limit).
-MAX_NAME = 4096
+MAX_NAME = PATH_MAX
 
 
 _show = show
