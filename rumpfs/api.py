@@ -13,14 +13,26 @@ from __future__ import annotations
 import errno
 import gc
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 
 from . import formats
 from .errors import OptionError, RumpfsError
-from .hostwalk import HostStream
+from .hostwalk import HostStream, holds_hard_links
 from .output import AtomicOutput, Copier, ImageSink, Progress, StreamSink
-from .sources import HostDirectory, Layer, Policy, Remove, build_tree, settle_times, stubetc_layer
+from .sources import (
+    ETC,
+    HostDirectory,
+    Layer,
+    Policy,
+    Remove,
+    StubEtc,
+    apply_policy,
+    build_tree,
+    settle_times,
+    stubetc_layer,
+)
 from .tree import Tree, split_path
 
 #: Output suffixes that ask for a container around the image.
@@ -322,22 +334,44 @@ def prepare_tree(layers: list[Layer], opts: PackOptions, byteorder: str, policy:
     return tree
 
 
-def listed_while_written(layers: list[Layer], opts: PackOptions, policy: Policy) -> HostStream | None:
-    """The tree as a :class:`HostStream` when it is exactly one host
-    directory, which a format that can write it while it is being listed
-    then writes as it goes; None when layers, /etc work or anything else
-    needs the whole tree first."""
-    if len(layers) != 1 or type(layers[0]) is not HostDirectory or split_path(layers[0].dest):
+def listed_while_written(layers: list[Layer], opts: PackOptions, byteorder: str,
+                         policy: Policy) -> HostStream | None:
+    """The tree as a :class:`HostStream` when it is one host directory (after
+    the default /etc, if any), which a format that can write it while it is
+    being listed then writes as it goes; None when the layers need the whole
+    tree first.
+
+    /etc is built beforehand as the whole tree would have it (the default
+    /etc, the source's own etc laid over it, the generated files) and
+    grafted into the stream.  A source whose etc is not a directory, or
+    holds a hard link (which may join a name outside it), takes the whole
+    tree."""
+    *defaults, source = layers
+    if (type(source) is not HostDirectory or split_path(source.dest)
+            or any(type(layer) is not StubEtc for layer in defaults)):
         return None
-    source = layers[0]
-    from . import etc
-    if etc.finish_would_change(source.path, opts):
+    own_etc = os.path.join(source.path, os.fsdecode(ETC.lstrip(b"/")))
+    try:
+        st = os.lstat(own_etc)
+    except FileNotFoundError:
+        st = None
+    except OSError:
+        return None  # the whole tree's walk says what is wrong
+    if st is not None and (not stat.S_ISDIR(st.st_mode) or holds_hard_links(os.fsencode(own_etc))):
         return None
+    etc = Tree()
+    etc_layers = [*defaults, HostDirectory(own_etc, ETC)] if st else defaults
+    for layer in etc_layers:
+        layer.apply(etc, policy)
+    for layer in etc_layers:
+        layer.settle(etc)
+    apply_policy(etc, policy)
+    finish_etc(etc, opts, byteorder, policy)
     tree = Tree()
     tree.root.copy_meta_from(source.root_node(policy.keep_owner))
     settle_times((tree.root,), policy)
     return HostStream(os.fsencode(source.path), tree, policy.keep_owner,
-                      lambda nodes: settle_times(nodes, policy))
+                      lambda nodes: settle_times(nodes, policy), grafts=etc.root.children)
 
 
 def finish_etc(tree: Tree, opts: PackOptions, byteorder: str, policy: Policy) -> None:
@@ -411,7 +445,7 @@ def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp
             layers = make_layers(sources, opts, target)
             tree = None
             if container is None and fmt.writes_while_listed:
-                tree = listed_while_written(layers, opts, policy)
+                tree = listed_while_written(layers, opts, byteorder, policy)
             if tree is None:
                 tree = prepare_tree(layers, opts, byteorder, policy)
             images += [layer.image_config() for layer in layers if hasattr(layer, "image_config")]

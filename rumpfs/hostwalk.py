@@ -219,6 +219,21 @@ def walk_host_dir(top: bytes, root: Node, keep_owner: bool = True,
     return build.count
 
 
+def holds_hard_links(top: bytes) -> bool:
+    """Whether anything but a directory below the host directory ``top``
+    has more than one name."""
+    todo = [top]
+    while todo:
+        dirpath = todo.pop()
+        prefix = _prefix(dirpath)
+        for name, mode, *_fields, link_key, _target in list_directory(dirpath):
+            if link_key is not None:
+                return True
+            if mode & IFMT == DIR:
+                todo.append(prefix + name)
+    return False
+
+
 class HostStream:
     """One host directory as the whole tree, listed while it is walked.
 
@@ -231,16 +246,23 @@ class HostStream:
     filled) is complete once the walk has ended.
 
     ``settle(nodes)`` is called with each directory's entries once they are
-    nodes (the reproducibility policy).  A large tree is shared with walker
+    nodes (the reproducibility policy).  ``grafts`` (name -> node, subtrees
+    built and settled beforehand: the default and generated /etc) take the
+    place of the top directory's entries of those names, or join them; what
+    is inside them is never listed from the host.  A large tree is shared with walker
     processes as :func:`walk_host_dir` shares it: the directories not listed
     yet are dealt out in walk order, and their records are taken as the walk
     reaches them.
     """
 
-    def __init__(self, top: bytes, tree, keep_owner: bool, settle, walkers: int | None = None):
+    def __init__(self, top: bytes, tree, keep_owner: bool, settle, walkers: int | None = None,
+                 grafts: dict | None = None):
         self.top = top
         self.tree = tree
         self.settle = settle
+        self.grafts = grafts or {}
+        #: id() of every directory inside the grafts (walked, not listed).
+        self._grafted = {id(node) for node in _directories_in(self.grafts.values())}
         if walkers is None:
             walkers = min(os.cpu_count() or 1, MAX_WALKERS) if hasattr(os, "fork") else 0
         self.walkers = walkers
@@ -291,9 +313,11 @@ class HostStream:
         settle = self.settle
         entries_of = self._entries
         root = self.tree.root
+        grafted = self._grafted
         first_name: dict = {}
         try:
             build.add(self.top, root, entries_of(self.top))
+            root.children.update(self.grafts)
             settle(root.children.values())
             yield _new_entry(WalkEntry, (b"", root, None, 0))
             # As Tree.walk: an iterator per open directory, here with the
@@ -316,16 +340,17 @@ class HostStream:
                         yield _new_entry(WalkEntry, (path, node, link_of, depth))
                         continue
                     dirpath = host + name
-                    if (self._team is None and self.walkers >= 2
-                            and build.count - self._checked > SHARE_AFTER_ENTRIES):
-                        self._checked = build.count
-                        self._share_rest(dirpath, node, items, it, host, stack)
-                    entries = entries_of(dirpath)
-                    if entries.__class__ is tuple:
-                        yield _new_entry(WalkEntry, (path, self._written_subtree(entries), None, depth))
-                        continue
-                    build.add(dirpath, node, entries)
-                    settle(children.values())
+                    if id(node) not in grafted:
+                        if (self._team is None and self.walkers >= 2
+                                and build.count - self._checked > SHARE_AFTER_ENTRIES):
+                            self._checked = build.count
+                            self._share_rest(dirpath, node, items, it, host, stack)
+                        entries = entries_of(dirpath)
+                        if entries.__class__ is tuple:
+                            yield _new_entry(WalkEntry, (path, self._written_subtree(entries), None, depth))
+                            continue
+                        build.add(dirpath, node, entries)
+                        settle(children.values())
                     yield _new_entry(WalkEntry, (path, node, None, depth))
                     if children:
                         stack.append((items, it, prefix, host, depth))
@@ -380,7 +405,7 @@ class HostStream:
         for items_, it_, host_ in frames:
             left = length_hint(it_)
             rest += [(host_ + n, c) for n, c in items_[len(items_) - left:]
-                     if c.children is not None]
+                     if c.children is not None and id(c) not in self._grafted]
         if len(rest) < SUBTREES_PER_WALKER * self.walkers:
             return
         if self._make_writer is None:
@@ -390,6 +415,15 @@ class HostStream:
             self._team = _Walkers(rest, self.walkers,
                                   _SubtreeJob(writers, self.build.keep_owner, self.settle,
                                               len(_prefix(self.top))))
+
+
+def _directories_in(nodes):
+    """The directories among ``nodes`` and below them."""
+    todo = [node for node in nodes if node.children is not None]
+    while todo:
+        node = todo.pop()
+        yield node
+        todo += [child for child in node.children.values() if child.children is not None]
 
 
 class _CountsSoFar:

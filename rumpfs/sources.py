@@ -141,8 +141,12 @@ def stubetc_path() -> str:
     raise RumpfsError("the default /etc (stubetc) is missing from this installation")
 
 
+#: Where the default /etc goes (the files generated at the end go there too).
+ETC = b"/etc"
+
+
 def stubetc_layer() -> HostDirectory:
-    return StubEtc(stubetc_path(), b"/etc")
+    return StubEtc(stubetc_path(), ETC)
 
 
 #: The default /etc's account files: left out when the user's layers bring

@@ -259,18 +259,67 @@ def test_a_streamed_walk_left_early_ends_its_walkers(big_tree, monkeypatch):
     assert _children() == []
 
 
-def test_streamed_cpio_equals_the_whole_tree_cpio(fixture_tree, big_tree, tmp_path, monkeypatch):
+def _etc_case(top, case: str):
+    """A copy of ``top`` whose etc is as ``case`` says; True if the tree
+    should still be written while listed."""
+    etc = top / "etc"
+    if case == "no etc":
+        return True
+    if case == "symlinked etc":  # the image holds the symlink: no default /etc below it
+        etc.symlink_to("usr/etc")
+        return False
+    if case == "etc hard-linked outside":  # the link joins a name outside /etc
+        etc.mkdir()
+        os.link(top / "d00" / "inner" / "f2", etc / "motd")
+        return False
+    etc.mkdir()
+    (etc / "hosts").write_text("127.0.0.1 own\n")  # replaces the default's
+    (etc / "sub").mkdir()
+    (etc / "sub" / "x").write_text("x\n")
+    if case == "own passwd":  # the default account files step aside
+        (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+        (etc / "group").write_text("root:x:0:\n")
+    elif case == "own master.passwd":  # the databases are generated from it
+        (etc / "master.passwd").write_text("root:*:0:0::0:0:Charlie &:/root:/bin/sh\n")
+        (etc / "group").write_text("wheel:*:0:root\n")
+    return True
+
+
+@pytest.mark.parametrize("case", ["no etc", "own etc", "own passwd", "own master.passwd",
+                                  "symlinked etc", "etc hard-linked outside"])
+@pytest.mark.parametrize("stubetc", [True, False])
+def test_streamed_cpio_equals_the_whole_tree_cpio(big_tree, tmp_path, monkeypatch, case, stubetc):
     """The archive written while the tree is listed is byte for byte the one
-    written from the finished tree (hard links, devices, long names)."""
+    written from the finished tree (hard links, devices, long names), with
+    the default /etc, the source's own etc over it and the files generated
+    in it (the databases, --config) grafted in."""
     from rumpfs import api
-    for top in (fixture_tree, big_tree):
-        streamed = tmp_path / "streamed.cpio"
-        whole = tmp_path / "whole.cpio"
-        api.pack([top], streamed, stubetc=False, progress=False)
-        with monkeypatch.context() as m:
-            m.setattr(api, "listed_while_written", lambda *a: None)
-            api.pack([top], whole, stubetc=False, progress=False)
-        assert streamed.read_bytes() == whole.read_bytes(), top
+    top = tmp_path / "src"
+    _copy(big_tree, top)
+    streams = _etc_case(top, case)
+    config = tmp_path / "config.json"
+    config.write_text('{"hostname": "h"}')
+    opts = dict(stubetc=stubetc, progress=False, config=config if case == "own etc" else None)
+    streamed = tmp_path / "streamed.cpio"
+    whole = tmp_path / "whole.cpio"
+    made = []
+    real = api.listed_while_written
+    with monkeypatch.context() as m:
+        m.setattr(api, "listed_while_written", lambda *a: made.append(real(*a)) or made[-1])
+        api.pack([top], streamed, **opts)
+    assert (made[0] is not None) == streams
+    with monkeypatch.context() as m:
+        m.setattr(api, "listed_while_written", lambda *a: None)
+        api.pack([top], whole, **opts)
+    assert streamed.read_bytes() == whole.read_bytes()
+    names = subprocess.run(["bsdtar", "-tf", str(streamed)], capture_output=True, check=True,
+                           text=True).stdout.split()
+    if case == "own master.passwd":
+        assert {"etc/pwd.db", "etc/spwd.db", "etc/passwd"} <= set(names)
+    if stubetc and case != "symlinked etc":
+        assert "etc/services" in names
+    if case == "own etc":
+        assert "etc/rumprun.json" in names
 
 
 def test_own_master_passwd_still_makes_the_databases(fixture_tree, tmp_path):

@@ -101,22 +101,6 @@ def place_config(tree: Tree, path: str, policy) -> None:
     tree.put(_config.CONFIG_PATH, node)
 
 
-def finish_would_change(top: str, opts) -> bool:
-    """Whether :func:`finish` would add to a tree that is exactly the host
-    directory ``top`` (a tree listed while it is written cannot take that)."""
-    if getattr(opts, "config", None) is not None:
-        return True
-    if not getattr(opts, "pwdb", True):
-        return False
-    etc, _, name = MASTER_PASSWD.strip("/").rpartition("/")
-    # Through a symlinked etc the image holds a symlink, and no database.
-    try:
-        return (stat.S_ISDIR(os.lstat(os.path.join(top, etc)).st_mode)
-                and os.path.lexists(os.path.join(top, etc, name)))
-    except OSError:
-        return False
-
-
 def finish(tree, opts, byteorder: str, policy) -> None:
     """Complete /etc once every layer is applied (called by ``rumpfs.api``)."""
     try:
