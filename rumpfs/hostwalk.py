@@ -148,6 +148,7 @@ class _Builder:
         #: id() of those nodes.
         self.linked_ids: set = set()
         self.count = 0
+        self.modes: dict = {}
 
     def add(self, dirpath: bytes, dirnode: Node, entries: list) -> list:
         """Add ``entries`` of the host directory ``dirpath`` to ``dirnode``;
@@ -159,7 +160,9 @@ class _Builder:
         prefix = _prefix(dirpath)
         subdirs = []
         self.count += len(entries)
+        modes = self.modes
         for name, mode, uid, gid, size, sparse, mtime, rdev, key, target in entries:
+            mode = modes.setdefault(mode, mode)  # one int object per mode (memory)
             if key is not None:
                 node = links.get(key)
                 if node is not None:
@@ -181,7 +184,7 @@ class _Builder:
             node.data = None
             kind = mode & IFMT
             if kind == REG:
-                node.data = HostData(prefix + name, size, sparse, mtime)
+                node.data = HostData(prefix, size, sparse, mtime, name=name)
             elif kind == DIR:
                 node.children = {}
                 subdirs.append((prefix + name, node))

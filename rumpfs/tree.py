@@ -62,6 +62,8 @@ DEVICE_PART_MAX = (1 << 31) - 1
 
 #: HostData.file_size of data that is part of a larger file: not checked.
 UNCHECKED_SIZE = -1
+#: HostData's extents of a file whose allocation hints at holes, not looked at yet.
+_NOT_LOOKED = object()
 
 
 def make_rdev(major: int, minor: int) -> int:
@@ -82,11 +84,16 @@ class HostData:
     same machinery as a whole file (see rumpfs.archives).
     """
 
-    __slots__ = ("path", "size", "_extents", "dense", "mtime_ns", "offset", "file_size")
+    __slots__ = ("head", "name", "size", "_extents", "mtime_ns", "offset", "file_size")
 
     def __init__(self, path: bytes, size: int, sparse_hint: bool = False,
-                 mtime_ns: int | None = None, *, offset: int = 0, file_size: int | None = None):
-        self.path = path
+                 mtime_ns: int | None = None, *, offset: int = 0, file_size: int | None = None,
+                 name: bytes = b""):
+        #: The host path is ``head + name``: a walked file keeps its
+        #: directory's path (one object for all its files) and its name (the
+        #: directory's key), not a joined copy of them (memory).
+        self.head = path
+        self.name = name
         #: Size and modification time as the walk saw them: the copy checks
         #: that the file is still so (None: no time to check).
         self.size = size
@@ -96,10 +103,14 @@ class HostData:
         #: the data's own size for a host file; UNCHECKED_SIZE for data inside
         #: a file that holds more (an archive member, a spool).
         self.file_size = size if file_size is None else file_size
-        #: Known to have no holes without looking (a file whose allocation
-        #: hinted at holes may still turn out to have none: ``extents()``).
-        self.dense = not sparse_hint
-        self._extents = None  # found by extents() when not dense
+        #: None: known to have no holes without looking; else the runs that
+        #: hold data, found by extents() (a file whose allocation hinted at
+        #: holes may still turn out to have none).
+        self._extents = _NOT_LOOKED if sparse_hint else None
+
+    @property
+    def path(self) -> bytes:
+        return self.head + self.name
 
     def extents(self) -> list[tuple[int, int]]:
         """The ``(offset, length)`` runs that hold data; the rest are holes.
@@ -107,11 +118,16 @@ class HostData:
         Found with SEEK_DATA/SEEK_HOLE, and only for files whose allocated
         size hinted at holes when they were walked.
         """
-        if self.dense:
-            return [(0, self.size)] if self.size else []
         if self._extents is None:
+            return [(0, self.size)] if self.size else []
+        if self._extents is _NOT_LOOKED:
             self._extents = _data_extents(self.path, self.size, self.offset)
         return self._extents
+
+    @property
+    def dense(self) -> bool:
+        """Known to have no holes without looking."""
+        return self._extents is None
 
     def open(self):
         """The file, positioned at the data (read at most ``size`` bytes)."""
