@@ -42,7 +42,7 @@ import sys
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from itertools import compress, repeat
+from itertools import repeat
 from operator import attrgetter, itemgetter
 
 from ...errors import RumpfsError
@@ -52,10 +52,19 @@ from . import geometry as G
 from . import layout as L
 from .layout import howmany
 
-#: Typecode of the arrays of inode numbers and fragment addresses (64 bits).
-_INO = "q"
-#: The owner of the csum area when it is packed among the fragment tails.
+#: Typecode of the arrays of fragment addresses (64 bits).
+_ADDR = "q"
+#: Typecode of the arrays of inode numbers and tail block numbers: 32 bits
+#: (a tree held in memory never reaches 2**31 inodes), half the memory.
+_INO = "i"
+#: Typecode of the arrays of first fragments in a block (at most MAXFRAG).
+_FRAG = "B"
+#: The owner of the csum area when it is packed among the fragment tails,
+#: and of a fragment no tail starts at.
 CSUM_OWNER = -1
+NO_OWNER = -2
+#: Whether an owner is an inode (neither of the above).
+_is_inode = (0).__le__
 #: Inodes packed in memory before one pwrite.
 INODE_BATCH = 8192
 #: Rounds of growing the image until --density gives the inodes it needs.
@@ -135,7 +144,7 @@ class Plan:
         #: The tree node, its S_IFMT type and link count.
         self.nodes: list = [None] * L.UFS_ROOTINO
         self.kinds = array("H", [0] * L.UFS_ROOTINO)  # S_IFMT values fit 16 bits
-        self.nlinks: list[int] = [0] * L.UFS_ROOTINO
+        self.nlinks = array("I", [0] * L.UFS_ROOTINO)
         #: di_size; fragments held (data, tail and indirect blocks).
         self.sizes: list[int] = [0] * L.UFS_ROOTINO
         self.frags: list[int] = [0] * L.UFS_ROOTINO
@@ -143,7 +152,7 @@ class Plan:
         #: ino.  (Two flat sequences, not a pair per name: memory.)
         self.dirs: dict[int, tuple[list, array]] = {}
         self.parents: dict[int, int] = {}
-        #: Directories' bytes, built once.
+        #: The bytes of directories with full blocks, built once.
         self.content: dict[int, bytes] = {}
         #: Inodes with full blocks, in inode order.
         self.blocks: dict[int, Blocks] = {}
@@ -165,8 +174,11 @@ class Plan:
 
     # -- inode numbers -------------------------------------------------------
     def _number(self, tree) -> None:
-        seen: dict = {}  # node -> ino, to find hard links (nodes hash by identity)
-        seen_ino = seen.get
+        # The nodes met so far, to find hard links (nodes hash by identity):
+        # a set, not node -> ino, as it holds every file (memory); a further
+        # name gets its number once all are numbered.
+        seen: set = set()
+        again = []  # (the directory's inos, index, node) of further names
         nodes, kinds, nlinks = self.nodes, self.kinds, self.nlinks
         dirs = self.dirs
         ifmt = stat.S_IFMT
@@ -182,7 +194,7 @@ class Plan:
             if children and max(map(len, children)) > L.FFS_MAXNAMLEN:
                 self._long_name(d, sorted(children))
             names = sorted(children)
-            inos = array("L")
+            inos = array("I")  # d_ino: 32 bits
             dirs[d] = names, inos
             add_ino = inos.append
             subdirs = []
@@ -194,20 +206,27 @@ class Plan:
                     kinds.append(stat.S_IFDIR)
                     nlinks.append(0)
                     subdirs.append(ino)
+                elif child in seen:
+                    again.append((inos, len(inos), child))
+                    ino = 0
                 else:
-                    ino = seen_ino(child)
-                    if ino is None:
-                        ino = seen[child] = len(nodes)
-                        nodes.append(child)
-                        kinds.append(ifmt(child.mode))
-                        nlinks.append(1)
-                    else:
-                        nlinks[ino] += 1
+                    seen.add(child)
+                    ino = len(nodes)
+                    nodes.append(child)
+                    kinds.append(ifmt(child.mode))
+                    nlinks.append(1)
                 add_ino(ino)
             nlinks[d] = 2 + len(subdirs)
             for ino in subdirs:
                 self.parents[ino] = d
             stack.extend(reversed(subdirs))
+        del seen
+        if again:
+            linked = {node: None for _, _, node in again}
+            first = {node: ino for ino, node in enumerate(nodes) if node in linked}
+            for inos, k, node in again:
+                ino = inos[k] = first[node]
+                nlinks[ino] += 1
 
     def _long_name(self, d: int, names) -> None:
         name = next(n for n in names if len(n) > L.FFS_MAXNAMLEN)
@@ -339,14 +358,18 @@ class Plan:
         return chunks * L.DIRBLKSIZ
 
     def dir_bytes(self, ino: int) -> bytes:
-        """The directory's bytes (made once): '.', '..' and the entries,
-        packed into DIRBLKSIZ chunks that no entry crosses; the last entry of
-        a chunk takes up its free end (dir.h)."""
+        """The directory's bytes: '.', '..' and the entries, packed into
+        DIRBLKSIZ chunks that no entry crosses; the last entry of a chunk
+        takes up its free end (dir.h).  Kept for a directory with full
+        blocks, whose tail is written later; the many small ones are made
+        when written (memory)."""
         raw = self.content.get(ino)
         if raw is None:
-            raw = self.content[ino] = self._dir_bytes(ino)
+            raw = self._dir_bytes(ino)
             if len(raw) != self.sizes[ino]:  # pragma: no cover - _dir_size agrees
                 raise AssertionError(f"{display(self.path_of(ino))}: directory size mismatch")
+            if ino in self.blocks:
+                self.content[ino] = raw
         return raw
 
     def _dir_bytes(self, ino: int) -> bytes:
@@ -387,7 +410,7 @@ class Plan:
         frag = self.p.frag
         open_bins: list[list[int]] = [[] for _ in range(frag)]
         nbins = 0
-        owners, blocks, firsts = array(_INO), array(_INO), array(_INO)
+        owners, blocks, firsts = array(_INO), array(_INO), array(_FRAG)
         for s in range(frag - 1, 0, -1):
             items = self.tails[s]
             if cs_frags == s:
@@ -528,6 +551,8 @@ def count_indirect(runs, nindir: int) -> int:
 FIRST_COPIES = 0.2
 #: Fragment tails written from memory: at most this many pieces a pwrite.
 PIECES_PER_WRITE = 4096
+#: Directory tails made at a time.
+DIRS_PER_BATCH = 4096
 #: The di_db and di_ib fields, in order (positional names of the declaration).
 _POINTER_NAMES = ([f"di_db[{i}]" for i in range(L.UFS_NDADDR)]
                   + [f"di_ib[{i}]" for i in range(L.UFS_NIADDR)])
@@ -678,15 +703,21 @@ class Writer:
         bin_addrs = geo.block_addrs(self.tail_base, nbins)
         self.csaddr = geo.data_addr(0)
         #: Fragment address of each inode's tail (0: none).
-        self.tail_addr = tail_addr = array(_INO, (0,)) * plan.count
+        self.tail_addr = tail_addr = array(_ADDR, (0,)) * plan.count
         #: Whether the csum area is a tail among the others.
         self.cs_tail = False
+        # The tails in image order: a counting sort on (block, fragment),
+        # in an array (a sorted list would hold an int object per tail).
+        by_place = array(_INO, (NO_OWNER,)) * (nbins * p.frag)
         for owner, b, off in zip(owners, blocks, firsts):
+            by_place[b * p.frag + off] = owner
             if owner == CSUM_OWNER:
                 self.csaddr = bin_addrs[b] + off
                 self.cs_tail = True
             else:
                 tail_addr[owner] = bin_addrs[b] + off
+        self._tail_order = array(_INO, filter(_is_inode, by_place))
+        del by_place
         # Free fragments inside used blocks: (data block index, first frag, count).
         self.partial = []
         if self.cs_full and cs_frags % p.frag:
@@ -833,12 +864,14 @@ class Writer:
         pieces = []  # (fragment address, bytes) written from memory
         if self.cs_tail:
             pieces.append((self.csaddr, self._csum_bytes(geo)))
-        # The inodes whose tail the sink copies from a host file: a list of
-        # numbers, the copy jobs made a batch at a time (memory).
-        copied = []
-        dirs = []  # (fragment address, ino, first byte) of directory tails
+        # The inodes whose tail the sink copies from a host file, in image
+        # order, so that a worker writes neighbouring tails at once (the
+        # zeros between them are their own fragments' ends); the copy jobs
+        # are made a batch at a time (memory).
+        copied = array(_INO)
+        dirs = array(_INO)  # directories with a tail
         dense_host = plan.dense_host
-        for owner in compress(range(plan.count), tail_addr):
+        for owner in self._tail_order:
             if dense_host[owner] is not None:
                 # Most tails belong to dense host files: taken the short
                 # way, as the copy workers are waiting for them.
@@ -855,18 +888,23 @@ class Writer:
                                                 for off, n in sparse[owner]):
                     copied.append(owner)
             elif kind == stat.S_IFDIR:
-                dirs.append((tail_addr[owner], owner, lo))
+                dirs.append(owner)
             else:
                 pieces.append((tail_addr[owner], nodes[owner].target[lo:]))
-        # In image order, so that a worker writes neighbouring tails at once
-        # (the zeros between them are their own fragments' ends).
+        self._tail_order = None
         self.sink.copies_own_units(fsize)
-        self._copied = array(_INO, sorted(copied, key=tail_addr.__getitem__))
+        self._copied = copied
         self._copies_sent = 0
-        # The workers copy while this process makes the directories.
+        # The workers copy while this process makes the directories, a
+        # batch at a time (a million small directories' bytes: memory).
         self._hand_over(FIRST_COPIES)
-        pieces += [(addr, dir_bytes(owner)[lo:]) for addr, owner, lo in dirs]
         self._write_pieces(pieces)
+        for k in range(0, len(dirs), DIRS_PER_BATCH):
+            pieces = []
+            for owner in dirs[k:k + DIRS_PER_BATCH]:
+                lo = (sizes[owner] - 1) // bsize * bsize
+                pieces.append((tail_addr[owner], dir_bytes(owner)[lo:]))
+            self._write_pieces(pieces)
         if self.cs_full:
             self.sink.pwrite(self._csum_bytes(geo), self.csaddr * fsize)
 
