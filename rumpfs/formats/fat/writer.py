@@ -215,14 +215,19 @@ class _Dir:
     (Files are columns of FatLayout: a hundred thousand objects cost.)"""
 
     __slots__ = ("node", "path", "entries", "children", "first", "clusters", "parent",
-                 "is_root")
+                 "is_root", "first_file")
 
     def __init__(self, node, path: bytes, parent):
         self.node = node
         self.path = path
         self.parent = parent
-        #: (short11, NT case flags, UTF-16 long name or None, _Dir or file number)
+        #: Per entry in name order: (short11, NT case flags) of a file whose
+        #: name is its own short name (most: one shared tuple per name), else
+        #: (short11, NT case flags, UTF-16 long name or None, _Dir or None
+        #: for a file).  The files are FatLayout's from ``first_file`` on,
+        #: in this order: no number per file (memory).
         self.children = None
+        self.first_file = 0
         self.entries = 0  # directory entries
         self.first = 0
         self.clusters = 0
@@ -298,6 +303,7 @@ class FatLayout:
         if d.is_root and self.label is not None:
             entries += 1
         files, sizes = self.files, self.file_sizes
+        d.first_file = len(files)
         subdirs = []
         generated = []
         for name, child in sorted(d.node.children.items()):
@@ -330,7 +336,7 @@ class FatLayout:
                     raise RumpfsError(f"{display(join(d.path, name))}: file is {size} bytes; a "
                                       f"FAT file holds at most {FILE_SIZE_MAX} bytes (32-bit "
                                       "size field)")
-                ref = len(files)
+                ref = None
                 files.append(child)
                 sizes.append(size)
             if plain is None:
@@ -338,7 +344,7 @@ class FatLayout:
                 children.append(None)
                 continue
             taken.add(plain[0])
-            children.append((plain[0], plain[1], None, ref))
+            children.append(plain if ref is None else (*plain, None, ref))
         entries += len(children)
         counters: dict = {}
         for k, text, units, ref in generated:
@@ -450,7 +456,7 @@ class FatLayout:
         free clusters: ``self.ends`` lists the last cluster of each chain."""
         cluster_bytes = self.cluster_bytes
         nxt = FIRST_CLUSTER
-        ends = []
+        ends = array("I")
         for d in self.dirs:
             if d.is_root and self.fat != 32:
                 continue
@@ -459,7 +465,7 @@ class FatLayout:
             nxt += d.clusters
             ends.append(nxt - 1)
         self.dirs_end = nxt
-        firsts = self.file_first = []
+        firsts = self.file_first = array("I")  # clusters: 28 bits
         for size in self.file_sizes:
             if size:
                 firsts.append(nxt)
@@ -490,14 +496,20 @@ class FatLayout:
                 out.append(pack(short, ATTR_DIRECTORY, 0, 0, tm, date, date, first >> 16, tm,
                                 date, first & 0xFFFF, 0))
         files, sizes, firsts = self.files, self.file_sizes, self.file_first
-        for short, case, long_units, ref in d.children:
-            if long_units is not None:
-                out += _lfn_entries(long_units, short_name_checksum(short))
-            if ref.__class__ is _Dir:
+        k = d.first_file
+        for entry in d.children:
+            if len(entry) == 2:
+                (short, case), long_units, ref = entry, None, None
+            else:
+                short, case, long_units, ref = entry
+                if long_units is not None:
+                    out += _lfn_entries(long_units, short_name_checksum(short))
+            if ref is not None:
                 node, attr, first, size = ref.node, ATTR_DIRECTORY, ref.first, 0
             else:
-                node, first, size = files[ref], firsts[ref], sizes[ref]
+                node, first, size = files[k], firsts[k], sizes[k]
                 attr = ATTR_ARCHIVE if node.mode & stat.S_IWUSR else _ARCHIVE_READ_ONLY
+                k += 1
             date, tm = date_time(node.mtime_ns // NS)
             out.append(pack(short, attr, case, 0, tm, date, date, first >> 16, tm, date,
                             first & 0xFFFF, size))
