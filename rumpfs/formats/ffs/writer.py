@@ -158,9 +158,9 @@ class Plan:
         self.blocks: dict[int, Blocks] = {}
         #: Sparse files: ino -> byte runs of the source that hold data.
         self.sparse: dict[int, list] = {}
-        #: The HostData of each host file known to have no holes (the sink
-        #: copies its tail as it is), else None.
-        self.dense_host: list = []
+        #: Per inode, 1 for a host file known to have no holes (the sink
+        #: copies its tail as it is).
+        self.dense_host = bytearray()
         #: Fast symlinks, devices, fifos and sockets.
         self.no_data: list[int] = []
         self.full_blocks = 0
@@ -169,7 +169,7 @@ class Plan:
         self.tails: list[array] = [array(_INO) for _ in range(p.frag)]
         self._number(tree)
         self.count = len(self.nodes)
-        self.dense_host = [None] * self.count
+        self.dense_host = bytearray(self.count)
         self._sizes()
 
     # -- inode numbers -------------------------------------------------------
@@ -271,7 +271,7 @@ class Plan:
                 if data.dense:
                     data_bytes += size
                     if data.__class__ is HostData:
-                        dense_host[ino] = data
+                        dense_host[ino] = 1
                 else:
                     extents = data.extents()
                     if len(extents) != 1 or extents[0] != (0, size):
@@ -696,6 +696,7 @@ class Writer:
         key = cs_frags if cs_frags < p.frag else 0
         packing = self._packing.get(key) or plan.pack_tails(key)
         self._packing = None  # the sizing's other packings: memory
+        plan.tails = None  # packed
         nbins, (owners, blocks, firsts), free = packing
         self.used_blocks = self.tail_base + nbins
         if self.used_blocks > geo.data_blocks:  # pragma: no cover - sizing guarantees room
@@ -872,7 +873,7 @@ class Writer:
         dirs = array(_INO)  # directories with a tail
         dense_host = plan.dense_host
         for owner in self._tail_order:
-            if dense_host[owner] is not None:
+            if dense_host[owner]:
                 # Most tails belong to dense host files: taken the short
                 # way, as the copy workers are waiting for them.
                 copied.append(owner)
@@ -928,15 +929,12 @@ class Writer:
         the tails of ``owners``."""
         bsize, fsize = self.p.bsize, self.p.fsize
         plan = self.plan
-        sizes, dense_host, nodes, tail_addr = plan.sizes, plan.dense_host, plan.nodes, self.tail_addr
+        sizes, nodes, tail_addr = plan.sizes, plan.nodes, self.tail_addr
         jobs = []
         for owner in owners:
             size = sizes[owner]
             lo = (size - 1) // bsize * bsize
-            data = dense_host[owner]
-            if data is None:
-                data = nodes[owner].data
-            jobs.append((data, lo, tail_addr[owner] * fsize, size - lo))
+            jobs.append((nodes[owner].data, lo, tail_addr[owner] * fsize, size - lo))
         return jobs
 
     def _write_pieces(self, pieces) -> None:
