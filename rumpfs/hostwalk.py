@@ -252,10 +252,10 @@ class HostStream:
     nodes (the reproducibility policy).  ``grafts`` (name -> node, subtrees
     built and settled beforehand: the default and generated /etc) take the
     place of the top directory's entries of those names, or join them; what
-    is inside them is never listed from the host.  A large tree is shared with walker
-    processes as :func:`walk_host_dir` shares it: the directories not listed
-    yet are dealt out in walk order, and their records are taken as the walk
-    reaches them.
+    is inside them is never listed from the host.  A large tree is shared
+    with walker processes as :func:`walk_host_dir` shares it: the
+    directories not listed yet are dealt out in walk order, and their
+    records are taken as the walk reaches them.
     """
 
     def __init__(self, top: bytes, tree, keep_owner: bool, settle, walkers: int | None = None,
