@@ -263,6 +263,26 @@ def test_long_symlink_target_and_name(tmp_path, rumpfs):
     assert f"'/{name}' -> '{target}'" in listing
 
 
+def test_identifiers_in_one_string_make_the_same_image(fixture_tree, tmp_path, monkeypatch):
+    """A large tree's record identifiers are kept as one string, not a
+    bytes object each (memory): the image is the same byte for byte (hard
+    links, devices, long names, a Rock Ridge continuation area)."""
+    from rumpfs import api
+    from rumpfs.formats.iso import writer
+    src = tmp_path / "src"
+    subprocess.run(["cp", "-a", str(fixture_tree), str(src)], check=True)
+    os.symlink("/".join("c%03d-" % i + "x" * 30 for i in range(28)), src / ("L" * 255))
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(EPOCH))
+    images = []
+    for after in (writer.STRINGS_AFTER, 0):
+        monkeypatch.setattr(writer, "STRINGS_AFTER", after)
+        out = tmp_path / f"{after}.iso"
+        api.pack([src], out, stubetc=False, progress=False)
+        images.append(out.read_bytes())
+    assert images[0] == images[1]
+    assert len(images[0]) > 100_000
+
+
 def test_symlink_target_over_1024_bytes_is_an_error(tmp_path, rumpfs):
     src = tmp_path / "src"
     src.mkdir()

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import functools
 from array import array
+from itertools import accumulate
+from operator import sub
 
 from ...errors import RumpfsError
 from ...output import BATCH_JOBS
@@ -87,6 +89,11 @@ from .layout import (
 )
 
 NS = 1_000_000_000
+#: IsoLayout.rec_files of a record that is not a regular file's.
+NO_FILE = -1
+#: Names in a tree whose identifiers are kept as one string, not as bytes
+#: objects (memory, for a little more time per name).
+STRINGS_AFTER = 250_000
 #: Path table records name their parent by a 16-bit number.
 MAX_DIRECTORIES = 0xFFFF
 #: The volume space size is a 32-bit count of sectors (8 TiB).
@@ -286,50 +293,74 @@ def _joliet_name(name: bytes, taken: set) -> bytes:
 
 
 # -- the layout --------------------------------------------------------------------------
-class _Name:
-    """One directory record (or several, for a multi-extent file)."""
-
-    __slots__ = ("iso_id", "joliet_id", "node", "name", "susp_len", "piece", "dir", "size",
-                 "count", "file")
-
-    def __init__(self, iso_id, node, name: bytes | None = None):
-        self.iso_id = iso_id
-        self.node = node
-        #: The name in its directory (None for "." and ".."): its NM entry.
-        self.name = name
-        self.joliet_id = None
-        #: Bytes of System Use entries in the record itself: they are made
-        #: again when it is written (keeping them would take more memory than
-        #: any other table of the layout), the continuation pieces are kept.
-        self.susp_len = 0
-        self.piece = None
-        self.dir = None  # the _Dir of a directory
-        #: A regular file's bytes, its extents (None: not a regular file)
-        #: and its number in IsoLayout.files.
-        self.size = 0
-        self.count = None
-        self.file = 0
-
-
 class _Dir:
-    __slots__ = ("node", "path", "parent", "names", "number", "jnumber", "extent", "size",
-                 "jextent", "jsize", "dot", "dotdot", "jnames", "iso_id", "joliet_id",
-                 "pieces", "ce_sectors")
+    """A directory of the image: its records are ``first`` to ``end`` of
+    the layout's record columns, its Joliet records ``jfirst`` to ``jend``
+    of the Joliet ones (see :class:`IsoLayout`)."""
+
+    __slots__ = ("node", "path", "parent", "number", "jnumber", "extent", "size",
+                 "jextent", "jsize", "iso_id", "joliet_id", "pieces", "ce_sectors",
+                 "dot_susp", "dot_piece", "dotdot_susp", "dotdot_piece",
+                 "first", "end", "jfirst", "jend")
 
     def __init__(self, node, path, parent):
         self.node = node
         self.path = path
         self.parent = parent
-        self.names = []
-        self.jnames = []
         self.number = self.jnumber = 0
         self.extent = self.size = self.jextent = self.jsize = 0
-        self.dot = self.dotdot = None
         #: Continuation areas of its records, in the sectors after its extent.
         self.pieces = []
         self.ce_sectors = 0
         #: Its identifiers in its parent (the path tables name it so).
         self.iso_id = self.joliet_id = b"\0"
+        #: The "." and ".." records' System Use: bytes in the record, first piece.
+        self.dot_susp = self.dotdot_susp = 0
+        self.dot_piece = self.dotdot_piece = None
+        self.first = self.end = self.jfirst = self.jend = 0
+
+
+class _StringList(list):
+    """Byte strings, a bytes object each: :class:`_Strings`'s interface."""
+
+    __slots__ = ()
+
+    def lengths(self, first: int, end: int):
+        return map(len, self[first:end])
+
+    def items(self, first: int, end: int):
+        return self[first:end]
+
+
+class _Strings:
+    """A list of short byte strings kept as one string and their ends: a
+    bytes object each would cost three times their bytes (for a large
+    tree; a small one is faster as a :class:`_StringList`)."""
+
+    __slots__ = ("data", "ends")
+
+    def __init__(self):
+        self.data = bytearray()
+        self.ends = array("q", (0,))  # ends[i + 1] is where string i ends
+
+    def __len__(self) -> int:
+        return len(self.ends) - 1
+
+    def extend(self, strings: list) -> None:
+        self.data += b"".join(strings)
+        ends = accumulate(map(len, strings), initial=self.ends[-1])
+        next(ends)  # the start: the last string's end, already there
+        self.ends.extend(ends)
+
+    def lengths(self, first: int, end: int):
+        """The lengths of strings ``first`` to ``end``."""
+        ends = self.ends
+        return map(sub, ends[first + 1:end + 1], ends[first:end])
+
+    def items(self, first: int, end: int):
+        """Strings ``first`` to ``end``."""
+        data, ends = self.data, self.ends
+        return map(data.__getitem__, map(slice, ends[first:end], ends[first + 1:end + 1]))
 
 
 def _record_len(id_len: int, susp_len: int = 0) -> int:
@@ -360,16 +391,38 @@ class IsoLayout:
                               f"{LABEL_MAX} characters")
         # Only link counts other than 1: a count for every node would be
         # the largest table of the layout.
-        self.nlinks = {key: n for key, n in tree.name_counts().items() if n > 1}
+        counts = tree.name_counts()
+        self.nlinks = {key: n for key, n in counts.items() if n > 1}
+        strings = _Strings if len(counts) > STRINGS_AFTER else _StringList
         self.serials: dict[int, int] = {}  # id(node) -> serial, of nodes met again
         self.last_serial = 0
         self.dirs: list[_Dir] = []
         self.jdirs: list[_Dir] = []
         self.files: list = []  # nodes with data, in order
         self.file_sizes: list[int] = []
-        self.extents = array("L")  # first data sector, by file number
+        self.extents = array("I")  # first data sector, by file number (MAX_SECTORS)
         self.file_of: dict[int, int] = {}  # id(node) -> file number, of hard-linked nodes
         self._links: dict[int, int] = {}  # id(node) -> link count of a directory
+        # Every record but "." and "..", a directory's after another's, each
+        # directory's in ISO 9660 order: columns, not an object per record (a
+        # million names: memory).  Identifier (record r's is rec_ids[at[r]:
+        # at[r + 1]]: one string of them all, not a bytes object each), node,
+        # name in the tree (its NM entry), System Use bytes kept in the
+        # record, file number of a regular file (NO_FILE for anything else);
+        # by record number, the _Dir of a directory and the first
+        # continuation piece of a record that needs one.
+        self.rec_ids = strings()
+        self.rec_nodes: list = []
+        self.rec_names: list[bytes] = []
+        self.rec_susp = array("H")
+        self.rec_files = array("i")
+        self.rec_dirs: dict[int, _Dir] = {}
+        self.rec_cont: dict[int, _Piece] = {}
+        # The Joliet records in Joliet order: identifier, record number.
+        self.jrec_ids = strings()
+        self.jrec_of = array("I")
+        #: Whether a file needs several extents (and so several records).
+        self.multi_extent = False
 
     def _serial(self, node, nlink: int) -> int:
         """The node's PX serial number, counted in the order nodes are met;
@@ -400,53 +453,54 @@ class IsoLayout:
             entries.append(_ER)
         return entries
 
-    def _nlink(self, rec: _Name) -> int:
-        node = rec.node
+    def _nlink(self, node) -> int:
         return (self._dir_links(node) if node.children is not None
                 else self.nlinks.get(id(node), 1))
 
-    def _split(self, rec: _Name, root: bool, numbered: bool) -> tuple:
-        """(inline bytes, first continuation piece or None) of the record's
+    def _split(self, node, name: bytes | None, id_len: int, root: bool, numbered: bool) -> tuple:
+        """(inline bytes, first continuation piece or None) of a record's
         System Use entries; its PX serial number is counted only when
         ``numbered`` (the value does not change the length)."""
-        node, nlink = rec.node, self._nlink(rec)
+        nlink = self._nlink(node)
         serial = self._serial(node, nlink) if numbered else 0
-        return _split_susp(self._susp(node, nlink, rec.name, root, serial),
-                           RECORD_MAX - _record_len(len(rec.iso_id)))
+        return _split_susp(self._susp(node, nlink, name, root, serial),
+                           RECORD_MAX - _record_len(id_len))
 
-    def _system_use(self, rec: _Name, root: bool = False) -> bytes:
+    def _system_use(self, node, name: bytes | None, id_len: int, piece, susp_len: int,
+                    root: bool = False) -> bytes:
         """A record's own System Use bytes, made again as :meth:`_place` laid
         them out, with the PX serial numbers counted in the order records
         are written."""
-        node = rec.node
-        if rec.piece is None and not root and node.mode & _IFMT not in _MORE_ENTRIES:
+        if piece is None and not root and node.mode & _IFMT not in _MORE_ENTRIES:
             # All of them in the record, and only PX, TF and NM (nearly
             # every record): made directly, as _split would join them.
-            nlink = self._nlink(rec)
+            nlink = self._nlink(node)
             inline = _px(node.mode, nlink, node.uid, node.gid, self._serial(node, nlink)) + _tf(node)
-            if rec.name is not None:
-                inline += _entry(b"NM", b"\0" + rec.name)
+            if name is not None:
+                inline += _entry(b"NM", b"\0" + name)
         else:
-            inline, _ = self._split(rec, root, True)
-        if len(inline) != rec.susp_len:  # pragma: no cover - laid out and written differently
-            raise RumpfsError(f"{display(rec.name or b'.')}: System Use of {len(inline)} bytes, "
-                              f"laid out as {rec.susp_len}")
+            inline, _ = self._split(node, name, id_len, root, True)
+        if len(inline) != susp_len:  # pragma: no cover - laid out and written differently
+            raise RumpfsError(f"{display(name or b'.')}: System Use of {len(inline)} bytes, "
+                              f"laid out as {susp_len}")
         return inline
 
-    def _place(self, d: _Dir, rec: _Name, root: bool = False) -> None:
-        if not root and rec.node.mode & _IFMT not in _MORE_ENTRIES:
+    def _place(self, d: _Dir, node, name: bytes | None, id_len: int,
+               root: bool = False) -> tuple:
+        """(System Use bytes in the record, first continuation piece or
+        None) of a record of ``d``; its pieces join ``d``'s."""
+        if not root and node.mode & _IFMT not in _MORE_ENTRIES:
             # PX, TF and one NM entry at most: their length alone tells
             # whether they fit in the record.
-            length = PX_SIZE + TF_SIZE + (0 if rec.name is None else NM_HEAD + len(rec.name))
-            if length <= RECORD_MAX - _record_len(len(rec.iso_id)):
-                rec.susp_len = length
-                return
-        inline, rec.piece = self._split(rec, root, False)
-        rec.susp_len = len(inline)
-        piece = rec.piece
+            length = PX_SIZE + TF_SIZE + (0 if name is None else NM_HEAD + len(name))
+            if length <= RECORD_MAX - _record_len(id_len):
+                return length, None
+        inline, first = self._split(node, name, id_len, root, False)
+        piece = first
         while piece is not None:
             d.pieces.append(piece)
             piece = piece.next
+        return len(inline), first
 
     def build(self) -> None:
         root = _Dir(self.tree.root, b"", None)
@@ -474,83 +528,118 @@ class IsoLayout:
 
     def _build_dir(self, d: _Dir) -> list[_Dir]:
         node = d.node
-        d.dot = _Name(b"\0", node)
-        self._place(d, d.dot, root=d.parent is d)
-        d.dotdot = _Name(b"\1", d.parent.node)
-        self._place(d, d.dotdot)
+        d.dot_susp, d.dot_piece = self._place(d, node, None, 1, root=d.parent is d)
+        d.dotdot_susp, d.dotdot_piece = self._place(d, d.parent.node, None, 1)
         taken, jtaken = set(), set()
-        keys = []  # the records' sort keys: kept only while the directory is made
+        # Made in the tree's name order (the order of the continuation
+        # pieces), kept in ISO 9660 order; these lists live while the
+        # directory is made.
+        keys, ids, kids, names, susp, files_of = [], [], [], [], [], []
+        pieces, subdirs, jids = {}, {}, []
         files, file_sizes, nlinks, file_of = self.files, self.file_sizes, self.nlinks, self.file_of
-        for name, child in sorted(node.children.items()):
+        for k, (name, child) in enumerate(sorted(node.children.items())):
             is_dir = child.children is not None
             iso_id, key = _iso_name(name, is_dir, taken)
-            rec = _Name(iso_id, child, name)
-            keys.append(key)
             if child.target is not None and len(child.target) > SYMLINK_TARGET_MAX:
                 raise RumpfsError(f"{display(join(d.path, name))}: symlink target of "
                                   f"{len(child.target)} bytes; ISO 9660 Rock Ridge readers "
                                   f"take at most {SYMLINK_TARGET_MAX} (libisofs)")
             is_reg = not is_dir and child.mode & _IFMT == REG
+            number = NO_FILE
             if is_dir:
-                rec.dir = _Dir(child, join(d.path, name), d)
-                rec.dir.iso_id = iso_id
+                sub = subdirs[k] = _Dir(child, join(d.path, name), d)
+                sub.iso_id = iso_id
             elif is_reg:
                 links = nlinks.get(id(child), 1)
-                rec.size = size = child.data.size if child.data is not None else 0
-                rec.count = _extent_count(size)
                 number = file_of.get(id(child)) if links > 1 else None
                 if number is None:
                     number = len(files)
                     files.append(child)
+                    size = child.data.size if child.data is not None else 0
                     file_sizes.append(size)
+                    self.multi_extent |= size > EXTENT_MAX
                     if links > 1:
                         file_of[id(child)] = number
-                rec.file = number
-            self._place(d, rec)
+            length, piece = self._place(d, child, name, len(iso_id))
+            if piece is not None:
+                pieces[k] = piece
             if is_dir or is_reg:
-                rec.joliet_id = _joliet_name(name, jtaken)
-                if rec.dir is not None:
-                    rec.dir.joliet_id = rec.joliet_id
-                d.jnames.append(rec)
-            d.names.append(rec)
-        names = d.names
-        d.names = [names[k] for k in sorted(range(len(names)), key=keys.__getitem__)]
-        d.jnames.sort(key=lambda r: r.joliet_id)
-        return [r.dir for r in d.names if r.dir is not None]
+                jid = _joliet_name(name, jtaken)
+                jids.append((jid, k))
+                if is_dir:
+                    subdirs[k].joliet_id = jid
+            keys.append(key)
+            ids.append(iso_id)
+            kids.append(child)
+            names.append(name)
+            susp.append(length)
+            files_of.append(number)
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        base = d.first = len(self.rec_ids)
+        d.end = base + len(order)
+        number_of = [0] * len(order)  # tree order -> record number
+        for i, k in enumerate(order):
+            number_of[k] = base + i
+        self.rec_ids.extend([ids[k] for k in order])
+        self.rec_nodes += [kids[k] for k in order]
+        self.rec_names += [names[k] for k in order]
+        self.rec_susp.extend([susp[k] for k in order])
+        self.rec_files.extend([files_of[k] for k in order])
+        self.rec_dirs.update((number_of[k], sub) for k, sub in subdirs.items())
+        self.rec_cont.update((number_of[k], piece) for k, piece in pieces.items())
+        jids.sort()
+        d.jfirst = len(self.jrec_ids)
+        d.jend = d.jfirst + len(jids)
+        self.jrec_ids.extend([jid for jid, _ in jids])
+        self.jrec_of.extend([number_of[k] for _, k in jids])
+        return [subdirs[k] for k in sorted(subdirs, key=number_of.__getitem__)]
 
     def _joliet_order(self, root: _Dir) -> None:
         queue = [root]
+        rec_dirs = self.rec_dirs
         i = 0
         while i < len(queue):
             d = queue[i]
             i += 1
             d.jnumber = i
             self.jdirs.append(d)
-            queue.extend(r.dir for r in d.jnames if r.dir is not None)
+            queue.extend(rec_dirs[r] for r in self.jrec_of[d.jfirst:d.jend] if r in rec_dirs)
 
     # -- sizes and places ------------------------------------------------------------
     def _iso_lengths(self, d: _Dir) -> list[int]:
         """The lengths of ``d``'s ISO 9660 records, in order (one record per
         extent of a multi-extent file)."""
-        lengths = [_record_len(1, d.dot.susp_len + (CE_SIZE if d.dot.piece else 0)),
-                   _record_len(1, d.dotdot.susp_len + (CE_SIZE if d.dotdot.piece else 0))]
-        for r in d.names:
-            n = _record_len(len(r.iso_id), r.susp_len + (CE_SIZE if r.piece else 0))
-            if r.count is not None and r.count > 1:
-                lengths += [n] * r.count
-            else:
-                lengths.append(n)
-        return lengths
+        lengths = [_record_len(1, d.dot_susp + (CE_SIZE if d.dot_piece else 0)),
+                   _record_len(1, d.dotdot_susp + (CE_SIZE if d.dotdot_piece else 0))]
+        first, end = d.first, d.end
+        susp = self.rec_susp[first:end]
+        cont = self.rec_cont
+        if cont:
+            susp = [n + (CE_SIZE if r in cont else 0) for r, n in zip(range(first, end), susp)]
+        lengths += map(_record_len, self.rec_ids.lengths(first, end), susp)
+        return self._with_extents(lengths, 2, self.rec_files[first:end])
 
     def _joliet_lengths(self, d: _Dir) -> list[int]:
         lengths = [_record_len(1), _record_len(1)]
-        for r in d.jnames:
-            n = _record_len(len(r.joliet_id))
-            if r.count is not None and r.count > 1:
-                lengths += [n] * r.count
+        lengths += map(_record_len, self.jrec_ids.lengths(d.jfirst, d.jend))
+        files = self.rec_files
+        return self._with_extents(lengths, 2, [files[r] for r in self.jrec_of[d.jfirst:d.jend]]
+                                  if self.multi_extent else ())
+
+    def _with_extents(self, lengths: list[int], skip: int, numbers) -> list[int]:
+        """``lengths`` with the record of each file of several extents
+        (``numbers``: the file numbers of the records after the first
+        ``skip``) repeated once per extent."""
+        if not self.multi_extent:
+            return lengths
+        out = lengths[:skip]
+        file_sizes = self.file_sizes
+        for n, number in zip(lengths[skip:], numbers):
+            if number != NO_FILE and file_sizes[number] > EXTENT_MAX:
+                out += [n] * _extent_count(file_sizes[number])
             else:
-                lengths.append(n)
-        return lengths
+                out.append(n)
+        return out
 
     def allocate(self) -> int:
         """Sectors of everything; returns the image size in sectors."""
@@ -607,59 +696,74 @@ class IsoLayout:
                                record_date(node.mtime_ns // NS), flags, 0, 0, 1, b"\0\1", id_len)
         return b"".join((head, ident, pad, susp))
 
-    def _name_record(self, rec: _Name, ident: bytes, joliet: bool) -> bytes:
-        """The record of a name that has one: all but multi-extent files
-        (:meth:`_extent_records`)."""
-        susp, piece = (b"", None) if joliet else (self._system_use(rec), rec.piece)
-        d = rec.dir
-        if d is not None:
-            extent, size = (d.jextent, d.jsize) if joliet else (d.extent, d.size)
-            return self._record(ident, extent, size, FLAG_DIRECTORY, rec.node, susp, piece)
-        size = rec.size
-        extent = self.extents[rec.file] if size else 0
-        return self._record(ident, extent, size, 0, rec.node, susp, piece)
-
-    def _extent_records(self, rec: _Name, ident: bytes, joliet: bool) -> list[bytes]:
+    def _extent_records(self, ident: bytes, number: int, node, susp: bytes,
+                        piece) -> list[bytes]:
         """The records of a file of several extents, all but the last flagged."""
-        susp, piece = (b"", None) if joliet else (self._system_use(rec), rec.piece)
-        size, count = rec.size, rec.count
-        first = self.extents[rec.file]
-        return [self._record(ident, first + k * (EXTENT_MAX // SECTOR),
-                             min(EXTENT_MAX, size - k * EXTENT_MAX),
-                             FLAG_MULTI_EXTENT if k < count - 1 else 0, rec.node, susp, piece)
-                for k in range(count)]
+        size = self.file_sizes[number]
+        count = _extent_count(size)
+        first = self.extents[number]
+        return [self._record(ident, first + e * (EXTENT_MAX // SECTOR),
+                             min(EXTENT_MAX, size - e * EXTENT_MAX),
+                             FLAG_MULTI_EXTENT if e < count - 1 else 0, node, susp, piece)
+                for e in range(count)]
 
     def _directory(self, d: _Dir, joliet: bool) -> bytes:
         p = d.parent
+        record = self._record
+        nodes, numbers, dirs = self.rec_nodes, self.rec_files, self.rec_dirs
+        file_sizes, extents = self.file_sizes, self.extents
         if joliet:
-            records = [self._record(b"\0", d.jextent, d.jsize, FLAG_DIRECTORY, d.node),
-                       self._record(b"\1", p.jextent, p.jsize, FLAG_DIRECTORY, p.node)]
-            for rec in d.jnames:
-                if rec.count is not None and rec.count > 1:
-                    records += self._extent_records(rec, rec.joliet_id, True)
+            records = [record(b"\0", d.jextent, d.jsize, FLAG_DIRECTORY, d.node),
+                       record(b"\1", p.jextent, p.jsize, FLAG_DIRECTORY, p.node)]
+            for ident, r in zip(self.jrec_ids.items(d.jfirst, d.jend),
+                                self.jrec_of[d.jfirst:d.jend]):
+                node = nodes[r]
+                if node.children is not None:
+                    sub = dirs[r]
+                    records.append(record(ident, sub.jextent, sub.jsize, FLAG_DIRECTORY, node))
+                    continue
+                number = numbers[r]
+                size = 0 if number == NO_FILE else file_sizes[number]
+                if size > EXTENT_MAX:
+                    records += self._extent_records(ident, number, node, b"", None)
                 else:
-                    records.append(self._name_record(rec, rec.joliet_id, True))
+                    records.append(record(ident, extents[number] if size else 0, size, 0, node))
             size = d.jsize
         else:
-            records = [self._record(b"\0", d.extent, d.size, FLAG_DIRECTORY, d.node,
-                                    self._system_use(d.dot, root=p is d), d.dot.piece),
-                       self._record(b"\1", p.extent, p.size, FLAG_DIRECTORY, p.node,
-                                    self._system_use(d.dotdot), d.dotdot.piece)]
-            for rec in d.names:
-                if rec.count is not None and rec.count > 1:
-                    records += self._extent_records(rec, rec.iso_id, False)
+            records = [record(b"\0", d.extent, d.size, FLAG_DIRECTORY, d.node,
+                              self._system_use(d.node, None, 1, d.dot_piece, d.dot_susp,
+                                               root=p is d), d.dot_piece),
+                       record(b"\1", p.extent, p.size, FLAG_DIRECTORY, p.node,
+                              self._system_use(p.node, None, 1, d.dotdot_piece,
+                                               d.dotdot_susp), d.dotdot_piece)]
+            system_use, names, susps, cont = (self._system_use, self.rec_names, self.rec_susp,
+                                              self.rec_cont)
+            for r, ident in zip(range(d.first, d.end), self.rec_ids.items(d.first, d.end)):
+                node = nodes[r]
+                piece = cont.get(r) if cont else None
+                susp = system_use(node, names[r], len(ident), piece, susps[r])
+                if node.children is not None:
+                    sub = dirs[r]
+                    records.append(record(ident, sub.extent, sub.size, FLAG_DIRECTORY, node,
+                                          susp, piece))
+                    continue
+                number = numbers[r]
+                size = 0 if number == NO_FILE else file_sizes[number]
+                if size > EXTENT_MAX:
+                    records += self._extent_records(ident, number, node, susp, piece)
                 else:
-                    records.append(self._name_record(rec, rec.iso_id, False))
+                    records.append(record(ident, extents[number] if size else 0, size, 0, node,
+                                          susp, piece))
             size = d.size
         # A record never crosses a sector boundary (ECMA-119 6.8.1.1).
         out, pos, start = [], 0, 0
-        for k, record in enumerate(records):
-            if pos % SECTOR + len(record) > SECTOR:
+        for k, rec in enumerate(records):
+            if pos % SECTOR + len(rec) > SECTOR:
                 out += records[start:k]
                 out.append(bytes(SECTOR - pos % SECTOR))
                 pos += SECTOR - pos % SECTOR
                 start = k
-            pos += len(record)
+            pos += len(rec)
         out += records[start:]
         out.append(bytes(size - pos))
         return b"".join(out)
