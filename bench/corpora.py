@@ -20,6 +20,10 @@ Every corpus is built from fixed seeds with fixed modes and times
                its candidate, and the corpus's JSON says so.
 ``small1m``    1,000,000 files, the same shape as small100k (opt-in: only
                with ``--corpus small1m`` or ``--scale``).
+``wide1m``     1,000,000 files of the same sizes, 100 per leaf directory:
+               10,101 directories, which an ISO 9660 path table can number
+               (small1m's 101,001 are more than its 65,535); ISO's million
+               in ``--scale``.
 
 ``NAME.tar`` beside a corpus (``ensure_tar``) is the same tree as a GNU tar
 archive, the input of the tar-layer rows.
@@ -179,8 +183,9 @@ def _text_blob(rng: random.Random) -> bytes:
     return bytes(out)
 
 
-def gen_small(dest: str, nfiles: int) -> None:
-    """``nfiles`` files of 0-4096 bytes: ``dNN/sNN/fN.{txt,bin}``, 10 per leaf.
+def gen_small(dest: str, nfiles: int, per_leaf: int = 10) -> None:
+    """``nfiles`` files of 0-4096 bytes: ``dNN/sNN/fN.{txt,bin}``, ``per_leaf``
+    per leaf (100 leaves per ``dNN``).
 
     One generator walks the files in a fixed order, so a smaller corpus is a
     prefix of a larger one (small10k is the first tenth of small100k).
@@ -189,13 +194,13 @@ def gen_small(dest: str, nfiles: int) -> None:
     text = _text_blob(rng)
     os.mkdir(dest)
     index = 0
-    for top in range((nfiles + 999) // 1000):
+    for top in range(-(-nfiles // (100 * per_leaf))):
         tdir = os.path.join(dest, f"d{top:02d}")
         os.mkdir(tdir)
         for sub in range(100):
             sdir = os.path.join(tdir, f"s{sub:02d}")
             os.mkdir(sdir)
-            for f in range(10):
+            for f in range(per_leaf):
                 if index >= nfiles:
                     break
                 size = rng.randrange(0, 4097)
@@ -353,6 +358,7 @@ GENERATORS = {
     "small10k": lambda d, q: gen_small(d, 10_000),
     "small100k": lambda d, q: gen_small(d, 100_000),
     "small1m": lambda d, q: gen_small(d, 1_000_000),
+    "wide1m": lambda d, q: gen_small(d, 1_000_000, per_leaf=100),
     "large": lambda d, q: gen_large(d, q),
     "debian": None,  # gen_debian: it needs the root (for its .deb cache) and returns notes
 }
@@ -360,8 +366,8 @@ GENERATORS = {
 FULL = ("etc", "stdlib", "deep", "small10k", "small100k", "large", "debian")
 QUICK = ("etc", "stdlib", "deep", "small1k", "small10k", "large")
 #: The scaling section (--scale): small trees of one shape, 10k to 1M files,
-#: with etc for each tool's fixed cost.
-SCALE = ("etc", "small10k", "small100k", "small1m")
+#: with etc for each tool's fixed cost, and wide1m for ISO's million.
+SCALE = ("etc", "small10k", "small100k", "small1m", "wide1m")
 
 
 def corpus_root(root: str | None, quick: bool) -> str:

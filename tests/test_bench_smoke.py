@@ -291,6 +291,10 @@ def test_rows_run_on_their_corpora_with_quick_stand_ins():
     assert not runs_on(t["rumpfs-cpio-gz"], "small10k", quick=True)  # the smoke run keeps to stdlib
     assert runs_on(t["rumpfs-iso"], "small1k", quick=True)  # small1k stands for small10k
     assert not runs_on(t["rumpfs-iso"], "small1k", quick=False)
+    assert runs_on(t["rumpfs-iso"], "wide1m", quick=False)  # ISO's million
+    assert not runs_on(t["rumpfs-iso"], "small1m", quick=False)  # too many directories for ISO
+    assert not runs_on(t["rumpfs-ffs"], "wide1m", quick=False)
+    assert runs_on(t["rumpfs-fat"], "small1m", quick=False)
     assert runs_on(t["rumpfs-tar-ffs"], "debian", quick=False)
     assert not runs_on(t["rumpfs-tar-ffs"], "deep", quick=False)
 
@@ -304,7 +308,7 @@ def test_tool_and_corpus_selection():
     assert names == ["rumpfs-cpio-gz", "pigz-6", "rumpfs-cpio-zst", "rumpfs-cpio-xz", "rumpfs-cpio-lz4"]
     assert [t.name for t in select_tools(None, scale=True)] == list(SCALE_TOOLS)
     args = argparse.Namespace(corpus=None, scale=True, quick=False)
-    assert corpus_names(args) == ["etc", "small10k", "small100k", "small1m"]
+    assert corpus_names(args) == ["etc", "small10k", "small100k", "small1m", "wide1m"]
     args.scale = False
     assert "debian" in corpus_names(args) and "small1m" not in corpus_names(args)
     args.corpus = "stdlib,small100k"
@@ -462,6 +466,29 @@ def test_memory_and_scaling_targets_of_issue_22_5():
     assert memory[0] is False and memory[1].startswith("over: small1m/rumpfs-ffs")
     md = bench.markdown(bench.targets())
     assert "### Scaling" in md and "| rumpfs-cpio | 10.0 us; " in md
+
+
+def test_iso_scales_to_its_own_million():
+    """ISO's scaling line ends on wide1m (small1m has more directories than
+    an ISO 9660 path table numbers), shown in the small1m column."""
+    bench = fake_bench()
+    for name, entries in (("small1m", 1_101_001), ("wide1m", 1_010_101)):
+        bench.corpus_names.append(name)
+        bench.metas[name] = {"entries": entries, "files": 1, "dirs": 1, "symlinks": 0,
+                             "payload_bytes": 1}
+    put(bench, "etc", "rumpfs-iso", 0.1)
+    for corpus in ("small10k", "small100k", "wide1m"):
+        n = bench.metas[corpus]["entries"]
+        put(bench, corpus, "rumpfs-iso", 0.1 + n * 10e-6, rss_kib=61_440 + n // 2 - 1)
+    by = {t: (h, f) for t, h, f in bench.targets()}
+    (scaling,) = [v for t, v in by.items() if t.startswith("#22.5 scaling: rumpfs-iso ")]
+    (title,) = [t for t in by if t.startswith("#22.5 scaling: rumpfs-iso ")]
+    assert "small10k -> wide1m" in title
+    assert scaling[0] is True and "10.0 -> 10.0 -> 10.0 us/entry = 1.00x" in scaling[1]
+    (memory,) = [v for t, v in by.items() if t.startswith("#22.5 memory")]
+    assert memory[0] is True
+    md = bench.markdown(bench.targets())
+    assert "| rumpfs-iso | 10.0 us; " in md and "MiB (wide1m) | 1.00x |" in md
 
 
 def test_spread_target_and_targets_table_header():

@@ -187,6 +187,24 @@ def test_bad_label_is_one_line_and_writes_nothing(fixture_tree, tmp_path, rumpfs
     assert not out.exists()
 
 
+def test_more_directories_than_path_tables_number_is_one_line(tmp_path, rumpfs):
+    """A path table names a directory's parent by a 16-bit number: 65,535
+    directories at most, the root included."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for k in range(65_535):  # with the root, one too many
+        os.mkdir(src / f"d{k:05}")
+    out = tmp_path / "x.iso"
+    res = rumpfs("pack", src, "--no-stubetc", "-o", out, check=False)
+    assert res.returncode == 1
+    assert res.err == ("rumpfs: error: /d65534: more than 65535 directories; ISO 9660 path "
+                       "tables number at most that many\n")
+    assert not out.exists()
+    os.rmdir(src / "d65534")  # now exactly as many as they number
+    rumpfs("pack", src, "--no-stubetc", "-o", out)
+    assert out.stat().st_size > 65_534 * 2048
+
+
 def test_rumpfs_reader_and_check(iso, fixture_tree, rumpfs):
     assert rumpfs("check", iso).out == f"{iso}: iso: clean\n"
     assert rumpfs("cat", iso, "/hello.txt").stdout == b"hello, rumpfs\n"
