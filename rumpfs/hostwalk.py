@@ -265,7 +265,8 @@ class HostStream:
         self.settle = settle
         self.grafts = grafts or {}
         #: id() of every directory inside the grafts (walked, not listed).
-        self._grafted = {id(node) for node in _directories_in(self.grafts.values())}
+        self._grafted = {id(node) for graft in self.grafts.values() if graft.children is not None
+                         for node in Tree(graft).iter_nodes(unique=False) if node.children is not None}
         if walkers is None:
             walkers = min(os.cpu_count() or 1, MAX_WALKERS) if hasattr(os, "fork") else 0
         self.walkers = walkers
@@ -418,15 +419,6 @@ class HostStream:
             self._team = _Walkers(rest, self.walkers,
                                   _SubtreeJob(writers, self.build.keep_owner, self.settle,
                                               len(_prefix(self.top))))
-
-
-def _directories_in(nodes):
-    """The directories among ``nodes`` and below them."""
-    todo = [node for node in nodes if node.children is not None]
-    while todo:
-        node = todo.pop()
-        yield node
-        todo += [child for child in node.children.values() if child.children is not None]
 
 
 class _CountsSoFar:

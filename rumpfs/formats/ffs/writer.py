@@ -222,7 +222,7 @@ class Plan:
             stack.extend(reversed(subdirs))
         del seen
         if again:
-            linked = {node: None for _, _, node in again}
+            linked = {node for _, _, node in again}
             first = {node: ino for ino, node in enumerate(nodes) if node in linked}
             for inos, k, node in again:
                 ino = inos[k] = first[node]
