@@ -56,6 +56,7 @@ from zlib import adler32
 
 from . import tar_layout
 from .errors import RumpfsError
+from .output import usable_cores
 from .sources import Layer, Policy, warn
 from .tree import (
     BLK,
@@ -1268,5 +1269,4 @@ def _parse_in_child() -> bool:
     second core to run it on (on one, the pipe only adds work)."""
     if not hasattr(os, "fork"):
         return False
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (cores or 1) > 1
+    return usable_cores() > 1

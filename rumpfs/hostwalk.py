@@ -28,7 +28,7 @@ import sys
 from operator import length_hint
 
 from .errors import RumpfsError
-from .output import grow_pipe
+from .output import grow_pipe, usable_cores
 from .tree import (
     DIR,
     IFMT,
@@ -43,7 +43,7 @@ from .tree import (
     _new_entry,
 )
 
-#: Walker processes for a large tree (the machine's cores, at most this).
+#: Walker processes for a large tree (the cores this process may use, at most this).
 MAX_WALKERS = 2
 #: This process lists the first entries itself, breadth first; only a tree
 #: with more than this many is shared (forking walkers costs more than
@@ -206,7 +206,7 @@ def walk_host_dir(top: bytes, root: Node, keep_owner: bool = True,
     up to :data:`MAX_WALKERS`, one per core; 0 or 1 lists it here alone).
     """
     if walkers is None:
-        walkers = min(os.cpu_count() or 1, MAX_WALKERS) if hasattr(os, "fork") else 0
+        walkers = min(usable_cores(), MAX_WALKERS) if hasattr(os, "fork") else 0
     build = _Builder(keep_owner)
     # Breadth first, until the tree proves large and has subtrees to share.
     queue = [(top, root)]
@@ -268,7 +268,7 @@ class HostStream:
         self._grafted = {id(node) for graft in self.grafts.values() if graft.children is not None
                          for node in Tree(graft).iter_nodes(unique=False) if node.children is not None}
         if walkers is None:
-            walkers = min(os.cpu_count() or 1, MAX_WALKERS) if hasattr(os, "fork") else 0
+            walkers = min(usable_cores(), MAX_WALKERS) if hasattr(os, "fork") else 0
         self.walkers = walkers
         self.build = _Builder(keep_owner)
         self.ended = False

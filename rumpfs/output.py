@@ -875,8 +875,9 @@ _FRAME_HEAD = struct.Struct("=QQQQ")
 _NUMBERS_PER_JOB = 7
 _NUMBER = "q"
 _SIZE_OF_JOB = itemgetter(3)
-#: What a frame takes from a job's data object.
-_FRAME_FIELDS = attrgetter("path", "mtime_ns", "offset", "file_size")
+#: What a frame takes from a job's data object (a HostData: its path is
+#: head + name, joined in one map rather than a property call each).
+_FRAME_FIELDS = attrgetter("head", "name", "mtime_ns", "offset", "file_size")
 
 
 class Copier:
@@ -894,7 +895,7 @@ class Copier:
     def __init__(self, fd: int, base: int = 0, workers: int | None = None, progress=None):
         self.fd = fd
         self.base = base
-        self.workers = min(os.cpu_count() or 1, 4) if workers is None else workers
+        self.workers = min(usable_cores(), 4) if workers is None else workers
         if not hasattr(os, "fork"):
             self.workers = 0
         self.progress = progress
@@ -1094,6 +1095,14 @@ def _job_cost(job, header: bytes) -> int:
     return job[3] + len(header) + JOB_COST_BYTES
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (``taskset``, a cpuset), which can
+    be fewer than the machine has: what sizes every pool of workers."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def grow_pipe(fd: int) -> None:
     """Room for whole batches in a pipe (PIPE_SIZE), so that the process
     writing it need not wait for the reader at every 64 KiB."""
@@ -1129,7 +1138,8 @@ def _frame(jobs: list, headers: list, base: int, unit: int = 0) -> bytes:
     count = len(jobs)
     datas, src_offsets, dst_offsets, lengths = zip(*jobs)
     # One pass over the data objects: on a large tree each is a cache miss.
-    paths, mtimes, offsets, file_sizes = zip(*map(_FRAME_FIELDS, datas))
+    heads, names, mtimes, offsets, file_sizes = zip(*map(_FRAME_FIELDS, datas))
+    paths = list(map(add, heads, names))
     if None in mtimes:
         mtimes = [NO_MTIME if m is None else m for m in mtimes]
     if any(offsets):

@@ -18,7 +18,7 @@ import pytest
 from conftest import IS_ROOT, run_rumpfs
 from treecompare import assert_same, scan_host
 
-from rumpfs import hostwalk
+from rumpfs import hostwalk, output
 from rumpfs.errors import RumpfsError
 from rumpfs.tree import DIR, Node, Tree
 
@@ -236,6 +236,31 @@ def test_streamed_walk_shares_with_walkers(big_tree, monkeypatch):
     local = len(listed_here)
     list(walk)
     assert len(listed_here) == local < len([d for d, _s, _f in os.walk(big_tree)])
+
+
+@pytest.mark.parametrize("cores, forks", [({0}, False), ({0, 1}, True)])
+def test_walkers_by_the_cores_this_process_may_use(big_tree, monkeypatch, cores, forks):
+    """Pinned to one core (taskset, a cpuset) on a larger machine, the walk
+    and the copies fork no second walker; on two they do."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(cores))
+    forked = []
+    real_fork = os.fork
+
+    def fork():
+        forked.append(True)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", fork)
+    expected = _snapshot(_walk(big_tree, 0)[1])
+    root = Node(DIR | 0o755)
+    hostwalk.walk_host_dir(os.fsencode(big_tree), root)
+    assert _snapshot(root) == expected
+    assert bool(forked) == forks
+    assert output.Copier(-1).workers == len(cores)
+    streamed = [e.path for e in _stream(big_tree, None).walk()]
+    assert streamed == [e.path for e in Tree(root).walk()]
+    assert len(forked) == (4 if forks else 0)
 
 
 @pytest.mark.parametrize("share_after", [4096, 50])

@@ -35,7 +35,7 @@ _SLOW_PACK = (
     "import os, runpy, sys, time\n"
     "import rumpfs.output as o\n"
     "o.LOG_SECONDS = 0.2\n"  # a line in a log every 0.2 s rather than 5
-    f"pause = 2.0 * min(os.cpu_count() or 1, 4) / {FILES}\n"  # the Copier's default workers
+    f"pause = 2.0 * min(len(os.sched_getaffinity(0)), 4) / {FILES}\n"  # the Copier's default workers
     "real = os.copy_file_range\n"
     "def slow(*args):\n"
     "    time.sleep(pause)\n"
