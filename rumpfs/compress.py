@@ -50,7 +50,7 @@ from .compress_layout import (
     XZ_HEADER_MAGIC,
 )
 from .errors import RumpfsError
-from .output import append_data
+from .output import append_data, usable_cores
 
 METHODS = ("gzip", "xz", "zstd", "lz4")
 
@@ -89,7 +89,8 @@ GZIP_BLOCK = 1 << 20
 LZ4_BLOCK = 2 << 20
 #: The smallest zstd job (libzstd's own least is 512 KiB; below 1 MiB the ratio suffers).
 ZSTD_MIN_JOB = 1 << 20
-#: Blocks queued or being compressed, per thread: a bound on memory.
+#: Blocks queued or being compressed, per thread: a bound on memory (a
+#: method's blocks class may set fewer).
 IN_FLIGHT_PER_WORKER = 2
 #: The compressing threads (default: the cores this process may run on).
 WORKERS_ENV = "RUMPFS_COMPRESS_WORKERS"
@@ -331,7 +332,7 @@ def default_workers() -> int:
     """Threads that compress: $RUMPFS_COMPRESS_WORKERS, else the cores this
     process may run on."""
     workers = _positive_env(WORKERS_ENV, "number of threads", 1)
-    return workers if workers is not None else len(os.sched_getaffinity(0))
+    return workers if workers is not None else usable_cores()
 
 
 def _pad(size: int) -> bytes:
@@ -346,6 +347,7 @@ class _GzipBlocks:
     """Raw deflate blocks of one gzip member (see the module's docstring)."""
 
     needs_last = True  # the deflate data must end with a final block
+    in_flight_per_worker = IN_FLIGHT_PER_WORKER
 
     def __init__(self, level: int, block_size: int | None):
         self.zlib = _library("zlib_ng.zlib_ng", "gzip")
@@ -401,6 +403,9 @@ class _XzBlocks:
     """Independent LZMA2 blocks of one .xz stream, checked with CRC32."""
 
     needs_last = False
+    #: A block takes seconds to compress and moments to gather, so a thread
+    #: never waits long for its next one: no 24 MiB block queued per thread.
+    in_flight_per_worker = 1
 
     def __init__(self, level: int, block_size: int | None):
         dict_size = XZ_PRESET_DICT[level]
@@ -456,6 +461,7 @@ class _Lz4Blocks:
     """The blocks of an lz4 legacy frame, each compressed on its own."""
 
     needs_last = False
+    in_flight_per_worker = IN_FLIGHT_PER_WORKER
 
     def __init__(self, level: int, block_size: int | None):
         self.lz4 = _library("lz4.block", "lz4")
@@ -491,6 +497,7 @@ class CompressingSink:
     block goes to the pool as soon as a byte after it arrives (so the last
     block is known as the last), and the compressed blocks are written to
     ``sink`` in order.  At most IN_FLIGHT_PER_WORKER blocks per thread wait
+    (xz: one)
     or are being compressed.  With one worker the blocks are compressed on
     this thread.  A context manager: leaving it stops the threads.
     """
@@ -522,7 +529,7 @@ class CompressingSink:
                                                            MIN_BLOCK_SIZE))
         self.pending = bytearray()
         self.in_flight: collections.deque = collections.deque()
-        self.limit = IN_FLIGHT_PER_WORKER * workers
+        self.limit = self.blocks.in_flight_per_worker * workers
         if workers > 1:
             self.pool = ThreadPoolExecutor(workers, thread_name_prefix="rumpfs-compress")
         sink.write(self.blocks.head())
