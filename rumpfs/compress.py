@@ -496,10 +496,9 @@ class CompressingSink:
     What is written is gathered into blocks of the method's size; each full
     block goes to the pool as soon as a byte after it arrives (so the last
     block is known as the last), and the compressed blocks are written to
-    ``sink`` in order.  At most IN_FLIGHT_PER_WORKER blocks per thread wait
-    (xz: one)
-    or are being compressed.  With one worker the blocks are compressed on
-    this thread.  A context manager: leaving it stops the threads.
+    ``sink`` in order.  At most IN_FLIGHT_PER_WORKER blocks per thread
+    (xz: one) wait or are being compressed.  With one worker the blocks are
+    compressed on this thread.  A context manager: leaving it stops the threads.
     """
 
     def __init__(self, sink, method: str, level: int | None = None, workers: int | None = None):
