@@ -1355,8 +1355,8 @@ class Bench:
         ``pairs`` is [(mine, ref), ...] checked together; with ``faster_of`` the
         reference of each corpus is the faster of the refs given.  Wall time on
         all cores, or under taskset -c 0 with ``one_core``.  With ``floor``,
-        the Python copy floor's time against the reference is shown beside
-        (where it is over ``limit``, no Python packer holds the target)."""
+        the Python copy floor's time against the reference is shown beside:
+        what a packer in Python spends at the least, in one process."""
         figures, verdicts = [], []
         wall = (lambda c: c.wall1) if one_core else (lambda c: c.wall)
         for corpus in dict.fromkeys(self.standin(c) for c in corpora_):
