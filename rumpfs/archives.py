@@ -310,6 +310,8 @@ class ArchiveReader:
         self.tree = Tree(Node(DIR | 0o755, 0, 0, st.st_mtime_ns, origin=IMPLIED))
         #: Directories of the tree by path (see place).
         self.dirs = {b"": self.tree.root}
+        #: One int object per mode the members have (memory).
+        self.modes: dict = {}
 
     def error(self, message: str) -> RumpfsError:
         return RumpfsError(f"{self.path}: {message}")
@@ -503,6 +505,7 @@ class ArchiveReader:
         origin = self.path
         data_path = self.data_path
         kinds = FAST_KINDS
+        modes = self.modes
         for record in records:
             if record[0] is None:
                 return record[1:]
@@ -521,7 +524,8 @@ class ArchiveReader:
                 member(*record)
                 dirs = self.dirs
                 continue
-            node = Node(kind | (mode & PERMISSION_BITS), uid, gid, mtime_ns, origin=origin)
+            mode = kind | (mode & PERMISSION_BITS)
+            node = Node(modes.setdefault(mode, mode), uid, gid, mtime_ns, origin=origin)
             if kind == REG:
                 node.data = HostData(data_path, size, False, None, offset=data_at,
                                      file_size=UNCHECKED_SIZE)

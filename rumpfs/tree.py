@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections import Counter, namedtuple
+from collections import namedtuple
 from collections.abc import Iterator
 
 S_IFMT = stat.S_IFMT
@@ -318,6 +318,18 @@ def display(path: bytes) -> str:
     return "/" + path.lstrip(b"/").decode("utf-8", "backslashreplace")
 
 
+class NameCounts(dict):
+    """:meth:`Tree.name_counts`: ``id(node)`` -> names, holding only the
+    nodes with more than one (a table of every node was the largest a
+    writer kept of a large tree); any other node has one.  ``nodes``: how
+    many nodes there are below the root."""
+
+    __slots__ = ("nodes",)
+
+    def __missing__(self, key: int) -> int:
+        return 1
+
+
 class Tree:
     """The directory tree to bake, rooted at a directory node."""
 
@@ -431,6 +443,9 @@ class Tree:
     def walk(self) -> Iterator[WalkEntry]:
         """Every name, root first, each directory before its contents,
         names in byte order; the result does not depend on insertion order."""
+        # The first name of each node with several: only those are kept (a
+        # path for every file was most of a large tree's walk).
+        linked = self.name_counts()
         first_name: dict[int, bytes] = {}
         yield _new_entry(WalkEntry, (b"", self.root, None, 0))
         # Depth first with an iterator per open directory: a name costs one
@@ -444,10 +459,12 @@ class Tree:
                 path = prefix + name
                 children = node.children
                 if children is None:
+                    link_of = None
                     key = id(node)
-                    link_of = first_name.get(key)
-                    if link_of is None:
-                        first_name[key] = path
+                    if key in linked:
+                        link_of = first_name.get(key)
+                        if link_of is None:
+                            first_name[key] = path
                     yield _new_entry(WalkEntry, (path, node, link_of, depth))
                     continue
                 yield _new_entry(WalkEntry, (path, node, None, depth))
@@ -482,15 +499,21 @@ class Tree:
                     yield child
 
 
-    def name_counts(self) -> Counter:
+    def name_counts(self) -> NameCounts:
         """Names per non-directory node, keyed by ``id(node)``: its link count."""
-        counts: Counter = Counter()
+        counts = NameCounts()
+        seen = set()  # the nodes themselves: no int object per id (memory)
         stack = [self.root]
         while stack:
             node = stack.pop()
-            children = node.children.values()
-            counts.update(map(id, children))
-            stack.extend(c for c in children if c.children is not None)
+            for child in node.children.values():
+                if child in seen:
+                    counts[id(child)] += 1
+                else:
+                    seen.add(child)
+                    if child.children is not None:
+                        stack.append(child)
+        counts.nodes = len(seen)
         return counts
 
     def count(self) -> int:

@@ -389,11 +389,9 @@ class IsoLayout:
         if len(self.label) > LABEL_MAX or not self.label:
             raise RumpfsError(f"--label {self.label!r}: an ISO 9660 volume label is 1 to "
                               f"{LABEL_MAX} characters")
-        # Only link counts other than 1: a count for every node would be
-        # the largest table of the layout.
-        counts = tree.name_counts()
-        self.nlinks = {key: n for key, n in counts.items() if n > 1}
-        strings = _Strings if len(counts) > STRINGS_AFTER else _StringList
+        counts = tree.name_counts()  # only link counts other than 1
+        self.nlinks = counts
+        strings = _Strings if counts.nodes > STRINGS_AFTER else _StringList
         self.serials: dict[int, int] = {}  # id(node) -> serial, of nodes met again
         self.last_serial = 0
         self.dirs: list[_Dir] = []
