@@ -440,12 +440,13 @@ class Tree:
         return sorted(found, key=_walk_order)
 
     # -- traversal ----------------------------------------------------------
-    def walk(self) -> Iterator[WalkEntry]:
+    def walk(self, counts: NameCounts | None = None) -> Iterator[WalkEntry]:
         """Every name, root first, each directory before its contents,
-        names in byte order; the result does not depend on insertion order."""
+        names in byte order; the result does not depend on insertion order.
+        ``counts``: this tree's :meth:`name_counts`, if the caller has them."""
         # The first name of each node with several: only those are kept (a
         # path for every file was most of a large tree's walk).
-        linked = self.name_counts()
+        linked = self.name_counts() if counts is None else counts
         first_name: dict[int, bytes] = {}
         yield _new_entry(WalkEntry, (b"", self.root, None, 0))
         # Depth first with an iterator per open directory: a name costs one
@@ -508,7 +509,7 @@ class Tree:
             node = stack.pop()
             for child in node.children.values():
                 if child in seen:
-                    counts[id(child)] += 1
+                    counts[id(child)] += 1  # a second name: 1 + 1
                 else:
                     seen.add(child)
                     if child.children is not None:

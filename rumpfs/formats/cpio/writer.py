@@ -106,7 +106,8 @@ def write_archive(tree, out, variant: str = "newc") -> int:
     scattered = hasattr(out, "write_scattered")
     in_order = None
     pipe_writers: list = []
-    if hasattr(tree, "write_subtrees_with"):
+    listed = hasattr(tree, "write_subtrees_with")
+    if listed:
         # A tree still being listed: its walkers may write whole subtrees
         # (a crc header's checksum would need the data before the header),
         # into the file, or into pipes that InOrder reads in turn.
@@ -123,7 +124,8 @@ def write_archive(tree, out, variant: str = "newc") -> int:
             tree.write_subtrees_with(
                 piped_writer if in_order is not None
                 else lambda: SubtreeWriter(magic, out.fd, out.base, counter()))
-    walk = tree.walk()
+    # A whole tree's walk takes the counts just made (a listed one counts as it goes).
+    walk = tree.walk() if listed else tree.walk(names)
     try:
         return _write_members(tree, walk, out, magic, crc, names, progress, scattered, in_order)
     except BaseException:
