@@ -4,8 +4,8 @@
 becomes a node of the tree; ``ARCHIVE:/dest`` grafts the archive's top at
 ``/dest`` as ``DIR:/dest`` does.
 
-Nothing is extracted.  A member's data is ``HostData(archive, offset,
-size)``: the copy workers take it straight from the archive with
+Nothing is extracted.  A member's data is ``HostSpan(archive, size,
+offset)``: the copy workers take it straight from the archive with
 ``copy_file_range`` from that offset, as they copy host files.  A compressed
 archive (gzip, xz, zstd, bzip2) is first decompressed once, as a stream, into
 a spool file beside the temporary files (removed when the pack is done), and
@@ -68,8 +68,7 @@ from .tree import (
     NAME_MAX,
     PATH_MAX,
     REG,
-    UNCHECKED_SIZE,
-    HostData,
+    HostSpan,
     Node,
     Tree,
     TreeError,
@@ -373,9 +372,9 @@ class ArchiveReader:
             raise self.error(f"corrupt {method} data: {e}") from None
         self.end = spool.size = offset
 
-    def data(self, offset: int, size: int) -> HostData:
+    def data(self, offset: int, size: int) -> HostSpan:
         """A member's data at ``offset`` of the (decompressed) archive."""
-        return HostData(self.data_path, size, False, None, offset=offset, file_size=UNCHECKED_SIZE)
+        return HostSpan(self.data_path, size, offset)
 
     # -- names ---------------------------------------------------------------------
     def name(self, raw: bytes, quiet: bool = False) -> bytes:
@@ -527,8 +526,7 @@ class ArchiveReader:
             mode = kind | (mode & PERMISSION_BITS)
             node = Node(modes.setdefault(mode, mode), uid, gid, mtime_ns, origin=origin)
             if kind == REG:
-                node.data = HostData(data_path, size, False, None, offset=data_at,
-                                     file_size=UNCHECKED_SIZE)
+                node.data = HostSpan(data_path, size, data_at)
             elif kind == LNK:
                 self.check_symlink(path, linkname, raw)
                 node.target = linkname
@@ -852,7 +850,7 @@ class ArchiveReader:
                 raise self.error(f"member {_show(raw)}: {e}") from None
         self.place(path, node, raw)
 
-    def sparse_data(self, info: tarfile.TarInfo) -> HostData:
+    def sparse_data(self, info: tarfile.TarInfo) -> HostSpan:
         """A sparse member laid out with its holes in the spool."""
         if self.spool is None:
             self.spool = Spool(self.path)
@@ -871,7 +869,7 @@ class ArchiveReader:
                 src += len(chunk)
                 dst += len(chunk)
                 left -= len(chunk)
-        return HostData(spool.path, info.size, True, offset=base, file_size=UNCHECKED_SIZE)
+        return HostSpan(spool.path, info.size, base, sparse_hint=True)
 
     # -- cpio ----------------------------------------------------------------------
     def read_cpio(self) -> None:

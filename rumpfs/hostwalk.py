@@ -184,7 +184,7 @@ class _Builder:
             node.data = None
             kind = mode & IFMT
             if kind == REG:
-                node.data = HostData(prefix, size, sparse, mtime, name=name)
+                node.data = HostData(prefix, size, sparse, mtime, name)
             elif kind == DIR:
                 node.children = {}
                 subdirs.append((prefix + name, node))

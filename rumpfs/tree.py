@@ -77,18 +77,16 @@ def make_rdev(major: int, minor: int) -> int:
 
 
 class HostData:
-    """File data read from a host file when the image is written.
+    """File data read from a whole host file when the image is written
+    (:class:`HostSpan`: from a part of one)."""
 
-    ``offset`` is where the data starts in that file: a member of an
-    uncompressed archive is ``(archive, offset, size)`` and is copied by the
-    same machinery as a whole file (see rumpfs.archives).
-    """
+    __slots__ = ("head", "name", "size", "_extents", "mtime_ns")
 
-    __slots__ = ("head", "name", "size", "_extents", "mtime_ns", "offset", "file_size")
+    #: Where the data starts in the host file.
+    offset = 0
 
     def __init__(self, path: bytes, size: int, sparse_hint: bool = False,
-                 mtime_ns: int | None = None, *, offset: int = 0, file_size: int | None = None,
-                 name: bytes = b""):
+                 mtime_ns: int | None = None, name: bytes = b""):
         #: The host path is ``head + name``: a walked file keeps its
         #: directory's path (one object for all its files) and its name (the
         #: directory's key), not a joined copy of them (memory).
@@ -98,15 +96,16 @@ class HostData:
         #: that the file is still so (None: no time to check).
         self.size = size
         self.mtime_ns = mtime_ns
-        self.offset = offset
-        #: The whole file's size as the walk saw it, which the copy checks:
-        #: the data's own size for a host file; UNCHECKED_SIZE for data inside
-        #: a file that holds more (an archive member, a spool).
-        self.file_size = size if file_size is None else file_size
         #: None: known to have no holes without looking; else the runs that
         #: hold data, found by extents() (a file whose allocation hinted at
         #: holes may still turn out to have none).
         self._extents = _NOT_LOOKED if sparse_hint else None
+
+    @property
+    def file_size(self) -> int:
+        """The whole file's size as the walk saw it, which the copy checks
+        (UNCHECKED_SIZE: not checked)."""
+        return self.size
 
     @property
     def path(self) -> bytes:
@@ -137,7 +136,26 @@ class HostData:
         return f
 
     def __repr__(self):
-        return f"HostData({self.path!r}, {self.size})"
+        return f"{type(self).__name__}({self.path!r}, {self.size}, offset={self.offset})"
+
+
+class HostSpan(HostData):
+    """``size`` bytes from ``offset`` of a host file that holds more: an
+    archive member, a spool.  The file's own size is not checked (other
+    members may be appended to it meanwhile)."""
+
+    __slots__ = ("offset",)
+
+    file_size = UNCHECKED_SIZE
+
+    def __init__(self, path: bytes, size: int, offset: int, sparse_hint: bool = False):
+        # Set here, not through HostData.__init__: one call per archive member.
+        self.head = path
+        self.name = b""
+        self.size = size
+        self.mtime_ns = None
+        self._extents = _NOT_LOOKED if sparse_hint else None
+        self.offset = offset
 
 
 class BytesData:

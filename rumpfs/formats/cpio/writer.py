@@ -200,7 +200,7 @@ def _write_members(tree, walk, out, magic: bytes, crc: bool, names, progress, sc
                         raise RumpfsError(
                             f"{display(path)}: file is {size} bytes; a cpio newc archive stores "
                             f"at most {FIELD_MAX} bytes per file (32-bit size field): use an FFS image")
-                    if data.__class__ is not HostData:
+                    if not isinstance(data, HostData):
                         payload, data = data.data, None
                     elif not scattered and size <= SMALL_FILE:
                         payload, data = _read_small(data, size), None

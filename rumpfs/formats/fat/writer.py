@@ -620,7 +620,7 @@ class FatLayout:
                     continue
                 data = node.data
                 offset = base + (first - FIRST_CLUSTER) * cluster_bytes
-                if data.__class__ is HostData:
+                if isinstance(data, HostData):
                     jobs.append((data, 0, offset, size))
                 else:
                     sink.pwrite(data.data[:size], offset)

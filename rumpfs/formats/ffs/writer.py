@@ -270,7 +270,7 @@ class Plan:
                                       f"{p.describe()})")
                 if data.dense:
                     data_bytes += size
-                    if data.__class__ is HostData:
+                    if isinstance(data, HostData):
                         dense_host[ino] = 1
                 else:
                     extents = data.extents()
@@ -883,7 +883,7 @@ class Writer:
             kind = kinds[owner]
             if kind == stat.S_IFREG:
                 data = nodes[owner].data
-                if data.__class__ is not HostData:
+                if not isinstance(data, HostData):
                     pieces.append((tail_addr[owner], data.data[lo:size]))
                 elif owner not in sparse or any(off < size and off + n > lo
                                                 for off, n in sparse[owner]):

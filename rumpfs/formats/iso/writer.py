@@ -875,7 +875,7 @@ class IsoLayout:
                 if not size:
                     continue
                 data = node.data
-                if data.__class__ is HostData:
+                if isinstance(data, HostData):
                     jobs.append((data, 0, extent * SECTOR, size))
                 else:
                     sink.pwrite(data.data[:size], extent * SECTOR)
