@@ -124,7 +124,8 @@ class Run:
 
 
 def measure(argv: list[str], output: str | None, timeout: float, env=None, cwd=None) -> Run:
-    """Run ``argv`` once; the output file (if any) is measured and removed."""
+    """Run ``argv`` once and measure it and its output file (if any): a
+    previous output of that name is removed first; run_cell removes this one."""
     if output and os.path.lexists(output):
         os.unlink(output)
     # A child forked from this (large) Python process would report this
