@@ -591,3 +591,34 @@ def test_a_target_without_its_figures_is_not_held_by_default():
     by = {t: (h, f) for t, h, f in bench.targets()}
     (allcores,) = [v for t, v in by.items() if t.startswith("#22.2 FFS all cores") and "rumpfs-ffs wall" in t]
     assert allcores == (False, "small100k: rumpfs-ffs FAIL")
+
+
+def test_touch_memory_faults_in_every_page():
+    """Each page written once: at least a minor fault per 2 MiB (a huge page
+    each, with transparent huge pages; a fault per page without); an mmap
+    never written adds none."""
+    import resource
+
+    from bench.run import touch_memory
+
+    size = 64 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    touch_memory(size)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before >= size // (2 << 20)
+
+
+def test_warm_up_touches_twice_the_payload_within_half_the_free_memory(tmp_path, monkeypatch):
+    from bench import run as runmod
+
+    touched = []
+    monkeypatch.setattr(runmod, "measure", lambda *a, **k: runmod.Run(True, 0.1, 0.1, 1000))
+    monkeypatch.setattr(runmod, "touch_memory", touched.append)
+    bench = runmod.Bench.__new__(runmod.Bench)
+    bench.timeout = 5
+    ctx = fake_ctx(tmp_path)
+    ctx.meta = {"payload_bytes": 3 << 30}
+    monkeypatch.setattr(runmod, "available_memory", lambda: 16 << 30)
+    bench.warm_up(ctx)
+    monkeypatch.setattr(runmod, "available_memory", lambda: 8 << 30)
+    bench.warm_up(ctx)
+    assert touched == [6 << 30, 4 << 30]
