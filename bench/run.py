@@ -209,16 +209,20 @@ def touch_memory(size: int) -> None:
             m[offset] = 1
 
 
-def available_memory() -> int:
-    """MemAvailable of /proc/meminfo in bytes (0 when unknown)."""
+def meminfo(field: str) -> int:
+    """A /proc/meminfo field in bytes (0 when unknown)."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def available_memory() -> int:
+    return meminfo("MemAvailable")
 
 
 # -- the tools -------------------------------------------------------------------------------
@@ -982,12 +986,8 @@ class Bench:
                         break
         except OSError:
             pass
-        mem = "?"
-        try:
-            with open("/proc/meminfo") as f:
-                mem = f"{int(f.readline().split()[1]) / (1 << 20):.1f} GiB"
-        except (OSError, ValueError, IndexError):
-            pass
+        total = meminfo("MemTotal")
+        mem = f"{total / (1 << 30):.1f} GiB" if total else "?"
 
         def version(argv):
             try:
