@@ -93,6 +93,8 @@ MIN_TAR_SPEED = 0.8
 #: The least any Python packer does (one process): list every entry, read
 #: every file and write it into one file; shown beside the 19.6 and 22.2 rows.
 PY_COPY_FLOOR = "floor:py-copy"
+#: The least an FFS packer in Python does (bench/ffsfloor.py); beside the 22.2 rows.
+PY_FFS_FLOOR = "floor:py-ffs"
 
 
 #: GNU time, for the peak RSS of the tool alone (``%M``); without it, wait4's figure.
@@ -456,6 +458,9 @@ def tools() -> list[Tool]:
         Tool(PY_COPY_FLOOR, "floor",
              lambda ctx, out: [ctx.python, "-m", "bench.walkfloor", ctx.path, "--copy", out],
              only=("stdlib", "small10k", "small100k", "debian")),
+        Tool(PY_FFS_FLOOR, "floor",
+             lambda ctx, out: [ctx.python, "-m", "bench.ffsfloor", ctx.path, out], ".img",
+             only=("small100k", "debian")),
         Tool("rumpfs-ffs", "ffs1", rumpfs_pack("ffs"), ".img", True, ("makefs-ffs1",)),
         Tool("makefs-ffs1", "ffs1", lambda ctx, out: makefs_argv(1, ctx, out), ".img",
              fallbacks=makefs_fallbacks(1), requires=("makefs",)),
@@ -1386,14 +1391,14 @@ class Bench:
         return QUICK_STANDIN.get(corpus, corpus) if self.quick else corpus
 
     def ratio_target(self, title: str, pairs, corpora_: tuple, limit: float, one_core: bool = False,
-                     faster_of: bool = False, floor: bool = False):
+                     faster_of: bool = False, floors: tuple = ()):
         """One target: rumpfs row / reference row <= ``limit`` on each corpus.
 
         ``pairs`` is [(mine, ref), ...] checked together; with ``faster_of`` the
         reference of each corpus is the faster of the refs given.  Wall time on
-        all cores, or under taskset -c 0 with ``one_core``.  With ``floor``,
-        the Python copy floor's time against the reference is shown beside:
-        what a packer in Python spends at the least, in one process."""
+        all cores, or under taskset -c 0 with ``one_core``.  Each of ``floors``
+        (floor rows: what a packer in Python spends at the least, in one
+        process) is shown beside, its time against the reference's."""
         figures, verdicts = [], []
         wall = (lambda c: c.wall1) if one_core else (lambda c: c.wall)
         for corpus in dict.fromkeys(self.standin(c) for c in corpora_):
@@ -1420,7 +1425,7 @@ class Bench:
                 verdicts.append(r <= limit)
                 figures.append(f"{corpus}: {mine} {wall(a):.3g} s vs {b.tool.name} {wall(b):.3g} s = {r:.2f}x"
                                + (f" (cpu {fmt_ratio(ratio(a.cpu, b.cpu))})" if not one_core else "")
-                               + (self._floor_figure(corpus, wall, wall(b)) if floor else ""))
+                               + "".join(self._floor_figure(corpus, f, wall, wall(b)) for f in floors))
         held = False if False in verdicts else True if verdicts else None
         return (title, held, "; ".join(figures) or "not run")
 
@@ -1435,7 +1440,7 @@ class Bench:
             res.append(self.ratio_target(
                 f"#22.2 FFS one core: {mine} wall <= {MAX_FFS_ONE_CORE_RATIO}x {ref} under taskset -c 0 "
                 "on small100k and debian", [(mine, ref)], ("small100k", "debian"),
-                MAX_FFS_ONE_CORE_RATIO, one_core=True, floor=True))
+                MAX_FFS_ONE_CORE_RATIO, one_core=True, floors=(PY_COPY_FLOOR, PY_FFS_FLOOR)))
             res.append(self.ratio_target(
                 f"#22.2 FFS all cores ({os.cpu_count()}): {mine} wall <= {MAX_FFS_ALL_CORES_RATIO}x {ref} "
                 "on small100k and debian", [(mine, ref)], ("small100k", "debian"), MAX_FFS_ALL_CORES_RATIO))
@@ -1502,11 +1507,11 @@ class Bench:
                         f"{SCALE_RSS_PER_ENTRY_KIB} KiB per entry", (not over) if mine else None, text))
         return res
 
-    def _floor_figure(self, corpus: str, wall, ref_wall: float) -> str:
-        f = self.cell(corpus, PY_COPY_FLOOR)
+    def _floor_figure(self, corpus: str, floor: str, wall, ref_wall: float) -> str:
+        f = self.cell(corpus, floor)
         if f is None or not f.ok or wall(f) is None:
             return ""
-        return f" [{PY_COPY_FLOOR} {wall(f):.3g} s = {wall(f) / ref_wall:.2f}x]"
+        return f" [{floor} {wall(f):.3g} s = {wall(f) / ref_wall:.2f}x]"
 
     def targets_19(self) -> list:
         corp = ("stdlib", "small10k", "small100k")
@@ -1514,7 +1519,7 @@ class Bench:
             f"#19.6 ISO: rumpfs-iso wall <= {MAX_ISO_FAT_RATIO}x the faster of xorriso and genisoimage "
             "on stdlib, small10k and small100k",
             [("rumpfs-iso", ("xorriso-iso", "genisoimage-iso"))], corp, MAX_ISO_FAT_RATIO, faster_of=True,
-            floor=True)]
+            floors=(PY_COPY_FLOOR,))]
         figures, held, seen = [], True, False
         for corpus in dict.fromkeys(self.standin(c) for c in corp):
             a = self.cell(corpus, "rumpfs-iso")
@@ -1535,7 +1540,8 @@ class Bench:
                     held if seen else None, "; ".join(figures) or "not run"))
         res.append(self.ratio_target(
             f"#19.6 FAT: rumpfs-fat wall <= {MAX_ISO_FAT_RATIO}x mkfs.fat + mcopy -s on stdlib, small10k "
-            "and small100k", [("rumpfs-fat", "mkfs.fat+mcopy")], corp, MAX_ISO_FAT_RATIO, floor=True))
+            "and small100k", [("rumpfs-fat", "mkfs.fat+mcopy")], corp, MAX_ISO_FAT_RATIO,
+            floors=(PY_COPY_FLOOR,)))
         figures, held, seen = [], True, False
         for corpus in dict.fromkeys(self.standin(c) for c in corp):
             a, b = self.cell(corpus, "rumpfs-fat"), self.cell(corpus, "mkfs.fat+mcopy")

@@ -422,6 +422,7 @@ def test_targets_of_issues_19_21_22_are_judged_from_the_cells():
         put(bench, corpus, "rumpfs-ffs2", 1.3, 1.7)
         put(bench, corpus, "makefs-ffs2", 2.0, 2.0)  # 0.65x: not held; one core 0.85x: not held
         put(bench, corpus, "floor:py-copy", 0.5, 1.7)  # one core: 0.85x makefs, over the target
+        put(bench, corpus, "floor:py-ffs", 0.9, 1.9)
     for corpus in ("stdlib", "small10k", "small100k"):
         put(bench, corpus, "rumpfs-iso", 1.0, out_bytes=100)
         put(bench, corpus, "xorriso-iso", 2.0, out_bytes=101)
@@ -442,9 +443,9 @@ def test_targets_of_issues_19_21_22_are_judged_from_the_cells():
     (ffs_all,) = [v for t, v in by.items() if t.startswith("#22.2 FFS all cores") and "rumpfs-ffs wall" in t]
     assert ffs_all[0] is True and "small100k: rumpfs-ffs 1.1 s vs makefs-ffs1 2 s = 0.55x" in ffs_all[1]
     assert verdict("#22.2 FFS one core: rumpfs-ffs2")[0] is False
-    # The Python copy floor is shown beside each one-core figure (its one-core time).
+    # The Python floors are shown beside each one-core figure (their one-core times).
     assert ("small100k: rumpfs-ffs 1.5 s vs makefs-ffs1 2 s = 0.75x [floor:py-copy 1.7 s = 0.85x]"
-            in verdict("#22.2 FFS one core: rumpfs-ffs ")[1])
+            " [floor:py-ffs 1.9 s = 0.95x]" in verdict("#22.2 FFS one core: rumpfs-ffs ")[1])
     assert "floor" not in ffs_all[1]
     (ffs2_all,) = [v for t, v in by.items() if t.startswith("#22.2 FFS all cores") and "ffs2" in t]
     assert ffs2_all[0] is False and "0.65x" in ffs2_all[1]
