@@ -35,8 +35,12 @@ def inode(image: bytes, ino: int) -> dict:
 
 
 def data(image: bytes, ino_: dict) -> bytes:
-    blocks = [image[a * FSIZE:a * FSIZE + BSIZE] for a in ino_["db"] if a]
-    return b"".join(blocks)[:ino_["size"]]
+    """A file's bytes: the floor places each file's blocks one after another
+    (direct pointers only, so a larger file is read on from its first)."""
+    first, size = ino_["db"][0], ino_["size"]
+    used = [a for a in ino_["db"] if a]
+    assert used == [first + k * BSIZE // FSIZE for k in range(min(-(-size // BSIZE), 12))]
+    return image[first * FSIZE:first * FSIZE + size]
 
 
 def entries(image: bytes, dir_ino: dict) -> list:
@@ -63,6 +67,11 @@ def test_ffs_floor_holds_every_entry_of_the_tree(tmp_path):
     os.link(src / "tail", src / "sub" / "hardlink")
     os.symlink("short/target", src / "short")
     os.symlink("t" * 200, src / "long")
+    # Larger than the floor gathers (1 MiB): a file, and a directory of 5,000 long names.
+    (src / "big").write_bytes(os.urandom(3 << 19))
+    (src / "wide").mkdir()
+    for k in range(5000):
+        (src / "wide" / f"{k:05d}{'n' * 200}").touch()
     out = tmp_path / "floor.img"
 
     proc = subprocess.run([sys.executable, "-m", "bench.ffsfloor", str(src), str(out)],
