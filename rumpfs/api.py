@@ -440,6 +440,7 @@ def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp
             # now, from a process that does not hold the tree yet.
             copier = Copier(out.fd, progress=progress)
             copier.start()
+        layers = []
         try:
             policy = Policy.from_environment(opts.keep_owner, opts.timestamp)
             layers = make_layers(sources, opts, target)
@@ -458,6 +459,11 @@ def _pack_into(output: str, sources, opts: PackOptions, fmt, fmt_name: str, comp
             if copier is not None:
                 copier.abort()
             raise
+        finally:
+            # Spools can be as large as an archive's contents: gone with the
+            # pack, not when a reference cycle is next collected.
+            for layer in layers:
+                layer.close()
 
 
 def _write(tree: Tree, out: AtomicOutput, fmt, fmt_name: str, comp, container, target,

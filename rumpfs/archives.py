@@ -188,8 +188,8 @@ FAST_KINDS = {flag: kind for flag, kind in TAR_KINDS.items() if kind in (REG, DI
 class Spool:
     """A temporary file that holds what cannot be read in place (a
     decompressed archive, sparse members with their holes); removed when its
-    layer is (the pack is over), or at exit.  It has a name because the copy
-    workers open their sources by name."""
+    layer is closed (the pack returned or failed), at the latest at exit.
+    It has a name because the copy workers open their sources by name."""
 
     def __init__(self, label: str):
         fd, name = tempfile.mkstemp(prefix="rumpfs-", suffix=".spool")
@@ -198,6 +198,10 @@ class Spool:
         self.size = 0
         self.label = label
         self._cleanup = weakref.finalize(self, _remove, fd, name)
+
+    def remove(self) -> None:
+        """Close and delete the file now (the copies are done)."""
+        self._cleanup()
 
     def reserve(self, size: int) -> int:
         """An aligned offset for ``size`` bytes at the end of the spool."""
@@ -239,9 +243,15 @@ class ArchiveLayer(Layer):
             raise RumpfsError(f"{self.path}: cannot read archive: {e.strerror}") from None
         with f:
             reader = ArchiveReader(self.path, f, st)
-            layer_tree = reader.read()
-        self.spool = reader.spool
+            try:
+                layer_tree = reader.read()
+            finally:
+                self.spool = reader.spool  # removed by close(), also after an error
         graft(tree, self.dest, layer_tree.root, self.path)
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.remove()
 
 
 def graft(tree: Tree, dest: bytes, root: Node, label: str) -> None:

@@ -169,9 +169,11 @@ class ImageLayer(ArchiveLayer):
                 st = os.fstat(f.fileno())
                 reader = ArchiveReader(path, f, st, start, length, whiteouts=True,
                                        label=f"{self.label}: {label}")
-                layer_tree = reader.read()
-            if reader.spool is not None:
-                self.spools.append(reader.spool)
+                try:
+                    layer_tree = reader.read()
+                finally:
+                    if reader.spool is not None:
+                        self.spools.append(reader.spool)
             for directory in reader.opaque:
                 node = image.lookup(directory)
                 if node is not None and node.is_dir:
@@ -180,6 +182,11 @@ class ImageLayer(ArchiveLayer):
                 image.remove(gone)
             overlay(image.root, layer_tree.root)
         graft(tree, self.dest, image.root, self.label)
+
+    def close(self) -> None:
+        super().close()
+        for spool in self.spools:
+            spool.remove()
 
     def check_digest(self, path: str, start: int, length: int, digest: str, label: str) -> None:
         algorithm, _, expected = digest.partition(":")

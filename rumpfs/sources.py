@@ -47,6 +47,10 @@ class Layer:
     def settle(self, tree: Tree) -> None:
         """Called once every layer is applied, before the policy."""
 
+    def close(self) -> None:
+        """Called once the image is written, or the pack failed: let go of
+        what the layer kept for the copies (an archive's spool file)."""
+
 
 class HostDirectory(Layer):
     """A directory of the build host, laid over the image at ``dest``."""

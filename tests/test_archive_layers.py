@@ -392,3 +392,45 @@ def test_gzip_members_and_padding_are_read_as_gzip_reads_them(tmp_path):
     assert (res.returncode, res.err) == (1, f"rumpfs: error: {joined}: corrupt gzip data: "
                                             f"{error.value}\n")
     assert not out.exists()
+
+
+def test_spool_files_are_gone_when_pack_returns(tmp_path, monkeypatch):
+    """A compressed archive is decompressed into a spool file, and sparse
+    members are laid out in one: as large as the archive's contents, so
+    removed when ``api.pack`` returns or fails, not when a reference cycle
+    is next collected (a forked caller that ends with os._exit, as build
+    tools and our fuzzer do, never collects it)."""
+    import gc
+    import tempfile
+
+    from rumpfs import api
+    from rumpfs.errors import RumpfsError
+
+    spools = tmp_path / "spools"
+    spools.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spools))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(os.urandom(300_000))
+    with open(src / "holes", "wb") as f:
+        f.seek(1 << 20)
+        f.write(b"end")
+    sparse = gnu_tar(src, tmp_path / "sparse.tar", "--format=gnu", "-S")
+    compressed = gnu_tar(src, tmp_path / "src.tar.gz", "--format=gnu", "-z")
+    data = compressed.read_bytes()
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(data[:len(data) // 2])
+    gc.disable()
+    try:
+        for archive, fmt in ((compressed, "cpio"), (compressed, "ffs"), (sparse, "iso"),
+                             (sparse, "fat")):
+            out = tmp_path / f"out.{fmt}"
+            api.pack([str(archive)], str(out), format=fmt, stubetc=False, progress=False)
+            assert out.stat().st_size > 300_000
+            assert os.listdir(spools) == [], (archive.name, fmt)
+        with pytest.raises(RumpfsError, match="corrupt gzip data"):
+            api.pack([str(cut)], str(tmp_path / "cut.cpio"), format="cpio", stubetc=False,
+                     progress=False)
+        assert os.listdir(spools) == []
+    finally:
+        gc.enable()

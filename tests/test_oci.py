@@ -260,3 +260,24 @@ def test_oci_layout_of_the_wrong_shape_is_refused(tmp_path, index, message):
     res = run_rumpfs("pack", "--no-stubetc", f"oci:{root}", "-o", out, check=False)
     assert (res.returncode, res.err) == (1, f"rumpfs: error: oci:{root}: {message}\n")
     assert not out.exists()
+
+
+def test_layer_spools_are_gone_when_pack_returns(layout, tmp_path, monkeypatch):
+    """Each gzip layer of the image is decompressed into a spool file: all
+    of them removed when ``api.pack`` returns, garbage collection or not."""
+    import gc
+    import tempfile
+
+    from rumpfs import api
+
+    spools = tmp_path / "spools"
+    spools.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spools))
+    out = tmp_path / "r.cpio"
+    gc.disable()
+    try:
+        api.pack([f"oci:{layout}:v2"], str(out), format="cpio", stubetc=False, progress=False)
+        assert os.listdir(spools) == []
+    finally:
+        gc.enable()
+    assert out.stat().st_size > 0
