@@ -426,8 +426,16 @@ def shown(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("ascii")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, stopping a command as Ctrl-C does."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def _terminate(signum, frame):
-    raise KeyboardInterrupt
+    raise Terminated(signum)
 
 
 def main(argv=None) -> int:
@@ -440,9 +448,10 @@ def main(argv=None) -> int:
     except RumpfsError as e:
         print(f"rumpfs: error: {shown(str(e))}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("rumpfs: interrupted; no output written", file=sys.stderr)
-        return 130
+        # The shell's convention: 128 + the signal's number (130 for Ctrl-C).
+        return 128 + getattr(e, "signum", signal.SIGINT)
     except BrokenPipeError:
         try:
             sys.stdout = open(os.devnull, "w")
