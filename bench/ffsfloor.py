@@ -35,11 +35,10 @@ FRAG = BSIZE // FSIZE
 SECTORS_PER_FRAG = FSIZE // L.DEV_BSIZE
 #: The block pointers of an inode, where a short symlink's target lives.
 POINTERS = [f"di_db[{k}]" for k in range(L.UFS_NDADDR)] + [f"di_ib[{k}]" for k in range(L.UFS_NIADDR)]
-MAXSYMLINKLEN = len(POINTERS) * 4
-DIRECT_HEADER = L.LITTLE.fast("direct").size
-#: IFTODT: the file type bits of a mode, as a directory entry's d_type.
-DT_SHIFT = 12
 ZEROS = bytes(L.DIRBLKSIZ)
+#: A directory entry's bytes by name length (UFS_DIRECTSIZ), and what follows its name.
+RECLEN = [L.UFS_DIRECTSIZ(n) for n in range(L.FFS_MAXNAMLEN + 1)]
+NAME_PAD = [bytes(RECLEN[n] - L.DIRECT_HEADER_SIZE - n) for n in range(L.FFS_MAXNAMLEN + 1)]
 
 
 class Tree:
@@ -96,6 +95,7 @@ def directory_blocks(tree: Tree, inode: list) -> dict:
     """Directory entry -> its entries packed, sorted by name, in DIRBLKSIZ chunks."""
     header = L.LITTLE.fast("direct").struct.pack
     name, mode, parent = tree.name, tree.mode, tree.parent
+    dtype_of = {m: L.IFTODT(m) for m in set(mode)}
     blocks = {}
     for d, kids in tree.children.items():
         kids.sort(key=name.__getitem__)
@@ -103,10 +103,10 @@ def directory_blocks(tree: Tree, inode: list) -> dict:
         used = at = 0  # bytes used in this chunk; where the last header is in parts
         last = None
         entries = chain(((inode[d], L.DT_DIR, b"."), (inode[parent[d]], L.DT_DIR, b"..")),
-                        ((inode[k], (mode[k] & L.IFMT) >> DT_SHIFT, name[k]) for k in kids))
+                        ((inode[k], dtype_of[mode[k]], name[k]) for k in kids))
         for ino, dtype, n in entries:
             namlen = len(n)
-            reclen = (DIRECT_HEADER + namlen + 4) & ~3  # UFS_DIRECTSIZ: the name, its NUL, aligned
+            reclen = RECLEN[namlen]
             if used + reclen > L.DIRBLKSIZ:
                 # An entry never crosses a chunk: the last one in each takes its rest.
                 parts[at] = header(last[0], last[1] + L.DIRBLKSIZ - used, last[2], last[3])
@@ -114,7 +114,7 @@ def directory_blocks(tree: Tree, inode: list) -> dict:
                 used = 0
             at = len(parts)
             last = (ino, reclen, dtype, namlen)
-            parts += (header(*last), n, ZEROS[:reclen - DIRECT_HEADER - namlen])
+            parts += (header(*last), n, NAME_PAD[namlen])
             used += reclen
         parts[at] = header(last[0], last[1] + L.DIRBLKSIZ - used, last[2], last[3])
         parts.append(ZEROS[:L.DIRBLKSIZ - used])
@@ -134,7 +134,7 @@ def pack(top: bytes, out: int) -> int:
     size = tree.size
     for d, blob in dirs.items():
         size[d] = len(blob)
-    short_links = {i: t for i, t in tree.target.items() if len(t) < MAXSYMLINKLEN}
+    short_links = {i: t for i, t in tree.target.items() if len(t) < L.MAXSYMLINKLEN_UFS1}
     long_links = {i: t for i, t in tree.target.items() if i not in short_links}
     columns = {name: [0] * count for name in POINTERS}
     blocks = [0] * count
@@ -154,7 +154,7 @@ def pack(top: bytes, out: int) -> int:
         blocks[i] = frags * SECTORS_PER_FRAG
         frag += frags
     for i, target in short_links.items():
-        for name, word in zip(POINTERS, memoryview(target.ljust(MAXSYMLINKLEN, b"\0")).cast("i")):
+        for name, word in zip(POINTERS, memoryview(target.ljust(L.MAXSYMLINKLEN_UFS1, b"\0")).cast("i")):
             columns[name][i] = word
     seconds = [t // 1_000_000_000 for t in tree.mtime]
     columns.update({"di_mode": tree.mode, "di_nlink": tree.nlink, "di_size": size,
