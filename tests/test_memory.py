@@ -103,3 +103,22 @@ def test_an_archive_tree_shares_one_int_per_mode(tree_20k, tmp_path):
     nodes = list(tree.iter_nodes())[1:]  # below the root
     assert len(nodes) == tree.count() - 1
     assert len({id(n.mode) for n in nodes}) == len({n.mode for n in nodes}) == 2
+
+
+@pytest.mark.parametrize("output", ["root.ffs", "root.cpio", "root.iso", "root.fat", "root.o",
+                                    "root.cpio.gz"])
+def test_a_pack_leaves_no_cyclic_garbage(tree_20k, tmp_path, output):
+    """What a pack built is freed when it returns, by reference counts: a
+    cycle (a directory's parent pointing back at it) would keep the whole
+    tree until the next full collection, which then takes as long as a
+    small pack (65 ms for 100,000 files) and happens in the caller."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        api.pack([os.fspath(tree_20k)], os.fspath(tmp_path / output), stubetc=False)
+        left = gc.collect()
+    finally:
+        if enabled:
+            gc.enable()
+    assert left < 100, f"{left} objects in reference cycles after packing {output}"

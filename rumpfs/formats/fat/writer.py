@@ -217,9 +217,13 @@ class _Dir:
     __slots__ = ("node", "path", "entries", "children", "first", "clusters", "parent",
                  "is_root", "first_file")
 
-    def __init__(self, node, path: bytes, parent):
+    def __init__(self, node, path: bytes, parent: int | None):
         self.node = node
         self.path = path
+        #: The parent's index in FatLayout.dirs (None: the root).  An index,
+        #: as the parent holds this _Dir in its children: a reference back
+        #: would leave the layout and the tree to the cyclic garbage collector
+        #: instead of freeing them with the layout.
         self.parent = parent
         #: Per entry in name order: (short11, NT case flags) of a file whose
         #: name is its own short name (most: one shared tuple per name), else
@@ -275,7 +279,7 @@ class FatLayout:
         while stack:
             d = stack.pop()
             self.dirs.append(d)
-            subdirs = self._build_dir(d)
+            subdirs = self._build_dir(d, len(self.dirs) - 1)
             stack.extend(reversed(subdirs))
         for kind, count in sorted(self.skipped.items()):
             print(f"rumpfs: warning: {count} {KIND_NAMES[kind]} entr"
@@ -291,8 +295,8 @@ class FatLayout:
                               f"{SKIP_OPTION} to leave such entries out")
         self.skipped[kind] = self.skipped.get(kind, 0) + 1
 
-    def _build_dir(self, d: _Dir) -> list[_Dir]:
-        """The entries of ``d`` in name order; its subdirectories.  Names
+    def _build_dir(self, d: _Dir, index: int) -> list[_Dir]:
+        """The entries of ``d`` (``dirs[index]``) in name order; its subdirectories.  Names
         that are their own short name (most, in a typical tree) are dealt
         with in the first loop; the others get ``~N`` names in the second,
         once every plain name of the directory is known."""
@@ -328,7 +332,7 @@ class FatLayout:
                 units = _long_units(join(d.path, name), name, text)
                 entries += -(-len(units) // _LFN_BYTES)
             if is_dir:
-                ref = _Dir(child, join(d.path, name), d)
+                ref = _Dir(child, join(d.path, name), index)
                 subdirs.append(ref)
             else:
                 size = child.data.size if child.data is not None else 0
@@ -489,7 +493,7 @@ class FatLayout:
                 out.append(pack(self.label, ATTR_VOLUME_ID, 0, 0, 0, 0, 0, 0, fat_time(t),
                                 fat_date(t), 0, 0))
         else:
-            parent = d.parent
+            parent = self.dirs[d.parent]
             up = 0 if parent.is_root else parent.first
             for short, node, first in ((_DOT, d.node, d.first), (_DOTDOT, parent.node, up)):
                 date, tm = date_time(node.mtime_ns // NS)

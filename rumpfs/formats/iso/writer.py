@@ -306,6 +306,9 @@ class _Dir:
     def __init__(self, node, path, parent):
         self.node = node
         self.path = path
+        #: None for the root, which is its own parent in the image (a
+        #: reference to itself would keep the layout and the tree for the
+        #: cyclic garbage collector instead of freeing them with the layout).
         self.parent = parent
         self.number = self.jnumber = 0
         self.extent = self.size = self.jextent = self.jsize = 0
@@ -502,7 +505,6 @@ class IsoLayout:
 
     def build(self) -> None:
         root = _Dir(self.tree.root, b"", None)
-        root.parent = root
         queue = [root]
         i = 0
         while i < len(queue):
@@ -526,8 +528,8 @@ class IsoLayout:
 
     def _build_dir(self, d: _Dir) -> list[_Dir]:
         node = d.node
-        d.dot_susp, d.dot_piece = self._place(d, node, None, 1, root=d.parent is d)
-        d.dotdot_susp, d.dotdot_piece = self._place(d, d.parent.node, None, 1)
+        d.dot_susp, d.dot_piece = self._place(d, node, None, 1, root=d.parent is None)
+        d.dotdot_susp, d.dotdot_piece = self._place(d, (d.parent or d).node, None, 1)
         taken, jtaken = set(), set()
         # Made in the tree's name order (the order of the continuation
         # pieces), kept in ISO 9660 order; these lists live while the
@@ -706,7 +708,7 @@ class IsoLayout:
                 for e in range(count)]
 
     def _directory(self, d: _Dir, joliet: bool) -> bytes:
-        p = d.parent
+        p = d.parent or d
         record = self._record
         nodes, numbers, dirs = self.rec_nodes, self.rec_files, self.rec_dirs
         file_sizes, extents = self.file_sizes, self.extents
@@ -771,7 +773,8 @@ class IsoLayout:
         for d in dirs:
             name = d.joliet_id if joliet else d.iso_id
             extent = d.jextent if joliet else d.extent
-            parent = d.parent.jnumber if joliet else d.parent.number
+            parent = d.parent or d
+            parent = parent.jnumber if joliet else parent.number
             out += fmt.pack(len(name), 0, extent, parent) + name + b"\0" * (len(name) % 2)
         return bytes(out)
 
