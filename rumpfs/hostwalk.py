@@ -52,6 +52,12 @@ SHARE_AFTER_ENTRIES = 4096
 #: ... and only while there are at least this many directories per walker
 #: left to list.
 SUBTREES_PER_WALKER = 2
+#: A tree with this many directories waiting to be listed is shared before
+#: its entry count says so (:func:`walk_host_dir`): each of them costs a
+#: getdents and its entries' lstat, together more than forking the walkers.
+#: (small10k: 1,000 directories after the first 1,011 entries; 5-10 ms
+#: sooner for FAT, ISO and FFS, the same on trees that never get here.)
+SHARE_AT_QUEUED_DIRS = 256
 #: A subtree of more entries than this is not written apart: its records go
 #: to this process, whose copy workers share its files, instead of one
 #: walker writing it alone while the other has nothing left (a root's
@@ -212,8 +218,9 @@ def walk_host_dir(top: bytes, root: Node, keep_owner: bool = True,
     queue = [(top, root)]
     head = 0
     while head < len(queue):
-        if (walkers >= 2 and build.count > SHARE_AFTER_ENTRIES
-                and len(queue) - head >= SUBTREES_PER_WALKER * walkers):
+        queued = len(queue) - head
+        if (walkers >= 2 and queued >= SUBTREES_PER_WALKER * walkers
+                and (build.count > SHARE_AFTER_ENTRIES or queued >= SHARE_AT_QUEUED_DIRS)):
             _share(queue[head:], build, walkers)
             break
         dirpath, dirnode = queue[head]

@@ -627,3 +627,38 @@ def test_hold_file_that_cannot_be_written_is_an_output_error(edge_tree, tmp_path
     assert not out.exists() and [n for n in os.listdir(tmp_path) if n.endswith(".part")] == []
     assert _children() == []
     assert not [t for t in threading.enumerate() if t.name.startswith("rumpfs-")]
+
+
+def _wide_tree(top, dirs: int):
+    for d in range(dirs):
+        sub = top / f"d{d:03}"
+        sub.mkdir(parents=True)
+        (sub / "a").write_bytes(b"a%d\n" % d)
+        os.symlink("a", sub / "b")
+    return top
+
+
+@pytest.mark.parametrize("extra, shared", [(10, True), (-128, False)])
+def test_many_directories_waiting_share_the_walk_early(tmp_path, monkeypatch, extra, shared):
+    """A tree of many small directories is shared once SHARE_AT_QUEUED_DIRS
+    of them wait to be listed, though it has fewer entries than
+    SHARE_AFTER_ENTRIES; a tree of fewer is listed here alone.  Either way
+    the tree is the one a single process makes."""
+    dirs = hostwalk.SHARE_AT_QUEUED_DIRS + extra
+    top = _wide_tree(tmp_path / "wide", dirs)
+    assert 1 + 3 * dirs < hostwalk.SHARE_AFTER_ENTRIES
+    expected = _snapshot(_walk(top, 0)[1])
+    listed_here = []
+    real = hostwalk.list_directory
+
+    def counting(path):
+        listed_here.append(path)
+        return real(path)
+
+    monkeypatch.setattr(hostwalk, "list_directory", counting)
+    count, root = _walk(top, 2)
+    assert count == 3 * dirs
+    assert _snapshot(root) == expected
+    # Walkers fork with the patched function, but their calls are not seen here.
+    assert (len(listed_here) < dirs) == shared
+    assert _children() == []
