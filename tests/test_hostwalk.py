@@ -191,6 +191,20 @@ def _entry_fields(entries) -> list:
     return out
 
 
+def _count_listings_here(monkeypatch) -> list:
+    """The directories this process lists from now on (walkers fork with the
+    counting function too, but their calls are not seen here)."""
+    listed = []
+    real = hostwalk.list_directory
+
+    def counting(path):
+        listed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(hostwalk, "list_directory", counting)
+    return listed
+
+
 @pytest.mark.parametrize("walkers,share_after", [(0, 4096), (2, 4096), (2, 50)])
 def test_streamed_walk_yields_what_the_finished_tree_walks(big_tree, monkeypatch, walkers,
                                                            share_after):
@@ -220,14 +234,7 @@ def test_streamed_walk_yields_what_the_finished_tree_walks(big_tree, monkeypatch
 def test_streamed_walk_shares_with_walkers(big_tree, monkeypatch):
     """Past the threshold, the directories still to come are listed by walkers."""
     monkeypatch.setattr(hostwalk, "SHARE_AFTER_ENTRIES", 50)
-    listed_here = []
-    real = hostwalk.list_directory
-
-    def counting(path):
-        listed_here.append(path)
-        return real(path)
-
-    monkeypatch.setattr(hostwalk, "list_directory", counting)
+    listed_here = _count_listings_here(monkeypatch)
     stream = _stream(big_tree, 2)
     walk = stream.walk()
     for _ in range(300):
@@ -648,17 +655,9 @@ def test_many_directories_waiting_share_the_walk_early(tmp_path, monkeypatch, ex
     top = _wide_tree(tmp_path / "wide", dirs)
     assert 1 + 3 * dirs < hostwalk.SHARE_AFTER_ENTRIES
     expected = _snapshot(_walk(top, 0)[1])
-    listed_here = []
-    real = hostwalk.list_directory
-
-    def counting(path):
-        listed_here.append(path)
-        return real(path)
-
-    monkeypatch.setattr(hostwalk, "list_directory", counting)
+    listed_here = _count_listings_here(monkeypatch)
     count, root = _walk(top, 2)
     assert count == 3 * dirs
     assert _snapshot(root) == expected
-    # Walkers fork with the patched function, but their calls are not seen here.
     assert (len(listed_here) < dirs) == shared
     assert _children() == []
