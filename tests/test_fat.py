@@ -419,3 +419,54 @@ def test_inside_an_object(tmp_path, rumpfs):
     mcopy_out(image, dest)
     assert (dest / "Hello World.txt").read_bytes() == b"inside an object\n"
     assert rumpfs("cat", obj, "/Hello World.txt").stdout == b"inside an object\n"
+
+
+def _sparse_tree(top, sizes: list[int], dirs: int = 1):
+    for k, size in enumerate(sizes):
+        d = top / f"d{k % dirs}"
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / f"f{k}", "wb") as f:
+            f.truncate(size)
+    return top
+
+
+#: Trees where the smallest image has one-sector clusters, 32 KiB ones
+#: (2,000 files of 32 KiB: 131,000 small clusters need FAT32 and 1 MiB of
+#: FATs, 2,000 large ones fit FAT12), and something in between.
+CLUSTER_TREES = {
+    "small files": [100 + 37 * k for k in range(300)],
+    "32 KiB files": [32768] * 2000,
+    "mixed": [4096 * (k % 9) + 700 for k in range(600)] + [5 << 20],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTER_TREES))
+@pytest.mark.parametrize("size", [None, 96 << 20])
+def test_cluster_size_search_stops_early_without_missing_the_smallest(tmp_path, name, size):
+    """choose() stops trying larger clusters once the data alone outgrows
+    the best image; the geometry is still the smallest of every cluster
+    size and type tried one by one."""
+    from rumpfs import api
+    from rumpfs.formats.fat import layout as fat_layout
+    from rumpfs.formats.fat.writer import FatLayout
+    from rumpfs.sources import HostDirectory, Policy
+    top = _sparse_tree(tmp_path / "tree", CLUSTER_TREES[name], dirs=7)
+    tree = api.prepare_tree([HostDirectory(str(top))], api.PackOptions(stubetc=False),
+                            "little", Policy())
+    fat = FatLayout(tree, {} if size is None else {"size": size})
+    fat.build()
+    fat.choose()
+    candidates = []
+    spc = 1
+    while spc * fat_layout.SECTOR <= fat_layout.MAX_CLUSTER_BYTES:
+        everything = fat._all_clusters(spc * fat_layout.SECTOR)
+        for bits in (12, 16, 32):
+            needed = fat._needed(spc * fat_layout.SECTOR, bits, everything)
+            g = None if needed is None else fat._geometry(bits, spc, needed)
+            if g is not None:
+                candidates.append((g[0], spc, bits))
+        spc *= 2
+    least = min(total for total, _spc, _bits in candidates)
+    assert fat.total == least
+    # The first of the smallest, as the search that tried them all took.
+    assert (fat.spc, fat.fat) == next((s, b) for t, s, b in candidates if t == least)

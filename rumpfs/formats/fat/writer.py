@@ -430,8 +430,15 @@ class FatLayout:
         types = (self.fat_type,) if self.fat_type else (12, 16, 32)
         best = None
         spc = 1
+        root_bytes = self.dirs[0].entries * DIR_ENTRY_SIZE
         while spc * SECTOR <= MAX_CLUSTER_BYTES:
             everything = self._all_clusters(spc * SECTOR)
+            # The clusters of everything but the root directory (which FAT12/16
+            # keep apart) are a floor under any image with this cluster size,
+            # and they only grow with it: none larger can do better.
+            floor = (everything - max(1, -(-root_bytes // (spc * SECTOR)))) * spc
+            if best is not None and floor >= best[0][0]:
+                break
             for fat in types:
                 needed = self._needed(spc * SECTOR, fat, everything)
                 if needed is None:
