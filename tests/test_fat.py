@@ -430,9 +430,9 @@ def _sparse_tree(top, sizes: list[int], dirs: int = 1):
     return top
 
 
-#: Trees where the smallest image has one-sector clusters, 32 KiB ones
-#: (2,000 files of 32 KiB: 131,000 small clusters need FAT32 and 1 MiB of
-#: FATs, 2,000 large ones fit FAT12), and something in between.
+#: Trees whose smallest image has 512-byte clusters (FAT12), 16 KiB ones
+#: (2,000 files of 32 KiB: at 512 bytes their 128,000 clusters need FAT32
+#: and 1 MiB of FATs, at 16 KiB 4,000 fit FAT12) and 1 KiB ones (FAT16).
 CLUSTER_TREES = {
     "small files": [100 + 37 * k for k in range(300)],
     "32 KiB files": [32768] * 2000,
