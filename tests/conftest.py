@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import shutil
 import subprocess
@@ -134,6 +136,19 @@ def run_rumpfs(*args, env=None, check=True, cwd=None, input=None, no_dac=False) 
 @pytest.fixture
 def rumpfs():
     return run_rumpfs
+
+
+@contextlib.contextmanager
+def gc_disabled():
+    """No cyclic garbage collection while the block runs, as in api.pack;
+    the collector's state is restored after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def leftovers(directory) -> list[str]:

@@ -14,7 +14,7 @@ import subprocess
 import tarfile
 
 import pytest
-from conftest import IS_ROOT, run_rumpfs
+from conftest import IS_ROOT, gc_disabled, run_rumpfs
 from ffs_testlib import dissect_records
 from treecompare import assert_same, normalized, scan_host
 
@@ -400,7 +400,6 @@ def test_spool_files_are_gone_when_pack_returns(tmp_path, monkeypatch):
     removed when ``api.pack`` returns or fails, not when a reference cycle
     is next collected (a forked caller that ends with os._exit, as build
     tools and our fuzzer do, never collects it)."""
-    import gc
     import tempfile
 
     from rumpfs import api
@@ -420,8 +419,7 @@ def test_spool_files_are_gone_when_pack_returns(tmp_path, monkeypatch):
     data = compressed.read_bytes()
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(data[:len(data) // 2])
-    gc.disable()
-    try:
+    with gc_disabled():
         for archive, fmt in ((compressed, "cpio"), (compressed, "ffs"), (sparse, "iso"),
                              (sparse, "fat")):
             out = tmp_path / f"out.{fmt}"
@@ -432,5 +430,3 @@ def test_spool_files_are_gone_when_pack_returns(tmp_path, monkeypatch):
             api.pack([str(cut)], str(tmp_path / "cut.cpio"), format="cpio", stubetc=False,
                      progress=False)
         assert os.listdir(spools) == []
-    finally:
-        gc.enable()

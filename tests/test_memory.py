@@ -18,6 +18,7 @@ import subprocess
 import tracemalloc
 
 import pytest
+from conftest import gc_disabled
 
 from rumpfs import api, formats
 from rumpfs.formats.ffs import writer as ffs_writer
@@ -45,16 +46,13 @@ def tree_20k(tmp_path_factory):
 def _traced(work):
     """(bytes held after ``work()``, peak while it ran, its result)."""
     gc.collect()
-    enabled = gc.isenabled()
-    gc.disable()  # as api.pack: no collection changes the figures
-    tracemalloc.start()
-    try:
-        result = work()
-        now, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-        if enabled:
-            gc.enable()
+    with gc_disabled():  # as api.pack: no collection changes the figures
+        tracemalloc.start()
+        try:
+            result = work()
+            now, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
     return now, peak, result
 
 
@@ -115,12 +113,7 @@ def test_a_pack_leaves_no_cyclic_garbage(tree_20k, tmp_path, output, fmt):
     tree until the next full collection, which then takes as long as a
     small pack (65 ms for 100,000 files) and happens in the caller."""
     gc.collect()
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_disabled():
         api.pack([os.fspath(tree_20k)], os.fspath(tmp_path / output), stubetc=False, format=fmt)
         left = gc.collect()
-    finally:
-        if enabled:
-            gc.enable()
     assert left < 100, f"{left} objects in reference cycles after packing {output} ({fmt})"

@@ -15,7 +15,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import IS_ROOT, run_rumpfs
+from conftest import IS_ROOT, gc_disabled, run_rumpfs
 from ffs_testlib import dissect_records
 from treecompare import assert_same, scan_host
 
@@ -265,7 +265,6 @@ def test_oci_layout_of_the_wrong_shape_is_refused(tmp_path, index, message):
 def test_layer_spools_are_gone_when_pack_returns(layout, tmp_path, monkeypatch):
     """Each gzip layer of the image is decompressed into a spool file: all
     of them removed when ``api.pack`` returns, garbage collection or not."""
-    import gc
     import tempfile
 
     from rumpfs import api
@@ -274,10 +273,7 @@ def test_layer_spools_are_gone_when_pack_returns(layout, tmp_path, monkeypatch):
     spools.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spools))
     out = tmp_path / "r.cpio"
-    gc.disable()
-    try:
+    with gc_disabled():
         api.pack([f"oci:{layout}:v2"], str(out), format="cpio", stubetc=False, progress=False)
         assert os.listdir(spools) == []
-    finally:
-        gc.enable()
     assert out.stat().st_size > 0

@@ -374,13 +374,16 @@ class FatLayout:
         """Clusters the tree takes with this cluster size and FAT type, given
         what ``everything`` takes (:meth:`_all_clusters`), or None when the
         FAT12/16 root directory cannot hold the root's entries."""
-        root = self.dirs[0].entries
         if fat == 32:
             return everything
-        if root > MAX_ROOT_ENTRIES:
+        if self.dirs[0].entries > MAX_ROOT_ENTRIES:
             return None
         # FAT12/16 keep the root directory in its own area, not in clusters.
-        return everything - max(1, -(-root * DIR_ENTRY_SIZE // cluster))
+        return everything - self._root_clusters(cluster)
+
+    def _root_clusters(self, cluster: int) -> int:
+        """The clusters :meth:`_all_clusters` counts for the root directory."""
+        return max(1, -(-self.dirs[0].entries * DIR_ENTRY_SIZE // cluster))
 
     @staticmethod
     def _clusters_of(counts: Counter, cluster: int, least: int) -> int:
@@ -430,17 +433,17 @@ class FatLayout:
         types = (self.fat_type,) if self.fat_type else (12, 16, 32)
         best = None
         spc = 1
-        root_bytes = self.dirs[0].entries * DIR_ENTRY_SIZE
         while spc * SECTOR <= MAX_CLUSTER_BYTES:
-            everything = self._all_clusters(spc * SECTOR)
+            cluster = spc * SECTOR
+            everything = self._all_clusters(cluster)
             # The clusters of everything but the root directory (which FAT12/16
             # keep apart) are a floor under any image with this cluster size,
             # and they only grow with it: none larger can do better.
-            floor = (everything - max(1, -(-root_bytes // (spc * SECTOR)))) * spc
+            floor = (everything - self._root_clusters(cluster)) * spc
             if best is not None and floor >= best[0][0]:
                 break
             for fat in types:
-                needed = self._needed(spc * SECTOR, fat, everything)
+                needed = self._needed(cluster, fat, everything)
                 if needed is None:
                     continue
                 g = self._geometry(fat, spc, needed)

@@ -306,9 +306,9 @@ class _Dir:
     def __init__(self, node, path, parent):
         self.node = node
         self.path = path
-        #: None for the root, which is its own parent in the image (a
-        #: reference to itself would keep the layout and the tree for the
-        #: cyclic garbage collector instead of freeing them with the layout).
+        #: None for the root (see :attr:`up`): a reference to itself would
+        #: keep the layout and the tree for the cyclic garbage collector
+        #: instead of freeing them with the layout.
         self.parent = parent
         self.number = self.jnumber = 0
         self.extent = self.size = self.jextent = self.jsize = 0
@@ -321,6 +321,11 @@ class _Dir:
         self.dot_susp = self.dotdot_susp = 0
         self.dot_piece = self.dotdot_piece = None
         self.first = self.end = self.jfirst = self.jend = 0
+
+    @property
+    def up(self) -> "_Dir":
+        """The parent directory in the image; the root's is itself."""
+        return self.parent or self
 
 
 class _StringList(list):
@@ -529,7 +534,7 @@ class IsoLayout:
     def _build_dir(self, d: _Dir) -> list[_Dir]:
         node = d.node
         d.dot_susp, d.dot_piece = self._place(d, node, None, 1, root=d.parent is None)
-        d.dotdot_susp, d.dotdot_piece = self._place(d, (d.parent or d).node, None, 1)
+        d.dotdot_susp, d.dotdot_piece = self._place(d, d.up.node, None, 1)
         taken, jtaken = set(), set()
         # Made in the tree's name order (the order of the continuation
         # pieces), kept in ISO 9660 order; these lists live while the
@@ -708,7 +713,7 @@ class IsoLayout:
                 for e in range(count)]
 
     def _directory(self, d: _Dir, joliet: bool) -> bytes:
-        p = d.parent or d
+        p = d.up
         record = self._record
         nodes, numbers, dirs = self.rec_nodes, self.rec_files, self.rec_dirs
         file_sizes, extents = self.file_sizes, self.extents
@@ -773,8 +778,7 @@ class IsoLayout:
         for d in dirs:
             name = d.joliet_id if joliet else d.iso_id
             extent = d.jextent if joliet else d.extent
-            parent = d.parent or d
-            parent = parent.jnumber if joliet else parent.number
+            parent = d.up.jnumber if joliet else d.up.number
             out += fmt.pack(len(name), 0, extent, parent) + name + b"\0" * (len(name) % 2)
         return bytes(out)
 
