@@ -12,7 +12,9 @@ import os
 import random
 import stat
 import subprocess
+import sys
 import threading
+import time
 
 import pytest
 from conftest import IS_ROOT, run_rumpfs
@@ -661,3 +663,64 @@ def test_many_directories_waiting_share_the_walk_early(tmp_path, monkeypatch, ex
     assert _snapshot(root) == expected
     assert (len(listed_here) < dirs) == shared
     assert _children() == []
+
+
+def test_a_walker_held_up_leaves_the_other_subtrees_to_the_others(tmp_path, monkeypatch):
+    """The walkers take the waiting subtrees as each becomes free: while one
+    is held up in the first subtree, the other lists all the rest.  (Dealt
+    out in turn, the held-up walker would also hold every second subtree,
+    and the rest would wait for it: here, until it gives up waiting.)"""
+    dirs = hostwalk.SHARE_AT_QUEUED_DIRS + 10
+    top = _wide_tree(tmp_path / "wide", dirs)
+    with os.scandir(top) as it:
+        first = os.fsencode(next(it).path)  # the first subtree dealt out: listing order
+    rest_listed = tmp_path / "rest-listed"
+    gave_up = tmp_path / "gave-up"
+    parent = os.getpid()
+    real_list, real_add = hostwalk.list_directory, hostwalk._Builder.add
+    added = []
+
+    def held_up(path):
+        if path == first and os.getpid() != parent:
+            deadline = time.monotonic() + 5
+            while not rest_listed.exists():
+                if time.monotonic() > deadline:
+                    gave_up.touch()
+                    break
+                time.sleep(0.01)
+        return real_list(path)
+
+    def adding(build, dirpath, dirnode, entries):
+        added.append(dirpath)
+        if len(added) == dirs:  # the top and every subtree but the first
+            rest_listed.touch()
+        return real_add(build, dirpath, dirnode, entries)
+
+    monkeypatch.setattr(hostwalk, "list_directory", held_up)
+    monkeypatch.setattr(hostwalk._Builder, "add", adding)
+    expected = _snapshot(_walk(top, 0)[1])
+    added.clear()
+    rest_listed.unlink()
+    count, root = _walk(top, 2)
+    assert not gave_up.exists()
+    assert added[-1] == first
+    assert count == 3 * dirs
+    assert _snapshot(root) == expected
+    assert _children() == []
+
+
+@pytest.mark.parametrize("count", [1, hostwalk.MAX_TASKS, 3 * hostwalk.MAX_TASKS + 1])
+def test_walker_tasks_cover_every_subtree_once_in_order(count):
+    """However many subtrees wait, the task pipe holds at most MAX_TASKS
+    tasks (runs of subtrees), and taking them to the end gives each once."""
+    import fcntl
+    import termios
+
+    tasks = hostwalk._deal(count)
+    try:
+        waiting = int.from_bytes(fcntl.ioctl(tasks, termios.FIONREAD, bytes(4)), sys.byteorder)
+        taken = list(hostwalk._taken(range(count), tasks))
+    finally:
+        os.close(tasks)
+    assert taken == list(range(count))
+    assert 0 < waiting <= hostwalk.MAX_TASKS * hostwalk._TASK.size
