@@ -460,6 +460,28 @@ def test_targets_of_issues_19_21_22_are_judged_from_the_cells():
     assert verdict("#22.4 spread")[0] is None  # one round each: nothing to judge
 
 
+def test_iso_and_fat_rows_show_the_ratio_beyond_each_tools_fixed_cost():
+    """Beside the wall-time ratio, the #19.6 rows show it once each tool's
+    fastest etc run is taken off both; without both etc runs, nothing."""
+    bench = fake_bench()
+    put(bench, "etc", "rumpfs-fat", 0.05)
+    put(bench, "etc", "mkfs.fat+mcopy", 0.007)
+    put(bench, "small10k", "rumpfs-fat", 0.128)
+    put(bench, "small10k", "mkfs.fat+mcopy", 0.0984)
+    put(bench, "etc", "rumpfs-iso", 0.05)
+    put(bench, "stdlib", "rumpfs-iso", 0.118)
+    put(bench, "stdlib", "genisoimage-iso", 0.111)
+    by = {t: (h, f) for t, h, f in bench.targets()}
+    ((fat_held, fat),) = [v for t, v in by.items() if t.startswith("#19.6 FAT: rumpfs-fat wall")]
+    assert fat_held is False
+    # (0.128 - 0.05) / (0.0984 - 0.007) = 0.853
+    assert fat == ("small10k: rumpfs-fat 0.128 s vs mkfs.fat+mcopy 0.0984 s = 1.30x (cpu 1.30x) "
+                   "[beyond the fixed cost (rumpfs-fat 0.05 s, mkfs.fat+mcopy 0.007 s on etc): 0.85x]")
+    ((iso_held, iso),) = [v for t, v in by.items() if t.startswith("#19.6 ISO: rumpfs-iso wall")]
+    assert iso_held is False
+    assert iso == "stdlib: rumpfs-iso 0.118 s vs genisoimage-iso 0.111 s = 1.06x (cpu 1.06x)"
+
+
 def test_memory_and_scaling_targets_of_issue_22_5():
     bench = fake_bench()
     bench.corpus_names.append("small1m")
