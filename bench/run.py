@@ -1212,10 +1212,20 @@ class Bench:
         out.append("")
         return out
 
-    def per_entry_one(self, tool: str, c: Cell, n: int) -> float:
+    def fixed_cost(self, tool: str, attr: str = "wall") -> float | None:
+        """What ``tool`` takes whatever the tree (interpreter start, imports,
+        teardown): its least ``attr`` on the tiny etc corpus; None without
+        an etc run.
+
+        The least of the etc runs, not their median: noise only ever adds
+        to a run, and a fixed cost that is too high is taken off the 10k
+        corpus's few hundred milliseconds ten times more than off the 100k
+        corpus's, which reads as a tool that slows down with size."""
         fixed = self.cell("etc", tool)
-        fixed_wall = fixed.least("wall") if fixed is not None and fixed.ok else 0.0
-        return (c.wall - fixed_wall) / n * 1e6
+        return fixed.least(attr) if fixed is not None and fixed.ok else None
+
+    def per_entry_one(self, tool: str, c: Cell, n: int) -> float:
+        return (c.wall - (self.fixed_cost(tool) or 0.0)) / n * 1e6
 
     # -- targets ------------------------------------------------------------------------------
 
@@ -1436,11 +1446,8 @@ class Bench:
         """Row ``a`` against row ``b`` (all cores) once each tool's fixed cost,
         its fastest run on etc (start-up, imports, teardown: what it takes on
         16 entries), is taken off both; shown, not judged."""
-        fa, fb = self.cell("etc", a.tool.name), self.cell("etc", b.tool.name)
-        if a.corpus == "etc" or fa is None or fb is None or not fa.ok or not fb.ok:
-            return ""
-        fixed_a, fixed_b = fa.least("wall"), fb.least("wall")
-        if b.wall <= fixed_b:
+        fixed_a, fixed_b = self.fixed_cost(a.tool.name), self.fixed_cost(b.tool.name)
+        if a.corpus == "etc" or fixed_a is None or fixed_b is None or b.wall <= fixed_b:
             return ""
         return (f" [beyond the fixed cost ({a.tool.name} {fixed_a:.3g} s, {b.tool.name} "
                 f"{fixed_b:.3g} s on etc): {(a.wall - fixed_a) / (b.wall - fixed_b):.2f}x]")
@@ -1589,17 +1596,11 @@ class Bench:
         return res
 
     def per_entry(self, tool: str, a, b, na: int, nb: int):
-        """Wall us per entry on two corpora beyond the fixed cost (what the same
-        tool takes on the tiny etc corpus: interpreter start, imports), the fixed
-        wall, and the cpu us per entry the same way.
-
-        The fixed cost is the least of the etc runs, not their median: noise
-        only ever adds to a run, and a fixed cost that is too high is taken
-        off the 10k corpus's few hundred milliseconds ten times more than off
-        the 100k corpus's, which reads as a tool that slows down with size."""
-        fixed = self.cell("etc", tool)
-        fixed_wall = fixed.least("wall") if fixed is not None and fixed.ok else 0.0
-        fixed_cpu = fixed.least("cpu") if fixed is not None and fixed.ok else 0.0
+        """Wall us per entry on two corpora beyond the fixed cost
+        (:meth:`fixed_cost`), the fixed wall, and the cpu us per entry the
+        same way."""
+        fixed_wall = self.fixed_cost(tool) or 0.0
+        fixed_cpu = self.fixed_cost(tool, "cpu") or 0.0
         return ((a.wall - fixed_wall) / na * 1e6, (b.wall - fixed_wall) / nb * 1e6, fixed_wall,
                 ((a.cpu - fixed_cpu) / na * 1e6, (b.cpu - fixed_cpu) / nb * 1e6))
 
